@@ -1,0 +1,5 @@
+import sys
+
+from pydocklite.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Content store of layers, layer indexes and snapshot mounts. Never imports pydocklite or registry."""
