@@ -1,0 +1,143 @@
+"""Entry point: global flags, then a verb looked up in a table and imported lazily.
+
+`pydocklite --help` and `--version` import nothing but this module; each verb's module
+is imported only when that verb runs (pip's commands/__init__.py does the same).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# verb -> (module under pydocklite.cli, function, one-line summary)
+COMMANDS = {
+    "run": ("run", "cmd_run", "Create and run a new container from an image"),
+    "create": ("container", "cmd_create", "Create a new container"),
+    "start": ("container", "cmd_start", "Start one or more stopped containers"),
+    "stop": ("container", "cmd_stop", "Stop one or more running containers"),
+    "restart": ("container", "cmd_restart", "Restart one or more containers"),
+    "kill": ("container", "cmd_kill", "Kill one or more running containers"),
+    "rm": ("container", "cmd_rm", "Remove one or more containers"),
+    "ps": ("ps", "cmd_ps", "List containers"),
+    "logs": ("logs", "cmd_logs", "Fetch the logs of a container"),
+    "exec": ("container", "cmd_exec", "Execute a command in a running container"),
+    "inspect": ("inspect", "cmd_inspect", "Return low-level information on containers or images"),
+    "wait": ("container", "cmd_wait", "Block until containers stop, then print their exit codes"),
+    "pull": ("pull", "cmd_pull", "Download an image from a registry"),
+    "images": ("images", "cmd_images", "List images"),
+    "rmi": ("images", "cmd_rmi", "Remove one or more images"),
+    "tag": ("images", "cmd_tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
+    "image": ("images", "cmd_image", "Manage images (ls, pull, rm, tag, inspect, prune)"),
+    "container": ("container", "cmd_container", "Manage containers"),
+    "system": ("system", "cmd_system", "Manage pydocklite (df, info)"),
+    "info": ("system", "cmd_info", "Display system-wide information"),
+    "login": ("login", "cmd_login", "Log in to a registry"),
+    "logout": ("login", "cmd_logout", "Log out from a registry"),
+    "mount": ("mount", "cmd_mount", "Mount an image's or container's root filesystem"),
+    "unmount": ("mount", "cmd_unmount", "Unmount a root filesystem mounted with 'mount'"),
+    "runtime": ("runtime", "cmd_runtime", "OCI runtime with runc's verbs (create, start, state, ...)"),
+    "version": ("system", "cmd_version", "Show the pydocklite version information"),
+}
+
+USAGE = """Usage:  pydocklite [OPTIONS] COMMAND
+
+A rootless, daemonless container tool in one file
+
+Options:
+      --root DIR               Store root (default $XDG_DATA_HOME/pydocklite)
+      --storage-driver NAME    auto, overlay, fuse or vfs (default auto)
+  -v, --version                Print version information and quit
+  -h, --help                   Print usage
+
+Commands:
+{commands}
+
+Run 'pydocklite COMMAND --help' for more information on a command.
+"""
+
+
+def usage() -> str:
+    width = max(len(k) for k in COMMANDS) + 2
+    lines = [f"  {name:<{width}}{summary}" for name, (_, _, summary) in COMMANDS.items()]
+    return USAGE.format(commands="\n".join(lines))
+
+
+def _split_global(argv: list):
+    """Global options come before the verb; returns (options, verb, rest)."""
+    opts = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help"):
+            return opts, "--help", []
+        if arg in ("-v", "--version"):
+            return opts, "--version", []
+        for flag in ("--root", "--storage-driver", "--runtime-dir"):
+            if arg == flag:
+                if i + 1 >= len(argv):
+                    raise SystemExit(_fail(f"flag needs an argument: {flag}"))
+                opts[flag[2:].replace("-", "_")] = argv[i + 1]
+                i += 2
+                break
+            if arg.startswith(flag + "="):
+                opts[flag[2:].replace("-", "_")] = arg.split("=", 1)[1]
+                i += 1
+                break
+        else:
+            if arg.startswith("-"):
+                raise SystemExit(_fail(f"unknown flag: {arg}\nSee 'pydocklite --help'."))
+            return opts, arg, argv[i + 1:]
+    return opts, None, []
+
+
+def _fail(message: str, code: int = 125) -> int:
+    sys.stderr.write(f"pydocklite: {message}\n")
+    return code
+
+
+def _is_ours(exc: BaseException) -> bool:
+    module = type(exc).__module__.split(".")[0]
+    return module in ("pydocklite", "registry", "snapshotter")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    opts, verb, rest = _split_global(argv)
+    if verb is None or verb == "--help":
+        sys.stdout.write(usage())
+        return 0
+    if verb == "--version":
+        from pydocklite import __version__
+        sys.stdout.write(f"pydocklite version {__version__}\n")
+        return 0
+    if verb not in COMMANDS:
+        return _fail(f"'{verb}' is not a pydocklite command.\nSee 'pydocklite --help'")
+    module_name, func_name, _ = COMMANDS[verb]
+    import importlib
+    from pydocklite.settings import Settings
+    try:
+        settings = Settings.from_environment(**opts)
+        module = importlib.import_module(f"pydocklite.cli.{module_name}")
+        return int(getattr(module, func_name)(settings, rest) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (e.g. `| head`): not an error worth a traceback
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except Exception as e:  # the one place that turns errors into a line and an exit code
+        if _is_ours(e):
+            sys.stderr.write(f"Error: {e}\n")
+            return int(getattr(e, "exit_code", 125))
+        if isinstance(e, OSError) and e.filename:
+            sys.stderr.write(f"Error: {e.strerror}: {e.filename}\n")
+            return 125
+        import traceback
+        traceback.print_exc()
+        return 125
+
+
+if __name__ == "__main__":
+    sys.exit(main())
