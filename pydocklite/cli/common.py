@@ -1,0 +1,136 @@
+"""Argument parsing and output helpers shared by the verbs (Docker's conventions)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+
+from pydocklite.errors import UsageError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports errors the way docker does: one line, exit 125."""
+
+    def __init__(self, prog: str, usage: str, description: str = "", **kw):
+        super().__init__(prog=f"pydocklite {prog}", usage=f"pydocklite {usage}",
+                         description=description, **kw)
+        self._verb = prog
+
+    def error(self, message):
+        raise UsageError(f"{message}\nSee 'pydocklite {self._verb} --help'.")
+
+
+def human_size(n: float) -> str:
+    """go-units HumanSizeWithPrecision(n, 3): decimal units, 3 significant digits."""
+    units = ["B", "kB", "MB", "GB", "TB", "PB"]
+    i = 0
+    n = float(n)
+    while n >= 1000 and i < len(units) - 1:
+        n /= 1000.0
+        i += 1
+    return f"{n:.3g}{units[i]}"
+
+
+def human_duration(seconds: float) -> str:
+    """go-units HumanDuration: 'Less than a second', '5 minutes', '2 weeks'..."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{h // 24 // 365} years"
+
+
+def time_ago(ts: float, now: float = None) -> str:
+    return human_duration((now or time.time()) - ts) + " ago"
+
+
+def parse_time(text: str) -> float:
+    """RFC 3339 (as in image configs) -> epoch seconds; 0 when absent or unparsable."""
+    if not text:
+        return 0.0
+    t = text.strip().replace("Z", "+00:00")
+    # Python < 3.11 accepts at most 6 fractional digits
+    if "." in t:
+        head, _, tail = t.partition(".")
+        digits = "".join(c for c in tail if c.isdigit())
+        zone = tail[len(digits):]
+        t = f"{head}.{digits[:6]}{zone}"
+    try:
+        return datetime.fromisoformat(t).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def print_table(rows: list, columns: list, fmt: str = None, quiet_field: str = None) -> None:
+    """Print dicts either as Docker's padded table or through a --format Go template."""
+    out = sys.stdout
+    if fmt and fmt != "table":
+        from pydocklite import gotemplate
+        is_table, header, body = _table_parts(fmt, columns)
+        if fmt == "json":
+            for row in rows:
+                out.write(json.dumps(row, separators=(",", ":")) + "\n")
+            return
+        rendered = [gotemplate.render(body, row) for row in rows]
+        if is_table:
+            _print_aligned([header.split("\t")] + [r.split("\t") for r in rendered])
+        else:
+            for line in rendered:
+                out.write(line + "\n")
+        return
+    table = [[title for _, title in columns]]
+    for row in rows:
+        table.append([str(row.get(key, "")) for key, _ in columns])
+    _print_aligned(table)
+
+
+def _table_parts(fmt: str, columns: list):
+    fmt = fmt.replace("\\t", "\t").replace("\\n", "\n")
+    if fmt.startswith("table"):
+        body = fmt[len("table"):].strip()
+        titles = dict(columns)
+        import re
+        header = re.sub(r"{{\s*\.(\w+)\s*}}",
+                        lambda m: titles.get(m.group(1), m.group(1).upper()), body)
+        return True, header, body
+    return False, "", fmt
+
+
+def _print_aligned(table: list) -> None:
+    """Docker's tabwriter: columns padded to the widest cell plus 3 spaces."""
+    if not table:
+        return
+    width = max(len(r) for r in table)
+    widths = [0] * width
+    for r in table:
+        for i, cell in enumerate(r):
+            widths[i] = max(widths[i], len(cell))
+    for r in table:
+        cells = [cell.ljust(widths[i] + 3) if i < len(r) - 1 else cell
+                 for i, cell in enumerate(r)]
+        sys.stdout.write("".join(cells).rstrip() + "\n")

@@ -1,0 +1,98 @@
+"""`pydocklite pull`: Docker's output — live per-layer progress on a TTY, plain lines otherwise."""
+from __future__ import annotations
+
+import sys
+import threading
+
+from pydocklite.cli.common import Parser, human_size
+
+
+class Progress:
+    """Renders PullEvents like docker: one line per layer, redrawn in place on a terminal."""
+
+    def __init__(self, out, tty: bool):
+        self.out = out
+        self.tty = tty
+        self.order = []
+        self.lines = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, ev) -> None:
+        if not ev.layer:
+            return
+        with self.lock:
+            text = self._text(ev)
+            if self.tty:
+                self._redraw(ev.layer, text)
+            elif ev.status != "Downloading" and self.lines.get(ev.layer) != text:
+                self.lines[ev.layer] = text
+                self.out.write(f"{ev.layer}: {ev.status}\n")
+                self.out.flush()
+
+    @staticmethod
+    def _text(ev) -> str:
+        if ev.status == "Downloading" and ev.total:
+            width = 50
+            filled = min(width, int(width * ev.current / ev.total))
+            bar = "=" * max(0, filled - 1) + (">" if filled else "") + " " * (width - filled)
+            return (f"{ev.layer}: Downloading [{bar}]  "
+                    f"{human_size(ev.current)}/{human_size(ev.total)}")
+        return f"{ev.layer}: {ev.status}"
+
+    def _redraw(self, layer: str, text: str) -> None:
+        if layer not in self.lines:
+            self.order.append(layer)
+            self.lines[layer] = text
+            self.out.write(text + "\n")
+        else:
+            self.lines[layer] = text
+            up = len(self.order) - self.order.index(layer)
+            self.out.write(f"\x1b[{up}A\r\x1b[2K{text}\x1b[{up}B\r")
+        self.out.flush()
+
+
+def pull_image(settings, name: str, *, quiet: bool = False, platform=None,
+               tls_verify=None, out=None) -> object:
+    """Pull with docker's messages; shared by `pull` and the implicit pull of `run`/`create`."""
+    from pydocklite.images import ImageService, familiar
+    from registry.reference import Reference
+    out = out or sys.stdout
+    ref = Reference.parse(name)
+    service = ImageService(settings)
+    previous = service.db.load()
+    old = previous.tags.get(str(ref))
+    if not quiet:
+        if not ref.tag and not ref.digest:
+            pass
+        elif "@" not in name and ":" not in name.rsplit("/", 1)[-1]:
+            out.write("Using default tag: latest\n")
+        path = familiar(ref.repository)
+        out.write(f"{ref.digest or ref.tag}: Pulling from {path}\n")
+        out.flush()
+    progress = None if quiet else Progress(out, out.isatty())
+    record = service.pull(name, platform=platform, progress=progress, tls_verify=tls_verify)
+    if not quiet:
+        digest = record.repo_digests[0].rsplit("@", 1)[-1] if record.repo_digests else ""
+        out.write(f"Digest: {digest}\n")
+        shown = familiar(str(ref))
+        if old == record.id:
+            out.write(f"Status: Image is up to date for {shown}\n")
+        else:
+            out.write(f"Status: Downloaded newer image for {shown}\n")
+    out.write(f"{ref}\n")
+    out.flush()
+    return record
+
+
+def cmd_pull(settings, argv) -> int:
+    p = Parser("pull", "pull [OPTIONS] NAME[:TAG|@DIGEST]",
+               "Download an image from a registry")
+    p.add_argument("-q", "--quiet", action="store_true", help="Suppress verbose output")
+    p.add_argument("--platform", help="Set platform if server is multi-platform capable")
+    p.add_argument("--tls-verify", default=None, choices=["true", "false"],
+                   help="Require HTTPS and verify certificates (default true)")
+    p.add_argument("name")
+    args = p.parse_args(argv)
+    tls = None if args.tls_verify is None else args.tls_verify == "true"
+    pull_image(settings, args.name, quiet=args.quiet, platform=args.platform, tls_verify=tls)
+    return 0

@@ -1,0 +1,364 @@
+"""The image service: pull (registry -> store), local lookup, tag, remove, prune, inspect.
+
+Pull streams each layer from the registry client straight into the snapshotter's layer
+store, which decompresses, hashes and indexes it in the same pass; layers download in
+parallel and a layer already stored (by DiffID) is never fetched again.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Set
+
+from pydocklite.errors import ImageError, ImageInUseError, ImageNotFoundError
+from pydocklite.image_db import ImageDB, ImageRecord, ImageStore
+from pydocklite.settings import Settings
+
+MAX_PARALLEL_LAYERS = 4
+
+
+@dataclass(frozen=True)
+class PullEvent:
+    layer: str          # short id (12 hex of the compressed digest), "" for image-wide events
+    status: str         # "Pulling fs layer", "Downloading", "Already exists", "Pull complete", ...
+    current: int = 0
+    total: int = 0
+
+
+ProgressFn = Callable[[PullEvent], None]
+
+
+def short_id(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12]
+
+
+class ImageService:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.layout = settings.layout
+        self.db = ImageStore(self.layout.images_db)
+
+    # --- stores (imported lazily: `images` must not pay for zstandard) ----------------
+
+    def _content(self):
+        from snapshotter.store import ContentStore
+        self.layout.ensure()
+        return ContentStore(self.layout)
+
+    def _layers(self):
+        from snapshotter.store import LayerStore
+        self.layout.ensure()
+        return LayerStore(self.layout)
+
+    # --- lookup -----------------------------------------------------------------------
+
+    def normalize(self, name: str) -> str:
+        from registry.reference import Reference
+        return str(Reference.parse(name))
+
+    def lookup(self, name: str, db: Optional[ImageDB] = None) -> ImageRecord:
+        """An image by name[:tag], name@digest, full or short id."""
+        db = db or self.db.load()
+        found = self._find(name, db)
+        if found is None:
+            raise ImageNotFoundError(f"No such image: {name}")
+        return found
+
+    def _find(self, name: str, db: ImageDB) -> Optional[ImageRecord]:
+        bare = name[len("sha256:"):] if name.startswith("sha256:") else name
+        if bare and all(c in "0123456789abcdef" for c in bare) and len(bare) >= 3:
+            matches = [r for iid, r in db.images.items() if iid[7:].startswith(bare)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1 and len(bare) < 64:
+                raise ImageError(f"image id prefix {name!r} is ambiguous: give more digits")
+        try:
+            canon = self.normalize(name)
+        except Exception:
+            return None
+        if canon in db.tags:
+            return db.images.get(db.tags[canon])
+        if "@" in canon:
+            for record in db.images.values():
+                if canon in record.repo_digests:
+                    return record
+                repo, _, digest = canon.rpartition("@")
+                if digest == record.manifest_digest and any(
+                        d.startswith(repo.split("@")[0].rsplit(":", 1)[0] + "@")
+                        for d in record.repo_digests):
+                    return record
+        return None
+
+    def exists(self, name: str) -> bool:
+        try:
+            return self._find(name, self.db.load()) is not None
+        except ImageError:
+            return False
+
+    def config(self, record: ImageRecord):
+        from registry.model import ImageConfig
+        raw = self._content().read(record.id)
+        return ImageConfig.parse(raw, digest=record.id)
+
+    def config_json(self, record: ImageRecord) -> dict:
+        return json.loads(self._content().read(record.id))
+
+    # --- pull -------------------------------------------------------------------------
+
+    def client(self, *, tls_verify: Optional[bool] = None):
+        from pydocklite.registry_access import make_client
+        return make_client(self.settings, tls_verify=tls_verify)
+
+    def pull(self, name: str, *, platform: Optional[str] = None,
+             progress: Optional[ProgressFn] = None, tls_verify: Optional[bool] = None
+             ) -> ImageRecord:
+        from registry.model import ImageConfig, Platform
+        from registry.reference import Reference
+        emit = progress or (lambda ev: None)
+        ref = Reference.parse(name)
+        client = self.client(tls_verify=tls_verify)
+        want = Platform.parse(platform) if platform else None
+        resolved = client.resolve(ref, platform=want)
+        manifest = resolved.manifest
+        config = ImageConfig.parse(resolved.config_bytes, digest=str(manifest.config.digest))
+        diff_ids = [str(d) for d in config.diff_ids]
+        if len(diff_ids) != len(manifest.layers):
+            raise ImageError(
+                f"image {ref}: manifest has {len(manifest.layers)} layers but its config lists "
+                f"{len(diff_ids)} diff_ids: the image is broken, ask its publisher to rebuild it")
+        content = self._content()
+        layers = self._layers()
+        # Layers first, metadata last: an image appears in `images` only once complete.
+        todo = []
+        for desc, diff_id in zip(manifest.layers, diff_ids):
+            if layers.has(diff_id):
+                emit(PullEvent(short_id(str(desc.digest)), "Already exists"))
+            else:
+                emit(PullEvent(short_id(str(desc.digest)), "Pulling fs layer", 0, desc.size))
+                todo.append((desc, diff_id))
+        if todo:
+            self._fetch_layers(client, ref, todo, layers, emit)
+        if resolved.index is not None:
+            content.write(str(resolved.index.digest), resolved.index.raw)
+        content.write(str(manifest.digest), manifest.raw)
+        content.write(str(manifest.config.digest), resolved.config_bytes)
+        size = sum(layers.size(d) for d in diff_ids)
+        repo_digest_src = resolved.index.digest if resolved.index is not None else manifest.digest
+        record = ImageRecord(
+            id=str(manifest.config.digest),
+            manifest_digest=str(manifest.digest),
+            manifest_media_type=manifest.media_type,
+            diff_ids=tuple(diff_ids),
+            size=size,
+            created=config.created or "",
+            architecture=config.architecture or "",
+            os=config.os or "",
+            repo_digests=(f"{ref.repository}@{repo_digest_src}",),
+            added_at=time.time(),
+            index_digest=str(resolved.index.digest) if resolved.index is not None else "",
+        )
+        names = [str(ref)] if ref.tag and not ref.digest else []
+        self.db.add(record, names)
+        emit(PullEvent("", "Digest", 0, 0))
+        return record
+
+    def _fetch_layers(self, client, ref, todo, layers, emit: ProgressFn) -> None:
+        lock = threading.Lock()
+
+        def fetch(item):
+            desc, diff_id = item
+            sid = short_id(str(desc.digest))
+            done = 0
+            last = 0.0
+            with layers.ingest(diff_id, desc.media_type,
+                               name=f"layer {desc.digest} of {ref}") as writer:
+                for chunk in client.stream_blob(ref, desc):
+                    writer.write(chunk)
+                    done += len(chunk)
+                    now = time.monotonic()
+                    if now - last > 0.1:
+                        last = now
+                        with lock:
+                            emit(PullEvent(sid, "Downloading", done, desc.size))
+                with lock:
+                    emit(PullEvent(sid, "Download complete", desc.size, desc.size))
+                writer.commit()
+            with lock:
+                emit(PullEvent(sid, "Pull complete", desc.size, desc.size))
+
+        workers = min(MAX_PARALLEL_LAYERS, len(todo))
+        if workers == 1:
+            fetch(todo[0])
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(fetch, item) for item in todo]
+            errors = []
+            for fut in futures:
+                try:
+                    fut.result()
+                except Exception as e:  # report the first, after every worker stopped
+                    errors.append(e)
+            if errors:
+                raise errors[0]
+
+    # --- tag / remove / prune ---------------------------------------------------------
+
+    def tag(self, source: str, target: str) -> None:
+        record = self.lookup(source)
+        from registry.reference import Reference
+        ref = Reference.parse(target)
+        if ref.digest:
+            raise ImageError(f"refusing to create a tag with a digest reference: {target}")
+        self.db.tag(record.id, str(ref))
+
+    def images_in_use(self) -> Set[str]:
+        """Image ids that some container (any state) was created from."""
+        used = set()
+        cdir = self.layout.containers_dir
+        if not cdir.is_dir():
+            return used
+        for entry in cdir.iterdir():
+            for fname in ("state.json", "container.json"):
+                try:
+                    with open(entry / fname) as f:
+                        data = json.load(f)
+                except (OSError, ValueError):
+                    continue
+                iid = data.get("image_id") or data.get("ImageID") or data.get("image", {})
+                if isinstance(iid, str) and iid:
+                    used.add(iid)
+                break
+        return used
+
+    def remove(self, name: str, *, force: bool = False) -> List[str]:
+        """`rmi`: returns Docker's output lines (Untagged: ..., Deleted: ...)."""
+        db = self.db.load()
+        record = self.lookup(name, db)
+        lines = []
+        canon = None
+        try:
+            canon = self.normalize(name)
+        except Exception:
+            pass
+        tags = db.tags_of(record.id)
+        by_tag = canon in tags
+        in_use = record.id in self.images_in_use()
+        if by_tag and len(tags) > 1:
+            self.db.untag(canon)
+            return [f"Untagged: {familiar(canon)}"]
+        if in_use and not force:
+            raise ImageInUseError(
+                f"conflict: unable to remove image {name} ({short_id(record.id)}): it is used by "
+                "a container: remove the container first or use -f")
+        if not by_tag and len(tags) > 1 and not force:
+            raise ImageError(
+                f"conflict: unable to delete {short_id(record.id)} (must be forced) - image is "
+                "referenced in multiple repositories")
+        for t in tags:
+            lines.append(f"Untagged: {familiar(t)}")
+        for d in record.repo_digests:
+            lines.append(f"Untagged: {familiar(d)}")
+        if in_use:
+            # like docker: -f on an image a container uses untags it but keeps its data
+            for t in tags:
+                self.db.untag(t)
+            return lines
+        self.db.remove(record.id)
+        lines.append(f"Deleted: {record.id}")
+        self.gc()
+        return lines
+
+    def prune(self, *, all_images: bool = False) -> tuple:
+        """Remove dangling (or, with all_images, all unused) images; (ids, bytes freed)."""
+        db = self.db.load()
+        used = self.images_in_use()
+        victims = []
+        for iid, record in db.images.items():
+            if iid in used:
+                continue
+            if all_images or not db.tags_of(iid):
+                victims.append(record)
+        for record in victims:
+            self.db.remove(record.id)
+        freed = self.gc()
+        return [r.id for r in victims], freed
+
+    def gc(self) -> int:
+        """Delete layers and blobs no image references; returns bytes freed."""
+        db = self.db.load()
+        keep_layers = {d for r in db.images.values() for d in r.diff_ids}
+        keep_layers |= self._layers_in_use()
+        keep_blobs = set()
+        for r in db.images.values():
+            keep_blobs |= {r.id, r.manifest_digest}
+            if r.index_digest:
+                keep_blobs.add(r.index_digest)
+        layers = self._layers()
+        freed = 0
+        for diff_id in layers.list():
+            if diff_id not in keep_layers:
+                try:
+                    freed += layers.size(diff_id)
+                except Exception:
+                    pass
+                layers.remove(diff_id)
+        content = self._content()
+        blobs_dir = self.layout.blobs_dir
+        if blobs_dir.is_dir():
+            for p in blobs_dir.iterdir():
+                digest = f"sha256:{p.name}"
+                if digest not in keep_blobs and not p.name.startswith("."):
+                    try:
+                        freed += p.stat().st_size
+                        p.unlink()
+                    except OSError:
+                        pass
+        del content
+        return freed
+
+    def _layers_in_use(self) -> Set[str]:
+        """Diff ids that containers' snapshots still stand on."""
+        used = set()
+        cdir = self.layout.containers_dir
+        if not cdir.is_dir():
+            return used
+        for entry in cdir.iterdir():
+            try:
+                with open(entry / "state.json") as f:
+                    data = json.load(f)
+            except (OSError, ValueError):
+                continue
+            used.update(data.get("diff_ids", ()) or ())
+        return used
+
+    def list(self) -> List[tuple]:
+        """[(record, [canonical tags])] for every image."""
+        db = self.db.load()
+        return [(r, db.tags_of(iid)) for iid, r in db.images.items()]
+
+
+def familiar(canonical: str) -> str:
+    """docker.io/library/nginx:latest -> nginx:latest (what docker prints)."""
+    name = canonical
+    if name.startswith("docker.io/"):
+        name = name[len("docker.io/"):]
+        if name.startswith("library/"):
+            name = name[len("library/"):]
+    return name
+
+
+def split_repo_tag(canonical: str) -> tuple:
+    """'host:5000/a/b:tag' -> ('host:5000/a/b', 'tag') in familiar form."""
+    fam = familiar(canonical)
+    if "@" in fam:
+        repo, _, digest = fam.partition("@")
+        return repo, "<none>"
+    slash = fam.rfind("/")
+    colon = fam.rfind(":")
+    if colon > slash:
+        return fam[:colon], fam[colon + 1:]
+    return fam, "<none>"
+
