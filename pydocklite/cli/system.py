@@ -1,0 +1,125 @@
+"""`version`, `info`, `system df`, `system info`."""
+from __future__ import annotations
+
+import platform
+import sys
+
+from pydocklite.cli.common import Parser, human_size
+
+
+def cmd_version(settings, argv) -> int:
+    from pydocklite import __version__
+    p = Parser("version", "version [OPTIONS]", "Show the pydocklite version information")
+    p.add_argument("-f", "--format", help="Format output using a Go template")
+    args = p.parse_args(argv)
+    data = {"Client": {"Version": __version__, "PythonVersion": platform.python_version(),
+                       "Os": "linux", "Arch": platform.machine()}}
+    if args.format:
+        from pydocklite import gotemplate
+        sys.stdout.write(gotemplate.render(args.format, data) + "\n")
+        return 0
+    c = data["Client"]
+    sys.stdout.write(f"Client:\n Version:        {c['Version']}\n"
+                     f" Python version: {c['PythonVersion']}\n"
+                     f" OS/Arch:        {c['Os']}/{c['Arch']}\n")
+    return 0
+
+
+def cmd_info(settings, argv) -> int:
+    p = Parser("info", "info [OPTIONS]", "Display system-wide information")
+    p.add_argument("-f", "--format", help="Format output using a Go template")
+    args = p.parse_args(argv)
+    from pydocklite.hostinfo import collect, render_text
+    info = collect(settings)
+    if args.format:
+        from pydocklite import gotemplate
+        sys.stdout.write(gotemplate.render(args.format, info) + "\n")
+    else:
+        sys.stdout.write(render_text(info))
+    return 0
+
+
+def disk_usage(settings) -> list:
+    from pydocklite.images import ImageService
+    service = ImageService(settings)
+    db = service.db.load()
+    used_images = service.images_in_use()
+    layers = service._layers()
+    layer_size = {}
+    for record in db.images.values():
+        for d in record.diff_ids:
+            if d not in layer_size:
+                try:
+                    layer_size[d] = layers.size(d)
+                except Exception:
+                    layer_size[d] = 0
+    all_layers = set(layer_size)
+    active_layers = {d for iid in used_images if iid in db.images
+                     for d in db.images[iid].diff_ids}
+    total = sum(layer_size.values())
+    reclaim = sum(layer_size[d] for d in all_layers - active_layers)
+    containers = _container_usage(settings)
+    rows = [
+        {"Type": "Images", "TotalCount": str(len(db.images)),
+         "Active": str(len(used_images & set(db.images))), "Size": human_size(total),
+         "Reclaimable": _pct(reclaim, total)},
+        {"Type": "Containers", "TotalCount": str(containers[0]), "Active": str(containers[1]),
+         "Size": human_size(containers[2]), "Reclaimable": _pct(containers[3], containers[2])},
+        {"Type": "Local Volumes", "TotalCount": "0", "Active": "0", "Size": "0B",
+         "Reclaimable": "0B"},
+        {"Type": "Build Cache", "TotalCount": "0", "Active": "0", "Size": "0B",
+         "Reclaimable": "0B"},
+    ]
+    return rows
+
+
+def _pct(part: int, total: int) -> str:
+    if not total:
+        return "0B"
+    return f"{human_size(part)} ({int(100 * part / total)}%)"
+
+
+def _container_usage(settings):
+    """(total, running, bytes in upper dirs, bytes in stopped ones)."""
+    import os
+    cdir = settings.layout.containers_dir
+    total = running = size = reclaim = 0
+    if not cdir.is_dir():
+        return 0, 0, 0, 0
+    try:
+        from pydocklite.containers.state import ContainerStore
+        states = ContainerStore(cdir).list()
+    except Exception:
+        states = []
+    for st in states:
+        total += 1
+        is_running = getattr(st, "status", "") == "running"
+        running += is_running
+        used = 0
+        for root, _, files in os.walk(cdir / st.id / "upper"):
+            for name in files:
+                try:
+                    used += os.lstat(os.path.join(root, name)).st_size
+                except OSError:
+                    pass
+        size += used
+        reclaim += 0 if is_running else used
+    return total, running, size, reclaim
+
+
+def cmd_system(settings, argv) -> int:
+    if argv and argv[0] == "df":
+        p = Parser("system df", "system df [OPTIONS]", "Show pydocklite disk usage")
+        p.add_argument("--format", help="Format output using a Go template")
+        p.add_argument("-v", "--verbose", action="store_true", help="Show detailed information")
+        args = p.parse_args(argv[1:])
+        from pydocklite.cli.common import print_table
+        print_table(disk_usage(settings),
+                    [("Type", "TYPE"), ("TotalCount", "TOTAL"), ("Active", "ACTIVE"),
+                     ("Size", "SIZE"), ("Reclaimable", "RECLAIMABLE")], args.format)
+        return 0
+    if argv and argv[0] == "info":
+        return cmd_info(settings, argv[1:])
+    sys.stdout.write("Usage:  pydocklite system COMMAND\n\nManage pydocklite\n\nCommands:\n"
+                     "  df    Show pydocklite disk usage\n  info  Display system-wide information\n")
+    return 0 if not argv or argv[0] in ("-h", "--help") else 125

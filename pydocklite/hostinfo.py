@@ -1,0 +1,206 @@
+"""What this host allows a rootless user, for `pydocklite info`: each missing feature is
+reported with the exact command that enables it."""
+from __future__ import annotations
+
+import os
+import platform
+import pwd
+import shutil
+from dataclasses import dataclass
+from typing import List, Optional
+
+
+@dataclass(frozen=True)
+class Missing:
+    feature: str
+    effect: str
+    fix: str
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def user_name() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def subid_range(path: str, user: str, uid: int) -> Optional[tuple]:
+    """(start, count) of the first /etc/subuid-style line for this user, else None."""
+    text = _read(path) or ""
+    for line in text.splitlines():
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[0] in (user, str(uid)):
+            try:
+                return int(parts[1]), int(parts[2])
+            except ValueError:
+                continue
+    return None
+
+
+def idmap_mode(missing: List[Missing]) -> str:
+    if os.getuid() == 0:
+        return "root (full id range)"
+    user = user_name()
+    have_tools = shutil.which("newuidmap") and shutil.which("newgidmap")
+    uids = subid_range("/etc/subuid", user, os.getuid())
+    gids = subid_range("/etc/subgid", user, os.getuid())
+    if have_tools and uids and gids:
+        return f"subordinate ids (uids {uids[0]}+{uids[1]}, gids {gids[0]}+{gids[1]})"
+    if not have_tools:
+        missing.append(Missing("newuidmap/newgidmap", "containers see only one uid (root = you)",
+                               "sudo apt-get install uidmap"))
+    if not (uids and gids):
+        missing.append(Missing(f"/etc/subuid and /etc/subgid entries for {user}",
+                               "containers see only one uid (root = you)",
+                               f"sudo usermod --add-subuids 100000-165535 "
+                               f"--add-subgids 100000-165535 {user}"))
+    return "single id (root in the container is you)"
+
+
+def userns_status(missing: List[Missing]) -> str:
+    if _read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+        missing.append(Missing("unprivileged user namespaces", "no container can start",
+                               "sudo sysctl -w kernel.unprivileged_userns_clone=1"))
+        return "disabled"
+    if _read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
+        missing.append(Missing("user namespaces (AppArmor restriction, Ubuntu 24.04+)",
+                               "no container can start",
+                               "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"))
+        return "restricted by AppArmor"
+    if _read("/proc/sys/user/max_user_namespaces") == "0":
+        missing.append(Missing("user namespaces", "no container can start",
+                               "sudo sysctl -w user.max_user_namespaces=15000"))
+        return "disabled"
+    return "available"
+
+
+def fuse_status(missing: List[Missing]) -> str:
+    if not os.path.exists("/dev/fuse"):
+        missing.append(Missing("/dev/fuse", "the fuse storage driver is unavailable",
+                               "sudo modprobe fuse"))
+        return "absent"
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        missing.append(Missing("access to /dev/fuse", "the fuse storage driver is unavailable",
+                               "sudo chmod 0666 /dev/fuse"))
+        return "no access"
+    import ctypes.util
+    if not (ctypes.util.find_library("fuse") or ctypes.util.find_library("fuse3")):
+        missing.append(Missing("libfuse", "the fuse storage driver is unavailable",
+                               "sudo apt-get install libfuse2"))
+        return "no libfuse"
+    return "available"
+
+
+def network_status(missing: List[Missing]) -> str:
+    for tool in ("pasta", "slirp4netns"):
+        if shutil.which(tool):
+            if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+                missing.append(Missing("access to /dev/net/tun",
+                                       "private networks have no outbound traffic",
+                                       "sudo chmod 0666 /dev/net/tun"))
+                return f"private, no outbound ({tool} present but /dev/net/tun not usable)"
+            return f"private with outbound traffic via {tool}"
+    missing.append(Missing("pasta or slirp4netns", "private networks have no outbound traffic "
+                           "(--network host works)", "sudo apt-get install passt"))
+    return "private, loopback only (published ports work)"
+
+
+def cgroup_status(missing: List[Missing]) -> dict:
+    try:
+        from pydocklite.runtime import cgroups
+    except ImportError:
+        return {"version": "unknown", "controllers": [], "reason": "cgroup support not built"}
+    info = cgroups.detect()
+    controllers = list(getattr(info, "controllers", ()) or ())
+    reason = getattr(info, "reason", "") or ""
+    fix = getattr(info, "fix", "") or ""
+    if not controllers:
+        missing.append(Missing("delegated cgroup controllers",
+                               "--memory, --cpus and --pids-limit cannot be enforced",
+                               fix or reason or "enable systemd cgroup v2 delegation"))
+    return {"version": str(getattr(info, "version", "")), "controllers": controllers,
+            "reason": reason}
+
+
+def storage_status(settings) -> dict:
+    try:
+        from snapshotter.snapshots import choose_driver
+    except ImportError:
+        return {"driver": "vfs", "reason": "snapshotter mounts not available"}
+    choice = choose_driver(settings.storage_driver)
+    return {"driver": getattr(choice, "driver", str(choice)),
+            "reason": getattr(choice, "reason", "")}
+
+
+def collect(settings) -> dict:
+    from pydocklite import __version__
+    missing: List[Missing] = []
+    info = {
+        "ServerVersion": __version__,
+        "PythonVersion": platform.python_version(),
+        "KernelVersion": platform.release(),
+        "OperatingSystem": _os_name(),
+        "Architecture": platform.machine(),
+        "Rootless": os.getuid() != 0,
+        "DockerRootDir": str(settings.data_root),
+        "RuntimeDir": str(settings.runtime_dir),
+        "UserNamespaces": userns_status(missing),
+        "IDMapping": idmap_mode(missing),
+        "FUSE": fuse_status(missing),
+        "Network": network_status(missing),
+        "Cgroup": cgroup_status(missing),
+        "Storage": storage_status(settings),
+        "UnprivilegedPortStart": _read("/proc/sys/net/ipv4/ip_unprivileged_port_start"),
+    }
+    info["Missing"] = [{"Feature": m.feature, "Effect": m.effect, "Fix": m.fix}
+                       for m in missing]
+    return info
+
+
+def _os_name() -> str:
+    text = _read("/etc/os-release") or ""
+    for line in text.splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip('"')
+    return platform.system()
+
+
+def render_text(info: dict) -> str:
+    cg = info["Cgroup"]
+    st = info["Storage"]
+    lines = [
+        "Client:",
+        f" Version:          {info['ServerVersion']}",
+        f" Python:           {info['PythonVersion']}",
+        "",
+        "Host:",
+        f" Kernel Version:   {info['KernelVersion']}",
+        f" Operating System: {info['OperatingSystem']}",
+        f" Architecture:     {info['Architecture']}",
+        f" Rootless:         {str(info['Rootless']).lower()}",
+        f" Root Dir:         {info['DockerRootDir']}",
+        f" Runtime Dir:      {info['RuntimeDir']}",
+        f" Storage Driver:   {st['driver']}" + (f" ({st['reason']})" if st.get("reason") else ""),
+        f" User Namespaces:  {info['UserNamespaces']}",
+        f" ID Mapping:       {info['IDMapping']}",
+        f" FUSE:             {info['FUSE']}",
+        f" Cgroup Version:   {cg['version']}",
+        f" Cgroup Controllers: {' '.join(cg['controllers']) or 'none delegated'}"
+        + (f" ({cg['reason']})" if cg.get("reason") else ""),
+        f" Network:          {info['Network']}",
+        f" Unprivileged ports start at: {info['UnprivilegedPortStart']}",
+    ]
+    if info["Missing"]:
+        lines += ["", "Missing host features (and how to enable them):"]
+        for m in info["Missing"]:
+            lines.append(f" - {m['Feature']}: {m['Effect']}")
+            lines.append(f"     fix: {m['Fix']}")
+    return "\n".join(lines) + "\n"
