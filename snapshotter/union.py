@@ -1,0 +1,479 @@
+"""The writable merged view: a `MergedTree` (lower, immutable) under an `UpperDir`.
+
+Every operation takes relative paths ("" is the root) and raises OSError with an errno; the
+FUSE adapter (fuse_fs.py) only translates. Lookup order for a path: the upper entry (a
+whiteout there means "absent"), else the lower node unless an upper ancestor is opaque or is
+not a directory. Writes copy the lower file up first.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+from typing import Dict, List, Optional, Tuple
+
+from .errors import LayerCorruptError
+from .merge import DIR, REG, Inode, LowerData, MergedTree
+from .upper import (INTERNAL_XATTR_PREFIXES, TEMP_PREFIX, UpperDir, is_whiteout, parent_of)
+
+LOWER_FH_BASE = 1 << 40
+
+
+def _dirent_is_whiteout(de) -> bool:
+    if de.is_dir(follow_symlinks=False) or de.is_file(follow_symlinks=False) or de.is_symlink():
+        return False
+    return is_whiteout(de.stat(follow_symlinks=False))
+
+
+def _enoent(rel: str) -> OSError:
+    return OSError(errno.ENOENT, os.strerror(errno.ENOENT), rel)
+
+
+class Union:
+    def __init__(self, tree: MergedTree, data: LowerData, upper: Optional[UpperDir]) -> None:
+        self.tree = tree
+        self.data = data
+        self.upper = upper
+        self._lower_fh: Dict[int, Inode] = {}
+        self._next_fh = LOWER_FH_BASE
+        self._lock = threading.RLock()   # serialises mutations of the upper dir
+
+    # --- lookup ---------------------------------------------------------------------------
+    def _lower_hidden(self, rel: str) -> bool:
+        opaque = self.upper.opaque if self.upper is not None else ()
+        if not opaque or not rel:
+            return False
+        p = rel
+        while p:
+            p = parent_of(p)
+            if p in opaque:
+                return True
+        return False
+
+    def lower(self, rel: str) -> Optional[Inode]:
+        """The visible lower node at rel (ignoring an upper entry at rel itself)."""
+        if self.upper is not None:
+            parent = parent_of(rel)
+            if rel:
+                pst = self.upper.lstat(parent)
+                if pst is not None and not stat.S_ISDIR(pst.st_mode):
+                    return None
+            if self._lower_hidden(rel):
+                return None
+        return self.tree.get(rel)
+
+    def resolve(self, rel: str) -> Tuple[str, object]:
+        """("upper", stat_result) or ("lower", Inode); raises ENOENT."""
+        if self.upper is not None:
+            try:
+                st = os.lstat(self.upper.path(rel))
+            except FileNotFoundError:
+                st = None
+            except NotADirectoryError:
+                raise _enoent(rel) from None
+            if st is not None:
+                if is_whiteout(st):
+                    raise _enoent(rel)
+                return "upper", st
+            if self._lower_hidden(rel):
+                raise _enoent(rel)
+        node = self.tree.get(rel)
+        if node is None:
+            raise _enoent(rel)
+        return "lower", node
+
+    def getattr(self, rel: str) -> dict:
+        kind, obj = self.resolve(rel)
+        if kind == "lower":
+            n = obj
+            t = int(n.mtime * 1e9)
+            return {"st_mode": n.mode, "st_ino": n.ino, "st_nlink": n.nlink, "st_uid": n.uid,
+                    "st_gid": n.gid, "st_size": n.size, "st_rdev": n.rdev,
+                    "st_atime": t, "st_mtime": t, "st_ctime": t,
+                    "st_blocks": (n.size + 511) // 512, "st_blksize": 4096}
+        st = obj
+        attrs = {"st_mode": st.st_mode, "st_ino": st.st_ino, "st_nlink": st.st_nlink,
+                 "st_uid": st.st_uid, "st_gid": st.st_gid, "st_size": st.st_size,
+                 "st_rdev": st.st_rdev, "st_atime": st.st_atime_ns, "st_mtime": st.st_mtime_ns,
+                 "st_ctime": st.st_ctime_ns, "st_blocks": st.st_blocks,
+                 "st_blksize": st.st_blksize}
+        ov = self.upper.override(rel)
+        if ov is not None:
+            attrs["st_uid"], attrs["st_gid"], attrs["st_mode"], attrs["st_rdev"] = ov
+            if stat.S_ISCHR(ov[2]) or stat.S_ISBLK(ov[2]):
+                attrs["st_size"] = 0
+        if stat.S_ISDIR(st.st_mode) and rel not in self.upper.opaque:
+            low = self.lower(rel)
+            if low is not None and low.type == DIR:
+                attrs["st_nlink"] = 1   # merged dir: count unknown (as overlayfs says)
+        return attrs
+
+    def readdir(self, rel: str) -> List[str]:
+        kind, obj = self.resolve(rel)
+        if kind == "lower":
+            if obj.type != DIR:
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), rel)
+            return self.tree.children(rel)
+        if not stat.S_ISDIR(obj.st_mode):
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), rel)
+        names: Dict[str, None] = {}
+        hidden = set()
+        with os.scandir(self.upper.path(rel)) as it:
+            for de in it:
+                if de.name.startswith(TEMP_PREFIX):
+                    continue
+                if _dirent_is_whiteout(de):
+                    hidden.add(de.name)
+                    continue
+                names[de.name] = None
+        if rel not in self.upper.opaque:
+            low = self.lower(rel)
+            if low is not None and low.type == DIR:
+                for name in self.tree.children(rel):
+                    if name not in hidden:
+                        names[name] = None
+        return list(names)
+
+    def readlink(self, rel: str) -> str:
+        kind, obj = self.resolve(rel)
+        if kind == "lower":
+            if not stat.S_ISLNK(obj.mode):
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), rel)
+            return obj.linkname
+        return os.readlink(self.upper.path(rel))
+
+    # --- xattrs ---------------------------------------------------------------------------
+    def listxattr(self, rel: str) -> List[str]:
+        kind, obj = self.resolve(rel)
+        if kind == "lower":
+            return list(obj.xattrs)
+        names = os.listxattr(self.upper.path(rel), follow_symlinks=False)
+        return [n for n in names if not n.startswith(INTERNAL_XATTR_PREFIXES)]
+
+    def getxattr(self, rel: str, name: str) -> bytes:
+        kind, obj = self.resolve(rel)
+        if kind == "lower":
+            try:
+                return obj.xattrs[name]
+            except KeyError:
+                raise OSError(errno.ENODATA, os.strerror(errno.ENODATA), rel) from None
+        if name.startswith(INTERNAL_XATTR_PREFIXES):
+            raise OSError(errno.ENODATA, os.strerror(errno.ENODATA), rel)
+        return os.getxattr(self.upper.path(rel), name, follow_symlinks=False)
+
+    def setxattr(self, rel: str, name: str, value: bytes, flags: int) -> None:
+        if name.startswith(INTERNAL_XATTR_PREFIXES):
+            raise OSError(errno.EPERM, "reserved xattr name", rel)
+        self.copy_up(rel)
+        os.setxattr(self.upper.path(rel), name, value, flags, follow_symlinks=False)
+
+    def removexattr(self, rel: str, name: str) -> None:
+        if name.startswith(INTERNAL_XATTR_PREFIXES):
+            raise OSError(errno.ENODATA, os.strerror(errno.ENODATA), rel)
+        self.copy_up(rel)
+        os.removexattr(self.upper.path(rel), name, follow_symlinks=False)
+
+    # --- copy-up --------------------------------------------------------------------------
+    def _writable(self) -> UpperDir:
+        if self.upper is None:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return self.upper
+
+    def copy_up(self, rel: str, with_data: bool = True) -> None:
+        """Make sure rel (which must exist in the merged view) has an upper entry."""
+        upper = self._writable()
+        with self._lock:
+            kind, obj = self.resolve(rel)
+            if kind == "upper":
+                return
+            if rel:
+                self.copy_up(parent_of(rel))
+            upper.copy_up(rel, obj, self.data, with_data=with_data)
+
+    def _prepare_new(self, rel: str) -> None:
+        """Before creating rel: parent copied up, rel absent, a whiteout there removed."""
+        upper = self._writable()
+        parent = parent_of(rel)
+        kind, obj = self.resolve(parent)
+        is_dir = obj.type == DIR if kind == "lower" else stat.S_ISDIR(obj.st_mode)
+        if not is_dir:
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), parent)
+        try:
+            self.resolve(rel)
+        except FileNotFoundError:
+            pass
+        else:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), rel)
+        self.copy_up(parent)
+        upper.remove_whiteout(rel)
+
+    def _lower_exists(self, rel: str) -> bool:
+        return self.lower(rel) is not None
+
+    def _finish_new(self, rel: str, owner: Tuple[int, int], mode: int,
+                    was_lower: bool, is_dir: bool = False) -> None:
+        upper = self.upper
+        upper.apply_owner(rel, owner[0], owner[1], mode)
+        if upper.override(rel) is not None and not stat.S_ISLNK(mode):
+            os.chmod(upper.path(rel), (mode & 0o7777) | (0o700 if is_dir else 0o600))
+        if is_dir and was_lower:
+            upper.set_opaque(rel)
+
+    # --- creating -------------------------------------------------------------------------
+    def create(self, rel: str, mode: int, flags: int, owner: Tuple[int, int]) -> int:
+        with self._lock:
+            was_lower = self._lower_exists(rel)
+            self._prepare_new(rel)
+            fd = os.open(self.upper.path(rel), flags | os.O_CREAT | os.O_EXCL, mode & 0o7777)
+            try:
+                self._finish_new(rel, owner, stat.S_IFREG | (mode & 0o7777), was_lower)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+
+    def mkdir(self, rel: str, mode: int, owner: Tuple[int, int]) -> None:
+        with self._lock:
+            was_lower = self._lower_hidden_by_whiteout(rel)
+            self._prepare_new(rel)
+            os.mkdir(self.upper.path(rel), mode & 0o7777)
+            self._finish_new(rel, owner, stat.S_IFDIR | (mode & 0o7777), was_lower, True)
+
+    def _lower_hidden_by_whiteout(self, rel: str) -> bool:
+        st = self.upper.lstat(rel) if self.upper is not None else None
+        return st is not None and is_whiteout(st) and self.tree.get(rel) is not None
+
+    def symlink(self, rel: str, target: str, owner: Tuple[int, int]) -> None:
+        with self._lock:
+            self._prepare_new(rel)
+            os.symlink(target, self.upper.path(rel))
+            self._finish_new(rel, owner, stat.S_IFLNK | 0o777, False)
+
+    def mknod(self, rel: str, mode: int, dev: int, owner: Tuple[int, int]) -> None:
+        with self._lock:
+            self._prepare_new(rel)
+            p = self.upper.path(rel)
+            fmt = stat.S_IFMT(mode)
+            if (fmt in (stat.S_IFCHR, stat.S_IFBLK)) and dev == 0:
+                raise OSError(errno.EPERM, "device 0/0 is reserved for whiteouts", rel)
+            try:
+                os.mknod(p, mode, dev)
+            except PermissionError:
+                if fmt not in (stat.S_IFCHR, stat.S_IFBLK):
+                    raise
+                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                self.upper.set_override(rel, owner[0], owner[1], mode, dev)
+            self.upper.apply_owner(rel, owner[0], owner[1], mode, dev)
+
+    def link(self, rel: str, existing: str) -> None:
+        with self._lock:
+            kind, obj = self.resolve(existing)
+            if kind == "lower" and obj.type == DIR or kind == "upper" and stat.S_ISDIR(
+                    obj.st_mode):
+                raise OSError(errno.EPERM, os.strerror(errno.EPERM), existing)
+            self.copy_up(existing)
+            self._prepare_new(rel)
+            os.link(self.upper.path(existing), self.upper.path(rel))
+
+    # --- removing -------------------------------------------------------------------------
+    def unlink(self, rel: str) -> None:
+        with self._lock:
+            kind, obj = self.resolve(rel)
+            is_dir = obj.type == DIR if kind == "lower" else stat.S_ISDIR(obj.st_mode)
+            if is_dir:
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), rel)
+            self._remove_entry(rel, kind, False)
+
+    def rmdir(self, rel: str) -> None:
+        with self._lock:
+            kind, obj = self.resolve(rel)
+            is_dir = obj.type == DIR if kind == "lower" else stat.S_ISDIR(obj.st_mode)
+            if not is_dir:
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), rel)
+            if not rel:
+                raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), rel)
+            if self.readdir(rel):
+                raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), rel)
+            self._remove_entry(rel, kind, True)
+
+    def _remove_entry(self, rel: str, kind: str, is_dir: bool) -> None:
+        upper = self._writable()
+        lower_there = self._lower_exists(rel)
+        if kind == "upper":
+            p = upper.path(rel)
+            if is_dir:
+                self._clear_upper_dir(p)
+                os.rmdir(p)
+                upper.forget_subtree(rel)
+            else:
+                os.unlink(p)
+        if lower_there:
+            self.copy_up(parent_of(rel))
+            upper.add_whiteout(rel)
+
+    @staticmethod
+    def _clear_upper_dir(p: str) -> None:
+        """Remove what is left in an upper dir whose merged view is empty (whiteouts)."""
+        with os.scandir(p) as it:
+            for de in it:
+                os.unlink(de.path)
+
+    # --- renaming -------------------------------------------------------------------------
+    def rename(self, old: str, new: str) -> None:
+        with self._lock:
+            upper = self._writable()
+            if old == new:
+                return
+            if new.startswith(old + "/") or not old:
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), new)
+            skind, sobj = self.resolve(old)
+            src_dir = sobj.type == DIR if skind == "lower" else stat.S_ISDIR(sobj.st_mode)
+            try:
+                dkind, dobj = self.resolve(new)
+            except FileNotFoundError:
+                dkind = None
+            dst_lower = self._lower_exists(new)
+            if dkind is not None:
+                dst_dir = dobj.type == DIR if dkind == "lower" else stat.S_ISDIR(dobj.st_mode)
+                if src_dir and not dst_dir:
+                    raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), new)
+                if dst_dir and not src_dir:
+                    raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), new)
+                if dst_dir and self.readdir(new):
+                    raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), new)
+            src_lower = self._lower_exists(old)
+            if src_dir:
+                self._copy_up_tree(old)
+            else:
+                self.copy_up(old)
+            self.copy_up(parent_of(new))
+            upper.remove_whiteout(new)
+            dp = upper.path(new)
+            if dkind == "upper" and src_dir:
+                self._clear_upper_dir(dp)
+                upper.forget_subtree(new)
+            os.rename(upper.path(old), dp)
+            if src_dir:
+                upper.move_state(old, new)
+                if dst_lower or src_lower:
+                    upper.set_opaque(new)
+            if src_lower:
+                self.copy_up(parent_of(old))
+                upper.add_whiteout(old)
+
+    def _copy_up_tree(self, rel: str) -> None:
+        """Copy a whole directory's merged content up, so it can move as one upper dir."""
+        self.copy_up(rel)
+        for name in self.readdir(rel):
+            child = f"{rel}/{name}" if rel else name
+            kind, obj = self.resolve(child)
+            if kind == "lower" and obj.type == DIR:
+                self._copy_up_tree(child)
+            elif kind == "upper" and stat.S_ISDIR(obj.st_mode):
+                if self._lower_exists(child) and child not in self.upper.opaque:
+                    self._copy_up_tree(child)
+            elif kind == "lower":
+                self.copy_up(child)
+        # whiteouts inside no longer matter once the dir becomes opaque at its new place
+        with os.scandir(self.upper.path(rel)) as it:
+            for de in it:
+                if _dirent_is_whiteout(de):
+                    os.unlink(de.path)
+
+    # --- attributes -----------------------------------------------------------------------
+    def chmod(self, rel: str, mode: int) -> None:
+        with self._lock:
+            self.copy_up(rel)
+            upper = self.upper
+            ov = upper.override(rel)
+            p = upper.path(rel)
+            if ov is not None:
+                uid, gid, old_mode, rdev = ov
+                new_mode = stat.S_IFMT(old_mode) | (mode & 0o7777)
+                upper.set_override(rel, uid, gid, new_mode, rdev)
+                os.chmod(p, (mode & 0o7777) | (0o700 if stat.S_ISDIR(old_mode) else 0o600))
+            else:
+                os.chmod(p, mode & 0o7777, follow_symlinks=not os.path.islink(p))
+
+    def chown(self, rel: str, uid: int, gid: int) -> None:
+        with self._lock:
+            self.copy_up(rel)
+            attrs = self.getattr(rel)
+            uid = attrs["st_uid"] if uid in (-1, 0xFFFFFFFF) else uid
+            gid = attrs["st_gid"] if gid in (-1, 0xFFFFFFFF) else gid
+            self.upper.apply_owner(rel, uid, gid, attrs["st_mode"], attrs["st_rdev"])
+
+    def utimens(self, rel: str, ns: Optional[Tuple[int, int]]) -> None:
+        with self._lock:
+            self.copy_up(rel)
+            p = self.upper.path(rel)
+            if ns is None:
+                os.utime(p, follow_symlinks=False)
+            else:
+                os.utime(p, ns=ns, follow_symlinks=False)
+
+    def truncate(self, rel: str, length: int) -> None:
+        with self._lock:
+            self.copy_up(rel, with_data=length != 0)
+            os.truncate(self.upper.path(rel), length)
+
+    # --- file data ------------------------------------------------------------------------
+    def open(self, rel: str, flags: int) -> int:
+        """A file handle: an upper fd, or a number >= LOWER_FH_BASE for lower data."""
+        writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC)
+        kind, obj = self.resolve(rel)
+        if kind == "lower" and not writing:
+            if obj.type != REG:
+                raise OSError(errno.EINVAL, "not a regular file", rel)
+            with self._lock:
+                fh = self._next_fh
+                self._next_fh += 1
+                self._lower_fh[fh] = obj
+            return fh
+        if writing:
+            with self._lock:
+                self.copy_up(rel, with_data=not flags & os.O_TRUNC)
+        flags &= ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
+        return os.open(self.upper.path(rel), flags)
+
+    def read(self, fh: int, size: int, offset: int) -> bytes:
+        if fh >= LOWER_FH_BASE:
+            node = self._lower_fh.get(fh)
+            if node is None:
+                raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+            try:
+                return bytes(self.data.read(node, offset, size))
+            except LayerCorruptError:
+                raise OSError(errno.EIO, os.strerror(errno.EIO)) from None
+        return os.pread(fh, size, offset)
+
+    def write(self, fh: int, data: bytes, offset: int) -> int:
+        if fh >= LOWER_FH_BASE:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return os.pwrite(fh, data, offset)
+
+    def ftruncate(self, fh: int, length: int) -> None:
+        os.ftruncate(fh, length)
+
+    def fsync(self, fh: int, datasync: bool) -> None:
+        if fh >= LOWER_FH_BASE:
+            return
+        (os.fdatasync if datasync else os.fsync)(fh)
+
+    def release(self, fh: int) -> None:
+        if fh >= LOWER_FH_BASE:
+            with self._lock:
+                self._lower_fh.pop(fh, None)
+        else:
+            os.close(fh)
+
+    def statfs(self) -> dict:
+        root = self.upper.root if self.upper is not None else "/"
+        sv = os.statvfs(root)
+        out = {k: getattr(sv, k) for k in ("f_bsize", "f_frsize", "f_blocks", "f_bfree",
+                                           "f_bavail", "f_files", "f_ffree", "f_favail",
+                                           "f_namemax")}
+        if self.upper is None:
+            out.update(f_bfree=0, f_bavail=0, f_ffree=0, f_favail=0)
+        return out

@@ -1,0 +1,135 @@
+"""Helpers for the snapshotter mount tests: build real tar layers, index/ingest them."""
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent.parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+MTIME = 1_700_000_000
+
+
+def F(path, data=b"", mode=0o644, uid=0, gid=0, xattrs=None, mtime=MTIME):
+    return ("file", path, data, mode, uid, gid, xattrs or {}, mtime)
+
+
+def D(path, mode=0o755, uid=0, gid=0, xattrs=None, mtime=MTIME):
+    return ("dir", path, b"", mode, uid, gid, xattrs or {}, mtime)
+
+
+def L(path, target):
+    return ("symlink", path, target)
+
+
+def H(path, target):
+    return ("hardlink", path, target)
+
+
+def P(path, mode=0o644):
+    return ("fifo", path, mode)
+
+
+def C(path, major, minor, mode=0o666):
+    return ("char", path, major, minor, mode)
+
+
+def W(path):
+    """A whiteout deleting `path` from the layers below."""
+    parent, _, name = path.rpartition("/")
+    return F(f"{parent}/.wh.{name}" if parent else f".wh.{name}", b"", 0o600)
+
+
+def O(dirpath):
+    """An opaque-directory marker for `dirpath`."""
+    return F(f"{dirpath}/.wh..wh..opq", b"", 0o600)
+
+
+def make_tar(specs) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for s in specs:
+            kind = s[0]
+            ti = tarfile.TarInfo(s[1])
+            ti.mtime = MTIME
+            data = None
+            if kind in ("file", "dir"):
+                _, path, data, mode, uid, gid, xattrs, mtime = s
+                ti.type = tarfile.REGTYPE if kind == "file" else tarfile.DIRTYPE
+                ti.mode, ti.uid, ti.gid, ti.mtime = mode, uid, gid, mtime
+                ti.size = len(data) if kind == "file" else 0
+                if xattrs:
+                    ti.pax_headers = {f"SCHILY.xattr.{k}": v.decode("latin-1") if isinstance(
+                        v, bytes) else v for k, v in xattrs.items()}
+                if kind == "dir":
+                    data = None
+            elif kind == "symlink":
+                ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, s[2], 0o777
+            elif kind == "hardlink":
+                ti.type, ti.linkname, ti.mode = tarfile.LNKTYPE, s[2], 0o644
+            elif kind == "fifo":
+                ti.type, ti.mode = tarfile.FIFOTYPE, s[2]
+            elif kind == "char":
+                ti.type, ti.devmajor, ti.devminor, ti.mode = tarfile.CHRTYPE, s[2], s[3], s[4]
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def diff_id(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def index_to_files(data: bytes, dirpath: Path):
+    """Index a tar with TarIndexer; write blob+index files; return (index_path, blob_path)."""
+    from snapshotter.layer_index import TarIndexer
+    dirpath.mkdir(parents=True, exist_ok=True)
+    ti = TarIndexer("test")
+    ti.feed(data)
+    idx = ti.finish()
+    (dirpath / "blob").write_bytes(data)
+    idx.save(dirpath / "index")
+    return dirpath / "index", dirpath / "blob"
+
+
+def ingest(layout, data: bytes, name="test-layer") -> str:
+    """Ingest an uncompressed tar layer through helper B's LayerStore; return its diff_id."""
+    from snapshotter.store import LayerStore
+    store = LayerStore(layout)
+    d = diff_id(data)
+    if not store.has(d):
+        w = store.ingest(d, "application/vnd.oci.image.layer.v1.tar", name)
+        for i in range(0, len(data), 1 << 20):
+            w.write(data[i:i + (1 << 20)])
+        w.commit()
+    return d
+
+
+def wait_for(pred, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def user_tmpdir(prefix="pdl-fs-") -> Path:
+    """A fresh directory under /tmp that the unprivileged test user can reach (0755)."""
+    import tempfile
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    d.chmod(0o755)
+    return d
+
+
+def rmtree(path: Path) -> None:
+    import shutil
+    import subprocess
+    if path.exists():
+        # mount points left behind by a failed test must not be descended into
+        subprocess.run(["fusermount", "-u", "-z", str(path / "mnt")], capture_output=True)
+        shutil.rmtree(path, ignore_errors=True)
