@@ -1,0 +1,1 @@
+"""Container records on disk: state facts, names, the container store."""

@@ -1,0 +1,1 @@
+"""The per-container shim and its parts: json-file logs, port forwarding."""
