@@ -1,0 +1,333 @@
+"""Library API of the runtime (what the shim and runc_cli call).
+
+    create(bundle, cid, root=None, stdio=None, console_socket=None, prepare_rootfs=None,
+           pid_file=None) -> Created(pid, warnings)
+    start(cid, root=None) ; state(cid, root=None) -> dict (OCI state)
+    kill(cid, sig=15, root=None, all_processes=False) ; delete(cid, root=None, force=False)
+    run(bundle, cid, root=None, stdio=None, ...) -> exit code (128+N when killed by signal N)
+    exec_process(cid, args, root=None, env=None, cwd=None, stdio=None) -> exit code
+    list_containers(root=None) -> [dict] ; processes(cid, root=None) -> [pid]
+
+`prepare_rootfs(rootfs_path)` runs in a child that is already inside the container's new user
+and mount namespaces (ids mapped), before any mount, pivot_root or the pid namespace: the place
+to mount a FUSE rootfs. Anything it forks outlives the child (it is not the container's pid 1).
+Joining pre-existing namespaces by path (linux.namespaces[].path) works too.
+Warnings (single-id fallback, clamped rlimits, unapplied cgroup limits...) are returned, never
+printed: the caller shows them.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import namedtuple
+
+from . import state as st
+from .errors import ContainerExists, RuntimeErr, StateError
+
+Created = namedtuple("Created", "pid warnings")
+
+
+def _root(root):
+    return root or st.default_root()
+
+
+def _cgroups_setup(spec, cid: str, warnings: list):
+    """Create the container's cgroup when the spec asks for limits; None when not."""
+    resources = spec.linux.resources
+    if not resources:
+        return None
+    try:
+        from . import cgroups
+    except ImportError:
+        warnings.append("linux.resources set but pydocklite.runtime.cgroups is not available: "
+                        "no limits applied")
+        return None
+    name = spec.linux.cgroups_path or f"pydocklite-{cid}"
+    cg = cgroups.create(name, resources)
+    return cg
+
+
+def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str = None,
+           prepare_rootfs=None, pid_file: str = None) -> Created:
+    """Set up container `cid` from `bundle`; its init waits for start(). Returns its pid."""
+    from . import idmap, plan, process
+    from .hooks import run_hooks
+    from .spec import load_spec
+    import json
+
+    root = _root(root)
+    cdir = st.container_dir(root, cid)
+    bundle = os.path.abspath(bundle)
+    spec, raw = load_spec(bundle)
+    warnings = []
+    default_maps = None
+    if any(n.type == "user" and not n.path for n in spec.linux.namespaces) and \
+            (not spec.linux.uid_mappings or not spec.linux.gid_mappings):
+        u, g, warn = idmap.default_mappings()
+        default_maps = (u, g)
+        if warn:
+            warnings.append(warn)
+    if os.geteuid() != 0 and not any(n.type == "user" for n in spec.linux.namespaces):
+        raise RuntimeErr("config.json: rootless containers need a user namespace: add "
+                         "{\"type\": \"user\"} to linux.namespaces (or run "
+                         "'pydocklite runtime spec --rootless')")
+    the_plan = plan.make_plan(spec, default_maps)
+    warnings.extend(the_plan.warnings)
+    if the_plan.userns is not None and not the_plan.userns.path and os.geteuid() != 0:
+        idmap.check_owned(the_plan.userns.uid_maps, os.geteuid(), "/etc/subuid", "uid")
+        idmap.check_owned(the_plan.userns.gid_maps, os.getegid(), "/etc/subgid", "gid")
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    try:
+        os.mkdir(cdir, 0o711)
+    except FileExistsError:
+        raise ContainerExists(f"container {cid!r} already exists: delete it first "
+                              f"('pydocklite runtime delete {cid}')") from None
+    facts = {"id": cid, "pid": 0, "bundle": bundle, "rootfs": spec.root.path,
+             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "annotations": spec.annotations, "owner": "", "cgroup": None}
+    cgroup = None
+    try:
+        st.write_facts(cdir, facts)
+        with open(os.path.join(cdir, "config.json"), "w") as f:
+            json.dump(raw, f)
+
+        def on_sync(child_pid: int) -> None:
+            nonlocal cgroup
+            if the_plan.userns is not None and not the_plan.userns.path:
+                idmap.apply(child_pid, the_plan.userns.uid_maps, the_plan.userns.gid_maps)
+            cgroup = _cgroups_setup(spec, cid, warnings)
+            if cgroup is not None:
+                cgroup.add_pid(child_pid)
+                for limit, reason in cgroup.apply() or ():
+                    warnings.append(f"limit {limit} not applied: {reason}")
+
+        pid, child_warnings = process.launch(
+            the_plan, bundle=bundle, cdir=cdir, rootfs=spec.root.path, stdio=stdio,
+            console_socket=console_socket, prepare_rootfs=prepare_rootfs, on_sync=on_sync)
+        warnings.extend(child_warnings)
+        facts["pid"] = pid
+        facts["pid_start"] = st.proc_start_time(pid)
+        facts["cgroup"] = getattr(cgroup, "path", None) and str(cgroup.path)
+        st.write_facts(cdir, facts)
+        oci = st.oci_state(st.load(root, cid))
+        run_hooks(spec.hooks.prestart, oci, "prestart")
+        run_hooks(spec.hooks.create_runtime, oci, "createRuntime")
+        if pid_file:
+            tmp = pid_file + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(str(pid))
+            os.replace(tmp, pid_file)
+    except BaseException:
+        pid = facts.get("pid")
+        if pid:
+            _kill_wait(pid)
+        _remove_dir(cdir, cgroup)
+        raise
+    return Created(pid, warnings)
+
+
+def _kill_wait(pid: int, timeout: float = 5.0) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            if st.proc_start_time(pid) is None:
+                return
+        time.sleep(0.002)
+
+
+def _remove_dir(cdir: str, cgroup=None) -> None:
+    if cgroup is not None:
+        try:
+            cgroup.destroy()
+        except Exception:  # noqa: BLE001 - best effort during cleanup of a failed create
+            pass
+    import shutil
+    shutil.rmtree(cdir, ignore_errors=True)
+
+
+def start(cid: str, root: str = None) -> None:
+    from . import process
+    from .hooks import run_hooks
+    root = _root(root)
+    s = st.load(root, cid)
+    if s.status != "created":
+        raise StateError(f"container {cid!r} is {s.status}, not created: cannot start it")
+    cdir = st.container_dir(root, cid)
+    try:
+        process.signal_start(cdir)
+    except OSError as e:
+        raise StateError(f"container {cid!r}: its init is not waiting ({e.strerror})") from None
+    spec = _saved_spec(cdir)
+    if spec is not None and spec.hooks.poststart:
+        run_hooks(spec.hooks.poststart, st.oci_state(st.load(root, cid)), "poststart")
+
+
+def _saved_spec(cdir: str):
+    import json
+    from .spec import parse_spec
+    try:
+        with open(os.path.join(cdir, "config.json")) as f:
+            return parse_spec(json.load(f))
+    except (OSError, ValueError, RuntimeErr):
+        return None
+
+
+def state(cid: str, root: str = None) -> dict:
+    return st.oci_state(st.load(_root(root), cid))
+
+
+def list_containers(root: str = None) -> list:
+    root = _root(root)
+    out = []
+    for cid in st.list_ids(root):
+        try:
+            out.append(st.oci_state(st.load(root, cid)))
+        except RuntimeErr:
+            continue
+    return out
+
+
+def _ns_inode(pid: int, ns: str):
+    try:
+        return os.stat(f"/proc/{pid}/ns/{ns}").st_ino
+    except OSError:
+        return None
+
+
+def processes(cid: str, root: str = None) -> list:
+    """Host pids of every process in the container's pid namespace (init first)."""
+    s = st.load(_root(root), cid)
+    if s.status not in ("created", "running"):
+        return []
+    ino = _ns_inode(s.pid, "pid")
+    own = _ns_inode(os.getpid(), "pid")
+    if ino is None or ino == own:
+        return [s.pid]
+    pids = [s.pid]
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != s.pid and _ns_inode(int(name), "pid") == ino:
+            pids.append(int(name))
+    return pids
+
+
+def kill(cid: str, sig: int = signal.SIGTERM, root: str = None,
+         all_processes: bool = False) -> None:
+    s = st.load(_root(root), cid)
+    if s.status not in ("created", "running"):
+        raise StateError(f"container {cid!r} is {s.status}: nothing to signal")
+    targets = processes(cid, root) if all_processes else [s.pid]
+    for pid in targets:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def delete(cid: str, root: str = None, force: bool = False) -> None:
+    """Remove a stopped container (force: kill it first); runs poststop hooks."""
+    from .hooks import run_hooks
+    root = _root(root)
+    s = st.load(root, cid)
+    cdir = st.container_dir(root, cid)
+    if s.status in ("created", "running", "creating") and s.pid:
+        if s.status == "running" and not force:
+            raise StateError(f"container {cid!r} is running: stop it first or use "
+                             f"'delete --force'")
+        for pid in reversed(processes(cid, root)):
+            _kill_wait(pid)
+    cgroup = None
+    if s.cgroup:
+        try:
+            from . import cgroups
+            cgroup = cgroups.create(s.cgroup, {})
+            cgroup.kill_all()
+        except Exception:  # noqa: BLE001 - the cgroup helper may be absent or gone
+            cgroup = None
+    spec = _saved_spec(cdir)
+    oci = st.oci_state(s._replace(status="stopped"))
+    _remove_dir(cdir, cgroup)
+    if spec is not None and spec.hooks.poststop:
+        try:
+            run_hooks(spec.hooks.poststop, oci, "poststop")
+        except RuntimeErr:
+            pass
+
+
+def wait_exit(pid: int) -> int:
+    """Wait for a child (the init, reparented to us as subreaper); exit code like a shell."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str = None,
+        prepare_rootfs=None, on_warning=None, detach: bool = False, pid_file: str = None) -> int:
+    """create + start + wait (foreground) + delete; returns the container's exit code.
+
+    detach=True returns 0 once started (the container keeps running, delete it later).
+    Signals INT/TERM/HUP/QUIT/USR1/USR2 received meanwhile are forwarded to the init.
+    """
+    from . import syscalls as sc
+    if not detach:
+        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    created = create(bundle, cid, root, stdio=stdio, console_socket=console_socket,
+                     prepare_rootfs=prepare_rootfs, pid_file=pid_file)
+    if on_warning:
+        for w in created.warnings:
+            on_warning(w)
+    try:
+        forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+        old = {}
+        if not detach:
+            for sig in forwarded:
+                old[sig] = signal.signal(sig, lambda n, f: _forward(created.pid, n))
+        start(cid, root)
+        if detach:
+            return 0
+        code = wait_exit(created.pid)
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    except BaseException:
+        try:
+            delete(cid, root, force=True)
+        except RuntimeErr:
+            pass
+        raise
+    delete(cid, root, force=True)
+    return code
+
+
+def _forward(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def exec_process(cid: str, args, root: str = None, env=None, cwd: str = None, uid: int = None,
+                 gid: int = None, tty: bool = False, stdio=None) -> int:
+    """Run args in running container cid (its namespaces, user, capabilities); exit code."""
+    from .exec import exec_in
+    root = _root(root)
+    if tty:
+        raise RuntimeErr("exec --tty is not supported yet: run without -t")
+    spec = _saved_spec(st.container_dir(root, cid))
+    if spec is None:
+        st.load(root, cid)
+        raise RuntimeErr(f"container {cid!r}: its saved config.json is unreadable")
+    return exec_in(root, cid, spec, args, env, cwd, uid, gid, stdio)

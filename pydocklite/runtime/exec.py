@@ -1,0 +1,78 @@
+"""`exec`: run another process in a running container by joining its namespaces (setns)."""
+from __future__ import annotations
+
+import os
+
+from . import state as st
+from . import syscalls as sc
+from .errors import StateError
+
+
+def _process_plan(spec, args, env, cwd, uid, gid):
+    from .plan import ProcessPlan
+    p = spec.process
+    base_env = list(p.env) if p else []
+    for e in env or ():
+        key = e.split("=", 1)[0]
+        base_env = [x for x in base_env if x.split("=", 1)[0] != key] + [e]
+    return ProcessPlan(args=tuple(args), env=tuple(base_env), cwd=cwd or (p.cwd if p else "/"),
+                       uid=p.user.uid if uid is None else uid,
+                       gid=(p.user.gid if gid is None else gid),
+                       additional_gids=p.user.additional_gids if uid is None else (),
+                       umask=p.user.umask, rlimits=(), caps=p.capabilities,
+                       no_new_privileges=p.no_new_privileges, oom_score_adj=None,
+                       seccomp=spec.linux.seccomp, terminal=False, console_size=None)
+
+
+def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=None,
+            stdio=None) -> int:
+    """Run args inside container cid; returns its exit code (128+N if killed by signal N)."""
+    from . import security
+    from .process import _exec
+    s = st.load(root, cid)
+    if s.status != "running" and s.status != "created":
+        raise StateError(f"container {cid!r} is {s.status}: exec needs a running container")
+    proc = _process_plan(spec, args, env, cwd, uid, gid)
+    security.preload(proc)
+    order = ["user"] + [n.type for n in spec.linux.namespaces if n.type not in ("user", "mount")]
+    order.append("mount")
+    fds = []
+    for typ in order:
+        if not any(n.type == typ for n in spec.linux.namespaces):
+            continue
+        path = f"/proc/{s.pid}/ns/{sc.NS_PROC_NAMES[typ]}"
+        fds.append((typ, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+    if st.proc_start_time(s.pid) != s.pid_start:
+        raise StateError(f"container {cid!r} stopped")
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            if stdio is not None:
+                for i, fd in enumerate(stdio):
+                    if fd is not None and fd != i:
+                        os.dup2(fd, i)
+            for typ, fd in fds:
+                sc.setns(fd, sc.NS_FLAGS[typ])
+            inner = os.fork()
+            if inner == 0:
+                try:
+                    os.chdir("/")
+                    security.apply_credentials(proc, lambda m: None)
+                    os.chdir(proc.cwd)
+                    security.apply_final(proc, lambda m: None)
+                    _exec(proc)
+                except BaseException as e:  # noqa: BLE001 - child must not unwind
+                    os.write(2, f"pydocklite runtime exec: {e}\n".encode())
+                finally:
+                    os._exit(126)
+            from .api import wait_exit
+            code = wait_exit(inner)
+        except BaseException as e:  # noqa: BLE001
+            os.write(2, f"pydocklite runtime exec: {e}\n".encode())
+        finally:
+            os._exit(code)
+    for _, fd in fds:
+        os.close(fd)
+    from .api import wait_exit
+    return wait_exit(pid)

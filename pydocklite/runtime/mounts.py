@@ -1,0 +1,223 @@
+"""Carry out the mount steps of a Plan inside the container's mount namespace.
+
+Mount targets come from the image and the spec, so they are resolved with `secure_join`:
+component by component, every symlink read and re-rooted at the rootfs, never followed by the
+kernel on the host side. A link `etc -> /..//../tmp` in an image therefore lands inside the
+rootfs, not in the host's /tmp.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from . import plan as pl
+from . import syscalls as sc
+
+_MAX_LINKS = 40
+
+
+def secure_join(root: str, unsafe: str) -> str:
+    """ROOT/UNSAFE with every symlink in UNSAFE resolved as if ROOT were '/'.
+
+    Components that don't exist yet are appended as they are (nothing to follow).
+    """
+    root = root.rstrip("/") or "/"
+    parts = [p for p in unsafe.split("/") if p]
+    done = []
+    links = 0
+    while parts:
+        comp = parts.pop(0)
+        if comp == ".":
+            continue
+        if comp == "..":
+            if done:
+                done.pop()
+            continue
+        cand = os.path.join(root, *done, comp)
+        try:
+            st = os.lstat(cand)
+        except FileNotFoundError:
+            # keep walking: a later ".." may climb back into existing (linked) components
+            done.append(comp)
+            continue
+        except NotADirectoryError:
+            raise OSError(errno.ENOTDIR, f"{unsafe}: a component is not a directory") from None
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > _MAX_LINKS:
+                raise OSError(errno.ELOOP, f"{unsafe}: too many levels of symbolic links")
+            target = os.readlink(cand)
+            if target.startswith("/"):
+                done = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        done.append(comp)
+    return os.path.join(root, *done) if done else root
+
+
+def _inside(root: str, path: str) -> bool:
+    real = os.path.realpath(path)
+    root = os.path.realpath(root)
+    return real == root or real.startswith(root.rstrip("/") + "/")
+
+
+def ensure_target(root: str, dest: str, is_dir: bool) -> str:
+    """Resolve dest in root and create it (dir or empty file) if missing; returns the path."""
+    path = secure_join(root, dest)
+    if not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        if is_dir:
+            os.mkdir(path, 0o755)
+        else:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o644))
+    if not _inside(root, path):
+        raise OSError(errno.EXDEV, f"mount target {dest} resolves outside the rootfs")
+    return path
+
+
+_ST_TO_MS = ((os.ST_RDONLY, sc.MS_RDONLY), (os.ST_NOSUID, sc.MS_NOSUID),
+             (os.ST_NODEV, sc.MS_NODEV), (os.ST_NOEXEC, sc.MS_NOEXEC),
+             (os.ST_NOATIME, sc.MS_NOATIME), (os.ST_NODIRATIME, sc.MS_NODIRATIME),
+             (getattr(os, "ST_RELATIME", 4096), sc.MS_RELATIME))
+_ATIME = sc.MS_NOATIME | sc.MS_RELATIME | sc.MS_STRICTATIME | sc.MS_NODIRATIME
+
+
+def _current_flags(path: str) -> int:
+    f = os.statvfs(path).f_flag
+    return sum(ms for st, ms in _ST_TO_MS if f & st)
+
+
+def remount_bind(path: str, flags: int) -> None:
+    """Bind-remount with flags, keeping the flags the kernel locks in a user namespace."""
+    cur = _current_flags(path)
+    keep = cur & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_RDONLY)
+    if not flags & _ATIME:
+        keep |= cur & _ATIME
+    sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | flags | keep)
+
+
+def _do_mount(rootfs: str, bundle: str, step, warn) -> None:
+    if step.fstype == "bind":
+        src = step.source if step.source.startswith("/") else os.path.join(bundle, step.source)
+        is_dir = os.path.isdir(src)
+        if not os.path.exists(src):
+            raise OSError(errno.ENOENT, f"bind mount source {src} for {step.dest} does not exist")
+        target = ensure_target(rootfs, step.dest, is_dir)
+        sc.mount(src, target, None, step.flags | sc.MS_BIND)
+        if step.remount_flags:
+            remount_bind(target, step.remount_flags & ~(sc.MS_BIND | sc.MS_REMOUNT))
+    else:
+        target = ensure_target(rootfs, step.dest, True)
+        try:
+            sc.mount(step.source or step.fstype, target, step.fstype, step.flags, step.data)
+        except OSError as e:
+            if step.fstype != "sysfs" or e.errno not in (errno.EPERM, errno.EACCES):
+                raise
+            warn(f"sysfs can't be mounted here ({e.strerror}): bind-mounting the host's /sys "
+                 f"read-only on {step.dest}")
+            sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
+            remount_bind(target, sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    if step.propagation:
+        sc.mount(None, target, None, step.propagation)
+
+
+def _pivot(rootfs: str) -> None:
+    os.chdir(rootfs)
+    sc.pivot_root(".", ".")
+    sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+    sc.umount2(".", sc.MNT_DETACH)
+    os.chdir("/")
+
+
+def run_rootfs_steps(steps, bundle: str, warn) -> None:
+    """Execute the pre-pivot_root steps (propagation, rootfs bind, mounts, /dev, pivot)."""
+    rootfs = None
+    for step in steps:
+        t = type(step)
+        if t is pl.Propagation:
+            sc.mount(None, step.target, None, step.flags)
+        elif t is pl.BindRootfs:
+            rootfs = step.path
+            sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
+        elif t is pl.MountStep:
+            _do_mount(rootfs, bundle, step, warn)
+        elif t is pl.Device:
+            if not os.path.exists(step.host_path):
+                warn(f"device {step.host_path} does not exist on the host: skipped")
+                continue
+            target = ensure_target(rootfs, step.dest, False)
+            sc.mount(step.host_path, target, None, sc.MS_BIND)
+        elif t is pl.Symlink:
+            link = secure_join(rootfs, step.link)
+            if not os.path.lexists(link):
+                os.symlink(step.target, link)
+        elif t is pl.PivotRoot:
+            _pivot(step.rootfs)
+        else:
+            raise TypeError(f"unknown rootfs step {step!r}")
+
+
+def _loopback_up() -> None:
+    import fcntl
+    import socket
+    import struct
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        req = struct.pack("16sh22x", b"lo", 0)
+        flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, req))[1]
+        fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))
+    finally:
+        s.close()
+
+
+def _mask(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY)
+    else:
+        sc.mount("/dev/null", path, None, sc.MS_BIND)
+
+
+def _readonly(path: str) -> None:
+    if not os.path.exists(path):
+        return
+    sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+    remount_bind(path, sc.MS_RDONLY)
+
+
+def run_container_steps(steps, warn) -> None:
+    """Execute the post-pivot_root steps (paths are container paths now)."""
+    for step in steps:
+        t = type(step)
+        if t is pl.LoopbackUp:
+            try:
+                _loopback_up()
+            except OSError as e:
+                warn(f"could not bring up lo: {e}")
+        elif t is pl.Sysctl:
+            path = "/proc/sys/" + step.key.replace(".", "/")
+            try:
+                with open(path, "w") as f:
+                    f.write(step.value)
+            except OSError as e:
+                raise OSError(e.errno, f"sysctl {step.key}={step.value}: {e.strerror}") from None
+        elif t is pl.MaskPath:
+            _mask(step.path)
+        elif t is pl.ReadonlyPath:
+            _readonly(step.path)
+        elif t is pl.RemountRootReadonly:
+            remount_bind("/", sc.MS_RDONLY)
+        elif t is pl.Propagation:
+            sc.mount(None, step.target, None, step.flags)
+        elif t is pl.Hostname:
+            sc.sethostname(step.name)
+        elif t is pl.Domainname:
+            sc.setdomainname(step.name)
+        else:
+            raise TypeError(f"unknown container step {step!r}")

@@ -1,0 +1,293 @@
+"""The executor: carry out a Plan with a fork sequence and a sync pipe.
+
+  parent P ──fork──► intermediate C: join/unshare user ns ─(sync)─► P writes the id maps
+                                      (newuidmap from P's namespace) and joins the cgroup
+                     C: other namespaces, prepare_rootfs hook, unshare pid ──fork──► init I
+                     C sends I's pid and exits (I is reparented to P when P is a subreaper)
+  init I: start socket, mounts, pivot_root, container steps, credentials ──"ready"──► P
+          blocks in accept() on ROOT/<id>/init.sock until `start` connects, then execs.
+
+Children talk to P with JSON lines on one pipe: warn / sync / pid / ready / error.
+Nothing a child raises reaches P's code: every child ends in os._exit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+
+from . import mounts
+from . import security
+from . import syscalls as sc
+from .errors import SetupError
+
+INIT_SOCK = "init.sock"
+
+
+def _send(w: int, msg: dict) -> None:
+    os.write(w, (json.dumps(msg) + "\n").encode())
+
+
+def _unix_path(dirpath: str, name: str, keep: list) -> str:
+    """A path for bind/connect that fits sun_path (108 bytes), via /proc/self/fd if long."""
+    full = os.path.join(dirpath, name)
+    if len(full.encode()) < 100:
+        return full
+    fd = os.open(dirpath, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    keep.append(fd)
+    return f"/proc/self/fd/{fd}/{name}"
+
+
+def _open_ns(join) -> list:
+    out = []
+    for typ, path in join:
+        try:
+            out.append((typ, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+        except OSError as e:
+            raise OSError(e.errno, f"namespace {typ} path {path}: {e.strerror}") from None
+    return out
+
+
+def _intermediate(plan, cfg: dict, w: int, r: int) -> None:
+    userns = plan.userns
+    if userns is not None and userns.path:
+        fd = _open_ns([("user", userns.path)])[0][1]
+        sc.setns(fd, sc.CLONE_NEWUSER)
+        os.close(fd)
+    elif userns is not None:
+        sc.unshare(sc.CLONE_NEWUSER)
+    _send(w, {"t": "sync"})
+    if os.read(r, 1) != b"g":
+        os._exit(1)
+    if userns is not None and not userns.path:
+        for fn in (lambda: os.setresgid(0, 0, 0), lambda: os.setresuid(0, 0, 0)):
+            try:
+                fn()
+            except OSError:
+                pass
+        try:
+            os.setgroups([])
+        except OSError:
+            pass
+    fds = _open_ns(plan.join)
+    for typ, fd in fds:
+        sc.setns(fd, sc.NS_FLAGS[typ])
+        os.close(fd)
+    flags = plan.unshare_flags
+    if flags & sc.CLONE_NEWNS:
+        sc.unshare(sc.CLONE_NEWNS)
+        flags &= ~sc.CLONE_NEWNS
+    hook = cfg.get("prepare_rootfs")
+    if hook is not None:
+        hook(cfg["rootfs"])
+    if flags:
+        sc.unshare(flags)
+    pid = os.fork()
+    if pid == 0:
+        _child_main(_init, plan, cfg, w, r)
+    _send(w, {"t": "pid", "pid": pid})
+
+
+def _setup_console(sock_path: str, keep: list):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(_unix_path(os.path.dirname(sock_path) or ".", os.path.basename(sock_path), keep))
+    return s
+
+
+def _attach_terminal(console, size) -> None:
+    import array
+    import fcntl
+    import termios
+    master, slave = os.openpty()
+    if size and size[0] and size[1]:
+        import struct
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+    console.sendmsg([b"/dev/console"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                         array.array("i", [master]))])
+    console.close()
+    os.close(master)
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def _exec(proc) -> None:
+    env = dict(e.split("=", 1) for e in proc.env if "=" in e)
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    try:
+        if "/" in proc.args[0]:
+            os.execve(proc.args[0], list(proc.args), env)
+        os.execvpe(proc.args[0], list(proc.args), env)
+    except OSError as e:
+        os.write(2, f"pydocklite runtime: exec {proc.args[0]}: {e.strerror}\n".encode())
+        os._exit(127 if e.errno in (2, 20) else 126)
+
+
+def _init(plan, cfg: dict, w: int, r: int) -> None:
+    os.close(r)
+
+    def warn(msg: str) -> None:
+        _send(w, {"t": "warn", "m": msg})
+
+    # everything imported lazily later must be loaded before pivot_root
+    import array  # noqa: F401
+    import fcntl  # noqa: F401
+    import struct  # noqa: F401
+    import termios  # noqa: F401
+    security.preload(plan.proc)
+    keep = []
+    start = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    start.bind(_unix_path(cfg["cdir"], INIT_SOCK, keep))
+    start.listen(1)
+    proc = plan.proc
+    console = None
+    if proc.terminal and cfg.get("console_socket"):
+        console = _setup_console(cfg["console_socket"], keep)
+    for fd in keep:
+        os.close(fd)
+    mounts.run_rootfs_steps(plan.rootfs_steps, cfg["bundle"], warn)
+    mounts.run_container_steps(plan.container_steps, warn)
+    if console is not None:
+        _attach_terminal(console, proc.console_size)
+    try:
+        os.chdir(proc.cwd)
+        cwd_done = True
+    except OSError:
+        cwd_done = False
+    if proc.umask is not None:
+        os.umask(proc.umask)
+    security.apply_credentials(proc, warn)
+    if not cwd_done:
+        try:
+            os.chdir(proc.cwd)
+        except OSError as e:
+            raise OSError(e.errno, f"process.cwd {proc.cwd}: {e.strerror}") from None
+    _send(w, {"t": "ready"})
+    os.close(w)
+    conn, _ = start.accept()
+    conn.recv(1)
+    security.apply_final(proc, lambda m: os.write(2, f"pydocklite runtime: {m}\n".encode()))
+    conn.send(b"k")
+    conn.close()
+    start.close()
+    _exec(proc)
+
+
+def _child_main(fn, plan, cfg: dict, w: int, r: int) -> None:
+    """Run fn in a forked child; report any exception to the parent; never return."""
+    code = 0
+    try:
+        fn(plan, cfg, w, r)
+    except BaseException as e:  # noqa: BLE001 - a child must never unwind into the parent
+        msg = str(e) or type(e).__name__
+        try:
+            _send(w, {"t": "error", "m": msg})
+        except OSError:
+            try:
+                os.write(2, f"pydocklite runtime: {msg}\n".encode())
+            except OSError:
+                pass
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_socket=None,
+           prepare_rootfs=None, on_sync=None) -> tuple:
+    """Fork the container; returns (init pid, warnings) once the init waits for start.
+
+    on_sync(intermediate_pid): called in the parent when the child's user namespace exists
+    (write id maps, join cgroups). Raises SetupError with the child's message on failure.
+    """
+    if plan.proc.terminal and not console_socket:
+        raise SetupError("process.terminal is true: pass --console-socket (a unix socket "
+                         "that receives the pty master), or set terminal to false")
+    cfg = {"bundle": bundle, "cdir": cdir, "rootfs": rootfs, "console_socket": console_socket,
+           "prepare_rootfs": prepare_rootfs}
+    r_up, w_up = os.pipe()
+    r_down, w_down = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r_up)
+        os.close(w_down)
+        if stdio is not None:
+            for i, fd in enumerate(stdio):
+                if fd is not None and fd != i:
+                    os.dup2(fd, i)
+        _child_main(_intermediate, plan, cfg, w_up, r_down)
+    os.close(w_up)
+    os.close(r_down)
+    warnings = []
+    init_pid = 0
+    ready = False
+    error = None
+    with os.fdopen(r_up, "rb") as up:
+        try:
+            for line in up:
+                msg = json.loads(line)
+                t = msg["t"]
+                if t == "sync":
+                    try:
+                        if on_sync is not None:
+                            on_sync(pid)
+                    except BaseException:
+                        os.close(w_down)
+                        w_down = -1
+                        raise
+                    os.write(w_down, b"g")
+                elif t == "pid":
+                    init_pid = msg["pid"]
+                elif t == "warn":
+                    warnings.append(msg["m"])
+                elif t == "error":
+                    error = msg["m"]
+                    break
+                elif t == "ready":
+                    ready = True
+                    break
+        finally:
+            if w_down >= 0:
+                os.close(w_down)
+            os.waitpid(pid, 0)
+            if not ready and init_pid:
+                _kill_quietly(init_pid)
+    if error is not None:
+        raise SetupError(f"container setup failed: {error}")
+    if not ready:
+        raise SetupError("container init exited during setup without a message")
+    return init_pid, warnings
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except OSError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def signal_start(cdir: str) -> None:
+    """Tell a created container's init to exec (connect to its init.sock)."""
+    keep = []
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(_unix_path(cdir, INIT_SOCK, keep))
+        s.sendall(b"s")
+        s.recv(1)
+    finally:
+        s.close()
+        for fd in keep:
+            os.close(fd)
+    try:
+        os.unlink(os.path.join(cdir, INIT_SOCK))
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,117 @@
+"""Container state on disk: facts only; the status is derived.
+
+ROOT/<id>/state.json holds what was true when it was written: pid, the pid's start time
+(/proc/PID/stat field 22), bundle, rootfs, created, annotations, cgroup, the spec's hooks.
+ROOT/<id>/init.sock exists while the init waits for `start`.
+Status: no pid yet -> creating; pid alive with the same start time -> created (init.sock
+present) or running; otherwise stopped. A recycled pid has another start time, so pid reuse
+can't make a dead container look alive.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import namedtuple
+
+from .errors import ContainerNotFound, RuntimeErr
+
+OCI_VERSION = "1.0.2"
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+
+ContainerState = namedtuple("ContainerState", "id pid pid_start bundle rootfs created "
+                                              "annotations cgroup owner status")
+
+
+def default_root() -> str:
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if os.geteuid() == 0 and not xdg:
+        return "/run/pydocklite/runtime"
+    if not xdg:
+        xdg = f"/tmp/pydocklite-{os.geteuid()}"
+    return os.path.join(xdg, "pydocklite", "runtime")
+
+
+def check_id(cid: str) -> None:
+    if not _ID_RE.match(cid or ""):
+        raise RuntimeErr(f"invalid container id {cid!r}: use letters, digits and _ . + - "
+                         f"(at most 128, not starting with a symbol)")
+
+
+def container_dir(root: str, cid: str) -> str:
+    check_id(cid)
+    return os.path.join(root, cid)
+
+
+def proc_start_time(pid: int):
+    """Start time of pid (clock ticks since boot) or None if gone / a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def write_facts(cdir: str, facts: dict) -> None:
+    tmp = os.path.join(cdir, "state.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(facts, f)
+    os.replace(tmp, os.path.join(cdir, "state.json"))
+
+
+def read_facts(root: str, cid: str) -> dict:
+    cdir = container_dir(root, cid)
+    try:
+        with open(os.path.join(cdir, "state.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ContainerNotFound(f"container {cid!r} does not exist (no state in {root})") \
+            from None
+    except ValueError:
+        # state.json is replaced atomically: unreadable means a crash before the first write
+        return {"id": cid, "pid": 0}
+
+
+def derive_status(cdir: str, facts: dict) -> str:
+    pid = facts.get("pid") or 0
+    if not pid:
+        return "creating"
+    if proc_start_time(pid) != facts.get("pid_start"):
+        return "stopped"
+    if os.path.exists(os.path.join(cdir, "init.sock")):
+        return "created"
+    return "running"
+
+
+def load(root: str, cid: str) -> ContainerState:
+    facts = read_facts(root, cid)
+    cdir = container_dir(root, cid)
+    return ContainerState(id=cid, pid=facts.get("pid") or 0, pid_start=facts.get("pid_start"),
+                          bundle=facts.get("bundle", ""), rootfs=facts.get("rootfs", ""),
+                          created=facts.get("created", ""),
+                          annotations=facts.get("annotations") or {},
+                          cgroup=facts.get("cgroup"), owner=facts.get("owner", ""),
+                          status=derive_status(cdir, facts))
+
+
+def oci_state(st: ContainerState) -> dict:
+    """The runtime-spec state object (what `state` prints and hooks read on stdin)."""
+    out = {"ociVersion": OCI_VERSION, "id": st.id, "status": st.status,
+           "pid": st.pid if st.status in ("created", "running") else 0,
+           "bundle": st.bundle, "rootfs": st.rootfs, "created": st.created,
+           "owner": st.owner}
+    if st.annotations:
+        out["annotations"] = st.annotations
+    return out
+
+
+def list_ids(root: str) -> list:
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    return [n for n in names if os.path.exists(os.path.join(root, n, "state.json"))]
