@@ -20,12 +20,14 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import namedtuple
 
 from . import state as st
 from .errors import ContainerExists, RuntimeErr, StateError
+from .record import Record
 
-Created = namedtuple("Created", "pid warnings")
+
+class Created(Record):
+    __slots__ = ("pid", "warnings")
 
 
 def _root(root):
@@ -33,7 +35,8 @@ def _root(root):
 
 
 def _cgroups_setup(spec, cid: str, warnings: list):
-    """Create the container's cgroup when the spec asks for limits; None when not."""
+    """Create the container's cgroup when the spec asks for limits; None when not (or when
+    no cgroup is usable: the limits are then reported as not applied)."""
     resources = spec.linux.resources
     if not resources:
         return None
@@ -43,9 +46,23 @@ def _cgroups_setup(spec, cid: str, warnings: list):
         warnings.append("linux.resources set but pydocklite.runtime.cgroups is not available: "
                         "no limits applied")
         return None
-    name = spec.linux.cgroups_path or f"pydocklite-{cid}"
-    cg = cgroups.create(name, resources)
-    return cg
+    path = spec.linux.cgroups_path.strip("/").replace("/", "-").replace(":", "-")
+    try:
+        return cgroups.create(path or f"pydocklite-{cid}", resources)
+    except Exception as e:  # noqa: BLE001 - CgroupError: limits unenforced, told to the user
+        warnings.append(f"resource limits not applied: {e}")
+        return None
+
+
+def _cgroup_of(facts_cgroup):
+    """The Cgroup recorded in the state (paths), or None."""
+    if not facts_cgroup:
+        return None
+    try:
+        from . import cgroups
+        return cgroups.attach(facts_cgroup)
+    except Exception:  # noqa: BLE001 - module absent or paths invalid
+        return None
 
 
 def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str = None,
@@ -85,7 +102,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
                               f"('pydocklite runtime delete {cid}')") from None
     facts = {"id": cid, "pid": 0, "bundle": bundle, "rootfs": spec.root.path,
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "annotations": spec.annotations, "owner": "", "cgroup": None}
+             "annotations": spec.annotations, "owner": _owner(), "cgroup": None}
     cgroup = None
     try:
         st.write_facts(cdir, facts)
@@ -98,8 +115,15 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
                 idmap.apply(child_pid, the_plan.userns.uid_maps, the_plan.userns.gid_maps)
             cgroup = _cgroups_setup(spec, cid, warnings)
             if cgroup is not None:
-                cgroup.add_pid(child_pid)
-                for limit, reason in cgroup.apply() or ():
+                try:
+                    cgroup.add_pid(child_pid)
+                except Exception as e:  # noqa: BLE001 - CgroupError: report, run unlimited
+                    warnings.append(f"resource limits not applied: {e}")
+                    _remove_dir_cgroup_only(cgroup)
+                    cgroup = None
+                    return
+                for na in cgroup.apply() or ():
+                    limit, reason = na[0], na[1]
                     warnings.append(f"limit {limit} not applied: {reason}")
 
         pid, child_warnings = process.launch(
@@ -108,7 +132,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
         warnings.extend(child_warnings)
         facts["pid"] = pid
         facts["pid_start"] = st.proc_start_time(pid)
-        facts["cgroup"] = getattr(cgroup, "path", None) and str(cgroup.path)
+        facts["cgroup"] = [list(p) for p in cgroup.paths] if cgroup is not None else None
         st.write_facts(cdir, facts)
         oci = st.oci_state(st.load(root, cid))
         run_hooks(spec.hooks.prestart, oci, "prestart")
@@ -127,6 +151,14 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
     return Created(pid, warnings)
 
 
+def _owner() -> str:
+    import pwd
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def _kill_wait(pid: int, timeout: float = 5.0) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -143,14 +175,30 @@ def _kill_wait(pid: int, timeout: float = 5.0) -> None:
         time.sleep(0.002)
 
 
+def _remove_dir_cgroup_only(cgroup) -> None:
+    try:
+        cgroup.destroy()
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
 def _remove_dir(cdir: str, cgroup=None) -> None:
     if cgroup is not None:
         try:
+            cgroup.kill_all()
             cgroup.destroy()
         except Exception:  # noqa: BLE001 - best effort during cleanup of a failed create
             pass
-    import shutil
-    shutil.rmtree(cdir, ignore_errors=True)
+    # the state dir is flat (state.json, config.json, init.sock); shutil costs 10 ms to import
+    try:
+        for name in os.listdir(cdir):
+            try:
+                os.unlink(os.path.join(cdir, name))
+            except IsADirectoryError:
+                pass
+        os.rmdir(cdir)
+    except FileNotFoundError:
+        pass
 
 
 def start(cid: str, root: str = None) -> None:
@@ -243,14 +291,12 @@ def delete(cid: str, root: str = None, force: bool = False) -> None:
                              f"'delete --force'")
         for pid in reversed(processes(cid, root)):
             _kill_wait(pid)
-    cgroup = None
-    if s.cgroup:
+    cgroup = _cgroup_of(s.cgroup)
+    if cgroup is not None:
         try:
-            from . import cgroups
-            cgroup = cgroups.create(s.cgroup, {})
             cgroup.kill_all()
-        except Exception:  # noqa: BLE001 - the cgroup helper may be absent or gone
-            cgroup = None
+        except Exception as e:  # noqa: BLE001 - reported, the state dir stays for a retry
+            raise StateError(f"container {cid!r}: {e}") from None
     spec = _saved_spec(cdir)
     oci = st.oci_state(s._replace(status="stopped"))
     _remove_dir(cdir, cgroup)

@@ -25,6 +25,10 @@ KNOWN_V1 = frozenset(("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer"
                       "net_prio", "blkio", "perf_event", "hugetlb", "pids", "rdma", "misc"))
 
 
+# v1 hierarchies pydocklite uses (a base is made only in hierarchies holding one of them)
+USED_V1 = frozenset(("memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "freezer", "hugetlb"))
+
+
 @dataclass(frozen=True)
 class Mount:
     mountpoint: str
@@ -142,7 +146,7 @@ def detect(base: Union[str, Sequence[str], None] = None) -> CgroupInfo:
     mounts = cgroup_mounts()
     own = own_cgroups()
     uid = os.geteuid()
-    v1_mounts = [m for m in mounts if m.fstype == "cgroup" and m.controllers]
+    v1_mounts = [m for m in mounts if m.fstype == "cgroup" and set(m.controllers) & USED_V1]
     v2_mounts = [m for m in mounts if m.fstype == "cgroup2"]
     version = ("hybrid" if v1_mounts and v2_mounts else "v1" if v1_mounts
                else "v2" if v2_mounts else "none")

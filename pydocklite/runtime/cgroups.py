@@ -21,11 +21,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
-from .cgroup_detect import CgroupInfo, detect, hierarchy_of  # noqa: F401  (public API)
+from .cgroup_detect import USED_V1, CgroupInfo, detect, hierarchy_of  # noqa: F401 (public API)
 from .cgroup_resources import NotApplied, plan
 
 V2_CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids", "hugetlb")
-V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "freezer", "hugetlb")
+V1_CONTROLLERS = tuple(sorted(USED_V1))
 LEAF = "pydocklite-leaf"    # where we move processes that sit in a v2 base (no internal procs)
 
 
@@ -337,6 +337,8 @@ def _create_v1(name: str, resources: Optional[dict], bases: Sequence[str]) -> Cg
     paths, missing, have = [], {}, set()
     for b in bases:
         controllers = hierarchy_of(b)
+        if not set(controllers) & USED_V1:
+            continue
         d = os.path.join(b, name)
         try:
             os.mkdir(d)

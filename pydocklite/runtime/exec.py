@@ -33,7 +33,7 @@ def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=N
     if s.status != "running" and s.status != "created":
         raise StateError(f"container {cid!r} is {s.status}: exec needs a running container")
     proc = _process_plan(spec, args, env, cwd, uid, gid)
-    security.preload(proc)
+    ctx = security.preload(proc)
     order = ["user"] + [n.type for n in spec.linux.namespaces if n.type not in ("user", "mount")]
     order.append("mount")
     fds = []
@@ -58,9 +58,9 @@ def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=N
             if inner == 0:
                 try:
                     os.chdir("/")
-                    security.apply_credentials(proc, lambda m: None)
+                    security.apply_credentials(proc, lambda m: None, ctx)
                     os.chdir(proc.cwd)
-                    security.apply_final(proc, lambda m: None)
+                    security.apply_final(proc, lambda m: None, ctx)
                     _exec(proc)
                 except BaseException as e:  # noqa: BLE001 - child must not unwind
                     os.write(2, f"pydocklite runtime exec: {e}\n".encode())

@@ -12,32 +12,78 @@ Phases, each run by a different process of the executor (process.py):
 """
 from __future__ import annotations
 
-from collections import namedtuple
-
 from . import syscalls as sc
 from .errors import SpecError
+from .record import Record
 from .spec import Spec, namespace
 
-UserNs = namedtuple("UserNs", "path uid_maps gid_maps")
-Propagation = namedtuple("Propagation", "target flags")       # target "/" = whole tree
-BindRootfs = namedtuple("BindRootfs", "path")
-MountStep = namedtuple("MountStep", "dest fstype source flags data remount_flags propagation "
-                                    "is_dir fallback")
-Device = namedtuple("Device", "dest host_path")
-Symlink = namedtuple("Symlink", "target link")
-PivotRoot = namedtuple("PivotRoot", "rootfs")
-RemountRootReadonly = namedtuple("RemountRootReadonly", "")
-Sysctl = namedtuple("Sysctl", "key value")
-MaskPath = namedtuple("MaskPath", "path")
-ReadonlyPath = namedtuple("ReadonlyPath", "path")
-Hostname = namedtuple("Hostname", "name")
-Domainname = namedtuple("Domainname", "name")
-LoopbackUp = namedtuple("LoopbackUp", "")
-ProcessPlan = namedtuple("ProcessPlan", "args env cwd uid gid additional_gids umask rlimits "
-                                        "caps no_new_privileges oom_score_adj seccomp terminal "
-                                        "console_size")
-Plan = namedtuple("Plan", "userns join unshare_flags rootfs_steps container_steps proc "
-                          "new_pid_ns new_net_ns warnings")
+
+class UserNs(Record):
+    __slots__ = ("path", "uid_maps", "gid_maps")
+
+
+class Propagation(Record):
+    __slots__ = ("target", "flags")       # target "/" = the whole tree
+
+
+class BindRootfs(Record):
+    __slots__ = ("path",)
+
+
+class MountStep(Record):
+    __slots__ = ("dest", "fstype", "source", "flags", "data", "remount_flags", "propagation",
+                 "is_dir", "fallback")
+
+
+class Device(Record):
+    __slots__ = ("dest", "host_path")
+
+
+class Symlink(Record):
+    __slots__ = ("target", "link")
+
+
+class PivotRoot(Record):
+    __slots__ = ("rootfs",)
+
+
+class RemountRootReadonly(Record):
+    __slots__ = ()
+
+
+class Sysctl(Record):
+    __slots__ = ("key", "value")
+
+
+class MaskPath(Record):
+    __slots__ = ("path",)
+
+
+class ReadonlyPath(Record):
+    __slots__ = ("path",)
+
+
+class Hostname(Record):
+    __slots__ = ("name",)
+
+
+class Domainname(Record):
+    __slots__ = ("name",)
+
+
+class LoopbackUp(Record):
+    __slots__ = ()
+
+
+class ProcessPlan(Record):
+    __slots__ = ("args", "env", "cwd", "uid", "gid", "additional_gids", "umask", "rlimits",
+                 "caps", "no_new_privileges", "oom_score_adj", "seccomp", "terminal",
+                 "console_size")
+
+
+class Plan(Record):
+    __slots__ = ("userns", "join", "unshare_flags", "rootfs_steps", "container_steps", "proc",
+                 "new_pid_ns", "new_net_ns", "warnings")
 
 # option -> (flags to set, flags to clear)
 _FLAG_OPTS = {

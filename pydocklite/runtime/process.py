@@ -138,7 +138,7 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
     import fcntl  # noqa: F401
     import struct  # noqa: F401
     import termios  # noqa: F401
-    security.preload(plan.proc)
+    ctx = security.preload(plan.proc)
     keep = []
     start = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     start.bind(_unix_path(cfg["cdir"], INIT_SOCK, keep))
@@ -160,7 +160,7 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
         cwd_done = False
     if proc.umask is not None:
         os.umask(proc.umask)
-    security.apply_credentials(proc, warn)
+    security.apply_credentials(proc, warn, ctx)
     if not cwd_done:
         try:
             os.chdir(proc.cwd)
@@ -170,7 +170,8 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
     os.close(w)
     conn, _ = start.accept()
     conn.recv(1)
-    security.apply_final(proc, lambda m: os.write(2, f"pydocklite runtime: {m}\n".encode()))
+    security.apply_final(proc, lambda m: os.write(2, f"pydocklite runtime: {m}\n".encode()),
+                         ctx)
     conn.send(b"k")
     conn.close()
     start.close()
@@ -243,14 +244,18 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
                     os.write(w_down, b"g")
                 elif t == "pid":
                     init_pid = msg["pid"]
+                    if ready:
+                        break
                 elif t == "warn":
                     warnings.append(msg["m"])
                 elif t == "error":
                     error = msg["m"]
                     break
                 elif t == "ready":
+                    # the intermediate's "pid" may come after the init's "ready"
                     ready = True
-                    break
+                    if init_pid:
+                        break
         finally:
             if w_down >= 0:
                 os.close(w_down)
@@ -259,7 +264,7 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
                 _kill_quietly(init_pid)
     if error is not None:
         raise SetupError(f"container setup failed: {error}")
-    if not ready:
+    if not ready or not init_pid:
         raise SetupError("container init exited during setup without a message")
     return init_pid, warnings
 

@@ -81,15 +81,20 @@ def _set_rlimits(rlimits, warn) -> None:
              f"({cur_hard}): clamped to soft={new_soft} hard={new_hard}")
 
 
-def preload(proc) -> None:
-    """Import now what the steps below need: after pivot_root/setns the host's Python
-    library is out of reach, only modules already in sys.modules can be used."""
+def preload(proc) -> dict:
+    """Import and compile now what the steps below need: after pivot_root/setns the host's
+    Python library is out of reach, only modules already in sys.modules can be used.
+    Returns the context for apply_credentials/apply_final (the compiled seccomp filter)."""
     import resource  # noqa: F401
+    ctx = {"bpf": None}
     if proc.seccomp:
         try:
-            from . import seccomp  # noqa: F401
+            from . import seccomp
         except ImportError:
-            pass
+            return ctx
+        ctx["bpf"] = seccomp.compile_filter(proc.seccomp, seccomp.native_arch())
+        ctx["flags"] = seccomp.filter_flags(proc.seccomp)
+    return ctx
 
 
 def _oom_score_adj(value: int) -> None:
@@ -97,18 +102,16 @@ def _oom_score_adj(value: int) -> None:
         f.write(str(value))
 
 
-def _seccomp(config, warn) -> None:
-    try:
-        from . import seccomp
-    except ImportError:
+def _seccomp(ctx: dict, warn) -> None:
+    if ctx.get("bpf") is None:
         warn("linux.seccomp is set but pydocklite.runtime.seccomp is not available: no "
              "seccomp filter installed")
         return
-    arch = os.uname().machine
-    seccomp.install(seccomp.compile_filter(config, arch))
+    from . import seccomp      # already imported by preload()
+    seccomp.install(ctx["bpf"], ctx.get("flags", 0), no_new_privs=False)
 
 
-def apply_credentials(proc, warn) -> None:
+def apply_credentials(proc, warn, ctx: dict) -> None:
     """Everything but the last step: rlimits, oom score, bounding set, ids, capabilities
     (and seccomp when no_new_privs is off, as it then needs CAP_SYS_ADMIN)."""
     if proc.rlimits:
@@ -126,7 +129,7 @@ def apply_credentials(proc, warn) -> None:
             if not bounding & (1 << i):
                 sc.prctl(sc.PR_CAPBSET_DROP, i)
     if proc.seccomp and not proc.no_new_privileges:
-        _seccomp(proc.seccomp, warn)
+        _seccomp(ctx, warn)
     sc.prctl(sc.PR_SET_KEEPCAPS, 1)
     if _can_setgroups():
         os.setgroups(list(proc.additional_gids))
@@ -146,12 +149,12 @@ def apply_credentials(proc, warn) -> None:
     sc.prctl(sc.PR_SET_KEEPCAPS, 0)
 
 
-def apply_final(proc, warn) -> None:
+def apply_final(proc, warn, ctx: dict) -> None:
     """Right before exec: no_new_privs, then the seccomp filter that needs it."""
     if proc.no_new_privileges:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
         if proc.seccomp:
-            _seccomp(proc.seccomp, warn)
+            _seccomp(ctx, warn)
 
 
 def _can_setgroups() -> bool:

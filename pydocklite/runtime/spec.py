@@ -4,8 +4,8 @@
 tolerated (the spec grows), a wrong type raises SpecError naming the field
 (`config.json: process.args must be a list of strings, got str`).
 
-Records are namedtuples rather than dataclasses: importing `dataclasses` costs ~12 ms and
-this module sits on the start-up path of every container; namedtuples are just as frozen.
+Records are record.Record subclasses rather than dataclasses: importing `dataclasses` costs
+~12 ms and this module sits on the start-up path of every container (see record.py).
 `linux.resources` and `linux.seccomp` stay JSON objects (dicts): they are handed as-is to
 cgroups.py / seccomp.py, which own their schema.
 """
@@ -13,26 +13,62 @@ from __future__ import annotations
 
 import json
 import os
-from collections import namedtuple
 
 from .errors import SpecError
+from .record import Record
 
-Root = namedtuple("Root", "path readonly")
-User = namedtuple("User", "uid gid umask additional_gids")
-Capabilities = namedtuple("Capabilities", "bounding effective inheritable permitted ambient")
-Rlimit = namedtuple("Rlimit", "type hard soft")
-Process = namedtuple("Process", "terminal console_size user args env cwd capabilities rlimits "
-                                "no_new_privileges oom_score_adj")
-Mount = namedtuple("Mount", "destination type source options")
-Hook = namedtuple("Hook", "path args env timeout")
-Hooks = namedtuple("Hooks", "prestart create_runtime create_container start_container "
-                            "poststart poststop")
-Namespace = namedtuple("Namespace", "type path")
-IdMapping = namedtuple("IdMapping", "container_id host_id size")
-Linux = namedtuple("Linux", "namespaces uid_mappings gid_mappings sysctl resources cgroups_path "
-                            "seccomp rootfs_propagation masked_paths readonly_paths devices")
-Spec = namedtuple("Spec", "oci_version root process hostname domainname mounts hooks "
-                          "annotations linux")
+
+class Root(Record):
+    __slots__ = ("path", "readonly")
+
+
+class User(Record):
+    __slots__ = ("uid", "gid", "umask", "additional_gids")
+
+
+class Capabilities(Record):
+    __slots__ = ("bounding", "effective", "inheritable", "permitted", "ambient")
+
+
+class Rlimit(Record):
+    __slots__ = ("type", "hard", "soft")
+
+
+class Process(Record):
+    __slots__ = ("terminal", "console_size", "user", "args", "env", "cwd", "capabilities",
+                 "rlimits", "no_new_privileges", "oom_score_adj")
+
+
+class Mount(Record):
+    __slots__ = ("destination", "type", "source", "options")
+
+
+class Hook(Record):
+    __slots__ = ("path", "args", "env", "timeout")
+
+
+class Hooks(Record):
+    __slots__ = ("prestart", "create_runtime", "create_container", "start_container", "poststart",
+                 "poststop")
+
+
+class Namespace(Record):
+    __slots__ = ("type", "path")
+
+
+class IdMapping(Record):
+    __slots__ = ("container_id", "host_id", "size")
+
+
+class Linux(Record):
+    __slots__ = ("namespaces", "uid_mappings", "gid_mappings", "sysctl", "resources",
+                 "cgroups_path", "seccomp", "rootfs_propagation", "masked_paths",
+                 "readonly_paths", "devices")
+
+
+class Spec(Record):
+    __slots__ = ("oci_version", "root", "process", "hostname", "domainname", "mounts", "hooks",
+                 "annotations", "linux")
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 

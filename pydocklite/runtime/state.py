@@ -12,15 +12,17 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import namedtuple
 
 from .errors import ContainerNotFound, RuntimeErr
+from .record import Record
 
 OCI_VERSION = "1.0.2"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 
-ContainerState = namedtuple("ContainerState", "id pid pid_start bundle rootfs created "
-                                              "annotations cgroup owner status")
+
+class ContainerState(Record):
+    __slots__ = ("id", "pid", "pid_start", "bundle", "rootfs", "created", "annotations", "cgroup",
+                 "owner", "status")
 
 
 def default_root() -> str:
