@@ -23,6 +23,7 @@ from .errors import AuthError
 _PARAM_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 _REPO_PATH_RE = re.compile(r"^/v2/(.+?)/(?:blobs|manifests|tags)/")
 Scope = FrozenSet[Tuple[str, str]]          # {("repository:foo", "pull"), ...}
+MAX_CACHED_TOKENS = 64                      # per host
 
 
 def parse_challenge(header: str) -> "Tuple[str, Dict[str, str]]":
@@ -209,7 +210,9 @@ class RegistryAuth:
         except (TypeError, ValueError):
             expires = 60
         entry = (scope, token, self._clock() + expires - 5)
-        self._tokens.setdefault(host, []).insert(0, entry)
+        cached = self._tokens.setdefault(host, [])
+        cached.insert(0, entry)
+        del cached[MAX_CACHED_TOKENS:]
         return token
 
 
