@@ -23,6 +23,11 @@ from typing import Optional, Sequence, Tuple
 from .errors import LayerCorruptError, MountError
 
 CACHE_TIMEOUT = 86400.0
+# A writable mount can't keep attributes forever: libfuse's high-level API gives every name
+# its own kernel inode, so after `link`/`unlink` the *other* names of a hardlinked file keep
+# a stale st_nlink until their attributes time out (the kernel overlay backend has no such
+# limit; it uses this server read-only).
+RW_ATTR_TIMEOUT = 1.0
 
 
 def lowers_for(layout, diff_ids: Sequence[str]) -> Tuple[Tuple[Path, Path], ...]:
@@ -176,7 +181,8 @@ def make_operations(union, binding, ready_fd: Optional[int] = None):
 def fuse_options(readonly: bool, allow_other: bool, fsname: str) -> dict:
     opts = dict(foreground=True, fsname=fsname, subtype="pydocklite", use_ino=True,
                 default_permissions=True, kernel_cache=True, hard_remove=True,
-                entry_timeout=CACHE_TIMEOUT, attr_timeout=CACHE_TIMEOUT,
+                entry_timeout=CACHE_TIMEOUT,
+                attr_timeout=CACHE_TIMEOUT if readonly else RW_ATTR_TIMEOUT,
                 big_writes=True, max_write=131072)
     if readonly:
         opts["ro"] = True

@@ -133,3 +133,54 @@ def rmtree(path: Path) -> None:
         # mount points left behind by a failed test must not be descended into
         subprocess.run(["fusermount", "-u", "-z", str(path / "mnt")], capture_output=True)
         shutil.rmtree(path, ignore_errors=True)
+
+
+# --- running scenario steps as the unprivileged user ---------------------------------------
+USERNS_IDMAP = {"uids": [[0, 1001, 1], [1, 100000, 65535]],
+                "gids": [[0, 1001, 1], [1, 100000, 65535]]}
+
+PRELUDE = """
+import json, os, stat, subprocess, sys, time
+from pathlib import Path
+from snapshotter.layout import StoreLayout
+from snapshotter.snapshots import Snapshotter, Mount
+from snapshotter.mounter import mount_all
+def out(obj):
+    print("\\n@@RESULT@@" + json.dumps(obj))
+def sh(cmd, cwd=None):
+    r = subprocess.run(cmd, shell=True, cwd=cwd, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"command failed ({r.returncode}): {cmd}\\n{r.stdout}\\n{r.stderr}")
+    return r.stdout
+"""
+
+
+class UserSession:
+    """Runs Python snippets as the test user, optionally in a fresh user+mount namespace
+    (root inside = the test user, plus its subuid range: `unshare --map-auto -r -m`)."""
+
+    def __init__(self, base: Path) -> None:
+        from unpriv import make_user_dir
+        self.base = base
+        self.home = make_user_dir(base / "home")
+        self.store = make_user_dir(base / "store")
+        self.n = 0
+
+    def py(self, code: str, userns: bool = True, timeout: float = 120, **fmt):
+        from unpriv import SYSTEM_PYTHON, run_as_user
+        import json
+        import textwrap
+        self.n += 1
+        script = self.base / f"step{self.n}.py"
+        script.write_text(PRELUDE + f"STORE = {str(self.store)!r}\n"
+                          + textwrap.dedent(code))
+        script.chmod(0o644)
+        argv = [SYSTEM_PYTHON, str(script)]
+        if userns:
+            argv = ["unshare", "--map-auto", "--map-root-user", "--mount"] + argv
+        r = run_as_user(argv, self.home, timeout=timeout)
+        marker = "@@RESULT@@"
+        if r.returncode != 0 or marker not in r.stdout:
+            raise AssertionError(f"step {self.n} failed (rc={r.returncode}):\n{r.stdout}\n"
+                                 f"{r.stderr}")
+        return json.loads(r.stdout.rsplit(marker, 1)[1])

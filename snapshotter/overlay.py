@@ -1,0 +1,118 @@
+"""Kernel overlayfs inside a user namespace, and the checks that pick a storage driver.
+
+The `overlay` driver mounts overlayfs (kernel >= 5.11, option `userxattr`) with the read-only
+FUSE merge of the image layers as its lowerdir: image data is still read lazily from the
+mmap'd blobs, while every write goes to the upper dir at kernel speed. Mounting needs
+CAP_SYS_ADMIN in the user namespace owning the current mount namespace — i.e. call
+`mount_overlay` from inside the container's user+mount namespace (the shim does).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Tuple
+
+from .errors import MountError
+
+MS_RDONLY = 1
+MNT_DETACH = 2
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def overlay_options(lowerdirs: Sequence[str], upperdir: str, workdir: str) -> Tuple[str, ...]:
+    """Mount options (lowerdirs listed top first, as overlayfs wants)."""
+    return (f"lowerdir={':'.join(lowerdirs)}", f"upperdir={upperdir}", f"workdir={workdir}",
+            "userxattr")
+
+
+def mount_overlay(target: str, options: Sequence[str]) -> None:
+    data = ",".join(options).encode()
+    if _libc().mount(b"overlay", str(target).encode(), b"overlay", 0, data) != 0:
+        err = ctypes.get_errno()
+        hint = ("run it inside a user+mount namespace (CAP_SYS_ADMIN there)" if err == errno.EPERM
+                else "needs Linux >= 5.11 for overlayfs in a user namespace; use "
+                     "--storage-driver fuse")
+        raise MountError(f"overlay mount on {target} failed: {os.strerror(err)}: {hint}")
+
+
+def umount(target: str) -> None:
+    if _libc().umount2(str(target).encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):
+            raise MountError(f"cannot unmount {target}: {os.strerror(err)}")
+
+
+def kernel_version() -> Tuple[int, int]:
+    rel = platform.release().split("-")[0].split(".")
+    try:
+        return int(rel[0]), int(rel[1])
+    except (IndexError, ValueError):
+        return 0, 0
+
+
+def _read_int(path: str, default: int) -> int:
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return default
+
+
+def userns_available() -> Tuple[bool, str]:
+    if _read_int("/proc/sys/user/max_user_namespaces", 1) == 0:
+        return False, "user namespaces are disabled (user.max_user_namespaces = 0)"
+    if _read_int("/proc/sys/kernel/unprivileged_userns_clone", 1) == 0:
+        return False, "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone=0)"
+    if _read_int("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", 0) == 1:
+        return False, "AppArmor restricts unprivileged user namespaces"
+    return True, ""
+
+
+def fuse_available() -> Tuple[bool, str]:
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return False, "/dev/fuse is missing or not read-writable for this user"
+    from .fuse_binding import available
+    why = available()
+    return (not why), why
+
+
+@dataclass(frozen=True)
+class DriverChoice:
+    driver: str    # "overlay" | "fuse" | "vfs"
+    reason: str
+
+
+def choose_driver(requested: str = "auto") -> DriverChoice:
+    """Which storage driver to use here, and why (for `pydocklite info`)."""
+    fuse_ok, fuse_why = fuse_available()
+    ns_ok, ns_why = userns_available()
+    major, minor = kernel_version()
+    overlay_ok = (major, minor) >= (5, 11) and ns_ok
+    if requested == "overlay":
+        if not overlay_ok:
+            raise MountError(f"storage driver overlay is not usable here: "
+                             f"{ns_why or f'kernel {major}.{minor} < 5.11'}")
+        if not fuse_ok:
+            raise MountError(f"storage driver overlay needs FUSE for its lower layers: {fuse_why}")
+        return DriverChoice("overlay", "requested")
+    if requested == "fuse":
+        if not fuse_ok:
+            raise MountError(f"storage driver fuse is not usable here: {fuse_why}")
+        return DriverChoice("fuse", "requested")
+    if requested == "vfs":
+        return DriverChoice("vfs", "requested")
+    if requested != "auto":
+        raise MountError(f"unknown storage driver {requested!r}: use auto, overlay, fuse or vfs")
+    if fuse_ok and overlay_ok:
+        return DriverChoice("overlay", f"kernel {major}.{minor} mounts overlayfs in a user "
+                                       f"namespace; image layers served read-only by FUSE")
+    if fuse_ok:
+        why = ns_why or f"kernel {major}.{minor} is older than 5.11"
+        return DriverChoice("fuse", f"FUSE overlay over the layers (no kernel overlay: {why})")
+    return DriverChoice("vfs", f"plain copy of the layers per container (no FUSE: {fuse_why})")

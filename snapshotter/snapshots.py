@@ -1,0 +1,304 @@
+"""The snapshotter API (containerd's vocabulary), over the layer store.
+
+- A *committed* snapshot has a name and is a chain of layers (diff_ids, bottom first): the
+  layers of an image, or of an earlier `commit`.
+- An *active* snapshot (`prepare(key, parent)`) is a writable filesystem on top of a chain.
+- A *view* (`view(key, parent)`) is a read-only one.
+- `parent` is a committed snapshot's name, a single diff_id, a sequence of diff_ids, or None.
+
+The API returns `Mount` values, never mounts anything itself; `mounter.mount_all(mounts,
+target)` carries them out (inside the container's user+mount namespace, or on the host for
+`pydocklite mount`). Metadata lives in one sqlite database, so concurrent CLI processes see
+consistent state; each active snapshot owns `snapshots/<id>/` (upper, work, lower, fs).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+from .errors import MountError, SnapshotExistsError, SnapshotNotFoundError, SnapshotterError
+
+FUSE_TYPE = "fuse.pydocklite"
+KIND_ACTIVE, KIND_VIEW, KIND_COMMITTED = "active", "view", "committed"
+
+
+@dataclass(frozen=True)
+class Mount:
+    type: str          # "fuse.pydocklite" | "overlay" | "bind"
+    source: str
+    target: str        # "" = the caller's target; else an internal mount point to make first
+    options: tuple
+
+    def option(self, name: str) -> Optional[str]:
+        for o in self.options:
+            if o == name:
+                return ""
+            if o.startswith(name + "="):
+                return o[len(name) + 1:]
+        return None
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    key: str
+    kind: str
+    parent: str          # the parent as given ("" for none)
+    chain: Tuple[str, ...]
+    driver: str
+    created: float
+    path: str            # snapshot dir ("" for committed)
+
+
+@dataclass(frozen=True)
+class Usage:
+    size: int            # bytes
+    inodes: int
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS snapshots (
+    key TEXT PRIMARY KEY, kind TEXT NOT NULL, parent TEXT NOT NULL, chain TEXT NOT NULL,
+    driver TEXT NOT NULL, created REAL NOT NULL, dir TEXT NOT NULL
+);
+"""
+
+
+class Snapshotter:
+    def __init__(self, layout, driver: str = "auto") -> None:
+        self.layout = layout
+        self.requested = driver
+        self._choice = None
+        self.root = Path(layout.snapshots_dir)
+        self.db_path = self.root / "metadata.db"
+
+    # --- plumbing -------------------------------------------------------------------------
+    @property
+    def choice(self):
+        """DriverChoice(driver, reason) — computed on first use (loads libfuse to check)."""
+        if self._choice is None:
+            from .overlay import choose_driver
+            self._choice = choose_driver(self.requested)
+        return self._choice
+
+    @property
+    def driver(self) -> str:
+        return self.choice.driver
+
+    @contextmanager
+    def _db(self):
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        con = sqlite3.connect(str(self.db_path), timeout=30, isolation_level=None)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    @staticmethod
+    def _info(row) -> SnapshotInfo:
+        key, kind, parent, chain, driver, created, d = row
+        return SnapshotInfo(key, kind, parent, tuple(json.loads(chain)), driver, created, d)
+
+    def _get(self, con, key: str) -> SnapshotInfo:
+        row = con.execute("SELECT key, kind, parent, chain, driver, created, dir FROM snapshots "
+                          "WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise SnapshotNotFoundError(f"snapshot {key!r} does not exist: check the key "
+                                        f"(`walk()` lists them)")
+        return self._info(row)
+
+    def _chain(self, con, parent) -> Tuple[str, ...]:
+        if parent is None or parent == "" or parent == ():
+            return ()
+        if isinstance(parent, str):
+            row = con.execute("SELECT kind, chain FROM snapshots WHERE key = ?",
+                              (parent,)).fetchone()
+            if row is not None:
+                if row[0] != KIND_COMMITTED:
+                    raise SnapshotterError(f"parent {parent!r} is an {row[0]} snapshot: only "
+                                           f"committed snapshots can be parents; commit it first")
+                return tuple(json.loads(row[1]))
+            if not parent.startswith("sha256:"):
+                raise SnapshotNotFoundError(f"parent snapshot {parent!r} does not exist")
+            parent = (parent,)
+        chain = tuple(parent)
+        for d in chain:
+            if not Path(self.layout.layer_index(d)).exists():
+                raise SnapshotNotFoundError(f"layer {d} is not in the store: pull the image again")
+        return chain
+
+    # --- creating -------------------------------------------------------------------------
+    def prepare(self, key: str, parent: Union[str, Sequence[str], None] = None) -> List[Mount]:
+        return self._create(key, parent, KIND_ACTIVE)
+
+    def view(self, key: str, parent: Union[str, Sequence[str], None] = None) -> List[Mount]:
+        return self._create(key, parent, KIND_VIEW)
+
+    def _create(self, key: str, parent, kind: str) -> List[Mount]:
+        driver = self.driver
+        with self._db() as con:
+            if con.execute("SELECT 1 FROM snapshots WHERE key = ?", (key,)).fetchone():
+                raise SnapshotExistsError(f"snapshot {key!r} already exists: remove it first "
+                                          f"or use another key")
+            chain = self._chain(con, parent)
+            d = self.root / f"{int(time.time() * 1e6):x}-{os.getpid()}"
+            d.mkdir(mode=0o700)
+            try:
+                if driver == "vfs":
+                    from .vfs import extract_chain
+                    extract_chain(self.layout, chain, d / "fs")
+                elif kind == KIND_ACTIVE:
+                    (d / "upper").mkdir(mode=0o755)
+                    if driver == "overlay":
+                        (d / "work").mkdir(mode=0o700)
+                        (d / "lower").mkdir(mode=0o755)
+                parent_s = parent if isinstance(parent, str) else ",".join(parent or ())
+                con.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (key, kind, parent_s, json.dumps(chain), driver, time.time(), str(d)))
+            except BaseException:
+                shutil.rmtree(d, ignore_errors=True)
+                raise
+            info = self._get(con, key)
+        return self._mounts(info)
+
+    def _mounts(self, info: SnapshotInfo) -> List[Mount]:
+        d = Path(info.path)
+        layers = "layers=" + ":".join(str(self.layout.layer_dir(x)) for x in info.chain)
+        ro = info.kind == KIND_VIEW
+        if info.driver == "vfs":
+            return [Mount("bind", str(d / "fs"), "", ("rbind", "ro" if ro else "rw"))]
+        if info.driver == "fuse" or ro:
+            opts = (layers, "ro") if ro else (layers, f"upperdir={d / 'upper'}")
+            return [Mount(FUSE_TYPE, str(d), "", opts)]
+        # overlay: a read-only FUSE merge of the layers becomes overlayfs's lowerdir
+        from .overlay import overlay_options
+        upper, work = str(d / "upper"), str(d / "work")
+        if not info.chain:
+            (d / "lower").mkdir(exist_ok=True)
+            return [Mount("overlay", "overlay", "", overlay_options([str(d / "lower")], upper,
+                                                                    work))]
+        return [Mount(FUSE_TYPE, str(d), str(d / "lower"), (layers, "ro")),
+                Mount("overlay", "overlay", "", overlay_options([str(d / "lower")], upper, work))]
+
+    # --- queries --------------------------------------------------------------------------
+    def mounts(self, key: str) -> List[Mount]:
+        with self._db() as con:
+            info = self._get(con, key)
+        if info.kind == KIND_COMMITTED:
+            raise SnapshotterError(f"snapshot {key!r} is committed: make a view of it to mount it")
+        return self._mounts(info)
+
+    def stat(self, key: str) -> SnapshotInfo:
+        with self._db() as con:
+            return self._get(con, key)
+
+    def walk(self) -> List[SnapshotInfo]:
+        with self._db() as con:
+            rows = con.execute("SELECT key, kind, parent, chain, driver, created, dir FROM "
+                               "snapshots ORDER BY created").fetchall()
+        return [self._info(r) for r in rows]
+
+    def usage(self, key: str) -> Usage:
+        """Disk used by the snapshot's own changes (a committed one: its layers)."""
+        info = self.stat(key)
+        if info.kind == KIND_COMMITTED:
+            size = sum(os.path.getsize(self.layout.layer_blob(x)) for x in info.chain)
+            return Usage(size, 0)
+        size = inodes = 0
+        for sub in ("upper", "fs"):
+            top = Path(info.path) / sub
+            for dirpath, dirnames, filenames in os.walk(top):
+                for name in dirnames + filenames:
+                    st = os.lstat(os.path.join(dirpath, name))
+                    inodes += 1
+                    size += st.st_blocks * 512
+        return Usage(size, inodes)
+
+    # --- commit / remove ------------------------------------------------------------------
+    def commit(self, name: str, key: str, idmap=None):
+        """Turn active snapshot `key` into a new layer and record committed snapshot `name`
+        (its chain = the parent's chain + the new layer). Returns the store's LayerInfo.
+        `idmap` (diff.IdMap) maps on-disk owners back to container ids (subuid ranges)."""
+        from .diff import IdMap, diff_to_layer, write_diff_for
+        from .store import LayerStore
+        info = self.stat(key)
+        if info.kind != KIND_ACTIVE:
+            raise SnapshotterError(f"snapshot {key!r} is a {info.kind} snapshot: only active "
+                                   f"snapshots can be committed")
+        with self._db() as con:
+            if con.execute("SELECT 1 FROM snapshots WHERE key = ?", (name,)).fetchone():
+                raise SnapshotExistsError(f"snapshot {name!r} already exists: pick another name")
+        d = Path(info.path)
+        tree = None
+        if info.driver == "vfs":
+            tree = self._tree(info.chain)
+        write = write_diff_for(d / "upper" if info.driver != "vfs" else None, d / "fs", tree,
+                               idmap or IdMap())
+        layer = diff_to_layer(LayerStore(self.layout), write, f"snapshot {key}")
+        with self._db() as con:
+            chain = info.chain + (layer.diff_id,)
+            con.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (name, KIND_COMMITTED, key, json.dumps(chain), info.driver,
+                         time.time(), ""))
+        return layer
+
+    def _tree(self, chain):
+        from .layer_index import LayerIndex
+        from .merge import MergedTree
+        return MergedTree([LayerIndex.load(self.layout.layer_index(x)) for x in chain])
+
+    def remove(self, key: str) -> None:
+        """Forget the snapshot and delete its directory (refused while anything is mounted
+        from it). Removing a committed snapshot keeps its layers in the store."""
+        with self._db() as con:
+            info = self._get(con, key)
+            if info.path:
+                busy = mounted_under(info.path)
+                if busy:
+                    raise MountError(f"snapshot {key!r} is still mounted at {busy[0]}: unmount "
+                                     f"it (stop the container) first")
+            con.execute("DELETE FROM snapshots WHERE key = ?", (key,))
+        if info.path:
+            _rmtree(Path(info.path))
+
+
+def mounted_under(path: str) -> List[str]:
+    """Mount points in this mount namespace at or under `path`, or whose source (a FUSE
+    server's fsname is its snapshot dir) is `path`."""
+    base = os.path.realpath(path)
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mp = fields[4].replace("\\040", " ")
+            sep = fields.index("-")
+            source = fields[sep + 2] if len(fields) > sep + 2 else ""
+            if mp == base or mp.startswith(base + "/") or source == base:
+                out.append(mp)
+    return out
+
+
+def _rmtree(path: Path) -> None:
+    def onerror(func, p, exc_info):
+        # an unprivileged user may own a dir without write permission on it (mode 0555 in a
+        # layer): make it writable and retry
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            func(p)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=onerror)
