@@ -7,6 +7,7 @@ layer.  `LayerIndex` is the result; it is saved next to the blob and loaded (fas
 """
 from __future__ import annotations
 
+import base64
 import marshal
 import os
 import struct
@@ -14,6 +15,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from urllib.parse import unquote
 
 from snapshotter.errors import LayerCorruptError, StoreError, UnsafeLayerEntryError
 
@@ -381,12 +383,18 @@ class TarIndexer:
             size = 0
         if tflag == b"V":  # volume label: not a file
             return
-        xattrs = []
+        xattrs = {}
+        for k, v in pax.items():
+            if k.startswith("LIBARCHIVE.xattr."):  # bsdtar: URL-encoded name, base64 value
+                try:
+                    xattrs[unquote(k[17:], errors="surrogateescape")] = base64.b64decode(v + b"==")
+                except ValueError:
+                    raise self._corrupt(f"bad LIBARCHIVE.xattr value in entry {raw!r}") from None
         for k, v in pax.items():
             if k.startswith("SCHILY.xattr."):
-                xattrs.append((k[13:], v))
+                xattrs[k[13:]] = v
         self._add(raw, etype, mode, uid, gid, size, mtime, _dec(link), major, minor,
-                  tuple(sorted(xattrs)), offset)
+                  tuple(sorted(xattrs.items())), offset)
 
     def _extension(self, data: bytes) -> None:
         t = self._ext_type
@@ -428,7 +436,7 @@ class TarIndexer:
     def _normalise(self, raw: str, entry: str) -> str:
         if "\0" in raw:
             raise UnsafeLayerEntryError(self.name, entry, "the name contains a NUL byte")
-        if raw.startswith("/"):
+        if raw.startswith("/") and raw.strip("/"):  # a bare "/" is the root itself
             raise UnsafeLayerEntryError(self.name, entry, "absolute paths are not allowed in a layer")
         parts: List[str] = []
         for comp in raw.split("/"):

@@ -32,11 +32,13 @@ def image_rows(service, *, truncate: bool = True) -> list:
             "Containers": "N/A",
             "_created": created,
         }
-        digest = record.repo_digests[0].rsplit("@", 1)[-1] if record.repo_digests else "<none>"
+        digests = {split_repo_tag(d)[0]: d.rsplit("@", 1)[-1] for d in record.repo_digests}
+        digest = next(iter(digests.values()), "<none>")
         if tags:
             for t in tags:
                 repo, tag = split_repo_tag(t)
-                rows.append({**base, "Repository": repo, "Tag": tag, "Digest": digest})
+                rows.append({**base, "Repository": repo, "Tag": tag,
+                             "Digest": digests.get(repo, "<none>")})
         else:
             repo = "<none>"
             if record.repo_digests:
