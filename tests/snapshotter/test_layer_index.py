@@ -360,3 +360,19 @@ def test_mmap_blob_reads_and_bounds(tmp_path):
         assert empty.size == 0 and empty.read_at(0, 0) == b""
         with pytest.raises(LayerCorruptError):
             empty.read_at(0, 1)
+
+
+def test_libarchive_xattrs_and_pax_overrides():
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"uid": "7"}) as tf:     # a global header applies to all
+        add(tf, "a", data=b"1", pax_headers={
+            "LIBARCHIVE.xattr.user.with%20space": "dmFsdWU",  # base64("value"), unpadded
+            "SCHILY.xattr.user.plain": "p",
+            "mtime": "1234.5", "gid": "4000000"})
+        add(tf, "b", data=b"2")
+    idx = index_bytes(buf.getvalue())
+    a = idx.get("a")
+    assert a.xattrs == (("user.plain", b"p"), ("user.with space", b"value"))
+    assert (a.uid, a.gid, a.mtime) == (7, 4_000_000, 1234.5)
+    assert idx.get("b").uid == 7 and idx.get("b").xattrs == ()
