@@ -25,6 +25,7 @@ from .reference import Reference
 from .transport import Transport, api_host
 
 RefLike = Union[Reference, str]
+READ_SIZE = 256 << 10   # socket reads; a cut connection loses at most this much progress
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,7 @@ class RegistryClient:
                 skip = self._check_blob_response(resp, desc, received, what, r.domain)
                 progress_at_start = received
                 try:
-                    for chunk in resp.raw.stream(chunk_size, decode_content=False):
+                    for chunk in resp.raw.stream(min(chunk_size, READ_SIZE), decode_content=False):
                         if skip:
                             drop = min(skip, len(chunk))
                             chunk, skip = chunk[drop:], skip - drop
@@ -263,6 +264,8 @@ class RegistryClient:
                                 "manifest declares: the manifest or the blob is wrong")
                         hasher.update(chunk)
                         yield chunk
+                    if received < desc.size:  # urllib3 1.x ends a cut stream without error
+                        raise OSError(f"connection closed at byte {received}")
                 except (Urllib3Error, OSError) as e:
                     failures = 0 if received > progress_at_start else failures + 1
                     if failures > self.max_resumes:
@@ -282,6 +285,10 @@ class RegistryClient:
     def _check_blob_response(self, resp: Any, desc: Descriptor, received: int, what: str,
                              domain: str) -> int:
         """Validate a blob GET response; return how many leading bytes to skip."""
+        if resp.status_code == 416 and received:
+            resp.close()
+            raise BlobVerifyError(f"{what}: the registry has only {received} bytes, the "
+                                  f"manifest declares {desc.size}: the image is corrupt")
         self._raise_for(resp, what, domain)
         if resp.status_code == 206 and received:
             cr = resp.headers.get("Content-Range", "")

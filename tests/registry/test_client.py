@@ -74,6 +74,11 @@ def test_push_operations(plain_registry, client):
     import io
     assert client.upload_blob(repo, io.BytesIO(other), m.sha256_digest(other), len(other)) \
         == m.sha256_digest(other)
+    # a file object, chunked
+    third = os.urandom(40_000)
+    assert client.upload_blob(repo, io.BytesIO(third), m.sha256_digest(third), len(third),
+                              chunk_size=10_000) == m.sha256_digest(third)
+    assert client.get_blob_bytes(repo, Descriptor("x", m.sha256_digest(third), 40_000)) == third
     # cross-repo mount
     target = f"{plain_registry.host}/push/two"
     assert client.mount_blob(target, digest, "push/one") is True
@@ -314,6 +319,19 @@ def test_bearer_token_flow(token_registry, helpers):
     pusher.login(token_registry.host, Credentials(USER, PASSWORD))
     with pytest.raises(AuthError):
         new_client().login(token_registry.host, Credentials(USER, "bad"))
+    # the registry itself checks the token signature: one signed by an unknown key fails
+    import requests
+    from tests.fixtures.registry_server import TokenService
+    rogue = TokenService(token_registry.workdir / "rogue")
+    forged = rogue.make_token(USER, [{"type": "repository", "name": "tok/app",
+                                      "actions": ["pull"]}])
+    good = ts.make_token(USER, [{"type": "repository", "name": "tok/app", "actions": ["pull"]}])
+    url = f"{token_registry.url}/v2/tok/app/manifests/latest"
+    accept = {"Accept": m.OCI_MANIFEST}
+    assert requests.get(url, headers={"Authorization": "Bearer " + forged, **accept}
+                        ).status_code == 401
+    assert requests.get(url, headers={"Authorization": "Bearer " + good, **accept}
+                        ).status_code == 200
     # cross-repo mount needs pull on the source repository as well
     assert pusher.mount_blob(f"{token_registry.host}/tok/other",
                              m.sha256_digest(pushed.layers[0]), "tok/app") is True
