@@ -2,7 +2,9 @@
 
     SnapshotterError
      ├── StoreError              the store could not do what was asked (I/O, full disk, bad digest)
-     │    └── StoreFullError     ENOSPC/EDQUOT while writing; temporary files were removed
+     │    ├── StoreFullError     ENOSPC/EDQUOT while writing; temporary files were removed
+     │    ├── LayerNotFoundError no layer with that diff_id in the store
+     │    └── BlobNotFoundError  no blob with that digest in the content store
      ├── LayerCorruptError       a layer stream, tar, blob or index is damaged or truncated
      ├── UnsafeLayerEntryError   a tar entry would escape the layer (../, absolute path, bad hardlink)
      ├── DigestMismatchError     content does not hash to the digest it was announced with
@@ -25,6 +27,14 @@ class StoreError(SnapshotterError):
 
 class StoreFullError(StoreError):
     """The disk (or quota) is full; nothing was committed and temporary files were removed."""
+
+
+class LayerNotFoundError(StoreError):
+    """No layer with that diff_id in the store."""
+
+
+class BlobNotFoundError(StoreError):
+    """No blob with that digest in the content store."""
 
 
 class LayerCorruptError(SnapshotterError):

@@ -1,40 +1,38 @@
-"""Content store (compressed blobs, manifests, configs) and layer store (uncompressed layers).
+"""Layer store: uncompressed layers by diff_id, layers/sha256/<hex>/{blob,index}, each stored once.
 
-Publishing is always: write into a temporary name under ingest/ -> fsync -> verify the digest
--> rename into place -> fsync the directory.  Nothing half-written is ever visible under
-blobs/ or layers/.  Each temporary file or directory is flock()ed by its writer for as long as
-it lives, so `cleanup_ingest()` can tell leftovers of a killed process (lock free) from work in
-progress (lock held).  Two processes ingesting the same layer both succeed: the first commit
-renames its directory into place under a per-digest lock, the second finds it there and drops
-its own copy.
+An ingest is one pass over the compressed stream: decompress -> sha256 + TarIndexer + blob file,
+all in ingest/<temp dir>.  commit() checks the diff_id, fsyncs, and renames the whole directory
+into layers/ -> a layer is either complete (blob + index) or absent, even after SIGKILL.  Two
+processes ingesting the same layer both succeed: the first commit renames its directory into
+place under a per-digest flock, the second finds it there and drops its own copy.
+
+ContentStore/BlobWriter (content_store.py) and FileLock/cleanup_ingest (ondisk.py) are
+importable from here too.
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import os
 import re
-import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
+from snapshotter.content_store import BlobWriter, ContentStore  # noqa: F401  (public here too)
 from snapshotter.decompress import open_decompressor
-from snapshotter.errors import (DigestMismatchError, LayerCorruptError, StoreError,
-                                StoreFullError)
-from snapshotter.layer_index import LayerIndex, TarIndexer
+from snapshotter.errors import (DigestMismatchError, LayerCorruptError,  # noqa: F401
+                                LayerNotFoundError, StoreError)
+from snapshotter.layer_index import LayerIndex
 from snapshotter.layout import StoreLayout, digest_hex
 from snapshotter.mmap_blob import MmapBlob
+from snapshotter.ondisk import (STALE_AGE, FileLock, cleanup_ingest, fsync_dir,  # noqa: F401
+                                io_error, lock_path, rmtree)
+from snapshotter.tar_indexer import TarIndexer
 
-_LOCK_NAME = re.compile(r"^[A-Za-z0-9._:@+-]{1,200}$")
-_STALE_AGE = 60.0   # seconds: an unlocked ingest entry younger than this may be just created
-
-
-class LayerNotFoundError(StoreError):
-    """The layer (by diff_id) or blob (by digest) is not in the store."""
+__all__ = ["LayerStore", "LayerWriter", "LayerInfo", "ContentStore", "BlobWriter", "FileLock",
+           "cleanup_ingest", "LayerNotFoundError"]
 
 
 @dataclass(frozen=True)
@@ -42,250 +40,6 @@ class LayerInfo:
     diff_id: str
     size: int        # bytes of the uncompressed blob
     entries: int     # number of entries in its index
-
-
-def _io_error(e: OSError, doing: str, where: Path) -> StoreError:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StoreFullError(f"{doing}: no space left in {where} ({e.strerror}); nothing was "
-                              f"committed and temporary files were removed — free disk space "
-                              f"(e.g. 'pydocklite system prune') and retry")
-    return StoreError(f"{doing}: {e.strerror or e} ({getattr(e, 'filename', None) or where})")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _rmtree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    try:  # a plain file
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-class FileLock:
-    """Exclusive (or shared) flock on a lock file; a context manager, reentrant per object."""
-
-    def __init__(self, path: Path, shared: bool = False, timeout: Optional[float] = None) -> None:
-        self.path = Path(path)
-        self.shared = shared
-        self.timeout = timeout
-        self._fd: Optional[int] = None
-        self._depth = 0
-
-    def acquire(self) -> "FileLock":
-        if self._fd is not None:
-            self._depth += 1
-            return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        op = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
-        try:
-            if self.timeout is None:
-                fcntl.flock(fd, op)
-            else:
-                deadline = time.monotonic() + self.timeout
-                while True:
-                    try:
-                        fcntl.flock(fd, op | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() >= deadline:
-                            raise StoreError(f"timed out after {self.timeout:g}s waiting for lock "
-                                             f"{self.path}; another pydocklite is busy") from None
-                        time.sleep(0.05)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd, self._depth = fd, 1
-        return self
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        self._depth -= 1
-        if self._depth == 0:
-            fd, self._fd = self._fd, None
-            os.close(fd)  # closing the only descriptor releases the flock
-
-    def __enter__(self) -> "FileLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _lock_path(layout: StoreLayout, name: str) -> Path:
-    if not _LOCK_NAME.match(name) or name.startswith("."):
-        raise StoreError(f"invalid lock name {name!r}")
-    return layout.locks_dir / (name.replace(":", "-") + ".lock")
-
-
-def cleanup_ingest(layout: StoreLayout, min_age: float = _STALE_AGE) -> List[str]:
-    """Remove what killed writers left under ingest/ (entries whose flock is free and that are
-    older than `min_age` seconds); return the names removed.  Safe to run at any time."""
-    removed = []
-    try:
-        names = os.listdir(layout.ingest_dir)
-    except FileNotFoundError:
-        return removed
-    now = time.time()
-    for name in names:
-        p = layout.ingest_dir / name
-        try:
-            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # a live writer holds it
-            if not name.startswith("removing-") and now - os.fstat(fd).st_mtime < min_age:
-                continue
-            _rmtree(p)
-            removed.append(name)
-        finally:
-            os.close(fd)
-    return removed
-
-
-class BlobWriter:
-    """Streams one blob into ingest/, verifies its digest (and size), publishes atomically.
-    Context manager: commit on a clean exit, abort on an exception."""
-
-    def __init__(self, layout: StoreLayout, digest: str, size: Optional[int] = None) -> None:
-        self.digest, self.expected_size = digest, size
-        self._dest = layout.blob_path(digest)
-        self._ingest = layout.ensure().ingest_dir
-        fd, tmp = tempfile.mkstemp(prefix=f"blob-{digest_hex(digest)[:16]}-", dir=self._ingest)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self._tmp = Path(tmp)
-        self._file = os.fdopen(fd, "wb")
-        self._hash = hashlib.sha256()
-        self.size = 0
-        self._state = "open"
-
-    def write(self, data) -> None:
-        if self._state != "open":
-            raise StoreError(f"blob {self.digest}: write after {self._state}")
-        try:
-            self._file.write(data)
-        except OSError as e:
-            self.abort()
-            raise _io_error(e, f"writing blob {self.digest}", self._ingest) from e
-        self._hash.update(data)
-        self.size += len(data)
-
-    def commit(self) -> Path:
-        if self._state == "committed":
-            return self._dest
-        if self._state != "open":
-            raise StoreError(f"blob {self.digest}: commit after {self._state}")
-        try:
-            actual = "sha256:" + self._hash.hexdigest()
-            if actual != self.digest:
-                raise DigestMismatchError(f"blob {self.digest}", self.digest, actual)
-            if self.expected_size is not None and self.size != self.expected_size:
-                raise DigestMismatchError(f"blob {self.digest} size", str(self.expected_size),
-                                          str(self.size))
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            os.chmod(self._tmp, 0o644)
-            if not self._dest.exists():
-                os.replace(self._tmp, self._dest)
-                _fsync_dir(self._dest.parent)
-        except OSError as e:
-            self.abort()
-            raise _io_error(e, f"committing blob {self.digest}", self._ingest) from e
-        except BaseException:
-            self.abort()
-            raise
-        self._close()
-        self._state = "committed"
-        return self._dest
-
-    def _close(self) -> None:
-        try:
-            os.unlink(self._tmp)
-        except OSError:
-            pass
-        try:
-            self._file.close()  # releases the flock last
-        except OSError:
-            pass
-
-    def abort(self) -> None:
-        if self._state == "open":
-            self._state = "aborted"
-            self._close()
-
-    def __enter__(self) -> "BlobWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
-
-class ContentStore:
-    """Compressed blobs, manifests and configs by digest under blobs/sha256/."""
-
-    def __init__(self, layout: StoreLayout) -> None:
-        self.layout = layout
-
-    def has(self, digest: str) -> bool:
-        return self.layout.blob_path(digest).is_file()
-
-    def path(self, digest: str) -> Path:
-        return self.layout.blob_path(digest)
-
-    def read(self, digest: str) -> bytes:
-        """The blob's bytes, verified against its digest."""
-        p = self.layout.blob_path(digest)
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            raise LayerNotFoundError(f"blob {digest} is not in the store {self.layout.root}") from None
-        except OSError as e:
-            raise _io_error(e, f"reading blob {digest}", p) from e
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
-        if actual != digest:
-            raise DigestMismatchError(f"stored blob {p} (corrupt store: remove it and pull again)",
-                                      digest, actual)
-        return data
-
-    def write(self, digest: str, data: bytes) -> Path:
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
-        if actual != digest:
-            raise DigestMismatchError(f"blob {digest}", digest, actual)
-        if self.has(digest):
-            return self.path(digest)
-        with self.writer(digest) as w:
-            w.write(data)
-        return self.path(digest)
-
-    def writer(self, digest: str, size: Optional[int] = None) -> BlobWriter:
-        return BlobWriter(self.layout, digest, size)
-
-    def remove(self, digest: str) -> None:
-        try:
-            os.unlink(self.layout.blob_path(digest))
-        except FileNotFoundError:
-            pass
-
-    def list(self) -> List[str]:
-        try:
-            names = os.listdir(self.layout.blobs_dir)
-        except FileNotFoundError:
-            return []
-        return sorted("sha256:" + n for n in names if re.fullmatch(r"[0-9a-f]{64}", n))
 
 
 class LayerWriter:
@@ -305,20 +59,23 @@ class LayerWriter:
         try:
             self.dir = Path(tempfile.mkdtemp(prefix=f"layer-{hint}-", dir=layout.ingest_dir))
         except OSError as e:
-            raise _io_error(e, f"starting ingest of layer {self.name}", layout.ingest_dir) from e
+            raise io_error(e, f"starting ingest of layer {self.name}", layout.ingest_dir) from e
         self._dirfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fcntl.flock(self._dirfd, fcntl.LOCK_EX)
         self._file = None
         self._state = "open"
+        self.size = 0
         try:
             self._file = open(self.dir / "blob", "xb")
             self._hash = hashlib.sha256()
             self._indexer = TarIndexer(self.name)
             self._dec = open_decompressor(media_type, self._sink, self.name)
+        except OSError as e:
+            self.abort()
+            raise io_error(e, f"starting ingest of layer {self.name}", layout.ingest_dir) from e
         except BaseException:
             self.abort()
             raise
-        self.size = 0
 
     def _sink(self, data: bytes) -> None:
         self._hash.update(data)
@@ -334,7 +91,7 @@ class LayerWriter:
             self._dec.write(chunk)
         except OSError as e:
             self.abort()
-            raise _io_error(e, f"storing layer {self.name}", self.store.layout.ingest_dir) from e
+            raise io_error(e, f"storing layer {self.name}", self.store.layout.ingest_dir) from e
         except BaseException:
             self.abort()
             raise
@@ -363,17 +120,17 @@ class LayerWriter:
             for f in ("blob", "index"):
                 os.chmod(self.dir / f, 0o444)
             os.chmod(self.dir, 0o755)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
             with self.store.lock(self.diff_id):
                 if not self.store.has(self.diff_id):
                     dest = layout.layer_dir(self.diff_id)
                     if dest.exists():  # a directory without blob+index: not committed, replace
-                        _rmtree(dest)
+                        rmtree(dest)
                     os.rename(self.dir, dest)
-                    _fsync_dir(layout.layers_dir)
+                    fsync_dir(layout.layers_dir)
         except OSError as e:
             self.abort()
-            raise _io_error(e, f"committing layer {self.name}", layout.ingest_dir) from e
+            raise io_error(e, f"committing layer {self.name}", layout.ingest_dir) from e
         except BaseException:
             self.abort()
             raise
@@ -389,7 +146,7 @@ class LayerWriter:
             except OSError:
                 pass
         if self.dir.exists() and self.dir.parent == self.store.layout.ingest_dir:
-            _rmtree(self.dir)
+            rmtree(self.dir)
         if self._dirfd is not None:
             os.close(self._dirfd)  # releases the ingest lock, after the removal
             self._dirfd = None
@@ -478,8 +235,8 @@ class LayerStore:
             try:
                 os.rename(d, gone)
             except OSError as e:
-                raise _io_error(e, f"removing layer {diff_id}", d) from e
-        _rmtree(gone)
+                raise io_error(e, f"removing layer {diff_id}", d) from e
+        rmtree(gone)
 
     def list(self) -> List[str]:
         try:
@@ -492,7 +249,7 @@ class LayerStore:
     def lock(self, name: str, shared: bool = False, timeout: Optional[float] = None) -> FileLock:
         """A flock on locks/<name>.lock (e.g. a diff_id, or "images" for images.json)."""
         self.layout.locks_dir.mkdir(parents=True, exist_ok=True)
-        return FileLock(_lock_path(self.layout, name), shared=shared, timeout=timeout)
+        return FileLock(lock_path(self.layout, name), shared=shared, timeout=timeout)
 
     def verify(self, diff_id: str) -> None:
         """Re-hash the stored blob (fsck); DigestMismatchError if it changed on disk."""
@@ -505,5 +262,5 @@ class LayerStore:
             raise DigestMismatchError(f"stored layer {diff_id} (remove it and pull again)",
                                       diff_id, "sha256:" + h.hexdigest())
 
-    def cleanup_ingest(self, min_age: float = _STALE_AGE) -> List[str]:
+    def cleanup_ingest(self, min_age: float = STALE_AGE) -> List[str]:
         return cleanup_ingest(self.layout, min_age)

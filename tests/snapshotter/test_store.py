@@ -23,7 +23,8 @@ from snapshotter.errors import (DigestMismatchError, LayerCorruptError, StoreErr
                                 StoreFullError, UnsafeLayerEntryError)
 from snapshotter.layer_index import CHAR, FIFO, REG
 from snapshotter.layout import StoreLayout
-from snapshotter.store import ContentStore, FileLock, LayerNotFoundError, LayerStore
+from snapshotter.errors import BlobNotFoundError, LayerNotFoundError
+from snapshotter.store import ContentStore, FileLock, LayerStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import unpriv  # noqa: E402  (tests/unpriv.py)
@@ -331,7 +332,7 @@ def test_content_store(layout):
     cs.path(d).write_bytes(b"tampered")
     with pytest.raises(DigestMismatchError, match="corrupt store"):
         cs.read(d)
-    with pytest.raises(LayerNotFoundError):
+    with pytest.raises(BlobNotFoundError):
         cs.read(diff_id(b"absent"))
 
 
