@@ -338,6 +338,7 @@ def test_bearer_token_flow(token_registry, helpers):
 
 
 # -- TLS ------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:Unverified HTTPS request")  # the insecure case, on purpose
 def test_tls_with_custom_ca(tls_registry, tmp_path, helpers):
     repo = f"{tls_registry.host}/tls/app"
     c = new_client(ca_file=str(tls_registry.ca_file))
@@ -356,3 +357,41 @@ def test_tls_with_custom_ca(tls_registry, tmp_path, helpers):
     # explicitly insecure: TLS without verification
     c3 = new_client(insecure={tls_registry.host})
     assert c3.get_manifest(f"{repo}:latest").digest == pushed.manifest_digest
+
+
+def test_identity_token_from_docker_config(token_registry, tmp_path, helpers):
+    """An identity (refresh) token in config.json is exchanged via the OAuth2 POST flow."""
+    ts = token_registry.token_service
+    refresh = ts.issue_refresh_token(USER)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"auths": {token_registry.host: {"identitytoken": refresh}}}))
+    c = new_client(auth=DockerConfig(path))
+    ts.requests.clear()
+    pushed = helpers.push_test_image(c, f"{token_registry.host}/ident/app")
+    assert ts.requests and all(user == USER for user, _ in ts.requests)
+    assert c.get_manifest(f"{token_registry.host}/ident/app:latest").digest == \
+        pushed.manifest_digest
+    path.write_text(json.dumps({"auths": {token_registry.host: {"identitytoken": "bogus"}}}))
+    with pytest.raises(AuthError, match="refused"):
+        new_client(auth=DockerConfig(path)).get_manifest(f"{token_registry.host}/ident/app")
+
+
+def test_parallel_pulls_share_one_client(token_registry, helpers):
+    from concurrent.futures import ThreadPoolExecutor
+    repo = f"{token_registry.host}/par/app"
+    pushed = helpers.push_test_image(new_client(auth=(USER, PASSWORD)), repo, n_layers=6)
+    c = new_client()
+    img = c.resolve(f"{repo}:latest")
+    with ThreadPoolExecutor(4) as pool:
+        blobs = list(pool.map(lambda d: c.get_blob_bytes(img.ref, d), img.manifest.layers))
+    assert blobs == pushed.layers
+
+
+def test_unreachable_registry_is_a_transport_error():
+    from tests.fixtures.registry_server import free_port
+    host = f"127.0.0.1:{free_port()}"
+    c = new_client(plain_http=[host], retries=2)
+    t0 = time.monotonic()
+    with pytest.raises(TransportError, match="cannot reach " + host):
+        c.get_manifest(f"{host}/x/y:latest")
+    assert time.monotonic() - t0 < 5
