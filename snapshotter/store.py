@@ -183,10 +183,15 @@ class LayerStore:
                                      f"pull the image again")
 
     def index(self, diff_id: str) -> LayerIndex:
+        """The layer's index (cached per LayerStore).  A damaged or outdated index file is
+        rebuilt from the blob, which is verified against the diff_id in the same pass."""
         idx = self._indexes.get(diff_id)
         if idx is None:
             self._require(diff_id)
-            idx = LayerIndex.load(self.layout.layer_index(diff_id))
+            try:
+                idx = LayerIndex.load(self.layout.layer_index(diff_id))
+            except LayerCorruptError:
+                idx = self.reindex(diff_id)
             self._indexes[diff_id] = idx
         return idx
 
@@ -251,16 +256,40 @@ class LayerStore:
         self.layout.locks_dir.mkdir(parents=True, exist_ok=True)
         return FileLock(lock_path(self.layout, name), shared=shared, timeout=timeout)
 
-    def verify(self, diff_id: str) -> None:
-        """Re-hash the stored blob (fsck); DigestMismatchError if it changed on disk."""
+    def _scan(self, diff_id: str) -> LayerIndex:
+        """Hash and index the stored blob in one pass; DigestMismatchError if it changed."""
         self._require(diff_id)
-        h = hashlib.sha256()
-        with open(self.layout.layer_blob(diff_id), "rb") as f:
-            for b in iter(lambda: f.read(1 << 20), b""):
-                h.update(b)
+        h, ix = hashlib.sha256(), TarIndexer(f"stored layer {diff_id}")
+        try:
+            with open(self.layout.layer_blob(diff_id), "rb") as f:
+                for b in iter(lambda: f.read(1 << 20), b""):
+                    h.update(b)
+                    ix.feed(b)
+        except OSError as e:
+            raise io_error(e, f"reading layer {diff_id}", self.layout.layer_blob(diff_id)) from e
         if "sha256:" + h.hexdigest() != diff_id:
             raise DigestMismatchError(f"stored layer {diff_id} (remove it and pull again)",
                                       diff_id, "sha256:" + h.hexdigest())
+        return ix.finish()
+
+    def verify(self, diff_id: str) -> None:
+        """fsck one layer: re-hash the blob and check the index file matches it."""
+        idx = self._scan(diff_id)
+        if LayerIndex.load(self.layout.layer_index(diff_id)).entries != idx.entries:
+            raise LayerCorruptError(f"layer {diff_id}: index does not match the blob; "
+                                    f"run reindex or pull the image again")
+
+    def reindex(self, diff_id: str) -> LayerIndex:
+        """Rebuild the index file from the (verified) blob, atomically."""
+        idx = self._scan(diff_id)
+        with self.lock(diff_id):
+            try:
+                idx.save(self.layout.layer_index(diff_id))
+            except OSError as e:
+                raise io_error(e, f"rewriting the index of layer {diff_id}",
+                               self.layout.layer_dir(diff_id)) from e
+        self._indexes[diff_id] = idx
+        return idx
 
     def cleanup_ingest(self, min_age: float = STALE_AGE) -> List[str]:
         return cleanup_ingest(self.layout, min_age)

@@ -387,3 +387,28 @@ def test_ingest_as_unprivileged_user(user_home, layer_tar):
     assert out["kinds"] == [oct(0o10)]                                # ... never created
     st = os.stat(home / "store" / "layers" / "sha256" / diff_id(layer_tar)[7:] / "blob")
     assert st.st_uid == user.pw_uid and not st.st_mode & 0o6000
+
+
+def test_damaged_index_is_rebuilt_from_the_verified_blob(layout, layer_tar):
+    store = LayerStore(layout)
+    did = store.ingest_stream(diff_id(layer_tar), GZ, [compress(layer_tar, GZ)]).diff_id
+    good = store.index(did).entries
+    store.verify(did)
+    ipath = layout.layer_index(did)
+    os.chmod(ipath, 0o644)
+    ipath.write_bytes(ipath.read_bytes()[:-7])            # truncated index file
+    fresh = LayerStore(layout)
+    with pytest.raises(LayerCorruptError):
+        fresh.verify(did)
+    assert fresh.index(did).entries == good                # rebuilt on load ...
+    assert LayerStore(layout).index(did).entries == good   # ... and saved
+    blob = layout.layer_blob(did)
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as f:
+        f.seek(1000)
+        f.write(b"X")
+    with pytest.raises(DigestMismatchError, match="stored layer"):
+        LayerStore(layout).verify(did)
+    ipath.write_bytes(b"junk")
+    with pytest.raises(DigestMismatchError):               # never rebuilt from a bad blob
+        LayerStore(layout).index(did)
