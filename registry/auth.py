@@ -106,6 +106,10 @@ class RegistryAuth:
             self._creds[host] = self._source(host)
         return self._creds[host]
 
+    def set_credentials(self, host: str, creds: "Optional[Credentials]") -> None:
+        """Use `creds` for `host` from now on (e.g. after a successful login)."""
+        self._creds[host] = creds
+
     def set_token_getter(self, getter: "Callable[..., object]") -> None:
         self._token_getter = getter
 

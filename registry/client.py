@@ -150,19 +150,25 @@ class RegistryClient:
             raise AuthError(f"login to {domain} failed: incorrect username or password")
         self._raise_for(resp, "login", domain)
         self._auth.forget(host)
-        self._auth._creds[host] = credentials
+        self._auth.set_credentials(host, credentials)
 
     # -- manifests ------------------------------------------------------------------------
     def _fetch_manifest(self, ref: Reference, reference: str) -> "Union[Manifest, Index]":
         what = f"manifest {ref.repository}:{reference}" if ":" not in reference else \
             f"manifest {ref.repository}@{reference}"
-        resp = self._t.request("GET", ref.domain, f"/v2/{ref.path}/manifests/{reference}",
-                               headers={"Accept": ", ".join(ACCEPT_MANIFESTS)}, stream=True)
-        try:
-            self._raise_for(resp, what, ref.domain)
-            raw = resp.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
-        finally:
-            resp.close()
+        from urllib3.exceptions import HTTPError as Urllib3Error
+        for attempt in range(self.max_resumes + 1):
+            resp = self._t.request("GET", ref.domain, f"/v2/{ref.path}/manifests/{reference}",
+                                   headers={"Accept": ", ".join(ACCEPT_MANIFESTS)}, stream=True)
+            try:
+                self._raise_for(resp, what, ref.domain)
+                raw = resp.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+                break
+            except (Urllib3Error, OSError) as e:  # cut while reading the body: ask again
+                if attempt >= self.max_resumes:
+                    raise TransportError(f"{what}: download keeps failing: {e}") from None
+            finally:
+                resp.close()
         actual = sha256_digest(raw)
         if reference.startswith("sha256:") and actual != reference:
             raise ManifestVerifyError(f"{what}: the registry served bytes with digest {actual}: "

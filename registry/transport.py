@@ -220,7 +220,8 @@ class Transport:
                 raise TransportError(f"TLS error talking to {host}: {_short(e)}: check the "
                                      f"registry's certificate and CA (certs.d/{host}/ca.crt)"
                                      ) from None
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                    requests.exceptions.ChunkedEncodingError) as e:
                 if attempt >= self.retries or not replayable:
                     raise TransportError(f"cannot reach {host} ({method} {url}): {_short(e)}"
                                          ) from None
@@ -229,6 +230,8 @@ class Transport:
                 if pos is not None:
                     data.seek(pos)
                 continue
+            except requests.exceptions.RequestException as e:
+                raise TransportError(f"{method} {url} failed: {_short(e)}") from None
             if resp.status_code in RETRY_STATUSES and attempt < self.retries and replayable:
                 wait = self._delay(attempt, parse_retry_after(resp.headers.get("Retry-After")))
                 resp.close()

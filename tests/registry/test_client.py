@@ -186,6 +186,16 @@ def test_cut_blob_resumes_with_range(fault_proxy, proxied):
     assert 0 < start <= 50_000
 
 
+def test_cut_manifest_and_tag_list_are_fetched_again(fault_proxy, proxied):
+    ref, pushed, _, _ = proxied
+    c = new_client(plain_http=[fault_proxy.host])
+    fault_proxy.cut_next_blob(after=20, path_contains="/manifests/")
+    assert c.get_manifest(f"{ref}:v1").digest == pushed.manifest_digest
+    fault_proxy.cut_next_blob(after=5, path_contains="/tags/list")
+    assert c.list_tags(ref) == ["v1"]
+    assert fault_proxy.pending() == 0
+
+
 def test_cut_blob_server_ignoring_range_restarts(fault_proxy, proxied):
     ref, _, big, desc = proxied
     fault_proxy.ignore_range = True
