@@ -24,6 +24,9 @@ entry=pydocklite.cli.main:main
 shiv_version=1.0.8
 wheel_version=0.45.1
 mkdir -p "$cache"
+# One build at a time per cache (tests may start one while a developer runs another).
+exec 9>"$cache/build.lock"
+flock 9
 
 log() { printf '[build.sh] %s\n' "$*" >&2; }
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
