@@ -34,14 +34,15 @@ def lowers_for(layout, diff_ids: Sequence[str]) -> Tuple[Tuple[Path, Path], ...]
     return tuple((layout.layer_index(d), layout.layer_blob(d)) for d in diff_ids)
 
 
-def build_union(lowers: Sequence[Tuple[Path, Path]], upper: Optional[Path], tree=None):
-    """Load the indexes and build the merged view (or reuse a prebuilt MergedTree)."""
-    from .merge import LowerData, MergedTree
+def build_union(lowers: Sequence[Tuple[Path, Path]], upper: Optional[Path], tree=None,
+                tree_cache: Optional[Path] = None):
+    """Load the indexes and build the merged view (or reuse a prebuilt MergedTree; or load
+    it from / save it to `tree_cache`)."""
+    from .merge import LowerData, load_or_build
     from .union import Union
     from .upper import UpperDir
     if tree is None:
-        from .layer_index import LayerIndex
-        tree = MergedTree([LayerIndex.load(Path(i)) for i, _ in lowers])
+        tree = load_or_build([i for i, _ in lowers], tree_cache)
     data = LowerData([b for _, b in lowers])
     return Union(tree, data, UpperDir(Path(upper)) if upper is not None else None)
 
@@ -193,7 +194,8 @@ def fuse_options(readonly: bool, allow_other: bool, fsname: str) -> dict:
 
 def serve_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[Path] = None,
                *, allow_other: bool = False, fsname: str = "pydocklite", tree=None,
-               ready_fd: Optional[int] = None, single_thread: bool = False) -> None:
+               ready_fd: Optional[int] = None, single_thread: bool = False,
+               tree_cache: Optional[Path] = None) -> None:
     """Mount the merged view at `mountpoint` and serve it until it is unmounted.
 
     Call it in the process that should own the mount: inside the container's user+mount
@@ -203,7 +205,7 @@ def serve_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[
     """
     from .fuse_binding import load
     binding = load()
-    union = build_union(lowers, upper, tree)
+    union = build_union(lowers, upper, tree, tree_cache)
     ops = make_operations(union, binding, ready_fd)
     opts = fuse_options(upper is None, allow_other, fsname)
     try:
@@ -261,12 +263,19 @@ def unmount_path(mountpoint: str) -> None:
 
 def spawn_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[Path] = None,
                *, allow_other: bool = False, fsname: str = "pydocklite", tree=None,
-               timeout: float = 30.0, log_path: Optional[Path] = None) -> FuseServer:
+               timeout: float = 30.0, log_path: Optional[Path] = None,
+               tree_cache: Optional[Path] = None) -> FuseServer:
     """Fork a server for `serve_fuse` and return once the mount is live (MountError if not).
 
     Forking (not exec'ing a new interpreter) keeps this fast; call it from a process that
     has no other threads running (the shim, a CLI command).
     """
+    # import what the child needs before forking: a shim mounting several times pays once
+    import importlib
+    for mod in ("merge", "union", "upper", "mmap_blob"):
+        importlib.import_module(f"{__package__}.{mod}")
+    from .fuse_binding import load
+    load()
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns
@@ -281,7 +290,7 @@ def spawn_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             serve_fuse(mountpoint, lowers, upper, allow_other=allow_other, fsname=fsname,
-                       tree=tree, ready_fd=wfd)
+                       tree=tree, ready_fd=wfd, tree_cache=tree_cache)
         except BaseException as exc:  # report to the parent through the pipe
             code = 1
             try:

@@ -70,9 +70,10 @@ def mount_all(mounts: Sequence[Mount], target, *, allow_other: bool = True,
             if m.type == FUSE_TYPE:
                 from .fuse_fs import spawn_fuse
                 upper = m.option("upperdir")
+                cache = m.option("treecache")
                 srv = spawn_fuse(where, fuse_lowers(m), Path(upper) if upper else None,
                                  allow_other=allow_other, log_path=log_path,
-                                 fsname=m.source)
+                                 fsname=m.source, tree_cache=Path(cache) if cache else None)
                 active.servers.append(srv)
             elif m.type == "overlay":
                 from .overlay import mount_overlay

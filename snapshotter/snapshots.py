@@ -178,11 +178,12 @@ class Snapshotter:
     def _mounts(self, info: SnapshotInfo) -> List[Mount]:
         d = Path(info.path)
         layers = "layers=" + ":".join(str(self.layout.layer_dir(x)) for x in info.chain)
+        cache = f"treecache={self.tree_cache_path(info.chain)}"
         ro = info.kind == KIND_VIEW
         if info.driver == "vfs":
             return [Mount("bind", str(d / "fs"), "", ("rbind", "ro" if ro else "rw"))]
         if info.driver == "fuse" or ro:
-            opts = (layers, "ro") if ro else (layers, f"upperdir={d / 'upper'}")
+            opts = (layers, cache, "ro") if ro else (layers, cache, f"upperdir={d / 'upper'}")
             return [Mount(FUSE_TYPE, str(d), "", opts)]
         # overlay: a read-only FUSE merge of the layers becomes overlayfs's lowerdir
         from .overlay import overlay_options
@@ -191,8 +192,19 @@ class Snapshotter:
             (d / "lower").mkdir(exist_ok=True)
             return [Mount("overlay", "overlay", "", overlay_options([str(d / "lower")], upper,
                                                                     work))]
-        return [Mount(FUSE_TYPE, str(d), str(d / "lower"), (layers, "ro")),
+        return [Mount(FUSE_TYPE, str(d), str(d / "lower"), (layers, cache, "ro")),
                 Mount("overlay", "overlay", "", overlay_options([str(d / "lower")], upper, work))]
+
+    def tree_cache_path(self, chain: Sequence[str]) -> Path:
+        """Where the merged tree of a chain is cached (built by the first mount of it)."""
+        from .merge import chain_key
+        return self.root / "trees" / f"{chain_key(chain)}.tree"
+
+    def warm(self, chain: Sequence[str]) -> None:
+        """Build the merged-tree cache of a chain now (e.g. right after a pull), so the first
+        mount of it is as fast as the later ones."""
+        from .merge import load_or_build
+        load_or_build([self.layout.layer_index(x) for x in chain], self.tree_cache_path(chain))
 
     # --- queries --------------------------------------------------------------------------
     def mounts(self, key: str) -> List[Mount]:
