@@ -81,6 +81,10 @@ def _intermediate(plan, cfg: dict, w: int, r: int) -> None:
     hook = cfg.get("prepare_rootfs")
     if hook is not None:
         hook(cfg["rootfs"])
+        if plan.unshare_flags & sc.CLONE_NEWNS:
+            # The hook's servers (a FUSE rootfs) stay in this mount namespace; the init gets
+            # a copy of it, so its pivot_root never moves their root.
+            sc.unshare(sc.CLONE_NEWNS)
     if flags:
         sc.unshare(flags)
     pid = os.fork()
