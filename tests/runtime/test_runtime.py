@@ -382,3 +382,32 @@ def test_mount_target_symlink_cannot_escape(rt, make_bundle, cid, rt_home):
     # the targets were created inside the rootfs, at the link's in-rootfs meaning
     inside = rootfs / str(outside).lstrip("/")
     assert (inside / "sub").is_dir() and (inside / "sub2").is_dir()
+
+
+def test_library_prepare_rootfs_hook_runs_inside_user_and_mount_ns(rt, make_bundle, cid,
+                                                                     rt_home, rootfs_template):
+    """The shim's hook point: mount the rootfs (FUSE in real life; a bind here) from inside
+    the container's user+mount namespaces before pivot_root; the host never sees it."""
+    b = make_bundle(["sh", "-c", "cat /marker; cat /proc/self/uid_map | wc -l"],
+                    copy_rootfs=False)
+    (b / "rootfs").mkdir()
+    src = b / "src"
+    import subprocess
+    subprocess.run(["cp", "-a", str(rootfs_template), str(src)], check=True)
+    (src / "marker").write_text("from-the-hook\n")
+    subprocess.run(["chown", "-R", "-h", f"{unpriv.TEST_USER}:", str(b)], check=True)
+    script = f"""
+import os, sys
+from pydocklite.runtime import api, syscalls as sc
+seen = []
+def hook(rootfs):
+    seen.append(open('/proc/self/uid_map').read().split())
+    sc.mount({str(src)!r}, rootfs, None, sc.MS_BIND | sc.MS_REC)
+code = api.run({str(b)!r}, {cid!r}, {str(rt.root)!r}, prepare_rootfs=hook)
+sys.exit(code)
+"""
+    before = _host_mounts()
+    r = unpriv.python_as_user(["-c", script], rt.home)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["from-the-hook", "2"]
+    assert _host_mounts().count("\n") == before.count("\n")
