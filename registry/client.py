@@ -8,6 +8,7 @@ and push (blob_exists, upload_blob, mount_blob, put_manifest).
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator, Optional, Union
@@ -156,19 +157,8 @@ class RegistryClient:
     def _fetch_manifest(self, ref: Reference, reference: str) -> "Union[Manifest, Index]":
         what = f"manifest {ref.repository}:{reference}" if ":" not in reference else \
             f"manifest {ref.repository}@{reference}"
-        from urllib3.exceptions import HTTPError as Urllib3Error
-        for attempt in range(self.max_resumes + 1):
-            resp = self._t.request("GET", ref.domain, f"/v2/{ref.path}/manifests/{reference}",
-                                   headers={"Accept": ", ".join(ACCEPT_MANIFESTS)}, stream=True)
-            try:
-                self._raise_for(resp, what, ref.domain)
-                raw = resp.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
-                break
-            except (Urllib3Error, OSError) as e:  # cut while reading the body: ask again
-                if attempt >= self.max_resumes:
-                    raise TransportError(f"{what}: download keeps failing: {e}") from None
-            finally:
-                resp.close()
+        resp, raw = self._get_small(ref.domain, f"/v2/{ref.path}/manifests/{reference}", what,
+                                    {"Accept": ", ".join(ACCEPT_MANIFESTS)})
         actual = sha256_digest(raw)
         if reference.startswith("sha256:") and actual != reference:
             raise ManifestVerifyError(f"{what}: the registry served bytes with digest {actual}: "
@@ -178,6 +168,27 @@ class RegistryClient:
             raise ManifestVerifyError(f"{what}: registry says digest {announced} but the bytes "
                                       f"have {actual}")
         return parse_manifest(raw, resp.headers.get("Content-Type", ""), actual, name=what)
+
+    def _get_small(self, domain: str, path: str, what: str,
+                   headers: "Optional[dict]" = None) -> "tuple[Any, bytes]":
+        """GET a small document (manifest, tag list) whole; a body cut short is asked again."""
+        from urllib3.exceptions import HTTPError as Urllib3Error
+        for attempt in range(self.max_resumes + 1):
+            resp = self._t.request("GET", domain, path, headers=headers or {}, stream=True)
+            try:
+                self._raise_for(resp, what, domain)
+                raw = resp.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+                length = resp.headers.get("Content-Length", "")
+                if length.isdigit() and len(raw) < int(length):
+                    raise OSError(f"connection closed after {len(raw)} of {length} bytes")
+                return resp, raw
+            except (Urllib3Error, OSError) as e:
+                if attempt >= self.max_resumes:
+                    raise TransportError(f"{what}: download keeps failing: {e}") from None
+                time.sleep(min(2.0, 0.05 * (2 ** attempt)))
+            finally:
+                resp.close()
+        raise AssertionError("unreachable")
 
     def get_manifest(self, ref: RefLike) -> "Union[Manifest, Index]":
         """The manifest or index `ref` points at (by digest if it has one, else by tag)."""
@@ -227,9 +238,12 @@ class RegistryClient:
 
     def list_tags(self, ref: RefLike) -> "list[str]":
         r = _ref(ref)
-        resp = self._t.request("GET", r.domain, f"/v2/{r.path}/tags/list")
-        self._raise_for(resp, f"tags of {r.repository}", r.domain)
-        return list(resp.json().get("tags") or [])
+        what = f"tags of {r.repository}"
+        _, raw = self._get_small(r.domain, f"/v2/{r.path}/tags/list", what)
+        try:
+            return [str(t) for t in json.loads(raw).get("tags") or []]
+        except (ValueError, AttributeError):
+            raise TransportError(f"{what}: the registry sent an invalid tag list") from None
 
     # -- blobs ----------------------------------------------------------------------------
     def get_blob_bytes(self, ref: RefLike, desc: Descriptor) -> bytes:

@@ -138,6 +138,8 @@ class Transport:
         cas, client = self._host_certs(host)
         if cas or client:
             ctx = ssl.create_default_context()
+            # urllib3 matches the hostname itself (and must, for IP addresses with urllib3 1.x)
+            ctx.check_hostname = False
             try:
                 import certifi  # requests' own bundle, so public registries keep working
                 ctx.load_verify_locations(cafile=certifi.where())
@@ -260,7 +262,10 @@ def _is_cert_error(e: BaseException) -> bool:
         if id(x) in seen or x is None:
             continue
         seen.add(id(x))
-        if isinstance(x, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(x):
+        if isinstance(x, ssl.SSLCertVerificationError) or type(x).__name__ == "CertificateError":
+            return True
+        text = str(x)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "doesn't match" in text:
             return True
         stack.extend([x.__cause__, x.__context__] + [a for a in getattr(x, "args", ())
                                                        if isinstance(a, BaseException)])

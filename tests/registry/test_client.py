@@ -405,3 +405,34 @@ def test_unreachable_registry_is_a_transport_error():
     with pytest.raises(TransportError, match="cannot reach " + host):
         c.get_manifest(f"{host}/x/y:latest")
     assert time.monotonic() - t0 < 5
+
+
+def test_tls_certificate_for_another_host_is_rejected(tmp_path):
+    """Our SSLContext leaves hostname matching to urllib3: check that it still happens."""
+    import http.server
+    import ssl
+    import threading
+    from tests.fixtures.registry_server import make_tls_files
+    files = make_tls_files(tmp_path / "tls", hosts=("registry.example",))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(files["cert"]), str(files["key"]))
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(TransportError, match="certificate|TLS"):
+            new_client(ca_file=str(files["ca"]), retries=0).ping(host)
+    finally:
+        server.shutdown()
+        server.server_close()
