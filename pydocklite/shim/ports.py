@@ -166,7 +166,7 @@ def _pump(src: socket.socket, dst: socket.socket, use_splice: bool) -> None:
                     return
                 moved = True
                 while n:
-                    n -= os.splice(r, dfd, n, flags=os.SPLICE_F_MOVE | os.SPLICE_F_MORE)
+                    n -= os.splice(r, dfd, n, flags=os.SPLICE_F_MOVE)
         finally:
             os.close(r)
             os.close(w)
