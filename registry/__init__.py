@@ -10,3 +10,4 @@ Modules (import the one you need; nothing here imports requests until a request 
     transport    Transport: session, TLS/CA policy, HTTP for loopback/insecure, retries
     client       RegistryClient: resolve, get_manifest, stream_blob, login, push
 """
+from __future__ import annotations

@@ -224,6 +224,23 @@ def test_corrupt_manifest_by_digest_raises(fault_proxy, proxied):
         c.get_manifest(f"{ref}:v1")
 
 
+def test_push_through_proxy_with_faults(fault_proxy, plain_registry, helpers):
+    c = new_client(plain_http=[fault_proxy.host])
+    fault_proxy.fail_next(1, status=500, method="PUT", path_contains="/blobs/uploads/")
+    fault_proxy.fail_next(1, status=503, method="PATCH")
+    fault_proxy.fail_next(1, status=502, method="PUT", path_contains="/manifests/")
+    blob = os.urandom(30_000)
+    repo = f"{fault_proxy.host}/viaproxy/app"
+    assert c.upload_blob(repo, blob, chunk_size=8192) == m.sha256_digest(blob)
+    pushed = helpers.push_test_image(c, repo)
+    assert fault_proxy.pending() == 0
+    # the upload Location pointed back at the proxy (the registry honours Host)
+    assert any(meth == "PATCH" for (meth, _, _, _) in fault_proxy.log)
+    direct = new_client()
+    assert direct.get_manifest(f"{plain_registry.host}/viaproxy/app:latest").digest == \
+        pushed.manifest_digest
+
+
 def test_http_scheme_probe_for_loopback(plain_registry):
     c = new_client()   # no plain_http hint: HTTPS is tried first, then HTTP for loopback
     assert c.transport.base_url(plain_registry.host) == plain_registry.url
