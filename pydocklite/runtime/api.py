@@ -27,7 +27,7 @@ from .record import Record
 
 
 class Created(Record):
-    __slots__ = ("pid", "warnings")
+    __slots__ = ("pid", "warnings", "start_fd")     # start_fd: only for run()
 
 
 def _root(root):
@@ -66,7 +66,7 @@ def _cgroup_of(facts_cgroup):
 
 
 def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str = None,
-           prepare_rootfs=None, pid_file: str = None) -> Created:
+           prepare_rootfs=None, pid_file: str = None, _start_by_pipe: bool = False) -> Created:
     """Set up container `cid` from `bundle`; its init waits for start(). Returns its pid."""
     from . import idmap, plan, process
     from .hooks import run_hooks
@@ -126,9 +126,12 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
                     limit, reason = na[0], na[1]
                     warnings.append(f"limit {limit} not applied: {reason}")
 
-        pid, child_warnings = process.launch(
+        if _start_by_pipe:
+            open(os.path.join(cdir, process.INIT_WAIT), "w").close()
+        pid, child_warnings, start_fd = process.launch(
             the_plan, bundle=bundle, cdir=cdir, rootfs=spec.root.path, stdio=stdio,
-            console_socket=console_socket, prepare_rootfs=prepare_rootfs, on_sync=on_sync)
+            console_socket=console_socket, prepare_rootfs=prepare_rootfs, on_sync=on_sync,
+            start_by_pipe=_start_by_pipe)
         warnings.extend(child_warnings)
         facts["pid"] = pid
         facts["pid_start"] = st.proc_start_time(pid)
@@ -148,7 +151,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
             _kill_wait(pid)
         _remove_dir(cdir, cgroup)
         raise
-    return Created(pid, warnings)
+    return Created(pid, warnings, start_fd)
 
 
 def _owner() -> str:
@@ -331,7 +334,7 @@ def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str
     if not detach:
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     created = create(bundle, cid, root, stdio=stdio, console_socket=console_socket,
-                     prepare_rootfs=prepare_rootfs, pid_file=pid_file)
+                     prepare_rootfs=prepare_rootfs, pid_file=pid_file, _start_by_pipe=True)
     if on_warning:
         for w in created.warnings:
             on_warning(w)
@@ -342,7 +345,7 @@ def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str
         if not detach:
             for sig in forwarded:
                 old[sig] = signal.signal(sig, lambda n, f: _forward(created.pid, n))
-        start(cid, root)
+        _start_by_pipe(cid, _root(root), created.start_fd)
         if detach:
             return 0
         code = wait_exit(created.pid)
@@ -356,6 +359,25 @@ def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str
         raise
     delete(cid, root, force=True)
     return code
+
+
+def _start_by_pipe(cid: str, root: str, fd: int) -> None:
+    from . import process
+    from .hooks import run_hooks
+    cdir = st.container_dir(root, cid)
+    try:
+        os.write(fd, b"s")
+    except BrokenPipeError:
+        raise StateError(f"container {cid!r}: its init died before start") from None
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(os.path.join(cdir, process.INIT_WAIT))
+        except FileNotFoundError:
+            pass
+    spec = _saved_spec(cdir)
+    if spec is not None and spec.hooks.poststart:
+        run_hooks(spec.hooks.poststart, st.oci_state(st.load(root, cid)), "poststart")
 
 
 def _forward(pid: int, sig: int) -> None:

@@ -161,14 +161,16 @@ def run_rootfs_steps(steps, bundle: str, warn) -> None:
 
 
 def _loopback_up() -> None:
+    """SIOCGIFFLAGS / SIOCSIFFLAGS |= IFF_UP on lo. Uses the C module _socket: `socket`
+    costs milliseconds to import (enums) for one ioctl."""
+    import _socket
     import fcntl
-    import socket
     import struct
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
     try:
         req = struct.pack("16sh22x", b"lo", 0)
-        flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, req))[1]
-        fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))
+        flags = struct.unpack("16sh22x", fcntl.ioctl(s.fileno(), 0x8913, req))[1]
+        fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sh22x", b"lo", flags | 1))
     finally:
         s.close()
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 
 from . import mounts
@@ -23,6 +22,7 @@ from . import syscalls as sc
 from .errors import SetupError
 
 INIT_SOCK = "init.sock"
+INIT_WAIT = "init.wait"     # marker while an init started by pipe (run) waits
 
 
 def _send(w: int, msg: dict) -> None:
@@ -94,6 +94,7 @@ def _intermediate(plan, cfg: dict, w: int, r: int) -> None:
 
 
 def _setup_console(sock_path: str, keep: list):
+    import socket
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(_unix_path(os.path.dirname(sock_path) or ".", os.path.basename(sock_path), keep))
     return s
@@ -102,6 +103,7 @@ def _setup_console(sock_path: str, keep: list):
 def _attach_terminal(console, size) -> None:
     import array
     import fcntl
+    import socket
     import termios
     master, slave = os.openpty()
     if size and size[0] and size[1]:
@@ -132,22 +134,29 @@ def _exec(proc) -> None:
 
 
 def _init(plan, cfg: dict, w: int, r: int) -> None:
-    os.close(r)
-
     def warn(msg: str) -> None:
         _send(w, {"t": "warn", "m": msg})
 
+    by_pipe = cfg.get("start_by_pipe")
+    if not by_pipe:
+        os.close(r)
     # everything imported lazily later must be loaded before pivot_root
-    import array  # noqa: F401
-    import fcntl  # noqa: F401
-    import struct  # noqa: F401
-    import termios  # noqa: F401
+    if plan.new_net_ns or plan.proc.terminal:
+        import _socket  # noqa: F401
+        import fcntl  # noqa: F401
+        import struct  # noqa: F401
     ctx = security.preload(plan.proc)
     keep = []
-    start = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    start.bind(_unix_path(cfg["cdir"], INIT_SOCK, keep))
-    start.listen(1)
+    start = None
     proc = plan.proc
+    if not by_pipe or (proc.terminal and cfg.get("console_socket")):
+        import array  # noqa: F401
+        import socket
+        import termios  # noqa: F401
+    if not by_pipe:
+        start = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        start.bind(_unix_path(cfg["cdir"], INIT_SOCK, keep))
+        start.listen(1)
     console = None
     if proc.terminal and cfg.get("console_socket"):
         console = _setup_console(cfg["console_socket"], keep)
@@ -172,13 +181,19 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
             raise OSError(e.errno, f"process.cwd {proc.cwd}: {e.strerror}") from None
     _send(w, {"t": "ready"})
     os.close(w)
-    conn, _ = start.accept()
-    conn.recv(1)
-    security.apply_final(proc, lambda m: os.write(2, f"pydocklite runtime: {m}\n".encode()),
-                         ctx)
-    conn.send(b"k")
-    conn.close()
-    start.close()
+    final_warn = (lambda m: os.write(2, f"pydocklite runtime: {m}\n".encode()))
+    if by_pipe:
+        if os.read(r, 1) != b"s":
+            os._exit(0)             # the parent gave up: never run the process
+        os.close(r)
+        security.apply_final(proc, final_warn, ctx)
+    else:
+        conn, _ = start.accept()
+        conn.recv(1)
+        security.apply_final(proc, final_warn, ctx)
+        conn.send(b"k")
+        conn.close()
+        start.close()
     _exec(proc)
 
 
@@ -202,8 +217,11 @@ def _child_main(fn, plan, cfg: dict, w: int, r: int) -> None:
 
 
 def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_socket=None,
-           prepare_rootfs=None, on_sync=None) -> tuple:
-    """Fork the container; returns (init pid, warnings) once the init waits for start.
+           prepare_rootfs=None, on_sync=None, start_by_pipe: bool = False) -> tuple:
+    """Fork the container; returns (init pid, warnings, start_fd) once the init waits.
+
+    The init waits on ROOT/<id>/init.sock for `start` (start_fd None), or with
+    start_by_pipe, for a byte b"s" on start_fd (one-shot run: no socket to set up).
 
     on_sync(intermediate_pid): called in the parent when the child's user namespace exists
     (write id maps, join cgroups). Raises SetupError with the child's message on failure.
@@ -212,7 +230,7 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
         raise SetupError("process.terminal is true: pass --console-socket (a unix socket "
                          "that receives the pty master), or set terminal to false")
     cfg = {"bundle": bundle, "cdir": cdir, "rootfs": rootfs, "console_socket": console_socket,
-           "prepare_rootfs": prepare_rootfs}
+           "prepare_rootfs": prepare_rootfs, "start_by_pipe": start_by_pipe}
     r_up, w_up = os.pipe()
     r_down, w_down = os.pipe()
     sys.stdout.flush()
@@ -261,8 +279,9 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
                     if init_pid:
                         break
         finally:
-            if w_down >= 0:
+            if w_down >= 0 and not (start_by_pipe and ready and init_pid and error is None):
                 os.close(w_down)
+                w_down = -1
             os.waitpid(pid, 0)
             if not ready and init_pid:
                 _kill_quietly(init_pid)
@@ -270,7 +289,7 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
         raise SetupError(f"container setup failed: {error}")
     if not ready or not init_pid:
         raise SetupError("container init exited during setup without a message")
-    return init_pid, warnings
+    return init_pid, warnings, (w_down if start_by_pipe else None)
 
 
 def _kill_quietly(pid: int) -> None:
@@ -286,6 +305,7 @@ def _kill_quietly(pid: int) -> None:
 
 def signal_start(cdir: str) -> None:
     """Tell a created container's init to exec (connect to its init.sock)."""
+    import socket
     keep = []
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

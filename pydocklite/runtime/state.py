@@ -2,7 +2,8 @@
 
 ROOT/<id>/state.json holds what was true when it was written: pid, the pid's start time
 (/proc/PID/stat field 22), bundle, rootfs, created, annotations, cgroup, the spec's hooks.
-ROOT/<id>/init.sock exists while the init waits for `start`.
+ROOT/<id>/init.sock (or init.wait, for a one-shot run started through a pipe) exists while
+the init waits for `start`.
 Status: no pid yet -> creating; pid alive with the same start time -> created (init.sock
 present) or running; otherwise stopped. A recycled pid has another start time, so pid reuse
 can't make a dead container look alive.
@@ -84,7 +85,8 @@ def derive_status(cdir: str, facts: dict) -> str:
         return "creating"
     if proc_start_time(pid) != facts.get("pid_start"):
         return "stopped"
-    if os.path.exists(os.path.join(cdir, "init.sock")):
+    if os.path.exists(os.path.join(cdir, "init.sock")) or \
+            os.path.exists(os.path.join(cdir, "init.wait")):
         return "created"
     return "running"
 

@@ -62,8 +62,16 @@ _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 _SYS_SETNS = {"x86_64": 308, "aarch64": 268}
 
 
+# one handle to the C library, configured once (a constant, not state)
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+_LIBC.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+_LIBC.syscall.restype = ctypes.c_long
+
+
 def _libc():
-    return ctypes.CDLL(None, use_errno=True)
+    return _LIBC
 
 
 def _check(ret: int, what: str) -> int:
@@ -88,10 +96,7 @@ def setns(fd: int, nstype: int = 0) -> None:
 
 
 def mount(source, target, fstype, flags: int = 0, data=None) -> None:
-    libc = _libc()
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
-                           ctypes.c_ulong, ctypes.c_char_p]
-    ret = libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data))
+    ret = _LIBC.mount(_b(source), _b(target), _b(fstype), flags, _b(data))
     _check(ret, f"mount {fstype or ''} {source or ''} on {target} (flags 0x{flags:x}"
                 f"{', ' + data if isinstance(data, str) and data else ''})")
 
@@ -106,16 +111,13 @@ def pivot_root(new_root, put_old) -> None:
     if nr is None:
         _check(libc.pivot_root(_b(new_root), _b(put_old)), f"pivot_root {new_root}")
         return
-    libc.syscall.restype = ctypes.c_long
     ret = libc.syscall(ctypes.c_long(nr), ctypes.c_char_p(_b(new_root)),
                        ctypes.c_char_p(_b(put_old)))
     _check(ret, f"pivot_root {new_root}")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    libc = _libc()
-    libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-    return _check(libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+    return _check(_LIBC.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
 
 
 def sethostname(name: str) -> None:

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""bench/runtime: N sequential `/bin/true` containers from one bundle, rootless, with
+pydocklite runtime, crun and runc in the same run; prints a table (ms per container).
+
+Run as root (it prepares bundles owned by the test user and drops to it):
+    sudo /usr/bin/python3 bench/runtime.py [-n 100] [--user pdltest]
+Each tool runs its own `spec --rootless` bundle over the same busybox rootfs. runc's and crun's
+rootless specs map one id; pydocklite's maps the full subordinate range (two extra setuid
+helper runs: newuidmap + newgidmap), so it is also measured with a single-id map.
+crun 1.8 refuses this VM's hybrid cgroup layout unless /sys/fs/cgroup/unified is hidden: its
+loop runs in a private mount namespace made by root, then drops to the user (FACTS.md).
+A driver loop (`--drive`) runs as the user and times each container start-to-exit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = "/usr/bin/python3"
+
+
+def drive(n: int, argv_template: list) -> None:
+    """As the user: run argv n times (ID replaced by a fresh id), print timings as JSON."""
+    times = []
+    failures = 0
+    for i in range(n):
+        argv = [a.replace("{ID}", f"b{os.getpid()}x{i}") for a in argv_template]
+        t0 = time.perf_counter()
+        pid = os.posix_spawn(argv[0], argv, os.environ)
+        status = os.waitpid(pid, 0)[1]
+        times.append((time.perf_counter() - t0) * 1000)
+        if status != 0:
+            failures += 1
+    print(json.dumps({"times": times, "failures": failures}))
+
+
+def _as_user(user, argv: list, env: dict, private_cgroup_ns: bool = False) -> dict:
+    setpriv = [shutil.which("setpriv"), f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+               "--init-groups", "--"]
+    cmd = setpriv + argv
+    if private_cgroup_ns:
+        inner = " ".join(f"'{a}'" for a in cmd)
+        cmd = ["unshare", "-m", "sh", "-c",
+               f"mount -t tmpfs tmpfs /sys/fs/cgroup/unified && exec {inner}"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+    if r.returncode != 0:
+        raise SystemExit(f"driver failed: {' '.join(cmd)}\n{r.stderr}")
+    return json.loads(r.stdout)
+
+
+def _rootfs(dst: str) -> None:
+    os.makedirs(os.path.join(dst, "bin"))
+    shutil.copy2("/bin/busybox", os.path.join(dst, "bin", "busybox"))
+    for applet in subprocess.run(["/bin/busybox", "--list-full"], capture_output=True,
+                                 text=True, check=True).stdout.split():
+        if applet == "bin/busybox":
+            continue
+        link = os.path.join(dst, applet)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if not os.path.lexists(link):
+            os.symlink("/bin/busybox", link)
+    for d in ("proc", "sys", "dev", "tmp", "etc"):
+        os.makedirs(os.path.join(dst, d), exist_ok=True)
+
+
+def _bundle(base: str, name: str, user, env: dict, spec_cmd: list, single_id=False) -> str:
+    b = os.path.join(base, name)
+    os.makedirs(b)
+    shutil.copytree(os.path.join(base, "rootfs"), os.path.join(b, "rootfs"), symlinks=True)
+    subprocess.run(["chown", "-R", "-h", f"{user.pw_uid}:{user.pw_gid}", b], check=True)
+    subprocess.run([shutil.which("setpriv"), f"--reuid={user.pw_uid}",
+                    f"--regid={user.pw_gid}", "--init-groups", "--"] + spec_cmd,
+                   cwd=b, env=env, check=True)
+    path = os.path.join(b, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = ["/bin/true"]
+    if single_id:
+        cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": user.pw_uid, "size": 1}]
+        cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": user.pw_gid, "size": 1}]
+        for m in cfg["mounts"]:
+            if m["type"] == "devpts" and "gid=5" in m.get("options", []):
+                m["options"].remove("gid=5")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return b
+
+
+def main(argv: list) -> int:
+    if argv[:1] == ["--drive"]:
+        drive(int(argv[1]), argv[3:])        # --drive N -- cmd...
+        return 0
+    n = 100
+    user_name = "pdltest"
+    if "-n" in argv:
+        n = int(argv[argv.index("-n") + 1])
+    if "--user" in argv:
+        user_name = argv[argv.index("--user") + 1]
+    if os.geteuid() != 0:
+        print("run as root: it prepares bundles for, and drops to, the test user",
+              file=sys.stderr)
+        return 1
+    user = pwd.getpwnam(user_name)
+    subprocess.run([PY, "-m", "compileall", "-q", os.path.join(REPO, "pydocklite", "runtime")],
+                   check=True, stdout=subprocess.DEVNULL)
+    base = tempfile.mkdtemp(prefix="pdl-bench-rt-")
+    os.chmod(base, 0o755)
+    run_dir = os.path.join(base, "run")
+    os.makedirs(run_dir)
+    os.chown(run_dir, user.pw_uid, user.pw_gid)
+    os.chmod(run_dir, 0o700)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": base,
+           "XDG_RUNTIME_DIR": run_dir, "PYTHONPATH": REPO, "LANG": "C.UTF-8"}
+    try:
+        _rootfs(os.path.join(base, "rootfs"))
+        pdl = [PY, "-m", "pydocklite.runtime.runc_cli"]
+        b_pdl = _bundle(base, "pdl", user, env, pdl + ["spec", "--rootless"])
+        b_pdl1 = _bundle(base, "pdl1", user, env, pdl + ["spec", "--rootless"], single_id=True)
+        b_runc = _bundle(base, "runc", user, env, ["runc", "spec", "--rootless"])
+        b_crun = _bundle(base, "crun", user, env, ["runc", "spec", "--rootless"])
+        drv = [PY, os.path.abspath(__file__), "--drive", str(n), "--"]
+        rows = []
+        cases = [
+            ("pydocklite (full subuid map)", pdl + ["--root", f"{run_dir}/pdl", "run",
+                                                   "--bundle", b_pdl, "{ID}"], False),
+            ("pydocklite (single-id map)", pdl + ["--root", f"{run_dir}/pdl1", "run",
+                                                 "--bundle", b_pdl1, "{ID}"], False),
+            ("crun " + _version("crun"), [shutil.which("crun"), "--root", f"{run_dir}/crun",
+                                          "run", "--bundle", b_crun, "{ID}"], True),
+            ("runc " + _version("runc"), [shutil.which("runc"), "--root", f"{run_dir}/runc",
+                                          "run", "--bundle", b_runc, "{ID}"], False),
+        ]
+        for name, cmd, private in cases:
+            _as_user(user, drv[:3] + ["2", "--"] + cmd, env, private)      # warm-up
+            res = _as_user(user, drv + cmd, env, private)
+            t = sorted(res["times"])
+            rows.append((name, len(t), res["failures"], statistics.median(t),
+                         statistics.mean(t), t[int(len(t) * 0.9) - 1], sum(t) / 1000))
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", base], check=False)
+    print(f"{n} sequential rootless `/bin/true` containers, one bundle per tool "
+          f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f})")
+    print(f"| {'runtime':<30} | runs | failed | median ms | mean ms | p90 ms | total s |")
+    print(f"|{'-' * 32}|------|--------|-----------|---------|--------|---------|")
+    for name, runs, failed, med, mean, p90, total in rows:
+        print(f"| {name:<30} | {runs:>4} | {failed:>6} | {med:>9.1f} | {mean:>7.1f} | "
+              f"{p90:>6.1f} | {total:>7.2f} |")
+    return 0
+
+
+def _version(tool: str) -> str:
+    try:
+        out = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout
+        return out.split()[2] if out.split()[:2] in (["crun", "version"], ["runc", "version"]) \
+            else ""
+    except OSError:
+        return "(missing)"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
