@@ -224,3 +224,10 @@ def _basic_header(creds: Credentials) -> str:
     import base64
     raw = f"{creds.username}:{creds.password}".encode()
     return "Basic " + base64.b64encode(raw).decode()
+
+
+__all__ = [
+    "RegistryAuth", "parse_challenge", "parse_scopes", "format_scopes", "request_scope",
+    "Credentials", "CredentialSource", "DockerConfig", "StaticCredentials", "as_source",
+    "config_key", "normalize_host",
+]

@@ -250,3 +250,15 @@ def build_index(manifests: "list[Descriptor]", media_type: str = OCI_INDEX) -> b
     doc = {"schemaVersion": 2, "mediaType": media_type,
            "manifests": [d.to_json() for d in manifests]}
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+__all__ = [
+    "ACCEPT_MANIFESTS", "CONFIG_TYPES", "INDEX_TYPES", "LAYER_TYPES", "MANIFEST_TYPES",
+    "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST", "DOCKER_CONFIG", "DOCKER_LAYER_GZIP",
+    "DOCKER_FOREIGN_LAYER", "OCI_MANIFEST", "OCI_INDEX", "OCI_CONFIG", "OCI_LAYER",
+    "OCI_LAYER_GZIP", "OCI_LAYER_ZSTD", "OCI_LAYER_NONDIST_GZIP", "MAX_MANIFEST_BYTES",
+    "Digest", "Descriptor", "Manifest", "Index", "Platform", "host_platform",
+    "ImageConfig", "ContainerConfig", "Healthcheck", "HistoryEntry",
+    "parse_manifest", "parse_image_config", "validate_config_for_manifest",
+    "build_manifest", "build_index", "sha256_digest",
+]

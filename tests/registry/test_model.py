@@ -261,3 +261,42 @@ def test_import_does_not_load_requests():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_token_cache_scopes_and_expiry():
+    from registry.auth import RegistryAuth
+
+    class FakeResponse:
+        status_code = 200
+
+        def __init__(self, n):
+            self.n = n
+
+        def json(self):
+            return {"token": f"t{self.n}", "expires_in": 60}
+
+    calls = []
+
+    def getter(method, url, **kw):
+        calls.append((method, url, kw.get("params"), kw.get("auth")))
+        return FakeResponse(len(calls))
+
+    now = [1000.0]
+    auth = RegistryAuth(lambda host: Credentials("u", "p"), getter, clock=lambda: now[0])
+    host = "reg:5000"
+    params = {"realm": "https://auth/token", "service": "svc"}
+    push = parse_scopes(["repository:a:pull,push"])
+    pull = parse_scopes(["repository:a:pull"])
+    assert auth._header_for(host, pull) == ""          # no challenge seen yet
+    auth._challenges[host] = ("bearer", params)
+    assert auth.fetch_token(host, params, push) == "t1"
+    assert calls[0][2] == [("service", "svc"), ("scope", "repository:a:pull,push")]
+    assert calls[0][3] == ("u", "p")
+    assert auth._header_for(host, pull) == "Bearer t1"  # push token covers pull
+    assert auth._header_for(host, parse_scopes(["repository:b:pull"])) == ""
+    now[0] += 56                                         # expiry minus a safety margin
+    assert auth._header_for(host, pull) == ""
+    auth._challenges[host] = ("basic", {})
+    assert auth._header_for(host, pull) == "Basic " + base64.b64encode(b"u:p").decode()
+    auth.forget(host)
+    assert auth._header_for(host, pull) == ""
