@@ -86,6 +86,18 @@ def _setns(path: str, nstype: int) -> None:
         os.close(fd)
 
 
+def _close_fds_except(keep: set) -> None:
+    """In a forked child: close every inherited fd not in `keep`, so that no listening
+    socket, pipe or lock of the parent stays open in (and is held alive by) the helper."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass   # the fd of the listdir itself, already gone
+
+
 @dataclass(frozen=True)
 class NetnsHelper:
     """A forked helper process inside a container's namespaces; `sock` goes to PortForwarder."""
@@ -115,6 +127,7 @@ def start_netns_helper(pid: int) -> NetnsHelper:
         try:
             parent.close()
             os.close(r)
+            _close_fds_except({0, 1, 2, child.fileno(), w})  # e.g. the shim's listeners
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: never outlive the shim
             if join_user:

@@ -180,6 +180,27 @@ def main(mode, use_splice=None):
     except PortError as exc:
         assert "port is already allocated" in str(exc), exc
 
+    # the container restarts in a new namespace: same listeners, new helper
+    server.kill()
+    server.wait()
+    if helper is not None:
+        helper.close()
+        server = start_netns()
+        helper = start_netns_helper(server.pid)
+        new_sock = helper.sock
+    else:
+        helper_sock.close()
+        new_sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        server = start_netns(child.fileno())
+        child.close()
+        helper_sock = new_sock
+    with socket.create_connection(("127.0.0.1", ports[81, "tcp"]), timeout=10) as c:
+        assert c.recv(100) == b""          # helper gone: connections are closed at once
+    fwd.replace_helper(new_sock)
+    res = [False]
+    echo_check(ports[80, "tcp"], 100000, res, 0)
+    assert res[0], "no forwarding after replace_helper"
+
     fwd.close()
     try:
         socket.create_connection(("127.0.0.1", ports[80, "tcp"]), timeout=2).close()
