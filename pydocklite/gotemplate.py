@@ -69,6 +69,23 @@ def _unquote(tok: str, text: str, pos: int) -> str:
         raise _parse_error(text, pos, f"bad string {tok}") from None
 
 
+def _action_end(text: str, i: int) -> int:
+    """Index of the "}}" closing the action whose body starts at i (quotes skipped)."""
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c in "\"'`":
+            j = i + 1
+            while j < n and text[j] != c:
+                j += 2 if c != "`" and text[j] == "\\" else 1
+            i = j + 1
+            continue
+        if text.startswith("}}", i):
+            return i
+        i += 1
+    return -1
+
+
 def _line_of(text: str, pos: int) -> Tuple[int, int]:
     before = text[:pos]
     nl = before.rfind("\n")
@@ -99,7 +116,7 @@ class _Parser:
             trim_left = text.startswith("{{- ", start) or text[start:start + 4] in ("{{-\t", "{{-\n", "{{-\r")
             if trim_left:
                 body_start += 1
-            end = text.find("}}", body_start)
+            end = _action_end(text, body_start)
             if end < 0:
                 raise _parse_error(text, start, "unclosed action")
             body_end = end
@@ -345,10 +362,29 @@ class _Exec:
             except Exception as exc:  # function errors become template errors, as in Go
                 raise self.fail(head, f"error calling {head.a}: {exc}") from None
         if len(cmd) > 1 or prev is not _f.MISSING:
+            # a method with arguments, as `{{.Label "com.example.key"}}` on ps rows
+            path = head.a if head.kind == "field" else head.b if head.kind in ("var", "chain") else None
+            if path:
+                if head.kind == "field":
+                    base = dot
+                elif head.kind == "var":
+                    base = self.arg(_Node("var", head.pos, head.a, [], None, head.d), dot)
+                else:
+                    base = self.pipe(head.a, dot)
+                recv = self.fields(head, base, path[:-1])
+                attr = None if isinstance(recv, dict) else getattr(recv, path[-1], None)
+                if callable(attr):
+                    args = [self.arg(a, dot) for a in cmd[1:]]
+                    if prev is not _f.MISSING:
+                        args.append(prev)
+                    try:
+                        return attr(*args)
+                    except TypeError as exc:
+                        raise self.fail(head, f"wrong number of args for {path[-1]}: {exc}") from None
             raise self.fail(head, f"can't give argument to non-function {head.d or go_str(head.a)}")
         return self.arg(head, dot)
 
-    def arg(self, node: _Node, dot: Any) -> Any:
+    def arg(self, node: _Node, dot: Any) -> Any:  # noqa: C901 - one branch per node kind
         k = node.kind
         if k == "const":
             return node.a
@@ -444,14 +480,21 @@ def prepare_format(fmt: str) -> str:
     return fmt.replace("\\t", "\t").replace("\\n", "\n")
 
 
+class _Header(str):
+    """A column name that also answers method-style fields (`{{.Label "key"}}`)."""
+
+    def __call__(self, *args: Any) -> str:
+        return str(self)
+
+
 class _HeaderCtx:
     def __init__(self, headers: Dict[str, str]):
         self.headers = headers
 
-    def __getattr__(self, name: str) -> str:
+    def __getattr__(self, name: str) -> _Header:
         if name.startswith("__"):
             raise AttributeError(name)
-        return self.headers.get(name, re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).upper())
+        return _Header(self.headers.get(name, re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).upper()))
 
 
 def parse_table_format(fmt: str, headers: Optional[Dict[str, str]] = None) -> Tuple[bool, str]:

@@ -157,3 +157,18 @@ def test_tabwrite_minwidth_and_blocks():
     assert tabwrite("a\tb\nccc\td\n") == "a         b\nccc       d\n"
     # a line without tabs ends a column block
     assert tabwrite("a\tb\nplain\nlonger-cell\tc\n") == "a         b\nplain\nlonger-cell   c\n"
+
+
+def test_methods_with_arguments_and_braces_in_strings():
+    class PsRow:
+        ID = "abc"
+
+        def Label(self, key):
+            return {"com.example.team": "blue"}.get(key, "")
+
+    row = PsRow()
+    assert render('{{.Label "com.example.team"}}|{{.Label "nope"}}', row) == "blue|"
+    assert render('{{printf "}}%s{{" .ID}}', row) == "}}abc{{"
+    with pytest.raises(TemplateError, match="can't give argument to non-function .ID"):
+        render('{{.ID "x"}}', row)
+    assert parse_table_format(r'table {{.ID}}\t{{.Label "x"}}')[1] == "CONTAINER ID\tLABEL"
