@@ -53,12 +53,25 @@ def _rel(path: Optional[str]) -> str:
 
 def make_operations(union, binding, ready_fd: Optional[int] = None):
     """The fusepy Operations object for `union` (a class built per binding module)."""
+    import ctypes
+    import threading
     fuse = binding.module
+    local = threading.local()
+    # A read-only view of layers without any xattr: answering ENOSYS once makes the kernel
+    # stop asking (overlayfs asks for its user.overlay.* xattrs on every lower lookup)
+    no_xattrs = union.upper is None and not union.tree.has_xattrs
+    ensure = ctypes.pythonapi.PyGILState_Ensure
 
     class MergedFS(fuse.Operations):
         use_ns = True
 
         def __call__(self, op, *args):
+            if not getattr(local, "pinned", False):
+                # ctypes creates and destroys a Python thread state around every callback
+                # from a libfuse worker thread; holding one extra reference keeps it for the
+                # thread's life, which makes each request markedly cheaper
+                ensure()
+                local.pinned = True
             try:
                 return getattr(self, op)(*args)
             except LayerCorruptError:
@@ -95,9 +108,13 @@ def make_operations(union, binding, ready_fd: Optional[int] = None):
             return union.statfs()
 
         def listxattr(self, path):
+            if no_xattrs:
+                raise fuse.FuseOSError(errno.ENOSYS)
             return union.listxattr(_rel(path))
 
         def getxattr(self, path, name, position=0):
+            if no_xattrs:
+                raise fuse.FuseOSError(errno.ENOSYS)
             return union.getxattr(_rel(path), name)
 
         def setxattr(self, path, name, value, options, position=0):
@@ -289,6 +306,10 @@ def spawn_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[
             os.dup2(devnull, 0)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
+            # drop every fd inherited from the caller (a container's stdio pipes among them:
+            # held open here they would never reach EOF)
+            os.closerange(3, wfd)
+            os.closerange(wfd + 1, 65536)
             serve_fuse(mountpoint, lowers, upper, allow_other=allow_other, fsname=fsname,
                        tree=tree, ready_fd=wfd, tree_cache=tree_cache)
         except BaseException as exc:  # report to the parent through the pipe

@@ -167,6 +167,10 @@ class MergedTree:
             inode = self._inodes.setdefault(ino, Inode(node, nlink))
         return inode
 
+    @property
+    def has_xattrs(self) -> bool:
+        return bool(self._xattrs)
+
     def children(self, path: str) -> List[str]:
         k = self._kids.get(path)
         return k[1].split("\0") if k and k[1] else []
