@@ -329,7 +329,7 @@ class ImageService:
                     data = json.load(f)
             except (OSError, ValueError):
                 continue
-            used.update(data.get("diff_ids", ()) or ())
+            used.update((data.get("config") or {}).get("diff_ids", ()) or ())
         return used
 
     def list(self) -> List[tuple]:

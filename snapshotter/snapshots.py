@@ -306,11 +306,16 @@ def mounted_under(path: str) -> List[str]:
 
 def _rmtree(path: Path) -> None:
     def onerror(func, p, exc_info):
-        # an unprivileged user may own a dir without write permission on it (mode 0555 in a
-        # layer): make it writable and retry
+        # an unprivileged user may own a dir without write or search permission on it (mode
+        # 0555 in a layer, overlayfs' d--------- work/work): make it usable and retry
         try:
             os.chmod(os.path.dirname(p), 0o700)
-            func(p)
+            if func in (os.open, os.scandir, os.listdir, os.rmdir) and os.path.isdir(p) \
+                    and not os.path.islink(p):
+                os.chmod(p, 0o700)
+                shutil.rmtree(p, onerror=onerror)
+            else:
+                func(p)
         except OSError:
             pass
     shutil.rmtree(path, onerror=onerror)

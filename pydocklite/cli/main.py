@@ -21,6 +21,8 @@ COMMANDS = {
     "logs": ("logs", "cmd_logs", "Fetch the logs of a container"),
     "exec": ("container", "cmd_exec", "Execute a command in a running container"),
     "inspect": ("inspect", "cmd_inspect", "Return low-level information on containers or images"),
+    "port": ("container", "cmd_port", "List port mappings or a specific mapping for the container"),
+    "rename": ("container", "cmd_rename", "Rename a container"),
     "wait": ("container", "cmd_wait", "Block until containers stop, then print their exit codes"),
     "pull": ("pull", "cmd_pull", "Download an image from a registry"),
     "images": ("images", "cmd_images", "List images"),
@@ -109,6 +111,9 @@ def main(argv=None) -> int:
         from pydocklite import __version__
         sys.stdout.write(f"pydocklite version {__version__}\n")
         return 0
+    if verb == "__shim":   # the per-container shim (started by `start`/`run`)
+        from pydocklite.shim.shim import main as shim_main
+        return shim_main(rest)
     if verb not in COMMANDS:
         return _fail(f"'{verb}' is not a pydocklite command.\nSee 'pydocklite --help'")
     module_name, func_name, _ = COMMANDS[verb]

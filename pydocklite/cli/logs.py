@@ -1,0 +1,58 @@
+"""`logs`: the json-file log of a container (-f, --tail, -t, --since, --until)."""
+from __future__ import annotations
+
+import sys
+
+from pydocklite.cli.common import Parser
+
+
+def _since(text):
+    if text is None:
+        return None
+    import re
+    import time
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    if m:
+        mult = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+        return time.time() - float(m.group(1)) * mult
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    return text     # RFC 3339: the log reader parses it
+
+
+def cmd_logs(settings, argv) -> int:
+    p = Parser("logs", "logs [OPTIONS] CONTAINER", "Fetch the logs of a container")
+    p.add_argument("-f", "--follow", action="store_true", help="Follow log output")
+    p.add_argument("-n", "--tail", default="all", help="Number of lines to show from the end")
+    p.add_argument("-t", "--timestamps", action="store_true", help="Show timestamps")
+    p.add_argument("--since", help="Show logs since timestamp or relative (e.g. 42m)")
+    p.add_argument("--until", help="Show logs before a timestamp or relative")
+    p.add_argument("--details", action="store_true", help="Show extra details")
+    p.add_argument("container")
+    args = p.parse_args(argv)
+    from pydocklite.containers.state import ContainerStore
+    from pydocklite.errors import UsageError
+    from pydocklite.shim.logs import copy_logs
+    store = ContainerStore(settings.layout.containers_dir)
+    state = store.get(args.container)
+    tail = None
+    if args.tail != "all":
+        try:
+            tail = int(args.tail)
+        except ValueError:
+            raise UsageError(f"invalid --tail {args.tail!r}: a number or 'all'") from None
+
+    def stopped() -> bool:
+        try:
+            st = store.load(state.id).status()
+        except Exception:  # noqa: BLE001 - removed meanwhile
+            return True
+        return not st.running and not (st.shim_alive and st.state == "restarting")
+    import os
+    if not os.path.exists(state.log_path):
+        return 0
+    copy_logs(state.log_path, sys.stdout.buffer, sys.stderr.buffer, follow=args.follow,
+              tail=tail, since=_since(args.since), until=_since(args.until),
+              timestamps=args.timestamps, stop_when=stopped)
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,241 @@
+"""`run` and `create`: Docker's flags -> RunOptions -> a container (pulled image if needed)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+from pydocklite.cli.common import Parser
+from pydocklite.errors import UsageError
+
+
+def add_create_flags(p) -> None:
+    a = p.add_argument
+    a("--name", help="Assign a name to the container")
+    a("-e", "--env", action="append", default=[], help="Set environment variables")
+    a("--env-file", action="append", default=[], help="Read in a file of environment variables")
+    a("-p", "--publish", action="append", default=[], help="Publish a container's port(s)")
+    a("-P", "--publish-all", action="store_true", help="Publish all exposed ports")
+    a("-v", "--volume", action="append", default=[], help="Bind mount a volume")
+    a("--tmpfs", action="append", default=[], help="Mount a tmpfs directory")
+    a("-w", "--workdir", help="Working directory inside the container")
+    a("-u", "--user", help="Username or UID (format: <name|uid>[:<group|gid>])")
+    a("--entrypoint", help="Overwrite the default ENTRYPOINT of the image")
+    a("-i", "--interactive", action="store_true", help="Keep STDIN open even if not attached")
+    a("-t", "--tty", action="store_true", help="Allocate a pseudo-TTY")
+    a("-h", "--hostname", help="Container host name")
+    a("--network", "--net", default="private", help="Network: private (default), host, none")
+    a("-m", "--memory", help="Memory limit")
+    a("--memory-swap", help="Swap limit equal to memory plus swap: '-1' for unlimited swap")
+    a("--cpus", type=float, help="Number of CPUs")
+    a("--pids-limit", type=int, help="Tune container pids limit (-1 for unlimited)")
+    a("--ulimit", action="append", default=[], help="Ulimit options")
+    a("--cap-add", action="append", default=[], help="Add Linux capabilities")
+    a("--cap-drop", action="append", default=[], help="Drop Linux capabilities")
+    a("--read-only", action="store_true", help="Mount the container's root filesystem as read only")
+    a("--init", action="store_true", help="Run an init inside the container")
+    a("--restart", default="no", help="Restart policy: no, on-failure[:N], always, unless-stopped")
+    a("--stop-signal", help="Signal to stop the container")
+    a("--stop-timeout", type=int, help="Timeout (in seconds) to stop a container")
+    a("-l", "--label", action="append", default=[], help="Set meta data on a container")
+    a("--platform", help="Set platform if server is multi-platform capable")
+    a("--pull", default="missing", choices=["missing", "always", "never"],
+      help="Pull image before running")
+    a("--rm", action="store_true", help="Automatically remove the container when it exits")
+    a("--privileged", action="store_true", help="Give extended privileges to this container")
+    a("--help", action="help", help="Print usage")
+    a("image")
+    a("command", nargs="...")
+
+
+def options_from_args(args):
+    from pydocklite.containers.options import (RunOptions, parse_bytes, parse_tmpfs,
+                                               parse_volume)
+    env = []
+    for path in args.env_file:
+        try:
+            with open(path) as f:
+                for line in f:
+                    line = line.rstrip("\n")
+                    if line.strip() and not line.lstrip().startswith("#"):
+                        env.append(line if "=" in line else f"{line}={os.environ.get(line, '')}")
+        except OSError as e:
+            raise UsageError(f"open {path}: {e.strerror}") from None
+    for item in args.env:
+        env.append(item if "=" in item else f"{item}={os.environ.get(item, '')}"
+                   if item in os.environ else item)
+    if args.network not in ("private", "host", "none", "bridge", "default"):
+        raise UsageError(f"network {args.network} not found: use private, host or none")
+    network = "private" if args.network in ("bridge", "default") else args.network
+    labels = tuple(tuple(lbl.split("=", 1)) if "=" in lbl else (lbl, "") for lbl in args.label)
+    memory = parse_bytes(args.memory) if args.memory else None
+    swap = None
+    if args.memory_swap:
+        swap = -1 if args.memory_swap == "-1" else parse_bytes(args.memory_swap)
+    return RunOptions(
+        image=args.image, command=tuple(args.command), name=args.name,
+        detach=getattr(args, "detach", False), remove=args.rm, interactive=args.interactive,
+        tty=args.tty, env=tuple(env), entrypoint=args.entrypoint, workdir=args.workdir,
+        user=args.user, hostname=args.hostname, network=network, publish=tuple(args.publish),
+        publish_all=args.publish_all,
+        mounts=tuple([parse_volume(v) for v in args.volume] + [parse_tmpfs(t) for t in args.tmpfs]),
+        memory=memory, memory_swap=swap, cpus=args.cpus, pids_limit=args.pids_limit,
+        ulimits=tuple(args.ulimit), cap_add=tuple(args.cap_add), cap_drop=tuple(args.cap_drop),
+        read_only=args.read_only, init=args.init, restart=args.restart,
+        stop_signal=args.stop_signal, stop_timeout=args.stop_timeout, labels=labels,
+        platform=args.platform, pull=args.pull, privileged=args.privileged)
+
+
+def ensure_image(settings, opts):
+    """The image record for opts.image, pulling it per --pull (messages on stderr)."""
+    from pydocklite.images import ImageService
+    service = ImageService(settings)
+    record = None
+    if opts.pull != "always":
+        if service.exists(opts.image):
+            record = service.lookup(opts.image)
+    if record is None:
+        if opts.pull == "never":
+            raise UsageError(f"No such image: {opts.image}: pull it first or use --pull missing")
+        if opts.pull == "missing":
+            from pydocklite.oci_layout import load_embedded
+            record = load_embedded(settings, opts.image)
+        if record is None:
+            from pydocklite.cli.pull import pull_image
+            if opts.pull == "missing":
+                sys.stderr.write(f"Unable to find image '{opts.image}' locally\n")
+            record = pull_image(settings, opts.image, platform=opts.platform, out=sys.stderr)
+    return service, record
+
+
+def prepare(settings, opts):
+    """Image, ports, limits check, container record. Returns (service, state)."""
+    from pydocklite.containers.container import ContainerService
+    images, record = ensure_image(settings, opts)
+    image_config = images.config_json(record)
+    ports = _ports(opts, image_config)
+    _warn_limits(opts)
+    state = ContainerService(settings).create(opts, record, image_config, ports)
+    return state
+
+
+def _ports(opts, image_config) -> list:
+    from pydocklite.shim.ports import parse_publish, publish_all, unprivileged_port_start
+    if opts.network == "host" and (opts.publish or opts.publish_all):
+        sys.stderr.write("WARNING: Published ports are discarded when using host network mode\n")
+        return []
+    ports = []
+    for spec in opts.publish:
+        ports.extend(parse_publish(spec))
+    if opts.publish_all:
+        exposed = (image_config.get("config") or {}).get("ExposedPorts") or {}
+        have = {p.key for p in ports}
+        ports.extend(p for p in publish_all(exposed) if p.key not in have)
+    low = unprivileged_port_start()
+    for p in ports:
+        if p.host_port and p.host_port < low and os.geteuid() != 0:
+            raise UsageError(
+                f"cannot publish host port {p.host_port}: ports below {low} need privileges: "
+                f"use a port >= {low}, or let users bind them with "
+                f"'sudo sysctl -w net.ipv4.ip_unprivileged_port_start={p.host_port}'")
+    return ports
+
+
+def _warn_limits(opts) -> None:
+    if opts.memory is None and opts.cpus is None and opts.pids_limit is None:
+        return
+    try:
+        from pydocklite.runtime import cgroups
+        info = cgroups.detect()
+    except Exception as e:  # noqa: BLE001 - report as missing support
+        sys.stderr.write(f"WARNING: resource limits may not be enforced: {e}\n")
+        return
+    controllers = set(getattr(info, "controllers", ()) or ())
+    wanted = {"memory": opts.memory is not None, "cpu": opts.cpus is not None,
+              "pids": opts.pids_limit is not None}
+    missing = [c for c, w in wanted.items() if w and c not in controllers]
+    if missing:
+        fix = getattr(info, "fix", "") or getattr(info, "reason", "")
+        sys.stderr.write(f"WARNING: the {', '.join(missing)} controller(s) are not delegated to "
+                         f"you: those limits will not be enforced"
+                         + (f" ({fix})" if fix else "") + "\n")
+
+
+def cmd_create(settings, argv) -> int:
+    p = Parser("create", "create [OPTIONS] IMAGE [COMMAND] [ARG...]", "Create a new container",
+               add_help=False)
+    add_create_flags(p)
+    opts = options_from_args(p.parse_args(argv))
+    state = prepare(settings, opts)
+    sys.stdout.write(state.id + "\n")
+    return 0
+
+
+def cmd_run(settings, argv) -> int:
+    p = Parser("run", "run [OPTIONS] IMAGE [COMMAND] [ARG...]",
+               "Create and run a new container from an image", add_help=False)
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="Run container in background and print container ID")
+    add_create_flags(p)
+    args = p.parse_args(argv)
+    opts = options_from_args(args)
+    state = prepare(settings, opts)
+    from pydocklite.containers.container import ContainerService
+    service = ContainerService(settings)
+    if opts.detach:
+        res = service.start(state.id)
+        if not res.ok:
+            sys.stderr.write(f"Error: {res.error}\n")
+            return res.exit_code
+        sys.stdout.write(state.id + "\n")
+        return 0
+    return run_attached(service, state, opts.tty, opts.interactive)
+
+
+def run_attached(service, state, tty: bool, interactive: bool) -> int:
+    exit_r, exit_w = os.pipe()
+    stdin_fd = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
+    restore = None
+    if tty and os.isatty(0):
+        import termios
+        import tty as ttymod
+        restore = termios.tcgetattr(0)
+        ttymod.setraw(0)
+    try:
+        res = service.start(state.id, attach=[stdin_fd, 1, 2], exit_fd=exit_w)
+        os.close(exit_w)
+        if not res.ok:
+            if restore is not None:
+                _restore(restore)
+                restore = None
+            sys.stderr.write(f"Error: {res.error}\n")
+            return res.exit_code
+        pid = res.pid
+
+        def forward(signum, frame):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        if not tty:
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+                signal.signal(s, forward)
+        with os.fdopen(exit_r, "rb") as f:
+            while True:
+                line = f.readline()
+                if not line:
+                    return 125     # the shim died: ps shows what happened
+                msg = json.loads(line)
+                if msg.get("detached"):
+                    return 0
+                if "exit_code" in msg:
+                    return int(msg["exit_code"])
+    finally:
+        if restore is not None:
+            _restore(restore)
+
+
+def _restore(attrs) -> None:
+    import termios
+    termios.tcsetattr(0, termios.TCSADRAIN, attrs)

@@ -1,0 +1,410 @@
+"""The per-container shim: one small process per container that owns it for its whole life.
+
+Started detached by the CLI (`pydocklite __shim ID --name NAME`, its own session, so
+`ps aux | grep NAME` finds it), it: starts the container through the runtime (the rootfs is
+mounted by the snapshotter inside the container's user+mount namespace, its FUSE servers
+become the shim's children), relays stdio to the json-file log and to an attached CLI,
+forwards published ports, reaps as a subreaper, records the exit status, applies the
+restart policy, cleans up, and removes the container when it was run with --rm.
+Everything it has to say goes to containers/<id>/shim.log (named by `inspect`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import List, Optional
+
+from pydocklite.containers.state import ContainerStore, now_rfc3339, process_start_time
+from pydocklite.settings import Settings
+
+PR_SET_CHILD_SUBREAPER = 36
+STOP_MARKER = "stop-requested"
+DETACH_KEYS = b"\x10\x11"    # ctrl-p ctrl-q
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(time.strftime("%Y-%m-%dT%H:%M:%S ") + msg + "\n")
+    sys.stderr.flush()
+
+
+def _send(fd: Optional[int], msg: dict) -> None:
+    if fd is None:
+        return
+    try:
+        os.write(fd, (json.dumps(msg) + "\n").encode())
+    except OSError:
+        pass      # the CLI went away: the container goes on without it
+
+
+class Shim:
+    def __init__(self, settings: Settings, cid: str, ready_fd: Optional[int],
+                 exit_fd: Optional[int], attach: Optional[List[int]]):
+        self.settings = settings
+        self.layout = settings.layout
+        self.store = ContainerStore(self.layout.containers_dir)
+        self.cid = cid
+        self.cdir = self.store.container_dir(cid)
+        self.ready_fd = ready_fd
+        self.exit_fd = exit_fd
+        self.attach = attach                     # [stdin, stdout, stderr] of a foreground CLI
+        self.runtime_root = str(settings.runtime_dir / "runtime")
+        self.run_dir = settings.runtime_dir / cid[:12]
+        self.fuse_pids: List[int] = []
+        self.forwarder = None
+        self.helper = None
+        self.relays: List[threading.Thread] = []
+        self.stdin_w: Optional[int] = None
+        self.detached = attach is None
+        self.logw = None
+
+    # --- state helpers ----------------------------------------------------------------
+    def update(self, **changes):
+        return self.store.update(self.cid, lambda s: dataclasses.replace(s, **changes))
+
+    @property
+    def cfg(self) -> dict:
+        return self.state.config
+
+    # --- main -------------------------------------------------------------------------
+    def run(self) -> int:
+        from pydocklite.shim.logs import JsonLogWriter
+        me = os.getpid()
+        self.state = self.update(shim_pid=me, shim_start_time=process_start_time(me) or 0,
+                                 error="", restarting=False)
+        host = self.cfg.get("HostConfig", {})
+        log_opts = host.get("LogConfig", {}).get("Config", {})
+        self.logw = JsonLogWriter(self.state.log_path, max_size=int(log_opts.get("max-size", 0)
+                                                                     or 0),
+                                  max_files=int(log_opts.get("max-file", 1) or 1))
+        policy = host.get("RestartPolicy", {"Name": "no"})
+        code = 0
+        first = True
+        restarts = 0
+        try:
+            while True:
+                try:
+                    pid = self.start_container(first)
+                except Exception as e:  # noqa: BLE001 - report the failed start, then clean
+                    msg = str(e) or type(e).__name__
+                    log(f"start failed: {msg}")
+                    self.update(error=msg, exit_code=125 if first else 128,
+                                finished_at=now_rfc3339())
+                    self.cleanup_container()
+                    if first:
+                        _send(self.ready_fd, {"ok": False, "error": msg, "exit_code": 125})
+                    code = 125
+                    break
+                if first:
+                    _send(self.ready_fd, {"ok": True, "pid": pid})
+                    self._close_ready()
+                    first = False
+                code = self.wait_container(pid)
+                self.cleanup_container()
+                stopped = (self.cdir / STOP_MARKER).exists()
+                if stopped or not self.should_restart(policy, code, restarts):
+                    break
+                restarts += 1
+                self.update(restarting=True, restart_count=restarts)
+                time.sleep(min(60.0, 0.1 * (2 ** min(restarts, 10))))
+        finally:
+            self._close_ready()
+            if self.forwarder is not None:
+                self.forwarder.close()
+            if self.helper is not None:
+                self.helper.close()
+            for t in self.relays:
+                t.join(timeout=2)
+            if self.logw is not None:
+                self.logw.close()
+            if self.state.config.get("HostConfig", {}).get("AutoRemove"):
+                self.remove_container()
+            _send(self.exit_fd, {"exit_code": code})
+        return 0
+
+    def _close_ready(self) -> None:
+        if self.ready_fd is not None:
+            try:
+                os.close(self.ready_fd)
+            except OSError:
+                pass
+            self.ready_fd = None
+
+    @staticmethod
+    def should_restart(policy: dict, code: int, restarts: int) -> bool:
+        name = policy.get("Name", "no")
+        if name in ("always", "unless-stopped"):
+            return True
+        if name == "on-failure":
+            limit = int(policy.get("MaximumRetryCount", 0) or 0)
+            return code != 0 and (limit == 0 or restarts < limit)
+        return False
+
+    # --- one run of the container -----------------------------------------------------
+    def start_container(self, first: bool) -> int:
+        from pydocklite.runtime import api
+        from snapshotter.snapshots import Snapshotter
+        spec = json.loads((self.cdir / "config.json").read_text())
+        rootfs = spec["root"]["path"]
+        os.makedirs(rootfs, exist_ok=True)
+        mounts = Snapshotter(self.layout, self.cfg.get("StorageDriver") or "auto").mounts(self.cid)
+        pid_r, pid_w = os.pipe()
+
+        def prepare_rootfs(path: str) -> None:
+            from snapshotter.mounter import mount_all
+            active = mount_all(mounts, path, allow_other=True)
+            os.write(pid_w, json.dumps(active.server_pids()).encode())
+
+        tty = bool(spec["process"].get("terminal"))
+        interactive = bool(self.cfg.get("Config", {}).get("OpenStdin"))
+        console_path = None
+        console = None
+        child_fds: List[int] = []
+        if tty:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            console_path = str(self.run_dir / "console.sock")
+            if os.path.exists(console_path):
+                os.unlink(console_path)
+            console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            console.bind(console_path)
+            console.listen(1)
+            stdio = None
+        else:
+            if interactive:
+                in_r, self.stdin_w = os.pipe()
+            else:
+                in_r = os.open(os.devnull, os.O_RDONLY)
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            child_fds = [in_r, out_w, err_w]
+            stdio = (in_r, out_w, err_w)
+        try:
+            created = api.create(str(self.cdir), self.cid, root=self.runtime_root, stdio=stdio,
+                                 console_socket=console_path, prepare_rootfs=prepare_rootfs)
+        finally:
+            os.close(pid_w)
+            for fd in child_fds:
+                os.close(fd)
+            try:
+                self.fuse_pids = json.loads(os.read(pid_r, 65536) or b"[]")
+            except ValueError:
+                self.fuse_pids = []
+            os.close(pid_r)
+        for w in created.warnings:
+            log(f"warning: {w}")
+        if tty:
+            master = self._receive_console(console)
+            console.close()
+            self._start_relay(master, "stdout", bidirectional=True)
+        else:
+            self._start_relay(out_r, "stdout")
+            self._start_relay(err_r, "stderr")
+            if interactive and self.attach is not None:
+                self._start_stdin(self.stdin_w)
+        api.start(self.cid, root=self.runtime_root)
+        pid = created.pid
+        self.state = self.update(init_pid=pid, init_start_time=process_start_time(pid) or 0,
+                                 started_at=now_rfc3339(), exit_code=None, restarting=False,
+                                 finished_at="0001-01-01T00:00:00Z", oom_killed=False)
+        self.start_ports(pid)
+        return pid
+
+    @staticmethod
+    def _receive_console(listener: socket.socket) -> int:
+        import array
+        listener.settimeout(30)
+        conn, _ = listener.accept()
+        with conn:
+            fds = array.array("i")
+            msg, anc, _, _ = conn.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
+            for level, typ, data in anc:
+                if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                    fds.frombytes(data[:fds.itemsize])
+        if not fds:
+            raise RuntimeError("the runtime sent no terminal over the console socket")
+        return fds[0]
+
+    def start_ports(self, pid: int) -> None:
+        from pydocklite.shim.ports import PortForwarder, PortMapping
+        from pydocklite.shim.port_helper import start_netns_helper
+        bound = self.cfg.get("PortBindings") or []
+        if not bound or self.cfg.get("HostConfig", {}).get("NetworkMode") == "host":
+            return
+        helper = start_netns_helper(pid)
+        if self.forwarder is None:
+            mappings = [PortMapping(**m) for m in bound]
+            self.forwarder = PortForwarder(mappings, helper.sock)
+            self.forwarder.start()
+        else:
+            self.helper.close()
+            self.forwarder.replace_helper(helper.sock)
+        self.helper = helper
+
+    # --- stdio ------------------------------------------------------------------------
+    def _start_relay(self, fd: int, stream: str, bidirectional: bool = False) -> None:
+        out_fd = None
+        if self.attach is not None:
+            out_fd = self.attach[1] if stream == "stdout" else self.attach[2]
+
+        def pump():
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""     # EIO from a pty master once the container side closed
+                if not data:
+                    break
+                self.logw.write(stream, data)
+                if out_fd is not None and not self.detached:
+                    try:
+                        os.write(out_fd, data)
+                    except OSError:
+                        self.detached = True     # the CLI is gone; keep logging
+            if not bidirectional:
+                os.close(fd)
+
+        t = threading.Thread(target=pump, daemon=True, name=f"relay-{stream}")
+        t.start()
+        self.relays.append(t)
+        if bidirectional:
+            self.pty_master = fd
+            if self.attach is not None:
+                self._start_stdin(fd, tty=True)
+
+    def _start_stdin(self, to_fd: int, tty: bool = False) -> None:
+        src = self.attach[0]
+
+        def pump():
+            prev = b""
+            while not self.detached:
+                try:
+                    data = os.read(src, 4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                if tty:
+                    seq = prev + data
+                    if DETACH_KEYS in seq:
+                        self.detached = True
+                        _send(self.exit_fd, {"detached": True})
+                        return
+                    prev = data[-1:]
+                try:
+                    os.write(to_fd, data)
+                except OSError:
+                    break
+            if not tty:
+                try:
+                    os.close(to_fd)          # EOF on stdin reaches the container
+                except OSError:
+                    pass
+
+        threading.Thread(target=pump, daemon=True, name="relay-stdin").start()
+
+    # --- waiting and cleaning ---------------------------------------------------------
+    def wait_container(self, pid: int) -> int:
+        while True:
+            try:
+                got, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                code = 255
+                break
+            except InterruptedError:
+                continue
+            if got == pid:
+                code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") \
+                    else (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status))
+                if code < 0:
+                    code = 128 - code
+                break
+        for t in self.relays:
+            t.join(timeout=5)
+        self.relays = []
+        oom = self._oom_killed()
+        self.state = self.update(exit_code=code, finished_at=now_rfc3339(), oom_killed=oom)
+        log(f"container exited with code {code}")
+        return code
+
+    def _oom_killed(self) -> bool:
+        try:
+            from pydocklite.runtime import api
+            st = api.state(self.cid, root=self.runtime_root)
+        except Exception:  # noqa: BLE001 - gone already
+            return False
+        return bool(st.get("annotations", {}).get("io.pydocklite.oom"))
+
+    def cleanup_container(self) -> None:
+        from pydocklite.runtime import api
+        try:
+            api.delete(self.cid, root=self.runtime_root, force=True)
+        except Exception as e:  # noqa: BLE001 - already gone is fine; anything else is logged
+            if "does not exist" not in str(e) and "No such" not in str(e):
+                log(f"runtime delete: {e}")
+        for pid in self.fuse_pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 3
+        pending = set(self.fuse_pids)
+        while pending and time.monotonic() < deadline:
+            for pid in list(pending):
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                        pending.discard(pid)
+                except ChildProcessError:
+                    pending.discard(pid)
+            time.sleep(0.01)
+        for pid in pending:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self.fuse_pids = []
+
+    def remove_container(self) -> None:
+        from pydocklite.containers.container import ContainerService
+        try:
+            ContainerService(self.settings).remove_record(self.cid)
+        except Exception as e:  # noqa: BLE001 - logged; `rm` can finish it
+            import traceback
+            log(f"--rm: could not remove the container: {e}\n{traceback.format_exc()}")
+
+
+def main(argv: List[str]) -> int:
+    p = argparse.ArgumentParser(prog="pydocklite __shim")
+    p.add_argument("--root", required=True)
+    p.add_argument("--runtime-dir", required=True)
+    p.add_argument("--name", default="")
+    p.add_argument("--ready-fd", type=int)
+    p.add_argument("--exit-fd", type=int)
+    p.add_argument("--attach", help="stdin,stdout,stderr fds of a foreground CLI")
+    p.add_argument("id")
+    args = p.parse_args(argv)
+    settings = Settings.from_environment(root=args.root, runtime_dir=args.runtime_dir)
+    cdir = settings.layout.containers_dir / args.id
+    logfd = os.open(str(cdir / "shim.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    attach = None
+    if args.attach:   # move the CLI's fds out of 0-2 before those become the shim's own
+        attach = [os.dup(int(x)) for x in args.attach.split(",")]
+    os.dup2(devnull, 0)
+    os.dup2(logfd, 1)
+    os.dup2(logfd, 2)
+    os.close(logfd)
+    os.close(devnull)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    log(f"shim {os.getpid()} for container {args.id} ({args.name})")
+    return Shim(settings, args.id, args.ready_fd, args.exit_fd, attach).run()
