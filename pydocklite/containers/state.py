@@ -180,6 +180,17 @@ class ContainerState:
             return f"Exited ({st.exit_code}) {since(self.finished_at)} ago"
         return {"created": "Created", "removing": "Removal In Progress", "dead": "Dead"}[st.state]
 
+    def inspect_state(self, alive: Callable[[int, int], bool] = pid_alive) -> Dict[str, Any]:
+        """The "State" object of `docker inspect`."""
+        st = self.status(alive)
+        return {
+            "Status": st.state, "Running": st.state in ("running", "paused"),
+            "Paused": st.state == "paused", "Restarting": st.state == "restarting",
+            "OOMKilled": self.oom_killed, "Dead": st.state == "dead", "Pid": st.pid,
+            "ExitCode": st.exit_code, "Error": st.error, "StartedAt": self.started_at,
+            "FinishedAt": self.finished_at,
+        }
+
     def to_json(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
         data["schema"] = SCHEMA

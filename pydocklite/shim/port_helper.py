@@ -39,7 +39,13 @@ def _send_fd(sock: socket.socket, lock: threading.Lock, req_id: int, err: int,
 
 def _open_inner(kind: bytes, port: int, connect_timeout: float) -> socket.socket:
     if kind == b"T":
-        s = socket.create_connection(("127.0.0.1", port), timeout=connect_timeout)
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=connect_timeout)
+        except ConnectionRefusedError:   # a server listening on [::1] only
+            try:
+                s = socket.create_connection(("::1", port), timeout=connect_timeout)
+            except OSError:
+                raise ConnectionRefusedError(errno.ECONNREFUSED, "connection refused") from None
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     else:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -76,6 +76,12 @@ def test_status_derived_from_live_processes():
         st = exited.status()
         assert (st.state, st.running, st.exit_code) == ("exited", False, 137)
         assert exited.human_status().startswith("Exited (137) ")
+        assert exited.inspect_state() == {
+            "Status": "exited", "Running": False, "Paused": False, "Restarting": False,
+            "OOMKilled": False, "Dead": False, "Pid": 0, "ExitCode": 137, "Error": "",
+            "StartedAt": exited.started_at, "FinishedAt": exited.finished_at}
+        # init gone, exit not yet recorded, shim alive: still "running" until the shim writes it
+        assert running.inspect_state()["Running"] is True
         restarting = dataclasses.replace(exited, restarting=True)
         assert restarting.status().state == "restarting"
         # the shim dies while the container was running: exited, with a clear error
