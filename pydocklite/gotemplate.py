@@ -17,7 +17,7 @@ Docker's table directive: `prepare_format`, `parse_table_format`, `format_rows`,
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pydocklite import gotemplate_funcs as _f
 

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from pydocklite.shim.ports import (PortError, PortForwarder, parse_publish, serve_helper,
+from pydocklite.shim.ports import (PortError, PortForwarder, parse_publish,
                                    start_netns_helper, unprivileged_port_start)
 
 SERVER = r'''
