@@ -310,8 +310,8 @@ def _rmtree(path: Path) -> None:
         # 0555 in a layer, overlayfs' d--------- work/work): make it usable and retry
         try:
             os.chmod(os.path.dirname(p), 0o700)
-            if func in (os.open, os.scandir, os.listdir, os.rmdir) and os.path.isdir(p) \
-                    and not os.path.islink(p):
+            if func in (os.open, os.scandir, os.listdir) and os.path.isdir(p) \
+                    and not os.path.islink(p) and not os.access(p, os.R_OK | os.X_OK):
                 os.chmod(p, 0o700)
                 shutil.rmtree(p, onerror=onerror)
             else:

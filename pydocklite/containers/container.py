@@ -349,8 +349,16 @@ class ContainerService:
     def _discard(self, cid: str) -> None:
         from snapshotter.errors import SnapshotNotFoundError
         from snapshotter.snapshots import Snapshotter
+        snap = Snapshotter(self.layout, self.settings.storage_driver)
         try:
-            Snapshotter(self.layout, self.settings.storage_driver).remove(cid)
+            info = snap.stat(cid)
+            if info.path:
+                # files the container made belong to its subordinate ids: delete them as
+                # root of a user namespace with the same map, then let the snapshotter finish
+                from pydocklite.userns_exec import rmtree_as_root
+                for sub in ("upper", "work", "fs"):
+                    rmtree_as_root(os.path.join(info.path, sub))
+            snap.remove(cid)
         except SnapshotNotFoundError:
             pass
         try:

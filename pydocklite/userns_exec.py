@@ -1,0 +1,79 @@
+"""Run a function as root of a fresh user namespace holding the caller's full id map.
+
+Rootless, files a container created under its subordinate ids (an nginx cache owned by
+www-data) belong to uids the user can't touch directly; inside a user namespace with the
+same mapping the user is root over them (`podman unshare` does the same).
+"""
+from __future__ import annotations
+
+import os
+import traceback
+from typing import Callable
+
+CLONE_NEWUSER = 0x10000000
+
+
+def run_in_userns(fn: Callable[[], None]) -> None:
+    """fn() in a child that is root of a new user namespace; raises if it failed."""
+    if os.geteuid() == 0:
+        fn()
+        return
+    import ctypes
+    from pydocklite.runtime import idmap
+    uid_maps, gid_maps, _warning = idmap.default_mappings()
+    go_r, go_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.close(go_w)
+            os.close(err_r)
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(CLONE_NEWUSER) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER)")
+            os.write(err_w, b"U")            # tell the parent to write the maps
+            if os.read(go_r, 1) != b"g":
+                os._exit(1)
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            fn()
+            code = 0
+        except BaseException:
+            try:
+                os.write(err_w, traceback.format_exc().encode()[-2000:])
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    os.close(go_r)
+    os.close(err_w)
+    try:
+        first = os.read(err_r, 1)
+        if first == b"U":
+            try:
+                idmap.apply(pid, uid_maps, gid_maps)
+            finally:
+                os.write(go_w, b"g")
+        rest = first[1:] if first != b"U" else b""
+        while True:
+            chunk = os.read(err_r, 65536)
+            if not chunk:
+                break
+            rest += chunk
+    finally:
+        os.close(go_w)
+        os.close(err_r)
+        _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise OSError(f"in a user namespace: {rest.decode(errors='replace').strip()[-500:]}")
+
+
+def rmtree_as_root(path: str) -> None:
+    """Delete `path` whatever container-side uid owns its files."""
+    import shutil
+
+    def remove():
+        shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        run_in_userns(remove)
