@@ -459,3 +459,7 @@ class ContainerStore:
             tmp = self.root / f".removing-{cid}"
             os.rename(self.container_dir(cid), tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.exists():
+            raise ContainerError(f"container {cid[:12]} was removed but {tmp} could not be fully "
+                                 f"deleted (files owned by subordinate ids?): delete it inside "
+                                 f"the user namespace, e.g. `podman unshare rm -rf {tmp}`")
