@@ -461,5 +461,5 @@ class ContainerStore:
         shutil.rmtree(tmp, ignore_errors=True)
         if tmp.exists():
             raise ContainerError(f"container {cid[:12]} was removed but {tmp} could not be fully "
-                                 f"deleted (files owned by subordinate ids?): delete it inside "
-                                 f"the user namespace, e.g. `podman unshare rm -rf {tmp}`")
+                                 f"deleted: its files belong to subordinate ids, delete it as "
+                                 f"root of a user namespace with the same id map")
