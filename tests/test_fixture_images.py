@@ -83,3 +83,19 @@ def test_multilayer_merge_matches_expected(registry, tmp_path):
         assert not os.path.lexists(root / path), path
     assert os.readlink(root / "bin" / "sh") == "/bin/busybox"
     assert (root / "bin" / "busybox").is_file() and not (root / "bin" / "busybox").is_symlink()
+
+
+@pytest.mark.slow
+def test_nginx_image_is_configured_like_dockers(nginx_image, registry, image_cache):
+    """debootstrap-built nginx: config as Docker's nginx image, logs to the container's stdio."""
+    config = _skopeo_inspect(registry, "nginx", "--config")["config"]
+    assert config["Cmd"] == ["nginx", "-g", "daemon off;"]
+    assert config["ExposedPorts"] == {"80/tcp": {}}
+    assert config["StopSignal"] == "SIGQUIT"
+    import tarfile
+    (layer,) = images.build_nginx_image(image_cache).layers
+    with tarfile.open(layer.blob.path, "r:gz") as tar:
+        links = {m.name: m.linkname for m in tar if m.name.startswith("var/log/nginx/")
+                 and m.issym()}
+        assert links == {"var/log/nginx/access.log": "/dev/stdout",
+                         "var/log/nginx/error.log": "/dev/stderr"}
