@@ -205,11 +205,18 @@ def write_tree_diff(root: Path, tree, out: BinaryIO, idmap: IdMap = IdMap()) -> 
 
 
 def _same(node, path: str, st: os.stat_result, idmap: IdMap) -> bool:
-    if stat.S_IFMT(node.mode) != stat.S_IFMT(st.st_mode):
+    mode, uid, gid, rdev = st.st_mode, idmap.uid(st.st_uid), idmap.gid(st.st_gid), st.st_rdev
+    ov = _override(path) if not stat.S_ISLNK(mode) else None
+    if ov is not None:   # owner/type that could not be set for real (see upper.py)
+        uid, gid, mode, rdev = ov
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            return stat.S_IFMT(node.mode) == stat.S_IFMT(mode) and node.rdev == rdev and \
+                (node.uid, node.gid, node.mode & 0o7777) == (uid, gid, mode & 0o7777)
+    if stat.S_IFMT(node.mode) != stat.S_IFMT(mode):
         return False
-    if (node.mode & 0o7777) != (st.st_mode & 0o7777) and not stat.S_ISLNK(st.st_mode):
+    if (node.mode & 0o7777) != (mode & 0o7777) and not stat.S_ISLNK(mode):
         return False
-    if (node.uid, node.gid) != (idmap.uid(st.st_uid), idmap.gid(st.st_gid)):
+    if (node.uid, node.gid) != (uid, gid):
         return False
     if stat.S_ISDIR(st.st_mode):
         return True   # children are compared one by one
@@ -219,7 +226,7 @@ def _same(node, path: str, st: os.stat_result, idmap: IdMap) -> bool:
         return node.size == st.st_size
     if stat.S_ISLNK(st.st_mode):
         return node.linkname == os.readlink(path)
-    return node.rdev == st.st_rdev
+    return node.rdev == rdev
 
 
 def diff_to_layer(layer_store, write, name: str):

@@ -299,7 +299,9 @@ def mounted_under(path: str) -> List[str]:
             mp = fields[4].replace("\\040", " ")
             sep = fields.index("-")
             source = fields[sep + 2] if len(fields) > sep + 2 else ""
-            if mp == base or mp.startswith(base + "/") or source == base:
+            root = fields[3].replace("\\040", " ")   # a bind mount's source dir
+            if mp == base or mp.startswith(base + "/") or source == base or \
+                    root == base or root.startswith(base + "/"):
                 out.append(mp)
     return out
 

@@ -71,6 +71,9 @@ def test_tar_of_the_tree_equals_the_layer(session, driver):
     want = _members(make_tar(LAYER))
     for implied in ("usr", "run", "dev", "home", "home/user"):
         got.pop(implied, None)
+    if driver == "vfs":   # an unprivileged plain copy holds a placeholder for device nodes
+        assert got.pop("dev/zero")[0] == tarfile.REGTYPE
+        want.pop("dev/zero")
     assert got == want
 
 
