@@ -194,7 +194,9 @@ def test_follow_with_tail_starts_at_the_end(tmp_path):
             got.append(item[1])
     t = threading.Thread(target=reader)
     t.start()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while len(got) < 2 and time.monotonic() < deadline:   # the tail was read
+        time.sleep(0.01)
     w.write("stdout", b"new\n")
     w.close()
     time.sleep(0.1)
