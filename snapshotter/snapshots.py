@@ -207,11 +207,20 @@ class Snapshotter:
         load_or_build([self.layout.layer_index(x) for x in chain], self.tree_cache_path(chain))
 
     # --- queries --------------------------------------------------------------------------
-    def mounts(self, key: str) -> List[Mount]:
+    def mounts(self, key: str, driver: Optional[str] = None) -> List[Mount]:
+        """The mounts of snapshot `key`. driver="fuse" gives a FUSE mount of an overlay
+        snapshot (same upper-dir format), for mounting it on the host (`pydocklite mount`)
+        while no container uses it."""
         with self._db() as con:
             info = self._get(con, key)
         if info.kind == KIND_COMMITTED:
             raise SnapshotterError(f"snapshot {key!r} is committed: make a view of it to mount it")
+        if driver is not None and driver != info.driver:
+            if driver != "fuse" or info.driver != "overlay":
+                raise SnapshotterError(f"snapshot {key!r} uses driver {info.driver}: it can't be "
+                                       f"mounted with driver {driver}")
+            info = SnapshotInfo(info.key, info.kind, info.parent, info.chain, driver,
+                                info.created, info.path)
         return self._mounts(info)
 
     def stat(self, key: str) -> SnapshotInfo:

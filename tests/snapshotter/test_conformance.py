@@ -256,3 +256,44 @@ def test_remove_leaves_nothing(session, driver):
         assert str(session.base) not in f.read()
     snaps = os.listdir(os.path.dirname(r["dir"]))
     assert [n for n in snaps if not n.startswith("metadata.db") and n != "trees"] == []
+
+
+def test_api_errors_and_walk(tmp_path):
+    """Snapshotter bookkeeping, no mounts: keys, parents, kinds, usage, driver choice."""
+    from snapshotter.errors import (MountError, SnapshotExistsError, SnapshotNotFoundError,
+                                    SnapshotterError)
+    from snapshotter.layout import StoreLayout
+    from snapshotter.overlay import choose_driver
+    from snapshotter.snapshots import FUSE_TYPE, Snapshotter
+    from snapshotter.store import LayerStore
+    layout = StoreLayout(tmp_path / "store").ensure()
+    p = tmp_path / "l.tar"
+    p.write_bytes(make_tar(BASE))
+    d = LayerStore(layout).ingest_file(None, "application/vnd.oci.image.layer.v1.tar", p).diff_id
+    snap = Snapshotter(layout, "overlay")
+    ms = snap.prepare("a", [d])
+    assert [m.type for m in ms] == [FUSE_TYPE, "overlay"]
+    assert "userxattr" in ms[1].options and ms[0].option("ro") == ""
+    assert [m.type for m in snap.mounts("a", driver="fuse")] == [FUSE_TYPE]
+    assert [m.type for m in snap.view("v", d)] == [FUSE_TYPE]
+    with pytest.raises(SnapshotExistsError):
+        snap.prepare("a", [d])
+    with pytest.raises(SnapshotNotFoundError):
+        snap.prepare("b", "no-such-parent")
+    with pytest.raises(SnapshotNotFoundError):
+        snap.prepare("b", ["sha256:" + "0" * 64])
+    with pytest.raises(SnapshotterError):
+        snap.commit("c", "v")          # a view can't be committed
+    with pytest.raises(SnapshotterError):
+        snap.prepare("b", "a")         # an active snapshot can't be a parent
+    assert sorted(s.key for s in snap.walk()) == ["a", "v"]
+    assert snap.usage("a").inodes == 0
+    snap.remove("a")
+    snap.remove("v")
+    assert snap.walk() == [] and not snap.tree_cache_path([d]).exists()
+    snap.warm([d])
+    assert snap.tree_cache_path([d]).exists()
+    c = choose_driver("auto")
+    assert c.driver in ("overlay", "fuse", "vfs") and c.reason
+    with pytest.raises(MountError):
+        choose_driver("zfs")
