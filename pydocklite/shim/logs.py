@@ -78,6 +78,21 @@ def to_ns(value: TimeArg) -> Optional[int]:
         return parse_time_ns(value)
 
 
+def parse_size(text: Union[str, int]) -> int:
+    """--log-opt max-size as Docker reads it (go-units FromHumanSize): "10m" = 10,000,000,
+    "1.5k" = 1500, "2MiB" = 2,097,152, a bare number is bytes."""
+    if isinstance(text, int):
+        return text
+    import re
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgtp])(i)?)?b?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise LogError(f"invalid size {text!r}: use a number with an optional unit (k, m, g)")
+    num, unit, binary = m.groups()
+    base = 1024 if binary else 1000
+    power = "kmgtp".index(unit.lower()) + 1 if unit else 0
+    return int(float(num) * base ** power)
+
+
 def _encode(stream: str, data: bytes, ns: int) -> bytes:
     text = json.dumps({"log": data.decode("utf-8", "replace"), "stream": stream,
                        "time": format_time(ns)}, ensure_ascii=False, separators=(",", ":"))

@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pydocklite.shim.logs import (PARTIAL_SIZE, JsonLogWriter, copy_logs, format_time,
-                                  log_files, parse_time_ns, read_entries, read_logs)
+from pydocklite.shim.logs import (PARTIAL_SIZE, JsonLogWriter, LogError, copy_logs, format_time,
+                                  log_files, parse_size, parse_time_ns, read_entries, read_logs)
 
 T0 = 1_764_496_681_123_456_789  # 2025-11-30T09:58:01.123456789Z
 
@@ -235,3 +235,12 @@ def test_torn_last_line_is_not_returned(tmp_path):
 def test_bad_stream_rejected(tmp_path):
     with JsonLogWriter(tmp_path / "l") as w, pytest.raises(ValueError):
         w.write("stdin", b"x")
+
+
+def test_parse_size_like_docker_log_opts():
+    assert parse_size("10m") == 10_000_000
+    assert parse_size("1.5k") == 1500
+    assert parse_size("2MiB") == 2 * 1024 * 1024
+    assert parse_size("300") == 300 and parse_size(42) == 42
+    with pytest.raises(LogError):
+        parse_size("ten")
