@@ -11,7 +11,7 @@ import sys
 # verb -> (module under pydocklite.cli, function, one-line summary)
 COMMANDS = {
     "run": ("run", "cmd_run", "Create and run a new container from an image"),
-    "create": ("container", "cmd_create", "Create a new container"),
+    "create": ("run", "cmd_create", "Create a new container"),
     "start": ("container", "cmd_start", "Start one or more stopped containers"),
     "stop": ("container", "cmd_stop", "Stop one or more running containers"),
     "restart": ("container", "cmd_restart", "Restart one or more containers"),
