@@ -24,7 +24,7 @@ from typing import Optional, Sequence, Union
 from .cgroup_detect import USED_V1, CgroupInfo, detect, hierarchy_of  # noqa: F401 (public API)
 from .cgroup_resources import NotApplied, plan
 
-V2_CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids", "hugetlb")
+V2_CONTROLLERS = ("memory", "io", "hugetlb", "cpu", "cpuset", "pids")   # domain ones first
 V1_CONTROLLERS = tuple(sorted(USED_V1))
 LEAF = "pydocklite-leaf"    # where we move processes that sit in a v2 base (no internal procs)
 
@@ -283,11 +283,13 @@ def _create_v2(name: str, resources: Optional[dict], base: str) -> Cgroup:
                           "cgroup.controllers lacks it): delegate it, e.g. systemd "
                           "Delegate=cpu cpuset io memory pids")
     todo = [c for c in V2_CONTROLLERS if c in available and c not in enabled]
+    if todo and _pids(base) and not _is_v2_root(base):
+        # "no internal processes": a cgroup with processes can't give domain controllers to
+        # children (and enabling only cpu/pids there would make it a thread root whose
+        # children can't take processes at all), so move its processes into a leaf first.
+        _move_procs_to_leaf(base)
     if todo:
         err = _enable_controllers(base, todo)
-        if err is not None and err.errno == errno.EBUSY:
-            _move_procs_to_leaf(base)
-            err = _enable_controllers(base, todo)
         if err is not None:
             now = set(_read(os.path.join(base, "cgroup.subtree_control")).split())
             for c in todo:
@@ -304,6 +306,10 @@ def _create_v2(name: str, resources: Optional[dict], base: str) -> Cgroup:
     return Cgroup(name, "v2", (("", d),), dict(resources or {}), tuple(sorted(missing.items())))
 
 
+def _is_v2_root(d: str) -> bool:
+    return not os.path.exists(os.path.join(d, "cgroup.type"))   # only the root lacks it
+
+
 def _enable_controllers(base: str, controllers: list) -> Optional[OSError]:
     last = None
     for c in controllers:
@@ -311,8 +317,6 @@ def _enable_controllers(base: str, controllers: list) -> Optional[OSError]:
             _write(os.path.join(base, "cgroup.subtree_control"), "+" + c)
         except OSError as e:
             last = e
-            if e.errno == errno.EBUSY:
-                return e
     return last
 
 
