@@ -101,3 +101,25 @@ def _bind(source: str, target: str, readonly: bool) -> None:
                          + (": run it inside a user+mount namespace" if err == errno.EPERM else ""))
     if readonly:
         libc.mount(None, target.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
+
+
+def host_mount(snapshotter, key: str, target) -> str:
+    """`pydocklite mount`: make snapshot `key`'s files visible on the host, as the user.
+
+    FUSE (via fusermount) at `target` for fuse and overlay snapshots — the server is a
+    detached process that outlives the caller; undo with `host_unmount(target)`. A vfs
+    snapshot is already a plain directory: its path is returned and nothing is mounted.
+    Don't mount a snapshot a running container is writing to (two writers on one upper).
+    Returns the directory holding the files.
+    """
+    info = snapshotter.stat(key)
+    if info.driver == "vfs":
+        return str(Path(info.path) / "fs")
+    mount_all(snapshotter.mounts(key, driver="fuse"), target, allow_other=False)
+    return str(target)
+
+
+def host_unmount(target) -> None:
+    """Undo host_mount (fusermount -u); the FUSE server then exits by itself."""
+    from .fuse_fs import unmount_path
+    unmount_path(str(target))

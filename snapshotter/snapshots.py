@@ -97,6 +97,7 @@ class Snapshotter:
         con = sqlite3.connect(str(self.db_path), timeout=30, isolation_level=None)
         try:
             con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")   # WAL: consistent after a crash
             con.executescript(_SCHEMA)
             con.execute("BEGIN IMMEDIATE")
             try:
@@ -283,8 +284,11 @@ class Snapshotter:
         return MergedTree([LayerIndex.load(self.layout.layer_index(x)) for x in chain])
 
     def remove(self, key: str) -> None:
-        """Forget the snapshot and delete its directory (refused while anything is mounted
-        from it). Removing a committed snapshot keeps its layers in the store."""
+        """Delete the snapshot's directory, then forget it (refused while anything from it is
+        mounted in this mount namespace). Removing a committed snapshot keeps its layers.
+        Files owned by other ids of a user namespace can only be deleted from inside it: call
+        this where the snapshot was used (the shim), else a SnapshotterError says so and the
+        snapshot stays recorded."""
         with self._db() as con:
             info = self._get(con, key)
             if info.path:
@@ -292,9 +296,8 @@ class Snapshotter:
                 if busy:
                     raise MountError(f"snapshot {key!r} is still mounted at {busy[0]}: unmount "
                                      f"it (stop the container) first")
+                _rmtree(Path(info.path))
             con.execute("DELETE FROM snapshots WHERE key = ?", (key,))
-        if info.path:
-            _rmtree(Path(info.path))
 
 
 def mounted_under(path: str) -> List[str]:
@@ -316,17 +319,26 @@ def mounted_under(path: str) -> List[str]:
 
 
 def _rmtree(path: Path) -> None:
-    def onerror(func, p, exc_info):
-        # an unprivileged user may own a dir without write or search permission on it (mode
-        # 0555 in a layer, overlayfs' d--------- work/work): make it usable and retry
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            if func in (os.open, os.scandir, os.listdir) and os.path.isdir(p) \
-                    and not os.path.islink(p) and not os.access(p, os.R_OK | os.X_OK):
-                os.chmod(p, 0o700)
-                shutil.rmtree(p, onerror=onerror)
-            else:
-                func(p)
-        except OSError:
-            pass
-    shutil.rmtree(path, onerror=onerror)
+    if not path.exists():
+        return
+    # directories may be read-only (a layer's 0555 dir, overlayfs's work/work is 0000):
+    # make the ones we own writable on the way down
+    try:
+        os.chmod(path, 0o700)
+    except OSError:
+        pass
+    for dirpath, dirnames, _ in os.walk(path):
+        for name in dirnames:
+            p = os.path.join(dirpath, name)
+            try:
+                if not os.path.islink(p):
+                    os.chmod(p, 0o700)
+            except OSError:
+                pass
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        raise SnapshotterError(
+            f"cannot delete snapshot dir {path}: {exc.strerror or exc} ({exc.filename}); its "
+            f"files belong to a user namespace's ids: remove it from inside that namespace "
+            f"(as the container's shim does)") from None
