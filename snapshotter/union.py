@@ -15,15 +15,10 @@ from typing import Dict, List, Optional, Tuple
 
 from .errors import LayerCorruptError
 from .merge import DIR, REG, Inode, LowerData, MergedTree
-from .upper import (INTERNAL_XATTR_PREFIXES, TEMP_PREFIX, UpperDir, is_whiteout, parent_of)
+from .upper import (INTERNAL_XATTR_PREFIXES, TEMP_PREFIX, UpperDir, dirent_is_whiteout,
+                    is_whiteout, parent_of)
 
 LOWER_FH_BASE = 1 << 40
-
-
-def _dirent_is_whiteout(de) -> bool:
-    if de.is_dir(follow_symlinks=False) or de.is_file(follow_symlinks=False) or de.is_symlink():
-        return False
-    return is_whiteout(de.stat(follow_symlinks=False))
 
 
 def _enoent(rel: str) -> OSError:
@@ -123,7 +118,7 @@ class Union:
             for de in it:
                 if de.name.startswith(TEMP_PREFIX):
                     continue
-                if _dirent_is_whiteout(de):
+                if dirent_is_whiteout(de):
                     hidden.add(de.name)
                     continue
                 names[de.name] = None
@@ -195,9 +190,7 @@ class Union:
         """Before creating rel: parent copied up, rel absent, a whiteout there removed."""
         upper = self._writable()
         parent = parent_of(rel)
-        kind, obj = self.resolve(parent)
-        is_dir = obj.type == DIR if kind == "lower" else stat.S_ISDIR(obj.st_mode)
-        if not is_dir:
+        if not self.is_dir(*self.resolve(parent)):
             raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), parent)
         try:
             self.resolve(rel)
@@ -269,8 +262,7 @@ class Union:
     def link(self, rel: str, existing: str) -> None:
         with self._lock:
             kind, obj = self.resolve(existing)
-            if kind == "lower" and obj.type == DIR or kind == "upper" and stat.S_ISDIR(
-                    obj.st_mode):
+            if self.is_dir(kind, obj):
                 raise OSError(errno.EPERM, os.strerror(errno.EPERM), existing)
             self.copy_up(existing)
             self._prepare_new(rel)
@@ -280,16 +272,14 @@ class Union:
     def unlink(self, rel: str) -> None:
         with self._lock:
             kind, obj = self.resolve(rel)
-            is_dir = obj.type == DIR if kind == "lower" else stat.S_ISDIR(obj.st_mode)
-            if is_dir:
+            if self.is_dir(kind, obj):
                 raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), rel)
             self._remove_entry(rel, kind, False)
 
     def rmdir(self, rel: str) -> None:
         with self._lock:
             kind, obj = self.resolve(rel)
-            is_dir = obj.type == DIR if kind == "lower" else stat.S_ISDIR(obj.st_mode)
-            if not is_dir:
+            if not self.is_dir(kind, obj):
                 raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), rel)
             if not rel:
                 raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), rel)
@@ -321,65 +311,12 @@ class Union:
 
     # --- renaming -------------------------------------------------------------------------
     def rename(self, old: str, new: str) -> None:
+        from .rename import rename
         with self._lock:
-            upper = self._writable()
-            if old == new:
-                return
-            if new.startswith(old + "/") or not old:
-                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), new)
-            skind, sobj = self.resolve(old)
-            src_dir = sobj.type == DIR if skind == "lower" else stat.S_ISDIR(sobj.st_mode)
-            try:
-                dkind, dobj = self.resolve(new)
-            except FileNotFoundError:
-                dkind = None
-            dst_lower = self._lower_exists(new)
-            if dkind is not None:
-                dst_dir = dobj.type == DIR if dkind == "lower" else stat.S_ISDIR(dobj.st_mode)
-                if src_dir and not dst_dir:
-                    raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), new)
-                if dst_dir and not src_dir:
-                    raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), new)
-                if dst_dir and self.readdir(new):
-                    raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), new)
-            src_lower = self._lower_exists(old)
-            if src_dir:
-                self._copy_up_tree(old)
-            else:
-                self.copy_up(old)
-            self.copy_up(parent_of(new))
-            upper.remove_whiteout(new)
-            dp = upper.path(new)
-            if dkind == "upper" and src_dir:
-                self._clear_upper_dir(dp)
-                upper.forget_subtree(new)
-            os.rename(upper.path(old), dp)
-            if src_dir:
-                upper.move_state(old, new)
-                if dst_lower or src_lower:
-                    upper.set_opaque(new)
-            if src_lower:
-                self.copy_up(parent_of(old))
-                upper.add_whiteout(old)
+            rename(self, old, new)
 
-    def _copy_up_tree(self, rel: str) -> None:
-        """Copy a whole directory's merged content up, so it can move as one upper dir."""
-        self.copy_up(rel)
-        for name in self.readdir(rel):
-            child = f"{rel}/{name}" if rel else name
-            kind, obj = self.resolve(child)
-            if kind == "lower" and obj.type == DIR:
-                self._copy_up_tree(child)
-            elif kind == "upper" and stat.S_ISDIR(obj.st_mode):
-                if self._lower_exists(child) and child not in self.upper.opaque:
-                    self._copy_up_tree(child)
-            elif kind == "lower":
-                self.copy_up(child)
-        # whiteouts inside no longer matter once the dir becomes opaque at its new place
-        with os.scandir(self.upper.path(rel)) as it:
-            for de in it:
-                if _dirent_is_whiteout(de):
-                    os.unlink(de.path)
+    def is_dir(self, kind: str, obj) -> bool:
+        return obj.type == DIR if kind == "lower" else stat.S_ISDIR(obj.st_mode)
 
     # --- attributes -----------------------------------------------------------------------
     def chmod(self, rel: str, mode: int) -> None:

@@ -34,6 +34,12 @@ def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
+def dirent_is_whiteout(de: os.DirEntry) -> bool:
+    if de.is_dir(follow_symlinks=False) or de.is_file(follow_symlinks=False) or de.is_symlink():
+        return False
+    return is_whiteout(de.stat(follow_symlinks=False))
+
+
 def parent_of(path: str) -> str:
     i = path.rfind("/")
     return path[:i] if i >= 0 else ""
