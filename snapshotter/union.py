@@ -204,12 +204,25 @@ class Union:
     def _lower_exists(self, rel: str) -> bool:
         return self.lower(rel) is not None
 
+    def _owner_for(self, rel: str, owner: Tuple[int, int], mode: int):
+        """(uid, gid, mode) of a new entry: in a setgid directory it takes the directory's
+        group, and a new subdirectory stays setgid (what the kernel does on a local fs)."""
+        pattrs = self.getattr(parent_of(rel))
+        if pattrs["st_mode"] & stat.S_ISGID:
+            owner = (owner[0], pattrs["st_gid"])
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
+        return owner[0], owner[1], mode
+
     def _finish_new(self, rel: str, owner: Tuple[int, int], mode: int,
                     was_lower: bool, is_dir: bool = False) -> None:
         upper = self.upper
-        upper.apply_owner(rel, owner[0], owner[1], mode)
+        uid, gid, mode = self._owner_for(rel, owner, mode)
+        upper.apply_owner(rel, uid, gid, mode)
         if upper.override(rel) is not None and not stat.S_ISLNK(mode):
             os.chmod(upper.path(rel), (mode & 0o7777) | (0o700 if is_dir else 0o600))
+        elif is_dir:
+            os.chmod(upper.path(rel), mode & 0o7777)
         if is_dir and was_lower:
             upper.set_opaque(rel)
 
@@ -257,7 +270,8 @@ class Union:
                     raise
                 os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
                 self.upper.set_override(rel, owner[0], owner[1], mode, dev)
-            self.upper.apply_owner(rel, owner[0], owner[1], mode, dev)
+            uid, gid, mode = self._owner_for(rel, owner, mode)
+            self.upper.apply_owner(rel, uid, gid, mode, dev)
 
     def link(self, rel: str, existing: str) -> None:
         with self._lock:

@@ -111,6 +111,18 @@ def test_union_copy_up_and_whiteouts(union):
     assert u.readdir("tmp") == []
 
 
+def test_union_setgid_dirs_pass_their_group_on(tmp_path):
+    tree, data = build(tmp_path, [BASE + [D("srv", 0o2775, 0, 50)]])
+    up = tmp_path / "upper"
+    up.mkdir()
+    u = Union(tree, data, UpperDir(up))
+    u.release(u.create("srv/f", 0o644, os.O_RDWR, (1000, 1000)))
+    u.mkdir("srv/d", 0o755, (1000, 1000))
+    f, d = u.getattr("srv/f"), u.getattr("srv/d")
+    assert (f["st_uid"], f["st_gid"]) == (1000, 50)
+    assert (d["st_gid"], d["st_mode"] & 0o7777) == (50, 0o2755)
+
+
 def test_union_rename_dir_and_file(union):
     u, up = union
     u.rename("var/lib", "var/lib2")
