@@ -25,6 +25,8 @@ KNOWN_V1 = frozenset(("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer"
                       "net_prio", "blkio", "perf_event", "hugetlb", "pids", "rdma", "misc"))
 
 
+LEAF = "pydocklite-leaf"    # where create() moves processes out of a v2 base (see cgroups.py)
+
 # v1 hierarchies pydocklite uses (a base is made only in hierarchies holding one of them)
 USED_V1 = frozenset(("memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "freezer", "hugetlb"))
 
@@ -115,6 +117,8 @@ def _v2_base(mount: Mount, cgpath: str, uid: int) -> Optional[str]:
     own = _dir_of(mount, cgpath)
     if own is None:
         return None
+    if os.path.basename(own) == LEAF:    # moved there by an earlier create(): base is above
+        own = os.path.dirname(own)
     if uid == 0:
         return own
     top, d = None, own

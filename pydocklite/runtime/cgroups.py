@@ -21,12 +21,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
-from .cgroup_detect import USED_V1, CgroupInfo, detect, hierarchy_of  # noqa: F401 (public API)
+from .cgroup_detect import (LEAF, USED_V1, CgroupInfo, detect,  # noqa: F401 (public API)
+                            hierarchy_of)
 from .cgroup_resources import NotApplied, plan
 
 V2_CONTROLLERS = ("memory", "io", "hugetlb", "cpu", "cpuset", "pids")   # domain ones first
 V1_CONTROLLERS = tuple(sorted(USED_V1))
-LEAF = "pydocklite-leaf"    # where we move processes that sit in a v2 base (no internal procs)
 
 
 class CgroupError(Exception):

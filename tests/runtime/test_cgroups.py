@@ -116,6 +116,17 @@ def probe(bases: list) -> dict:
                     "cpu_usage_ns": s.cpu_usage_ns, "pids_current": s.pids_current,
                     "pids_limit": s.pids_limit}
     out["pids_before_kill"] = len(cg.pids())
+    if cg.version == "v2":          # freeze/thaw (cgroup.freeze; v1 would need the freezer)
+        cg.freeze()
+        events = ""
+        for _ in range(200):
+            with open(os.path.join(cg.path, "cgroup.events")) as f:
+                events = f.read()
+            if "frozen 1" in events:
+                break
+            time.sleep(0.01)
+        out["frozen"] = "frozen 1" in events
+        cg.thaw()
     again = cgroups.attach(cg.paths)           # as another process would, from saved paths
     again.kill_all()
     for pid in sleepers:
@@ -139,6 +150,7 @@ def check_probe(out: dict, version: str) -> None:
     assert s["memory_usage"] > 0 and s["cpu_usage_ns"] > 0, out
     assert out["sleepers_killed"] == [True, True, True], out
     assert out["left_after_destroy"] == [], out
+    assert out.get("frozen", True), out
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--probe"]:
@@ -352,7 +364,7 @@ def test_v2_limits_enforced_in_delegated_subtree():
     delegated, own = json.loads(lines[0]), json.loads(lines[2])
     for out in (delegated, own):
         check_probe(out, "v2")
-        assert out["version"] == "v2"
+        assert out["version"] == "v2" and out["frozen"] is True
     # (1) the delegated subtree found by detect(); the process stays in .../init
     assert delegated["paths"][0][1].startswith("/sys/fs/cgroup/cg2vm.slice/pdl-probe-"), delegated
     assert lines[1] == "0::/cg2vm.slice/init"
