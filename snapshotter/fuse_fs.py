@@ -300,6 +300,10 @@ def spawn_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[
         try:
             os.close(rfd)
             os.setsid()
+            # hold no descriptor of the caller's (a CLI waiting for EOF on a pipe, a shim's
+            # sockets): only the ready pipe stays
+            os.closerange(3, wfd)
+            os.closerange(wfd + 1, _max_fd())
             fd = os.open(str(log_path) if log_path else os.devnull,
                          os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             devnull = os.open(os.devnull, os.O_RDONLY)
@@ -331,6 +335,12 @@ def spawn_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[
         raise MountError(f"FUSE server for {mountpoint} did not start: "
                          f"{msg or 'it exited without a word'}")
     return FuseServer(pid, str(mountpoint))
+
+
+def _max_fd() -> int:
+    import resource
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return min(soft if soft > 0 else 4096, 1 << 16)
 
 
 def _read_ready(fd: int, timeout: float) -> str:

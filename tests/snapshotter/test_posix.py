@@ -220,3 +220,15 @@ def test_host_mount_with_fusermount(session):
     assert r["write"] == 30   # EROFS: a view is read-only
     assert r["mounted"] and not r["after"]
     assert shutil.which("fusermount")
+
+
+def test_server_holds_no_descriptor_of_the_caller(session):
+    """A CLI waiting for EOF on a pipe must get it even though a FUSE server was forked."""
+    chain = ingest(session, [LAYER])
+    r = mounted(session, "fuse", "k", chain, """
+        pid = active.servers[0].pid
+        fds = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
+        targets = [os.readlink(f"/proc/{pid}/fd/{n}") for n in fds if n > 2]
+        out(targets)
+    """)
+    assert "/dev/fuse" in r and all(t == "/dev/fuse" or "/layers/" in t for t in r), r
