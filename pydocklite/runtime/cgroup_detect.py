@@ -146,7 +146,8 @@ def _controllers_v2(base: str) -> tuple:
 
 
 def detect(base: Union[str, Sequence[str], None] = None) -> CgroupInfo:
-    """Inspect this host and process. `base`: use these dir(s) instead of looking for one."""
+    """Inspect this host and process. `base`: use these dir(s) instead of looking for one
+    (a list, or one string with ":" between dirs, e.g. from a --cgroup-base flag)."""
     mounts = cgroup_mounts()
     own = own_cgroups()
     uid = os.geteuid()
@@ -166,7 +167,8 @@ def detect(base: Union[str, Sequence[str], None] = None) -> CgroupInfo:
                           bases, tuple(controllers), reason, fix)
 
     if base is not None:
-        dirs = [base] if isinstance(base, str) else list(base)
+        dirs = base.split(os.pathsep) if isinstance(base, str) else list(base)
+        dirs = [d for d in dirs if d]
         dirs = [os.path.realpath(d) for d in dirs]
         bad = [d for d in dirs if not os.path.isdir(d) or not os.access(d, os.W_OK)]
         if bad or not dirs:

@@ -28,12 +28,18 @@ class Write:
 
 @dataclass(frozen=True)
 class NotApplied:
-    """A requested limit that is not enforced, and why. Unpacks as (limit, reason)."""
+    """A requested limit that is not enforced, and why. Behaves as the pair (limit, reason)."""
     limit: str
     reason: str
 
     def __iter__(self):
         return iter((self.limit, self.reason))
+
+    def __getitem__(self, i):
+        return (self.limit, self.reason)[i]
+
+    def __len__(self) -> int:
+        return 2
 
 
 @dataclass(frozen=True)

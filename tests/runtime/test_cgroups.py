@@ -79,8 +79,10 @@ def _spin() -> int:
 
 
 def probe(bases: list) -> dict:
+    bases = [d for b in bases for d in b.split(":")]
     info = cgroups.detect(bases or None)
-    cg = cgroups.create(f"pdl-probe-{os.getpid()}", PROBE_RESOURCES, base=bases or None)
+    cg = cgroups.create(f"pdl-probe-{os.getpid()}", PROBE_RESOURCES,
+                        base=":".join(bases) if bases else None)
     out = {"uid": os.getuid(), "mode": info.mode, "version": info.version,
            "paths": [list(p) for p in cg.paths],
            "not_applied": [list(x) for x in cg.apply()]}
@@ -222,6 +224,8 @@ def test_not_applied_is_frozen():
     n = NotApplied("pids.limit", "why")
     with pytest.raises(Exception):
         n.limit = "x"
+    assert tuple(n) == ("pids.limit", "why") and (n[0], n[1]) == ("pids.limit", "why")
+    assert len(n) == 2
 
 
 def test_parse_mountinfo_and_proc_cgroup(tmp_path):
@@ -322,7 +326,10 @@ def v1_user_bases():
 
 def test_v1_limits_enforced_for_unprivileged_user(v1_user_bases, tmp_path):
     home = make_user_dir(tmp_path / "home")
-    r = python_as_user([str(Path(__file__)), "--probe", *v1_user_bases], home, timeout=120)
+    # half the bases as one ":"-joined string (the form a flag or env var gives)
+    half = len(v1_user_bases) // 2
+    bases = [":".join(v1_user_bases[:half])] + v1_user_bases[half:]
+    r = python_as_user([str(Path(__file__)), "--probe", *bases], home, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     print(out)
