@@ -9,6 +9,7 @@ global headers).  Entries escaping the layer raise UnsafeLayerEntryError naming 
 from __future__ import annotations
 
 import base64
+import math
 import struct
 from types import MappingProxyType
 from typing import Dict, List, Optional
@@ -21,6 +22,7 @@ _Row = tuple  # an IndexEntry as a plain tuple, in IndexEntry field order
 
 _BLOCK = 512
 _ZERO = bytes(_BLOCK)
+_ID_MAX = 0xFFFFFFFF
 _MAX_EXT = 16 << 20  # cap for a PAX header or GNU long name/link payload
 _TYPES = MappingProxyType({b"0": REG, b"\0": REG, b"7": REG, b"1": HARDLINK, b"2": SYMLINK,
                            b"3": CHAR, b"4": BLOCK, b"5": DIR, b"6": FIFO, b"D": DIR})
@@ -81,6 +83,8 @@ class TarIndexer:
                 self.pos += n - i
                 return
             k = min(self._need - len(self._buf), n - i)
+            if k <= 0:  # cannot happen with validated sizes; never spin on a bad state
+                raise self._corrupt("internal parser state error")
             self._buf += mv[i:i + k]
             i += k
             self.pos += k
@@ -109,18 +113,17 @@ class TarIndexer:
     def _corrupt(self, what: str) -> LayerCorruptError:
         return LayerCorruptError(f"layer {self.name}: corrupt tar stream at byte {self.pos}: {what}")
 
-    def _num(self, field: bytes, what: str) -> int:
-        if field[:1] and field[0] & 0x80:
+    def _num(self, field: bytes, what: str, signed: bool = False) -> int:
+        if field[:1] and field[0] & 0x80:            # GNU base-256
             if field[0] == 0x80:
                 return int.from_bytes(field[1:], "big")
-            if field[0] == 0xFF:
+            if field[0] == 0xFF and signed:
                 return int.from_bytes(field, "big", signed=True)
             raise self._corrupt(f"bad base-256 {what} field")
         s = _cstr(field).strip(b" \0")
-        try:
-            return int(s, 8) if s else 0
-        except ValueError:
-            raise self._corrupt(f"bad octal {what} field {field!r}") from None
+        if s.strip(b"01234567"):
+            raise self._corrupt(f"bad octal {what} field {field!r}")
+        return int(s, 8) if s else 0
 
     def _header(self, block: bytes) -> None:
         if block == _ZERO:
@@ -167,13 +170,19 @@ class TarIndexer:
                 size = int(pax["size"])
             uid = int(pax["uid"]) if "uid" in pax else self._num(block[108:116], "uid")
             gid = int(pax["gid"]) if "gid" in pax else self._num(block[116:124], "gid")
-            mtime = float(pax["mtime"]) if "mtime" in pax else float(self._num(block[136:148], "mtime"))
-            major = int(pax["SCHILY.devmajor"]) if "SCHILY.devmajor" in pax else self._num(block[329:337], "devmajor")
-            minor = int(pax["SCHILY.devminor"]) if "SCHILY.devminor" in pax else self._num(block[337:345], "devminor")
+            mtime = (float(pax["mtime"]) if "mtime" in pax
+                     else float(self._num(block[136:148], "mtime", True)))
+            major = minor = 0
+            if tflag in (b"3", b"4"):
+                major = (int(pax["SCHILY.devmajor"]) if "SCHILY.devmajor" in pax
+                         else self._num(block[329:337], "devmajor"))
+                minor = (int(pax["SCHILY.devminor"]) if "SCHILY.devminor" in pax
+                         else self._num(block[337:345], "devminor"))
         except ValueError:
             raise self._corrupt(f"bad numeric PAX value in entry {raw!r}") from None
-        if size < 0 or uid < 0 or gid < 0:
-            raise self._corrupt(f"negative size/uid/gid in entry {raw!r}")
+        if size < 0 or not (0 <= uid <= _ID_MAX and 0 <= gid <= _ID_MAX and 0 <= major <= _ID_MAX
+                            and 0 <= minor <= _ID_MAX) or not math.isfinite(mtime):
+            raise self._corrupt(f"size, uid, gid, device or mtime out of range in entry {raw!r}")
         mode = self._num(block[100:108], "mode") & 0o7777
         if tflag in (b"S", b"M", b"N") or any(k.startswith("GNU.sparse.") for k in pax):
             raise LayerCorruptError(f"layer {self.name}: entry {raw!r} is a GNU sparse/multi-volume "

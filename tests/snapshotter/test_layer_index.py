@@ -376,3 +376,53 @@ def test_libarchive_xattrs_and_pax_overrides():
     assert a.xattrs == (("user.plain", b"p"), ("user.with space", b"value"))
     assert (a.uid, a.gid, a.mtime) == (7, 4_000_000, 1234.5)
     assert idx.get("b").uid == 7 and idx.get("b").xattrs == ()
+
+
+def _fix_checksum(d: bytearray, off: int) -> None:
+    blk = d[off:off + 512]
+    blk[148:156] = b" " * 8
+    d[off + 148:off + 156] = b"%06o\0 " % sum(blk)
+
+
+def test_negative_base256_size_is_corrupt_not_a_hang():
+    d = bytearray(one_entry_tar("f"))
+    # first block is the PAX header: give it a base-256 negative size
+    d[124:136] = b"\xff" + b"0" * 10 + b"\0"
+    _fix_checksum(d, 0)
+    with pytest.raises(LayerCorruptError, match="base-256 size"):
+        index_bytes(bytes(d))
+    d = bytearray(one_entry_tar("f"))
+    d[124:136] = b"-0000000001\0"
+    _fix_checksum(d, 0)
+    with pytest.raises(LayerCorruptError, match="octal size"):
+        index_bytes(bytes(d))
+
+
+def test_fuzzed_headers_raise_only_layer_errors():
+    """Random header damage (with valid checksums) must give LayerCorruptError or
+    UnsafeLayerEntryError - never another exception, a hang, or data past the stream."""
+    rnd = random.Random(1234)
+    bases = []
+    for fmt in (tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        data = python_tar(fmt)
+        tf = tarfile.open(fileobj=io.BytesIO(data))
+        blocks = [o for m in tf.getmembers() for o in range(m.offset, m.offset_data, 512)]
+        bases.append((data, blocks))
+    t = time.monotonic()
+    for _ in range(1500):
+        data, blocks = rnd.choice(bases)
+        d = bytearray(data)
+        off = rnd.choice(blocks)
+        for _ in range(rnd.randint(1, 4)):
+            d[off + rnd.randrange(512)] = rnd.choice((0, 0x20, 0x2E, 0x2F, 0x30, 0x37, 0x80, 0xFF,
+                                                      rnd.randrange(256)))
+        if rnd.random() < 0.8:
+            _fix_checksum(d, off)
+        ix = TarIndexer("fuzz")
+        try:
+            ix.feed(bytes(d))
+            idx = ix.finish()
+        except (LayerCorruptError, UnsafeLayerEntryError):
+            continue
+        assert idx.data_end() <= len(d)
+    assert time.monotonic() - t < 30
