@@ -100,17 +100,13 @@ def fuse_status(missing: List[Missing]) -> str:
 
 
 def network_status(missing: List[Missing]) -> str:
-    for tool in ("pasta", "slirp4netns"):
-        if shutil.which(tool):
-            if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
-                missing.append(Missing("access to /dev/net/tun",
-                                       "private networks have no outbound traffic",
-                                       "sudo chmod 0666 /dev/net/tun"))
-                return f"private, no outbound ({tool} present but /dev/net/tun not usable)"
-            return f"private with outbound traffic via {tool}"
-    missing.append(Missing("pasta or slirp4netns", "private networks have no outbound traffic "
-                           "(--network host works)", "sudo apt-get install passt"))
-    return "private, loopback only (published ports work)"
+    from pydocklite.shim.outbound import outbound_tool
+    tool, why = outbound_tool()
+    if tool:
+        return f"private with outbound traffic via {tool}; published ports forwarded"
+    missing.append(Missing("outbound networking for private networks", why,
+                           "sudo apt-get install passt; sudo chmod 0666 /dev/net/tun"))
+    return "private, loopback only (published ports forwarded; --network host has outbound)"
 
 
 def cgroup_status(missing: List[Missing]) -> dict:
@@ -131,13 +127,9 @@ def cgroup_status(missing: List[Missing]) -> dict:
 
 
 def storage_status(settings) -> dict:
-    try:
-        from snapshotter.snapshots import choose_driver
-    except ImportError:
-        return {"driver": "vfs", "reason": "snapshotter mounts not available"}
+    from snapshotter.overlay import choose_driver
     choice = choose_driver(settings.storage_driver)
-    return {"driver": getattr(choice, "driver", str(choice)),
-            "reason": getattr(choice, "reason", "")}
+    return {"driver": choice.driver, "reason": choice.reason}
 
 
 def collect(settings) -> dict:

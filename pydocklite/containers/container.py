@@ -342,6 +342,8 @@ class ContainerService:
         except Exception:  # noqa: BLE001 - nothing left in the runtime is the usual case
             pass
         rundir = self.settings.runtime_dir / cid[:12]
+        from pydocklite.shim.outbound import stop_by_pid_file
+        stop_by_pid_file(str(rundir / "outbound.pid"))      # the shim may have died
         if rundir.exists():
             import shutil
             shutil.rmtree(rundir, ignore_errors=True)

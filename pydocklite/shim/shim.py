@@ -63,6 +63,7 @@ class Shim:
         self.stdin_w: Optional[int] = None
         self.detached = attach is None
         self.logw = None
+        self.outbound = None         # pasta/slirp4netns serving the private network
 
     # --- state helpers ----------------------------------------------------------------
     def update(self, **changes):
@@ -207,8 +208,12 @@ class Shim:
             self._start_relay(err_r, "stderr")
             if interactive and self.attach is not None:
                 self._start_stdin(self.stdin_w)
-        api.start(self.cid, root=self.runtime_root)
         pid = created.pid
+        if self.cfg.get("HostConfig", {}).get("NetworkMode") == "private":
+            from pydocklite.shim.outbound import start_outbound
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.outbound = start_outbound(pid, log, str(self.run_dir / "outbound.pid"))
+        api.start(self.cid, root=self.runtime_root)
         self.state = self.update(init_pid=pid, init_start_time=process_start_time(pid) or 0,
                                  started_at=now_rfc3339(), exit_code=None, restarting=False,
                                  finished_at="0001-01-01T00:00:00Z", oom_killed=False)
@@ -347,6 +352,9 @@ class Shim:
         except Exception as e:  # noqa: BLE001 - already gone is fine; anything else is logged
             if "does not exist" not in str(e) and "No such" not in str(e):
                 log(f"runtime delete: {e}")
+        if self.outbound is not None:
+            self.outbound.stop()
+            self.outbound = None
         for pid in self.fuse_pids:
             try:
                 os.kill(pid, signal.SIGTERM)

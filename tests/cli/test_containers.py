@@ -46,7 +46,7 @@ def leftovers(home: Path) -> dict:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if str(home) in cmd:
+        if str(home) in cmd or cmd.startswith(("pasta ", "slirp4netns ")):
             procs.append(cmd)
     mounts = [line for line in Path("/proc/mounts").read_text().splitlines()
               if str(home) in line]
@@ -112,7 +112,7 @@ def test_isolation_from_inside(cli, busybox):
               f"cat {' '.join(masked)} | wc -c; "
               "touch /sys/x 2>/dev/null && echo syswritable || echo sysro; "
               "mount -t tmpfs t /mnt 2>/dev/null && echo mounted || echo nomount")
-    r = ok(cli("run", "--rm", busybox, "sh", "-c", script))
+    r = ok(cli("run", "--rm", "--network", "none", busybox, "sh", "-c", script))
     out = r.stdout.split("\n")
     assert out[0] == "pid1=sh"
     assert out[1].split() == ["lo"]
@@ -308,3 +308,14 @@ def test_privileged_host_port_is_a_clear_error(cli, busybox):
         pytest.skip(f"this host lets users bind port 80 (ip_unprivileged_port_start={start})")
     r = cli("run", "-d", "-p", "80:80", busybox, "sleep", "1")
     assert r.returncode == 125 and "ip_unprivileged_port_start" in r.stderr
+
+
+def test_private_network_has_outbound_interface(cli, busybox):
+    import shutil
+    if not shutil.which("pasta") and not shutil.which("slirp4netns"):
+        pytest.skip("neither pasta nor slirp4netns is installed: private networks are "
+                    "loopback only here")
+    r = ok(cli("run", "--rm", busybox, "sh", "-c", "ls /sys/class/net; ip route"))
+    assert "default via" in r.stdout
+    assert len(r.stdout.split("default")[0].split()) >= 2     # lo and the tap device
+    assert leftovers(cli.home) == NOTHING
