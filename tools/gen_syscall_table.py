@@ -26,8 +26,9 @@ AARCH64_WANTS = {"__ARCH_WANT_RENAMEAT", "__ARCH_WANT_NEW_STAT", "__ARCH_WANT_SE
 # number on all architectures (424 and up), so one list serves the three tables.
 NEWER = {"cachestat": 451, "fchmodat2": 452, "futex_wake": 454, "futex_wait": 455,
          "futex_requeue": 456, "statmount": 457, "listmount": 458, "lsm_get_self_attr": 459,
-         "lsm_set_self_attr": 460, "lsm_list_modules": 461, "mseal": 462}
-NEWER_X86_64 = {"map_shadow_stack": 453}
+         "lsm_set_self_attr": 460, "lsm_list_modules": 461, "mseal": 462,
+         "map_shadow_stack": 453}
+NEWER_X86_64: dict = {}
 
 DEFINE = re.compile(r"^#define\s+__NR_(\w+)\s+(\d+)\s*$")
 

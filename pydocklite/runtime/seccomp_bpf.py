@@ -150,7 +150,7 @@ def assemble(items: list) -> bytes:
 
 def seccomp_data(nr: int, arch: int, args=(), ip: int = 0) -> bytes:
     a = list(args) + [0] * (6 - len(args))
-    return struct.pack("<iIQ6Q", nr, arch, ip, *[x & 0xFFFFFFFFFFFFFFFF for x in a[:6]])
+    return struct.pack("<IIQ6Q", nr & 0xFFFFFFFF, arch, ip, *[x & 0xFFFFFFFFFFFFFFFF for x in a[:6]])
 
 
 def run(program: bytes, data: bytes) -> int:

@@ -338,3 +338,56 @@ def test_filter_flags():
     assert seccomp.filter_flags({"flags": ["SECCOMP_FILTER_FLAG_LOG"]}) == 2
     with pytest.raises(seccomp.SeccompError, match="unknown flag"):
         seccomp.filter_flags({"flags": ["X"]})
+
+
+# ---------------------------------------------------------------- cross-check with libseccomp
+
+def _libseccomp():
+    from pydocklite.runtime import seccomp_libseccomp as L
+    if not L.available():
+        pytest.skip("libseccomp is not installed: no cross-check")
+    if seccomp.native_arch() != "x86_64":
+        pytest.skip("the cross-check tables below are for x86_64")
+    return L
+
+
+def test_default_profile_matches_libseccomp():
+    """Same profile, two compilers: every syscall number x a few argument vectors must get the
+    same verdict, on x86_64 and i386 (x32 differs on purpose: we deny it, libseccomp allows)."""
+    import ctypes
+    L = _libseccomp()
+    lib = L._lib()
+    lib.seccomp_syscall_resolve_name_arch.argtypes = [ctypes.c_uint32, ctypes.c_char_p]
+    prof = seccomp.default_profile(kernel="6.1")
+    ours, theirs = seccomp.compile_filter(prof, "x86_64"), L.compile_filter(prof, "x86_64")
+    argsets = [[0], [THREAD_FLAGS], [CLONE_NEWUSER | 17], [8], [0xFFFFFFFF], [1], [40], [2],
+               [0x1_0000_0000]]
+    compared = 0
+    for arch in ("x86_64", "i386"):
+        names = {v: k for k, v in TABLES[arch].items()}
+        for nr in list(range(0, 480)) + [0xFFFFFFFF]:
+            n = names.get(nr)
+            if n and lib.seccomp_syscall_resolve_name_arch(L.ARCH_TOKENS[arch], n.encode()) < 0:
+                continue        # newer than this libseccomp: it can't name it
+            for a in argsets:
+                d = B.seccomp_data(nr, seccomp.AUDIT_ARCH[arch], a)
+                assert B.run(ours, d) == B.run(theirs, d), (arch, nr, n, a)
+                compared += 1
+    assert compared > 7000
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_comparisons_match_libseccomp(op):
+    L = _libseccomp()
+    rnd = random.Random(op + "lib")
+    edges = [0, 1, 0xFFFFFFFF, 0x1_0000_0000, 0x1_0000_0001, 0xFFFFFFFF_FFFFFFFF,
+             0x7FFFFFFF_FFFFFFFF, 0x80000000_00000000]
+    for v in edges + [rnd.getrandbits(64) for _ in range(3)]:
+        prof = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+            {"names": ["read"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 3, "value": v, "valueTwo": v & 0xF0F0F0F0_F0F0F0F0, "op": op}]}]}
+        ours, theirs = seccomp.compile_filter(prof, "x86_64"), L.compile_filter(prof, "x86_64")
+        for a in edges + [v, (v + 1) & seccomp.U64, (v - 1) & seccomp.U64, v ^ (1 << 32)] + \
+                [rnd.getrandbits(64) for _ in range(5)]:
+            d = B.seccomp_data(X86_64["read"], seccomp.AUDIT_ARCH["x86_64"], [0, 0, 0, a])
+            assert B.run(ours, d) == B.run(theirs, d), (op, hex(v), hex(a))
