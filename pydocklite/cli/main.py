@@ -34,8 +34,8 @@ COMMANDS = {
     "info": ("system", "cmd_info", "Display system-wide information"),
     "login": ("login", "cmd_login", "Log in to a registry"),
     "logout": ("login", "cmd_logout", "Log out from a registry"),
-    "mount": ("mount", "cmd_mount", "Mount an image's or container's root filesystem"),
-    "unmount": ("mount", "cmd_unmount", "Unmount a root filesystem mounted with 'mount'"),
+    "mount": ("mount", "cmd_mount", "Mount an image's files read-only on the host"),
+    "unmount": ("mount", "cmd_unmount", "Unmount an image mounted with 'mount'"),
     "runtime": ("runtime", "cmd_runtime", "OCI runtime with runc's verbs (create, start, state, ...)"),
     "version": ("system", "cmd_version", "Show the pydocklite version information"),
 }

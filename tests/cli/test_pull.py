@@ -307,3 +307,47 @@ def test_tls_registry_needs_its_ca(cli, tmp_path, image_cache):
         os.system(f"chown -R {os.environ.get('PDL_TEST_USER', 'pdltest')} "
                   f"{cli.home / '.config'}")
         ok(cli("pull", "-q", ref))
+
+
+def _read_as_user(path: Path) -> subprocess.CompletedProcess:
+    from tests import unpriv
+    return subprocess.run(unpriv.user_cmd(["cat", str(path)]), capture_output=True)
+
+
+def test_pulled_layers_merge_with_overlay_semantics(cli, registry):
+    """mount (podman image mount): the merged view of a pulled multi-layer image, with the
+    deleted file and the opaque directory's old contents gone."""
+    from tests import unpriv
+    ref = registry.ref("multilayer")
+    ok(cli("pull", "-q", ref))
+    target = Path(ok(cli("mount", ref)).stdout.strip())
+    try:
+        exp = images.MULTILAYER_EXPECTED
+        for rel, data in exp["files"].items():
+            r = _read_as_user(target / rel)
+            assert r.returncode == 0 and r.stdout == data, rel
+        for rel in exp["absent"]:
+            r = subprocess.run(unpriv.user_cmd(["stat", str(target / rel)]),
+                               capture_output=True)
+            assert r.returncode != 0, f"{rel} should be gone"
+        for rel, link in exp["symlinks"].items():
+            r = subprocess.run(unpriv.user_cmd(["readlink", str(target / rel)]),
+                               capture_output=True, text=True)
+            assert r.stdout.strip() == link
+        for rel, mode in exp["modes"].items():
+            r = subprocess.run(unpriv.user_cmd(["stat", "-c", "%a", str(target / rel)]),
+                               capture_output=True, text=True)
+            assert int(r.stdout.strip(), 8) == mode
+    finally:
+        ok(cli("unmount", ref))
+    assert str(target) not in Path("/proc/mounts").read_text()
+
+
+def test_platform_variant_content(cli, registry):
+    ref = registry.ref("multiplatform")
+    ok(cli("pull", "-q", "--platform", "linux/arm64", ref))
+    target = Path(ok(cli("mount", ref)).stdout.strip())
+    try:
+        assert _read_as_user(target / "etc" / "pdl-platform").stdout == b"linux/arm64\n"
+    finally:
+        ok(cli("unmount", ref))
