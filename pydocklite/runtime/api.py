@@ -27,7 +27,7 @@ from .record import Record
 
 
 class Created(Record):
-    __slots__ = ("pid", "warnings", "start_fd")     # start_fd: only for run()
+    __slots__ = ("pid", "warnings", "start_fd", "console_master")   # last two: run() only
 
 
 def _root(root):
@@ -66,7 +66,8 @@ def _cgroup_of(facts_cgroup):
 
 
 def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str = None,
-           prepare_rootfs=None, pid_file: str = None, _start_by_pipe: bool = False) -> Created:
+           prepare_rootfs=None, pid_file: str = None, _start_by_pipe: bool = False,
+           _own_console: bool = False) -> Created:
     """Set up container `cid` from `bundle`; its init waits for start(). Returns its pid."""
     from . import idmap, plan, process
     from .hooks import run_hooks
@@ -104,6 +105,8 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              "annotations": spec.annotations, "owner": _owner(), "cgroup": None}
     cgroup = None
+    receiver = None
+    master = None
     try:
         st.write_facts(cdir, facts)
         with open(os.path.join(cdir, "config.json"), "w") as f:
@@ -128,11 +131,19 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
 
         if _start_by_pipe:
             open(os.path.join(cdir, process.INIT_WAIT), "w").close()
+        if _own_console and spec.process.terminal and not console_socket:
+            from .console import ConsoleReceiver
+            receiver = ConsoleReceiver(cdir)
+            console_socket = receiver.path
         pid, child_warnings, start_fd = process.launch(
             the_plan, bundle=bundle, cdir=cdir, rootfs=spec.root.path, stdio=stdio,
             console_socket=console_socket, prepare_rootfs=prepare_rootfs, on_sync=on_sync,
             start_by_pipe=_start_by_pipe)
         warnings.extend(child_warnings)
+        if receiver is not None:
+            master = receiver.receive()
+            receiver.close()
+            receiver = None
         facts["pid"] = pid
         facts["pid_start"] = st.proc_start_time(pid)
         facts["cgroup"] = [list(p) for p in cgroup.paths] if cgroup is not None else None
@@ -146,12 +157,14 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
                 f.write(str(pid))
             os.replace(tmp, pid_file)
     except BaseException:
+        if receiver is not None:
+            receiver.close()
         pid = facts.get("pid")
         if pid:
             _kill_wait(pid)
         _remove_dir(cdir, cgroup)
         raise
-    return Created(pid, warnings, start_fd)
+    return Created(pid, warnings, start_fd, master)
 
 
 def _owner() -> str:
@@ -329,12 +342,15 @@ def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str
 
     detach=True returns 0 once started (the container keeps running, delete it later).
     Signals INT/TERM/HUP/QUIT/USR1/USR2 received meanwhile are forwarded to the init.
+    process.terminal without console_socket: the pty is relayed to our stdin/stdout (runc's
+    foreground mode); with detach it needs a console socket.
     """
     from . import syscalls as sc
     if not detach:
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     created = create(bundle, cid, root, stdio=stdio, console_socket=console_socket,
-                     prepare_rootfs=prepare_rootfs, pid_file=pid_file, _start_by_pipe=True)
+                     prepare_rootfs=prepare_rootfs, pid_file=pid_file, _start_by_pipe=True,
+                     _own_console=not detach)
     if on_warning:
         for w in created.warnings:
             on_warning(w)
@@ -348,6 +364,9 @@ def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str
         _start_by_pipe(cid, _root(root), created.start_fd)
         if detach:
             return 0
+        if created.console_master is not None:
+            from .console import relay
+            relay(created.console_master)
         code = wait_exit(created.pid)
         for sig, h in old.items():
             signal.signal(sig, h)

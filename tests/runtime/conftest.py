@@ -74,6 +74,11 @@ def rt_home():
     user = unpriv.test_user()
     os.chown(home / "run", user.pw_uid, user.pw_gid)
     yield home
+    rt = Runtime(home)
+    if rt.root.is_dir():           # containers a failed test left: kill them, then remove
+        for cid in os.listdir(rt.root):
+            if (rt.root / cid / "state.json").exists():
+                rt("delete", "--force", cid)
     subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)
 
 

@@ -249,16 +249,7 @@ def test_terminal_through_console_socket(rt, make_bundle, cid, rt_home):
         assert p.wait(timeout=30) == 0, p.stderr.read()
         assert rt("start", cid).returncode == 0
         os.write(master, b"tty; stty size; echo done-$((6*7)); exit 3\n")
-        out = b""
-        deadline = time.monotonic() + 20
-        while b"done-42" not in out and time.monotonic() < deadline:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
+        out = _read_until(master, b"done-42", None)
         assert b"/dev/pts/0" in out and b"33 99" in out and b"done-42" in out, out
         assert _wait_status(rt, cid, "stopped")["status"] == "stopped"
         os.close(master)
@@ -411,3 +402,43 @@ sys.exit(code)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["from-the-hook", "2"]
     assert _host_mounts().count("\n") == before.count("\n")
+
+
+def _read_until(fd: int, needle: bytes, proc, timeout: float = 30) -> bytes:
+    import select
+    out = b""
+    deadline = time.monotonic() + timeout
+    while needle not in out and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            if proc is not None and proc.poll() is not None:
+                break
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def test_run_with_terminal_relays_the_pty_in_the_foreground(rt, make_bundle, cid):
+    """`run` of a terminal: true bundle without --console-socket (runc's foreground mode):
+    our stdin/stdout are relayed to the container's pty."""
+    import pty
+    b = make_bundle(["sh", "-c", "tty; read x; echo got-$x; exit 4"],
+                    lambda c: c["process"].update(terminal=True))
+    master, slave = pty.openpty()
+    p = rt.popen("run", "--bundle", b, cid, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    try:
+        out = _read_until(master, b"/dev/pts/0", p)
+        os.write(master, b"relay\n")
+        out += _read_until(master, b"got-relay", p)
+        assert p.wait(timeout=30) == 4, out
+        assert b"got-relay" in out and b"/dev/pts/0" in out, out
+    finally:
+        p.kill()
+        os.close(master)
