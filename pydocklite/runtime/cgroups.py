@@ -24,12 +24,13 @@ from typing import Optional, Sequence, Union
 from .cgroup_detect import (LEAF, USED_V1, CgroupInfo, detect,  # noqa: F401 (public API)
                             hierarchy_of)
 from .cgroup_resources import NotApplied, plan
+from .errors import RuntimeErr
 
 V2_CONTROLLERS = ("memory", "io", "hugetlb", "cpu", "cpuset", "pids")   # domain ones first
 V1_CONTROLLERS = tuple(sorted(USED_V1))
 
 
-class CgroupError(Exception):
+class CgroupError(RuntimeErr):
     """A cgroup could not be created, joined or removed (message names it and the fix)."""
 
 
@@ -268,9 +269,13 @@ def create(name: str, resources: Optional[dict] = None,
     if not info.bases:
         raise CgroupError(f"no cgroup available for container {name}: {info.reason} "
                           f"Fix: {info.fix}")
-    if info.mode == "v2":
-        return _create_v2(name, resources, info.bases[0])
-    return _create_v1(name, resources, info.bases)
+    try:
+        if info.mode == "v2":
+            return _create_v2(name, resources, info.bases[0])
+        return _create_v1(name, resources, info.bases)
+    except OSError as e:
+        raise CgroupError(f"cannot create cgroup {name} under {', '.join(info.bases)}: "
+                          f"{e}") from None
 
 
 def _create_v2(name: str, resources: Optional[dict], base: str) -> Cgroup:

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import seccomp_bpf as B
+from .errors import RuntimeErr
 from .seccomp_default import default_profile  # noqa: F401  (re-exported: the public API)
 from .syscall_table import TABLES
 
 
-class SeccompError(Exception):
+class SeccompError(RuntimeErr):
     """A profile pydocklite cannot compile or a filter the kernel refused (message says which)."""
 
 
