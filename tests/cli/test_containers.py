@@ -319,3 +319,32 @@ def test_private_network_has_outbound_interface(cli, busybox):
     assert "default via" in r.stdout
     assert len(r.stdout.split("default")[0].split()) >= 2     # lo and the tap device
     assert leftovers(cli.home) == NOTHING
+
+
+def test_cp_both_ways_top_stats(cli, busybox):
+    ok(cli("run", "-d", "--name", "box", busybox, "sh", "-c",
+           "mkdir -p /srv/d/e && echo deep > /srv/d/e/f && echo one > /srv/one && "
+           "ln -s /etc/passwd /srv/abs && touch /srv/ready && sleep 300"))
+    deadline = time.time() + 20
+    while cli("exec", "box", "test", "-e", "/srv/ready").returncode != 0:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    out = cli.home / "out"
+    out.mkdir()
+    os.chown(out, unpriv.test_user().pw_uid, unpriv.test_user().pw_gid)
+    ok(cli("cp", "box:/srv/one", str(out / "renamed.txt")))
+    assert (out / "renamed.txt").read_text() == "one\n"
+    ok(cli("cp", "box:/srv/d", str(out)))
+    assert (out / "d" / "e" / "f").read_text() == "deep\n"
+    ok(cli("cp", "box:/srv/abs", str(out)))
+    assert os.readlink(out / "abs") == "/etc/passwd"      # copied as a link, not followed
+    (out / "in.txt").write_text("from host\n")
+    os.chown(out / "in.txt", unpriv.test_user().pw_uid, unpriv.test_user().pw_gid)
+    ok(cli("cp", str(out / "in.txt"), "box:/srv/"))
+    assert ok(cli("exec", "box", "cat", "/srv/in.txt")).stdout == "from host\n"
+    top = ok(cli("top", "box")).stdout.splitlines()
+    assert top[0].split()[:2] == ["UID", "PID"] and "sleep 300" in top[1]
+    stats = ok(cli("stats", "--no-stream")).stdout.splitlines()
+    assert stats[0].startswith("CONTAINER ID") and "box" in stats[1]
+    ok(cli("rm", "-f", "box"))
+    assert leftovers(cli.home) == NOTHING
