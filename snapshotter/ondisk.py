@@ -19,6 +19,7 @@ from snapshotter.errors import StoreError, StoreFullError
 from snapshotter.layout import StoreLayout
 
 LOCK_NAME = re.compile(r"^[A-Za-z0-9._:@+-]{1,200}$")
+INGEST_PREFIXES = ("layer-", "blob-", "removing-")  # what LayerWriter/BlobWriter/remove create
 STALE_AGE = 60.0   # seconds: an unlocked ingest entry younger than this may be just created
 
 
@@ -105,7 +106,9 @@ def lock_path(layout: StoreLayout, name: str) -> Path:
 
 def cleanup_ingest(layout: StoreLayout, min_age: float = STALE_AGE) -> List[str]:
     """Remove what killed writers left under ingest/ (entries whose flock is free and that are
-    older than `min_age` seconds); return the names removed.  Safe to run at any time."""
+    older than `min_age` seconds); return the names removed.  Safe to run at any time.
+    Only the store's own entries (INGEST_PREFIXES) are considered: anything else put under
+    ingest/ by other code is left alone."""
     removed = []
     try:
         names = os.listdir(layout.ingest_dir)
@@ -113,6 +116,8 @@ def cleanup_ingest(layout: StoreLayout, min_age: float = STALE_AGE) -> List[str]
         return removed
     now = time.time()
     for name in names:
+        if not name.startswith(INGEST_PREFIXES):
+            continue
         p = layout.ingest_dir / name
         try:
             fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
