@@ -416,14 +416,15 @@ def test_damaged_index_is_rebuilt_from_the_verified_blob(layout, layer_tar):
 
 def test_cleanup_ingest_spares_live_writers_and_foreign_entries(layout):
     store = LayerStore(layout)
+    live = ContentStore(layout).writer(diff_id(b"payload"))
+    live.write(b"pay")
+    lw = store.ingest(None, TAR, "live layer")                 # (runs a clean-up itself)
     foreign = layout.ingest_dir / "partial-download-of-something"
     foreign.write_bytes(b"not ours")
     stale = layout.ingest_dir / "blob-0123456789abcdef-dead"   # what a killed BlobWriter leaves
     stale.write_bytes(b"half")
-    os.utime(stale, (time.time() - 3600, time.time() - 3600))
-    live = ContentStore(layout).writer(diff_id(b"payload"))
-    live.write(b"pay")
-    lw = store.ingest(None, TAR, "live layer")
+    for p in (foreign, stale):
+        os.utime(p, (time.time() - 3600, time.time() - 3600))
     assert store.cleanup_ingest() == [stale.name]                 # default: only stale ones
     assert sorted(store.cleanup_ingest(min_age=0)) == []          # live ones are locked
     assert len(os.listdir(layout.ingest_dir)) == 3 and foreign.exists()
