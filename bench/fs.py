@@ -220,7 +220,7 @@ def bench_backend(b_big: Backend, b_small: Backend, src: Path, reps: int) -> dic
 
 ANALYSIS = """\
 What the numbers say (kept by hand; the table above is rewritten by every run). Two full
-runs were made, one at load average ~8 and one at ~3 (the table); ratios below are from the
+runs were made, a busy one (load average ~8) and a calmer one (the table); ratios are from the
 calmer one.
 
 - **Warm reads** never reach the server (strace: ~6 requests for a warm 512 MiB read, all
