@@ -426,3 +426,14 @@ def test_fuzzed_headers_raise_only_layer_errors():
             continue
         assert idx.data_end() <= len(d)
     assert time.monotonic() - t < 30
+
+
+def test_non_utf8_names_survive_save_and_load(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT,
+                      encoding="utf-8", errors="surrogateescape") as tf:
+        add(tf, "latin1-\udce9t\udce9", data=b"x")          # b"latin1-\xe9t\xe9" on disk
+    idx = index_bytes(buf.getvalue())
+    idx.save(tmp_path / "index")
+    e = LayerIndex.load(tmp_path / "index").get("latin1-\udce9t\udce9")
+    assert e is not None and os.fsencode(e.path) == b"latin1-\xe9t\xe9"
