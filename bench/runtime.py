@@ -110,7 +110,9 @@ def main(argv: list) -> int:
               file=sys.stderr)
         return 1
     user = pwd.getpwnam(user_name)
-    subprocess.run([PY, "-m", "compileall", "-q", os.path.join(REPO, "pydocklite", "runtime")],
+    # the user can't write __pycache__ in the repo: compile once, as a zipapp build would
+    subprocess.run([PY, "-m", "compileall", "-q", os.path.join(REPO, "pydocklite", "runtime"),
+                    os.path.join(REPO, "pydocklite", "__init__.py")],
                    check=True, stdout=subprocess.DEVNULL)
     base = tempfile.mkdtemp(prefix="pdl-bench-rt-")
     os.chmod(base, 0o755)

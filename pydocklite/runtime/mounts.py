@@ -109,6 +109,14 @@ def _do_mount(rootfs: str, bundle: str, step, warn) -> None:
         sc.mount(src, target, None, step.flags | sc.MS_BIND)
         if step.remount_flags:
             remount_bind(target, step.remount_flags & ~(sc.MS_BIND | sc.MS_REMOUNT))
+    elif step.fstype in ("cgroup", "cgroup2"):
+        target = ensure_target(rootfs, step.dest, True)
+        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):     # pure cgroup v2 host
+            sc.mount("cgroup2", target, "cgroup2", step.flags)
+        else:
+            # v1/hybrid: mounting hierarchies is runc's long dance; show the host's tree
+            sc.mount("/sys/fs/cgroup", target, None, sc.MS_BIND | sc.MS_REC)
+            remount_bind(target, step.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT))
     else:
         target = ensure_target(rootfs, step.dest, True)
         try:
