@@ -337,8 +337,19 @@ def _rmtree(path: Path) -> None:
                 pass
     try:
         shutil.rmtree(path)
+        return
     except OSError as exc:
-        raise SnapshotterError(
-            f"cannot delete snapshot dir {path}: {exc.strerror or exc} ({exc.filename}); its "
-            f"files belong to a user namespace's ids: remove it from inside that namespace "
-            f"(as the container's shim does)") from None
+        first = exc
+    # files of other ids of the user namespace (subuids): delete them from a namespace with
+    # the same mapping, as `podman unshare rm -rf` would
+    unshare = shutil.which("unshare")
+    if unshare and os.geteuid() != 0:
+        import subprocess
+        subprocess.run([unshare, "--map-auto", "--map-root-user", "rm", "-rf", "--", str(path)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not path.exists():
+            return
+    raise SnapshotterError(
+        f"cannot delete snapshot dir {path}: {first.strerror or first} ({first.filename}); its "
+        f"files belong to a user namespace's ids and `unshare --map-auto` could not help: "
+        f"remove it from inside that namespace") from None

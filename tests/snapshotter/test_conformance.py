@@ -236,6 +236,12 @@ def test_remove_leaves_nothing(session, driver):
     r = mounted(session, driver, "k1", chain, """
         from snapshotter.errors import MountError
         (Path(MNT) / "f").write_text("x")
+        # something only the namespace's uid 1000 (a subuid on the host) may delete
+        os.makedirs(Path(MNT) / "home/u/private/deep")
+        (Path(MNT) / "home/u/private/deep/x").write_text("x")
+        os.chown(Path(MNT) / "home/u/private/deep", 1000, 1000)
+        os.chown(Path(MNT) / "home/u/private", 1000, 1000)
+        os.chmod(Path(MNT) / "home/u/private/deep", 0o500)
         snap2 = Snapshotter(StoreLayout(Path(STORE)), driver={driver!r})
         try:
             snap2.remove("k1")
@@ -246,11 +252,13 @@ def test_remove_leaves_nothing(session, driver):
     """.replace("{driver!r}", repr(driver)))
     assert os.path.isdir(r["dir"])
     assert r["refused"]   # refused while mounted
-    session.py("""
+    # removed from the host, outside any user namespace (the CLI's `rm` after the shim left)
+    left = session.py("""
         snap = Snapshotter(StoreLayout(Path(STORE)))
         snap.remove("k1")
         out([s.key for s in snap.walk()])
-    """)
+    """, userns=False)
+    assert left == []
     assert not os.path.exists(r["dir"])
     with open("/proc/self/mountinfo") as f:
         assert str(session.base) not in f.read()
