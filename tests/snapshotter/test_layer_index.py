@@ -437,3 +437,12 @@ def test_non_utf8_names_survive_save_and_load(tmp_path):
     idx.save(tmp_path / "index")
     e = LayerIndex.load(tmp_path / "index").get("latin1-\udce9t\udce9")
     assert e is not None and os.fsencode(e.path) == b"latin1-\xe9t\xe9"
+
+
+def test_bare_slash_entry_is_the_root():
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        add(tf, "/", tarfile.DIRTYPE, mode=0o700)
+        add(tf, "f", data=b"x")
+    idx = index_bytes(buf.getvalue())
+    assert idx.paths() == ["", "f"] and idx.get("").mode == 0o700
