@@ -411,10 +411,8 @@ def exec_process(cid: str, args, root: str = None, env=None, cwd: str = None, ui
     """Run args in running container cid (its namespaces, user, capabilities); exit code."""
     from .exec import exec_in
     root = _root(root)
-    if tty:
-        raise RuntimeErr("exec --tty is not supported yet: run without -t")
     spec = _saved_spec(st.container_dir(root, cid))
     if spec is None:
         st.load(root, cid)
         raise RuntimeErr(f"container {cid!r}: its saved config.json is unreadable")
-    return exec_in(root, cid, spec, args, env, cwd, uid, gid, stdio)
+    return exec_in(root, cid, spec, args, env, cwd, uid, gid, stdio, tty)

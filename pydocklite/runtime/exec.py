@@ -25,10 +25,21 @@ def _process_plan(spec, args, env, cwd, uid, gid):
 
 
 def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=None,
-            stdio=None) -> int:
-    """Run args inside container cid; returns its exit code (128+N if killed by signal N)."""
+            stdio=None, tty: bool = False) -> int:
+    """Run args inside container cid; returns its exit code (128+N if killed by signal N).
+
+    tty: the process gets a new pty of the container's devpts as its controlling terminal;
+    we relay our stdin/stdout to it (runc exec -t)."""
     from . import security
     from .process import _exec
+    pair = None
+    if tty:
+        import array  # noqa: F401  (imports must happen before setns into the mount ns)
+        import fcntl  # noqa: F401
+        import socket
+        import termios  # noqa: F401
+        from .console import relay
+        pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     s = st.load(root, cid)
     if s.status != "running" and s.status != "created":
         raise StateError(f"container {cid!r} is {s.status}: exec needs a running container")
@@ -58,6 +69,8 @@ def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=N
             if inner == 0:
                 try:
                     os.chdir("/")
+                    if pair is not None:
+                        _take_new_pty(pair[1])
                     security.apply_credentials(proc, lambda m: None, ctx)
                     os.chdir(proc.cwd)
                     security.apply_final(proc, lambda m: None, ctx)
@@ -75,4 +88,43 @@ def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=N
     for _, fd in fds:
         os.close(fd)
     from .api import wait_exit
+    if pair is not None:
+        pair[1].close()
+        master = _receive_fd(pair[0])
+        pair[0].close()
+        if master is not None:
+            relay(master)
     return wait_exit(pid)
+
+
+def _take_new_pty(sock) -> None:
+    """In the exec'd child: open a pty (the container's /dev/ptmx), send the master to the
+    parent, make the slave our controlling terminal and stdio."""
+    import array
+    import fcntl
+    import socket
+    import termios
+    master, slave = os.openpty()
+    sock.sendmsg([b"t"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))])
+    sock.close()
+    os.close(master)
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def _receive_fd(sock):
+    import array
+    import socket
+    fds = array.array("i")
+    try:
+        _msg, anc, _f, _a = sock.recvmsg(1, socket.CMSG_LEN(fds.itemsize))
+    except OSError:
+        return None
+    for level, typ, data in anc:
+        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+            fds.frombytes(data[:fds.itemsize])
+    return fds[0] if fds else None

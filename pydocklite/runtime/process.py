@@ -56,7 +56,13 @@ def _intermediate(plan, cfg: dict, w: int, r: int) -> None:
         sc.setns(fd, sc.CLONE_NEWUSER)
         os.close(fd)
     elif userns is not None:
-        sc.unshare(sc.CLONE_NEWUSER)
+        try:
+            sc.unshare(sc.CLONE_NEWUSER)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot create a user namespace ({e.strerror}): they are "
+                          "disabled or restricted on this host; check the sysctls "
+                          "user.max_user_namespaces (> 0), kernel.unprivileged_userns_clone (1) "
+                          "and kernel.apparmor_restrict_unprivileged_userns (0)") from None
     _send(w, {"t": "sync"})
     if os.read(r, 1) != b"g":
         os._exit(1)

@@ -442,3 +442,26 @@ def test_run_with_terminal_relays_the_pty_in_the_foreground(rt, make_bundle, cid
     finally:
         p.kill()
         os.close(master)
+
+
+def test_exec_with_tty(rt, make_bundle, cid):
+    import pty
+    b = make_bundle(["sleep", "100"])
+    assert rt("create", "--bundle", b, cid).returncode == 0
+    try:
+        assert rt("start", cid).returncode == 0
+        master, slave = pty.openpty()
+        p = rt.popen("exec", "-t", cid, "sh", "-c", "tty; read x; echo exec-$x; exit 6",
+                     stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        try:
+            out = _read_until(master, b"/dev/pts/", p)
+            os.write(master, b"tty-ok\n")
+            out += _read_until(master, b"exec-tty-ok", p)
+            assert p.wait(timeout=30) == 6, out
+            assert b"/dev/pts/" in out and b"exec-tty-ok" in out, out
+        finally:
+            p.kill()
+            os.close(master)
+    finally:
+        rt("delete", "--force", cid)
