@@ -51,7 +51,8 @@ _IMPLIED_DIR = (DIR, stat.S_IFDIR | 0o755, 0, 0, 0, 0.0, "", 0, (), -1, 0)
 class Inode:
     """One file of the merged lower tree (shared by all hardlinked names)."""
 
-    __slots__ = ("type", "mode", "uid", "gid", "size", "mtime", "linkname", "rdev", "xattrs",
+    __slots__ = ("attrs", "type", "mode", "uid", "gid", "size", "mtime", "linkname", "rdev",
+                 "xattrs",
                  "layer", "offset", "ino", "nlink")
 
     def __init__(self, node: tuple, nlink: int) -> None:
@@ -59,6 +60,7 @@ class Inode:
          self.rdev, xattrs, self.layer, self.offset, self.ino) = node
         self.xattrs = dict(xattrs)
         self.nlink = nlink
+        self.attrs = None   # stat tuple, filled in by the union view on first use
 
     @property
     def is_dir(self) -> bool:

@@ -19,6 +19,8 @@ from .upper import (INTERNAL_XATTR_PREFIXES, TEMP_PREFIX, UpperDir, dirent_is_wh
                     is_whiteout, parent_of)
 
 LOWER_FH_BASE = 1 << 40
+STAT_FIELDS = ("st_mode", "st_ino", "st_nlink", "st_uid", "st_gid", "st_size", "st_rdev",
+               "st_blksize", "st_blocks", "st_atime", "st_mtime", "st_ctime")
 
 
 def _enoent(rel: str) -> OSError:
@@ -78,31 +80,34 @@ class Union:
             raise _enoent(rel)
         return "lower", node
 
-    def getattr(self, rel: str) -> dict:
+    def stat_tuple(self, rel: str) -> tuple:
+        """(mode, ino, nlink, uid, gid, size, rdev, blksize, blocks, atime_ns, mtime_ns,
+        ctime_ns) — see STAT_FIELDS; a lower node's tuple is computed once."""
         kind, obj = self.resolve(rel)
         if kind == "lower":
-            n = obj
-            t = int(n.mtime * 1e9)
-            return {"st_mode": n.mode, "st_ino": n.ino, "st_nlink": n.nlink, "st_uid": n.uid,
-                    "st_gid": n.gid, "st_size": n.size, "st_rdev": n.rdev,
-                    "st_atime": t, "st_mtime": t, "st_ctime": t,
-                    "st_blocks": (n.size + 511) // 512, "st_blksize": 4096}
+            t = obj.attrs
+            if t is None:
+                ns = int(obj.mtime * 1e9)
+                t = obj.attrs = (obj.mode, obj.ino, obj.nlink, obj.uid, obj.gid, obj.size,
+                                 obj.rdev, 4096, (obj.size + 511) // 512, ns, ns, ns)
+            return t
         st = obj
-        attrs = {"st_mode": st.st_mode, "st_ino": st.st_ino, "st_nlink": st.st_nlink,
-                 "st_uid": st.st_uid, "st_gid": st.st_gid, "st_size": st.st_size,
-                 "st_rdev": st.st_rdev, "st_atime": st.st_atime_ns, "st_mtime": st.st_mtime_ns,
-                 "st_ctime": st.st_ctime_ns, "st_blocks": st.st_blocks,
-                 "st_blksize": st.st_blksize}
+        mode, uid, gid, rdev, size, nlink = (st.st_mode, st.st_uid, st.st_gid, st.st_rdev,
+                                             st.st_size, st.st_nlink)
         ov = self.upper.override(rel)
         if ov is not None:
-            attrs["st_uid"], attrs["st_gid"], attrs["st_mode"], attrs["st_rdev"] = ov
-            if stat.S_ISCHR(ov[2]) or stat.S_ISBLK(ov[2]):
-                attrs["st_size"] = 0
+            uid, gid, mode, rdev = ov
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                size = 0
         if stat.S_ISDIR(st.st_mode) and rel not in self.upper.opaque:
             low = self.lower(rel)
             if low is not None and low.type == DIR:
-                attrs["st_nlink"] = 1   # merged dir: count unknown (as overlayfs says)
-        return attrs
+                nlink = 1   # merged dir: count unknown (as overlayfs says)
+        return (mode, st.st_ino, nlink, uid, gid, size, rdev, st.st_blksize, st.st_blocks,
+                st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns)
+
+    def getattr(self, rel: str) -> dict:
+        return dict(zip(STAT_FIELDS, self.stat_tuple(rel)))
 
     def readdir(self, rel: str) -> List[str]:
         kind, obj = self.resolve(rel)
