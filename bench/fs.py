@@ -231,8 +231,12 @@ calmer one.
   user namespace (not rootless). Cold reads (Python serving 128 KiB slices of the mmap'd
   blob): 0.6x fuse-overlayfs with the `fuse` driver, 0.25x through overlayfs (`overlay`).
 - **Cold find+stat over 20k files**: `fuse` 1.27x and `overlay` 1.85x the time of
-  fuse-overlayfs: **target not met** (every LOOKUP is a Python call; ~40 us each when calm,
-  100-200 us under load). In the loaded run `overlay` happened to beat fuse-overlayfs.
+  fuse-overlayfs: **target not met**. The floor is the binding, not pydocklite's code: a
+  trivial fusepy filesystem answering constant attributes for the same 20k names takes the
+  same ~0.9 s cold (fusepy + libfuse2's high-level API: one kernel LOOKUP round trip into
+  Python per name). Beating fuse-overlayfs needs libfuse3's low-level API with READDIRPLUS
+  (attributes delivered with the directory listing), which fusepy/mfusepy don't expose.
+  In the loaded run `overlay` happened to beat fuse-overlayfs.
 - **Warm find+stat**: `fuse` ~ fuse-overlayfs while the walk fits in the writable mount's
   1 s attribute timeout (libfuse's high-level API gives each hardlink name its own kernel
   inode, so longer would leave stale link counts); `overlay` keeps 1-day timeouts.
