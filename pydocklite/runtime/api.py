@@ -138,7 +138,9 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
         pid, child_warnings, start_fd = process.launch(
             the_plan, bundle=bundle, cdir=cdir, rootfs=spec.root.path, stdio=stdio,
             console_socket=console_socket, prepare_rootfs=prepare_rootfs, on_sync=on_sync,
-            start_by_pipe=_start_by_pipe)
+            start_by_pipe=_start_by_pipe, hooks=spec.hooks,
+            state={"ociVersion": st.OCI_VERSION, "id": cid, "bundle": bundle,
+                   "annotations": spec.annotations})
         warnings.extend(child_warnings)
         if receiver is not None:
             master = receiver.receive()

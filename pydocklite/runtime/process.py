@@ -168,7 +168,17 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
         console = _setup_console(cfg["console_socket"], keep)
     for fd in keep:
         os.close(fd)
-    mounts.run_rootfs_steps(plan.rootfs_steps, cfg["bundle"], warn)
+    hooks = cfg.get("hooks")
+    state = None
+    if hooks is not None and (hooks.create_container or hooks.start_container):
+        state = dict(cfg["state"], pid=int(os.readlink("/proc/self")), status="creating")
+    if state is not None and hooks.create_container:
+        steps = plan.rootfs_steps
+        mounts.run_rootfs_steps(steps[:-1], cfg["bundle"], warn)     # all but pivot_root
+        _run_hooks_here(hooks.create_container, state, "createContainer")
+        mounts.run_rootfs_steps(steps[-1:], cfg["bundle"], warn)
+    else:
+        mounts.run_rootfs_steps(plan.rootfs_steps, cfg["bundle"], warn)
     mounts.run_container_steps(plan.container_steps, warn)
     if console is not None:
         _attach_terminal(console, proc.console_size)
@@ -192,15 +202,42 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
         if os.read(r, 1) != b"s":
             os._exit(0)             # the parent gave up: never run the process
         os.close(r)
-        security.apply_final(proc, final_warn, ctx)
     else:
         conn, _ = start.accept()
         conn.recv(1)
-        security.apply_final(proc, final_warn, ctx)
+    if state is not None and hooks.start_container:
+        _run_hooks_here(hooks.start_container, dict(state, status="created"), "startContainer")
+    security.apply_final(proc, final_warn, ctx)
+    if not by_pipe:
         conn.send(b"k")
         conn.close()
         start.close()
     _exec(proc)
+
+
+def _run_hooks_here(hooks, state: dict, phase: str) -> None:
+    """Run OCI hooks from inside the container's namespaces (os only: after pivot_root the
+    host's Python library is gone). The state JSON goes to each hook's stdin."""
+    data = json.dumps(state).encode()
+    for h in hooks:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.dup2(r, 0)
+                env = dict(e.split("=", 1) for e in h.env if "=" in e)
+                os.execve(h.path, list(h.args) or [h.path], env)
+            finally:
+                os._exit(127)
+        os.close(r)
+        try:
+            os.write(w, data)
+        except BrokenPipeError:
+            pass
+        os.close(w)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        if code != 0:
+            raise OSError(f"{phase} hook {h.path} failed with exit {code}")
 
 
 def _child_main(fn, plan, cfg: dict, w: int, r: int) -> None:
@@ -223,11 +260,14 @@ def _child_main(fn, plan, cfg: dict, w: int, r: int) -> None:
 
 
 def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_socket=None,
-           prepare_rootfs=None, on_sync=None, start_by_pipe: bool = False) -> tuple:
+           prepare_rootfs=None, on_sync=None, start_by_pipe: bool = False, hooks=None,
+           state: dict = None) -> tuple:
     """Fork the container; returns (init pid, warnings, start_fd) once the init waits.
 
     The init waits on ROOT/<id>/init.sock for `start` (start_fd None), or with
     start_by_pipe, for a byte b"s" on start_fd (one-shot run: no socket to set up).
+    hooks/state: the spec's Hooks and the OCI state base, for the createContainer and
+    startContainer hooks, which run inside the container's namespaces.
 
     on_sync(intermediate_pid): called in the parent when the child's user namespace exists
     (write id maps, join cgroups). Raises SetupError with the child's message on failure.
@@ -236,7 +276,8 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
         raise SetupError("process.terminal is true: pass --console-socket (a unix socket "
                          "that receives the pty master), or set terminal to false")
     cfg = {"bundle": bundle, "cdir": cdir, "rootfs": rootfs, "console_socket": console_socket,
-           "prepare_rootfs": prepare_rootfs, "start_by_pipe": start_by_pipe}
+           "prepare_rootfs": prepare_rootfs, "start_by_pipe": start_by_pipe, "hooks": hooks,
+           "state": state}
     r_up, w_up = os.pipe()
     r_down, w_down = os.pipe()
     sys.stdout.flush()
