@@ -8,6 +8,9 @@
     exec_process(cid, args, root=None, env=None, cwd=None, stdio=None) -> exit code
     list_containers(root=None) -> [dict] ; processes(cid, root=None) -> [pid]
 
+    become_subreaper()  # call before create() to reap the init and get its exit status
+                        # (os.waitpid(pid) / wait_exit(pid)): its first parent exits at once
+
 `prepare_rootfs(rootfs_path)` runs in a child that is already inside the container's new user
 and mount namespaces (ids mapped), before any mount, pivot_root or the pid namespace: the place
 to mount a FUSE rootfs. Anything it forks outlives the child (it is not the container's pid 1).
@@ -175,6 +178,13 @@ def _owner() -> str:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         return str(os.geteuid())
+
+
+def become_subreaper() -> None:
+    """Make this process the reaper of orphaned descendants (PR_SET_CHILD_SUBREAPER): the
+    container init, whose own parent exits during create(), then becomes our child."""
+    from . import syscalls as sc
+    sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
 
 
 def _kill_wait(pid: int, timeout: float = 5.0) -> None:
@@ -347,9 +357,8 @@ def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str
     process.terminal without console_socket: the pty is relayed to our stdin/stdout (runc's
     foreground mode); with detach it needs a console socket.
     """
-    from . import syscalls as sc
     if not detach:
-        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+        become_subreaper()
     created = create(bundle, cid, root, stdio=stdio, console_socket=console_socket,
                      prepare_rootfs=prepare_rootfs, pid_file=pid_file, _start_by_pipe=True,
                      _own_console=not detach)

@@ -192,13 +192,13 @@ def _cmd(verb: str, opts: dict, pos: list, root: str) -> int:
 def main(argv: list) -> int:
     """Entry point: `pydocklite runtime ARGV...`; returns the exit code."""
     opts, pos = _parse(list(argv))
+    if opts.get("--version") or opts.get("-v"):
+        print("pydocklite runtime 0.1.0 (OCI runtime-spec 1.0.2)")
+        return 0
     if opts.get("--help") or opts.get("-h") or not pos:
         sys.stdout.write(USAGE) if pos or opts.get("--help") or opts.get("-h") \
             else sys.stderr.write(USAGE)
         return 0 if (opts.get("--help") or opts.get("-h")) else 1
-    if opts.get("--version") or opts.get("-v"):
-        print("pydocklite runtime 0.1.0 (OCI runtime-spec 1.0.2)")
-        return 0
     verb, rest = pos[0], pos[1:]
     from .errors import RuntimeErr
     from .state import default_root

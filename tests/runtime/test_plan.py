@@ -271,3 +271,37 @@ def test_spec_template_is_valid_and_rootless_has_user_ns():
     spec = parse_spec(raw)
     assert any(n.type == "user" for n in spec.linux.namespaces)
     assert spec.linux.uid_mappings and spec.linux.uid_mappings[0].container_id == 0
+
+
+def test_single_id_fallback_and_told_once(monkeypatch, tmp_path):
+    from pydocklite.runtime import idmap
+    from pydocklite.runtime.runc_cli import _single_id_warning_once
+    monkeypatch.setattr(idmap, "read_subids", lambda path, uid: [])
+    u, g, warn = idmap.default_mappings(1001, 1001)
+    assert u == (IdMapping(0, 1001, 1),) and g == (IdMapping(0, 1001, 1),)
+    assert warn == idmap.SINGLE_ID_WARNING and "/etc/subuid" in warn
+    first = _single_id_warning_once(str(tmp_path), [warn, "other"])
+    second = _single_id_warning_once(str(tmp_path), [warn, "other"])
+    assert first == [warn, "other"] and second == ["other"]
+
+
+def test_full_map_when_range_and_helpers(monkeypatch):
+    from pydocklite.runtime import idmap
+    monkeypatch.setattr(idmap, "read_subids", lambda path, uid: [(200000, 65536)])
+    monkeypatch.setattr(idmap, "helpers_available", lambda: True)
+    u, g, warn = idmap.default_mappings(1001, 1002)
+    assert warn is None
+    assert u == (IdMapping(0, 1001, 1), IdMapping(1, 200000, 65536))
+    assert g == (IdMapping(0, 1002, 1), IdMapping(1, 200000, 65536))
+
+
+def test_check_owned_rejects_foreign_ids(monkeypatch):
+    from pydocklite.runtime import idmap
+    from pydocklite.runtime.errors import IdMapError
+    monkeypatch.setattr(idmap, "read_subids", lambda path, uid: [(100000, 65536)])
+    monkeypatch.setattr(idmap.os, "geteuid", lambda: 1001)
+    idmap.check_owned((IdMapping(0, 1001, 1), IdMapping(1, 100000, 65536)), 1001,
+                      "/etc/subuid", "uid")
+    with pytest.raises(IdMapError, match="don't own"):
+        idmap.check_owned((IdMapping(0, 1001, 1), IdMapping(1, 99999, 2)), 1001,
+                          "/etc/subuid", "uid")
