@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,7 +347,7 @@ def _read_ready(fd: int, timeout: float) -> str:
     buf = b""
     deadline = time.monotonic() + timeout
     try:
-        while b"\n" not in buf:
+        while True:   # until EOF: the server closes its end right after "ok"
             left = deadline - time.monotonic()
             if left <= 0:
                 return "timed out waiting for the mount"
