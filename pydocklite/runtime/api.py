@@ -21,7 +21,6 @@ printed: the caller shows them.
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 from . import state as st
@@ -75,12 +74,11 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
     from . import idmap, plan, process
     from .hooks import run_hooks
     from .spec import load_spec
-    import json
 
     root = _root(root)
     cdir = st.container_dir(root, cid)
     bundle = os.path.abspath(bundle)
-    spec, raw = load_spec(bundle)
+    spec, _raw = load_spec(bundle)
     warnings = []
     default_maps = None
     if any(n.type == "user" and not n.path for n in spec.linux.namespaces) and \
@@ -112,8 +110,9 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
     master = None
     try:
         st.write_facts(cdir, facts)
-        with open(os.path.join(cdir, "config.json"), "w") as f:
-            json.dump(raw, f)
+        with open(os.path.join(bundle, "config.json"), "rb") as src, \
+                open(os.path.join(cdir, "config.json"), "wb") as f:
+            f.write(src.read())      # the spec as given: hooks, exec and delete read it
 
         def on_sync(child_pid: int) -> None:
             nonlocal cgroup
@@ -189,7 +188,7 @@ def become_subreaper() -> None:
 
 def _kill_wait(pid: int, timeout: float = 5.0) -> None:
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, 9)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
@@ -247,11 +246,11 @@ def start(cid: str, root: str = None) -> None:
 
 
 def _saved_spec(cdir: str):
-    import json
+    from . import minijson
     from .spec import parse_spec
     try:
-        with open(os.path.join(cdir, "config.json")) as f:
-            return parse_spec(json.load(f))
+        with open(os.path.join(cdir, "config.json"), "rb") as f:
+            return parse_spec(minijson.loads(f.read()))
     except (OSError, ValueError, RuntimeErr):
         return None
 
@@ -294,7 +293,7 @@ def processes(cid: str, root: str = None) -> list:
     return pids
 
 
-def kill(cid: str, sig: int = signal.SIGTERM, root: str = None,
+def kill(cid: str, sig: int = 15, root: str = None,
          all_processes: bool = False) -> None:
     s = st.load(_root(root), cid)
     if s.status not in ("created", "running"):
@@ -366,12 +365,14 @@ def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str
         for w in created.warnings:
             on_warning(w)
     try:
-        forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                     signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+        # _signal: the C module under `signal`, whose IntEnums cost ms to import
+        import _signal
+        forwarded = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT,
+                     _signal.SIGUSR1, _signal.SIGUSR2, _signal.SIGWINCH)
         old = {}
         if not detach:
             for sig in forwarded:
-                old[sig] = signal.signal(sig, lambda n, f: _forward(created.pid, n))
+                old[sig] = _signal.signal(sig, lambda n, f: _forward(created.pid, n))
         _start_by_pipe(cid, _root(root), created.start_fd)
         if detach:
             return 0
@@ -380,7 +381,7 @@ def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str
             relay(created.console_master)
         code = wait_exit(created.pid)
         for sig, h in old.items():
-            signal.signal(sig, h)
+            _signal.signal(sig, h)
     except BaseException:
         try:
             delete(cid, root, force=True)

@@ -1,7 +1,7 @@
 """OCI hooks: run each hook with the container's state JSON on its stdin."""
 from __future__ import annotations
 
-import json
+from . import minijson
 
 from .errors import RuntimeErr
 
@@ -15,7 +15,7 @@ def run_hooks(hooks, state: dict, phase: str) -> None:
     if not hooks:
         return
     import subprocess
-    data = json.dumps(state).encode()
+    data = minijson.dumps(state).encode()
     for h in hooks:
         env = dict(e.split("=", 1) for e in h.env if "=" in e)
         args = list(h.args) or [h.path]

@@ -12,10 +12,10 @@ Nothing a child raises reaches P's code: every child ends in os._exit.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
+from . import minijson
 from . import mounts
 from . import security
 from . import syscalls as sc
@@ -26,7 +26,7 @@ INIT_WAIT = "init.wait"     # marker while an init started by pipe (run) waits
 
 
 def _send(w: int, msg: dict) -> None:
-    os.write(w, (json.dumps(msg) + "\n").encode())
+    os.write(w, (minijson.dumps(msg) + "\n").encode())
 
 
 def _unix_path(dirpath: str, name: str, keep: list) -> str:
@@ -218,7 +218,7 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
 def _run_hooks_here(hooks, state: dict, phase: str) -> None:
     """Run OCI hooks from inside the container's namespaces (os only: after pivot_root the
     host's Python library is gone). The state JSON goes to each hook's stdin."""
-    data = json.dumps(state).encode()
+    data = minijson.dumps(state).encode()
     for h in hooks:
         r, w = os.pipe()
         pid = os.fork()
@@ -300,7 +300,7 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
     with os.fdopen(r_up, "rb") as up:
         try:
             for line in up:
-                msg = json.loads(line)
+                msg = minijson.loads(line)
                 t = msg["t"]
                 if t == "sync":
                     try:

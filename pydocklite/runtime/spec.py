@@ -11,9 +11,9 @@ cgroups.py / seccomp.py, which own their schema.
 """
 from __future__ import annotations
 
-import json
 import os
 
+from . import minijson
 from .errors import SpecError
 from .record import Record
 
@@ -259,7 +259,7 @@ def load_spec(bundle: str) -> tuple:
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            raw = json.loads(f.read())
+            raw = minijson.loads(f.read())
     except FileNotFoundError:
         raise SpecError(f"bundle {bundle}: no config.json (run 'pydocklite runtime spec' "
                         f"there to write one)") from None

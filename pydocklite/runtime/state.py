@@ -10,15 +10,15 @@ can't make a dead container look alive.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 
+from . import minijson
 from .errors import ContainerNotFound, RuntimeErr
 from .record import Record
 
 OCI_VERSION = "1.0.2"
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+_ID_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_ID_CHARS = _ID_FIRST | frozenset("_.+-")
 
 
 class ContainerState(Record):
@@ -36,7 +36,7 @@ def default_root() -> str:
 
 
 def check_id(cid: str) -> None:
-    if not _ID_RE.match(cid or ""):
+    if not cid or len(cid) > 128 or cid[0] not in _ID_FIRST or not set(cid) <= _ID_CHARS:
         raise RuntimeErr(f"invalid container id {cid!r}: use letters, digits and _ . + - "
                          f"(at most 128, not starting with a symbol)")
 
@@ -62,7 +62,7 @@ def proc_start_time(pid: int):
 def write_facts(cdir: str, facts: dict) -> None:
     tmp = os.path.join(cdir, "state.json.tmp")
     with open(tmp, "w") as f:
-        json.dump(facts, f)
+        f.write(minijson.dumps(facts))
     os.replace(tmp, os.path.join(cdir, "state.json"))
 
 
@@ -70,7 +70,7 @@ def read_facts(root: str, cid: str) -> dict:
     cdir = container_dir(root, cid)
     try:
         with open(os.path.join(cdir, "state.json")) as f:
-            return json.load(f)
+            return minijson.loads(f.read())
     except FileNotFoundError:
         raise ContainerNotFound(f"container {cid!r} does not exist (no state in {root})") \
             from None

@@ -305,3 +305,29 @@ def test_check_owned_rejects_foreign_ids(monkeypatch):
     with pytest.raises(IdMapError, match="don't own"):
         idmap.check_owned((IdMapping(0, 1001, 1), IdMapping(1, 99999, 2)), 1001,
                           "/etc/subuid", "uid")
+
+
+@pytest.mark.parametrize("doc", [
+    {"a": [1, -2, 3.5, 1e100, "x\u00e9\n\"\\", True, False, None, {}, []], "b": {"c": "d"}},
+    [], "just a string", 0, {"nested": [[[{"k": "v"}]]]},
+])
+def test_minijson_round_trips_like_json(doc):
+    import json
+    from pydocklite.runtime import minijson
+    text = minijson.dumps(doc)
+    assert text == json.dumps(doc)
+    assert minijson.loads(text) == doc
+    assert minijson.loads(" \n" + json.dumps(doc, indent=2) + "\n ") == doc
+    assert minijson.loads(("\ufeff" + text).encode()) == doc
+
+
+def test_minijson_errors_are_jsons():
+    import json
+    from pydocklite.runtime import minijson
+    for bad in ('{"a": }', '{"a": 1} x', "", "[1,]"):
+        with pytest.raises(json.JSONDecodeError):
+            minijson.loads(bad)
+    with pytest.raises(TypeError):
+        minijson.dumps({1: 2})
+    with pytest.raises(ValueError):
+        minijson.dumps(float("nan"))
