@@ -30,7 +30,9 @@ DETACH_KEYS = b"\x10\x11"    # ctrl-p ctrl-q
 
 
 def log(msg: str) -> None:
-    sys.stderr.write(time.strftime("%Y-%m-%dT%H:%M:%S ") + msg + "\n")
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
+    sys.stderr.write(f"{stamp} {msg}\n")
     sys.stderr.flush()
 
 
@@ -159,7 +161,9 @@ class Shim:
 
         def prepare_rootfs(path: str) -> None:
             from snapshotter.mounter import mount_all
+            log("mounting the rootfs")
             active = mount_all(mounts, path, allow_other=True)
+            log("rootfs mounted")
             os.write(pid_w, json.dumps(active.server_pids()).encode())
 
         tty = bool(spec["process"].get("terminal"))
@@ -185,6 +189,7 @@ class Shim:
             err_r, err_w = os.pipe()
             child_fds = [in_r, out_w, err_w]
             stdio = (in_r, out_w, err_w)
+        log("creating the container")
         try:
             created = api.create(str(self.cdir), self.cid, root=self.runtime_root, stdio=stdio,
                                  console_socket=console_path, prepare_rootfs=prepare_rootfs)
@@ -209,11 +214,13 @@ class Shim:
             if interactive and self.attach is not None:
                 self._start_stdin(self.stdin_w)
         pid = created.pid
+        log(f"created, init pid {pid}")
         if self.cfg.get("HostConfig", {}).get("NetworkMode") == "private":
             from pydocklite.shim.outbound import start_outbound
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.outbound = start_outbound(pid, log, str(self.run_dir / "outbound.pid"))
         api.start(self.cid, root=self.runtime_root)
+        log("started")
         self.state = self.update(init_pid=pid, init_start_time=process_start_time(pid) or 0,
                                  started_at=now_rfc3339(), exit_code=None, restarting=False,
                                  finished_at="0001-01-01T00:00:00Z", oom_killed=False)
