@@ -219,6 +219,16 @@ def serve_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[
     read-only view (the lowerdir of the kernel-overlay backend). `ready_fd`, if given, gets
     "ok\\n" once the kernel has the mount (then it is closed).
     """
+    if upper is None and os.environ.get("PYDOCKLITE_FUSE_LOWLEVEL", "1") != "0":
+        from .fuse_ll3 import ReadOnlyServer, load_libfuse3
+        lib = load_libfuse3()
+        if lib is not None:   # read-only views: libfuse3's low-level API (READDIRPLUS)
+            union = build_union(lowers, None, tree, tree_cache)
+            opts = ",".join(["ro", "default_permissions", f"fsname={fsname}",
+                             "subtype=pydocklite"] + (["allow_other"] if allow_other else []))
+            ReadOnlyServer(lib, union.tree, union.data, ready_fd).serve(
+                str(mountpoint), opts, single_thread)
+            return
     from .fuse_binding import load
     binding = load()
     union = build_union(lowers, upper, tree, tree_cache)

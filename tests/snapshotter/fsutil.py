@@ -155,6 +155,15 @@ def sh(cmd, cwd=None):
 """
 
 
+def read_only_binding(session, driver: str) -> str:
+    """Backend ids "<driver>+fusepy" run read-only FUSE mounts through fusepy (the fallback
+    where libfuse3 is missing) instead of the libfuse3 low-level server."""
+    if driver.endswith("+fusepy"):
+        session.extra_env = {"PYDOCKLITE_FUSE_LOWLEVEL": "0"}
+        return driver[:-len("+fusepy")]
+    return driver
+
+
 class UserSession:
     """Runs Python snippets as the test user, optionally in a fresh user+mount namespace
     (root inside = the test user, plus its subuid range: `unshare --map-auto -r -m`)."""
@@ -165,6 +174,7 @@ class UserSession:
         self.home = make_user_dir(base / "home")
         self.store = make_user_dir(base / "store")
         self.n = 0
+        self.extra_env: dict = {}
 
     def py(self, code: str, userns: bool = True, timeout: float = 120, **fmt):
         from unpriv import SYSTEM_PYTHON, run_as_user
@@ -178,7 +188,7 @@ class UserSession:
         argv = [SYSTEM_PYTHON, str(script)]
         if userns:
             argv = ["unshare", "--map-auto", "--map-root-user", "--mount"] + argv
-        r = run_as_user(argv, self.home, timeout=timeout)
+        r = run_as_user(argv, self.home, timeout=timeout, env=self.extra_env or None)
         marker = "@@RESULT@@"
         if r.returncode != 0 or marker not in r.stdout:
             raise AssertionError(f"step {self.n} failed (rc={r.returncode}):\n{r.stdout}\n"

@@ -14,8 +14,8 @@ import tarfile
 
 import pytest
 
-from fsutil import (C, D, F, H, L, O, P, USERNS_IDMAP, W, UserSession, make_tar, rmtree,
-                    user_tmpdir)
+from fsutil import (C, D, F, H, L, O, P, USERNS_IDMAP, W, UserSession, make_tar,
+                    read_only_binding, rmtree, user_tmpdir)
 
 BACKENDS = ["fuse", "overlay", "vfs"]
 
@@ -71,8 +71,10 @@ def mounted(s, driver, key, chain, body, prepare=True, parent_kind="chain"):
     return s.py(head + body + "\nfinally:\n    active.unmount()\n")
 
 
-@pytest.mark.parametrize("driver", BACKENDS)
+@pytest.mark.parametrize("driver", BACKENDS + ["overlay+fusepy"])
 def test_layered_view_whiteouts_opaque(session, driver):
+    fallback = driver.endswith("+fusepy")
+    driver = read_only_binding(session, driver)
     chain = ingest(session, [BASE, TOP])
     r = mounted(session, driver, "k1", chain, """
         m = Path(MNT)
@@ -89,7 +91,9 @@ def test_layered_view_whiteouts_opaque(session, driver):
                       os.minor(os.lstat(m / "dev/null").st_rdev)],
              "big": (m / "opt/big").read_bytes() == bytes(range(256)) * 4096,
              "nothing": sorted(os.listdir(m / "no/such")),
-             "root": sorted(os.listdir(m))})
+             "root": sorted(os.listdir(m)),
+             "libfuse3": "libfuse3" in open(f"/proc/{active.servers[0].pid}/maps").read()
+                         if active.servers else None})
     """)
     assert r["etc"] == ["passwd"]
     assert r["lib"] == ["c"]
@@ -106,6 +110,8 @@ def test_layered_view_whiteouts_opaque(session, driver):
         assert r["null"] == [stat.S_IFCHR, 1, 3]
     assert r["big"] and r["nothing"] == []
     assert not any(n.startswith(".wh.") for n in r["root"])
+    # read-only lowers are served through libfuse3's low-level API unless told otherwise
+    assert r["libfuse3"] == {"overlay": not fallback, "fuse": False, "vfs": None}[driver]
 
 
 @pytest.mark.parametrize("driver", BACKENDS)

@@ -13,8 +13,8 @@ import tarfile
 
 import pytest
 
-from fsutil import (C, D, F, H, L, P, W, UserSession, index_to_files, make_tar, rmtree,
-                    user_tmpdir)
+from fsutil import (C, D, F, H, L, P, W, UserSession, index_to_files, make_tar,
+                    read_only_binding, rmtree, user_tmpdir)
 from test_conformance import BACKENDS, ingest, mounted
 
 LAYER = [D("etc", 0o755), F("etc/passwd", b"root:x:0:0\n"), F("etc/shadow", b"x", 0o640, 0, 42),
@@ -58,8 +58,9 @@ def _members(data: bytes) -> dict:
     return out
 
 
-@pytest.mark.parametrize("driver", BACKENDS)
+@pytest.mark.parametrize("driver", BACKENDS + ["overlay+fusepy"])
 def test_tar_of_the_tree_equals_the_layer(session, driver):
+    driver = read_only_binding(session, driver)
     chain = ingest(session, [LAYER])
     out = session.home / "out.tar"
     r = mounted(session, driver, "k", chain, f"""
@@ -120,8 +121,11 @@ def test_real_programs(session, driver):
     assert r["replace"][1] == ["passwd", "passwd.hard", "passwd.sym", "shadow"]
 
 
-def test_index_past_blob_end_gives_eio_and_server_survives(session):
+@pytest.mark.parametrize("binding", ["libfuse3", "fusepy"])
+def test_index_past_blob_end_gives_eio_and_server_survives(session, binding):
     from snapshotter.layer_index import LayerIndex
+    if binding == "fusepy":
+        read_only_binding(session, "view+fusepy")
     idx_path, blob = index_to_files(make_tar(LAYER), session.base / "bad")
     idx = LayerIndex.load(idx_path)
     entries = [dataclasses.replace(e, offset=10 ** 9) if e.path == "srv/data.bin" else e
