@@ -298,10 +298,13 @@ def spawn_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[
     """
     # import what the child needs before forking: a shim mounting several times pays once
     import importlib
-    for mod in ("merge", "union", "upper", "mmap_blob"):
+    for mod in ("merge", "union", "upper", "mmap_blob", "fuse_ll3"):
         importlib.import_module(f"{__package__}.{mod}")
     from .fuse_binding import load
     load()
+    if upper is None:
+        from .fuse_ll3 import load_libfuse3
+        load_libfuse3()
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns
