@@ -7,9 +7,10 @@ Run as root (it prepares bundles owned by the test user and drops to it):
 Each tool runs its own `spec --rootless` bundle over the same busybox rootfs. runc's and crun's
 rootless specs map one id; pydocklite's maps the full subordinate range (two extra setuid
 helper runs: newuidmap + newgidmap), so it is also measured with a single-id map.
-crun 1.8 refuses this VM's hybrid cgroup layout unless /sys/fs/cgroup/unified is hidden: its
-loop runs in a private mount namespace made by root, then drops to the user (FACTS.md).
-A driver loop (`--drive`) runs as the user and times each container start-to-exit.
+crun 1.8 refuses this VM's hybrid cgroup layout unless /sys/fs/cgroup/unified is hidden: the
+driver runs in a private mount namespace made by root, then drops to the user (FACTS.md).
+The driver (`--drive`) runs as the user and times each container start-to-exit, the tools
+interleaved round by round so that the machine's load (shared here) hits them alike.
 """
 from __future__ import annotations
 
@@ -27,29 +28,32 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = "/usr/bin/python3"
 
 
-def drive(n: int, argv_template: list) -> None:
-    """As the user: run argv n times (ID replaced by a fresh id), print timings as JSON."""
-    times = []
-    failures = 0
+def drive(n: int, cases: list) -> None:
+    """As the user: n rounds, each running every case's argv once (ID replaced by a fresh
+    id), so that the machine's load hits every tool alike; prints timings as JSON."""
+    times = {name: [] for name, _ in cases}
+    failures = {name: 0 for name, _ in cases}
     for i in range(n):
-        argv = [a.replace("{ID}", f"b{os.getpid()}x{i}") for a in argv_template]
-        t0 = time.perf_counter()
-        pid = os.posix_spawn(argv[0], argv, os.environ)
-        status = os.waitpid(pid, 0)[1]
-        times.append((time.perf_counter() - t0) * 1000)
-        if status != 0:
-            failures += 1
+        for name, argv_template in cases:
+            argv = [a.replace("{ID}", f"b{os.getpid()}x{i}") for a in argv_template]
+            t0 = time.perf_counter()
+            pid = os.posix_spawn(argv[0], argv, os.environ)
+            status = os.waitpid(pid, 0)[1]
+            times[name].append((time.perf_counter() - t0) * 1000)
+            if status != 0:
+                failures[name] += 1
     print(json.dumps({"times": times, "failures": failures}))
 
 
-def _as_user(user, argv: list, env: dict, private_cgroup_ns: bool = False) -> dict:
+def _as_user(user, argv: list, env: dict) -> dict:
+    """Run argv as the user inside a private mount namespace where root has hidden
+    /sys/fs/cgroup/unified (crun 1.8 refuses this VM's hybrid layout otherwise)."""
     setpriv = [shutil.which("setpriv"), f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
                "--init-groups", "--"]
-    cmd = setpriv + argv
-    if private_cgroup_ns:
-        inner = " ".join(f"'{a}'" for a in cmd)
-        cmd = ["unshare", "-m", "sh", "-c",
-               f"mount -t tmpfs tmpfs /sys/fs/cgroup/unified && exec {inner}"]
+    inner = " ".join(f"'{a}'" for a in setpriv + argv)
+    cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+           f"(mountpoint -q /sys/fs/cgroup/unified && "
+           f"mount -t tmpfs tmpfs /sys/fs/cgroup/unified); exec {inner}"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:
         raise SystemExit(f"driver failed: {' '.join(cmd)}\n{r.stderr}")
@@ -97,7 +101,7 @@ def _bundle(base: str, name: str, user, env: dict, spec_cmd: list, single_id=Fal
 
 def main(argv: list) -> int:
     if argv[:1] == ["--drive"]:
-        drive(int(argv[1]), argv[3:])        # --drive N -- cmd...
+        drive(int(argv[1]), json.loads(argv[2]))       # --drive N CASES_JSON
         return 0
     n = 100
     user_name = "pdltest"
@@ -129,28 +133,28 @@ def main(argv: list) -> int:
         b_pdl1 = _bundle(base, "pdl1", user, env, pdl + ["spec", "--rootless"], single_id=True)
         b_runc = _bundle(base, "runc", user, env, ["runc", "spec", "--rootless"])
         b_crun = _bundle(base, "crun", user, env, ["runc", "spec", "--rootless"])
-        drv = [PY, os.path.abspath(__file__), "--drive", str(n), "--"]
-        rows = []
         cases = [
             ("pydocklite (full subuid map)", pdl + ["--root", f"{run_dir}/pdl", "run",
-                                                   "--bundle", b_pdl, "{ID}"], False),
+                                                   "--bundle", b_pdl, "{ID}"]),
             ("pydocklite (single-id map)", pdl + ["--root", f"{run_dir}/pdl1", "run",
-                                                 "--bundle", b_pdl1, "{ID}"], False),
+                                                 "--bundle", b_pdl1, "{ID}"]),
             ("crun " + _version("crun"), [shutil.which("crun"), "--root", f"{run_dir}/crun",
-                                          "run", "--bundle", b_crun, "{ID}"], True),
+                                          "run", "--bundle", b_crun, "{ID}"]),
             ("runc " + _version("runc"), [shutil.which("runc"), "--root", f"{run_dir}/runc",
-                                          "run", "--bundle", b_runc, "{ID}"], False),
+                                          "run", "--bundle", b_runc, "{ID}"]),
         ]
-        for name, cmd, private in cases:
-            _as_user(user, drv[:3] + ["2", "--"] + cmd, env, private)      # warm-up
-            res = _as_user(user, drv + cmd, env, private)
-            t = sorted(res["times"])
-            rows.append((name, len(t), res["failures"], statistics.median(t),
+        drv = [PY, os.path.abspath(__file__), "--drive"]
+        _as_user(user, drv + ["2", json.dumps(cases)], env)          # warm-up
+        res = _as_user(user, drv + [str(n), json.dumps(cases)], env)
+        rows = []
+        for name, _ in cases:
+            t = sorted(res["times"][name])
+            rows.append((name, len(t), res["failures"][name], statistics.median(t),
                          statistics.mean(t), t[int(len(t) * 0.9) - 1], sum(t) / 1000))
     finally:
         subprocess.run(["rm", "-rf", "--one-file-system", base], check=False)
-    print(f"{n} sequential rootless `/bin/true` containers, one bundle per tool "
-          f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f})")
+    print(f"{n} rounds of sequential rootless `/bin/true` containers, one per tool per round, "
+          f"one bundle per tool ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f})")
     print(f"| {'runtime':<30} | runs | failed | median ms | mean ms | p90 ms | total s |")
     print(f"|{'-' * 32}|------|--------|-----------|---------|--------|---------|")
     for name, runs, failed, med, mean, p90, total in rows:

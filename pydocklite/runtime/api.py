@@ -29,7 +29,7 @@ from .record import Record
 
 
 class Created(Record):
-    __slots__ = ("pid", "warnings", "start_fd", "console_master")   # last two: run() only
+    __slots__ = ("pid", "warnings", "start_fd", "console_master", "hooks")  # last 3: run()
 
 
 def _root(root):
@@ -168,7 +168,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
             _kill_wait(pid)
         _remove_dir(cdir, cgroup)
         raise
-    return Created(pid, warnings, start_fd, master)
+    return Created(pid, warnings, start_fd, master, spec.hooks)
 
 
 def _owner() -> str:
@@ -306,7 +306,7 @@ def kill(cid: str, sig: int = 15, root: str = None,
             pass
 
 
-def delete(cid: str, root: str = None, force: bool = False) -> None:
+def delete(cid: str, root: str = None, force: bool = False, _hooks=None) -> None:
     """Remove a stopped container (force: kill it first); runs poststop hooks."""
     from .hooks import run_hooks
     root = _root(root)
@@ -324,12 +324,14 @@ def delete(cid: str, root: str = None, force: bool = False) -> None:
             cgroup.kill_all()
         except Exception as e:  # noqa: BLE001 - reported, the state dir stays for a retry
             raise StateError(f"container {cid!r}: {e}") from None
-    spec = _saved_spec(cdir)
+    if _hooks is None:
+        spec = _saved_spec(cdir)
+        _hooks = spec.hooks if spec is not None else None
     oci = st.oci_state(s._replace(status="stopped"))
     _remove_dir(cdir, cgroup)
-    if spec is not None and spec.hooks.poststop:
+    if _hooks is not None and _hooks.poststop:
         try:
-            run_hooks(spec.hooks.poststop, oci, "poststop")
+            run_hooks(_hooks.poststop, oci, "poststop")
         except RuntimeErr:
             pass
 
@@ -373,7 +375,7 @@ def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str
         if not detach:
             for sig in forwarded:
                 old[sig] = _signal.signal(sig, lambda n, f: _forward(created.pid, n))
-        _start_by_pipe(cid, _root(root), created.start_fd)
+        _start_by_pipe(cid, _root(root), created.start_fd, created.hooks)
         if detach:
             return 0
         if created.console_master is not None:
@@ -384,15 +386,15 @@ def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str
             _signal.signal(sig, h)
     except BaseException:
         try:
-            delete(cid, root, force=True)
+            delete(cid, root, force=True, _hooks=created.hooks)
         except RuntimeErr:
             pass
         raise
-    delete(cid, root, force=True)
+    delete(cid, root, force=True, _hooks=created.hooks)
     return code
 
 
-def _start_by_pipe(cid: str, root: str, fd: int) -> None:
+def _start_by_pipe(cid: str, root: str, fd: int, hooks) -> None:
     from . import process
     from .hooks import run_hooks
     cdir = st.container_dir(root, cid)
@@ -406,9 +408,8 @@ def _start_by_pipe(cid: str, root: str, fd: int) -> None:
             os.unlink(os.path.join(cdir, process.INIT_WAIT))
         except FileNotFoundError:
             pass
-    spec = _saved_spec(cdir)
-    if spec is not None and spec.hooks.poststart:
-        run_hooks(spec.hooks.poststart, st.oci_state(st.load(root, cid)), "poststart")
+    if hooks.poststart:
+        run_hooks(hooks.poststart, st.oci_state(st.load(root, cid)), "poststart")
 
 
 def _forward(pid: int, sig: int) -> None:

@@ -61,22 +61,21 @@ def mask_names(mask: int) -> list:
 
 
 def _set_rlimits(rlimits, warn) -> None:
-    import resource
+    inf = sc.RLIM_INFINITY
     for r in rlimits:
         num = RLIMITS.get(r.type)
         if num is None:
             raise ValueError(f"process.rlimits: unknown type {r.type!r}")
-        soft, hard = r.soft, r.hard
+        soft, hard = r.soft & inf, r.hard & inf       # -1 means unlimited too
         try:
-            resource.setrlimit(num, (soft, hard))
+            sc.setrlimit(num, soft, hard)
             continue
-        except (ValueError, OSError):
+        except OSError:
             pass
-        cur_hard = resource.getrlimit(num)[1]
-        inf = resource.RLIM_INFINITY
+        cur_hard = sc.getrlimit(num)[1]
         new_hard = hard if cur_hard == inf or (hard != inf and hard <= cur_hard) else cur_hard
         new_soft = soft if (soft != inf and soft <= new_hard) or new_hard == inf else new_hard
-        resource.setrlimit(num, (new_soft, new_hard))
+        sc.setrlimit(num, new_soft, new_hard)
         warn(f"{r.type} soft={soft} hard={hard} exceeds the hard limit this user may set "
              f"({cur_hard}): clamped to soft={new_soft} hard={new_hard}")
 
@@ -85,7 +84,6 @@ def preload(proc) -> dict:
     """Import and compile now what the steps below need: after pivot_root/setns the host's
     Python library is out of reach, only modules already in sys.modules can be used.
     Returns the context for apply_credentials/apply_final (the compiled seccomp filter)."""
-    import resource  # noqa: F401
     ctx = {"bpf": None}
     if proc.seccomp:
         try:

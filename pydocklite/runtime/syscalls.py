@@ -120,6 +120,26 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return _check(_LIBC.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
 
 
+class _Rlimit(ctypes.Structure):
+    _fields_ = [("cur", ctypes.c_uint64), ("max", ctypes.c_uint64)]
+
+
+RLIM_INFINITY = (1 << 64) - 1
+
+
+def getrlimit(resource: int) -> tuple:
+    """(soft, hard) of this process (RLIM_INFINITY = 2**64-1). The `resource` module is a
+    shared library to load; ctypes is loaded already."""
+    r = _Rlimit()
+    _check(_LIBC.prlimit(0, resource, None, ctypes.byref(r)), f"getrlimit({resource})")
+    return r.cur, r.max
+
+
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    r = _Rlimit(soft & RLIM_INFINITY, hard & RLIM_INFINITY)
+    _check(_LIBC.prlimit(0, resource, ctypes.byref(r), None), f"setrlimit({resource})")
+
+
 def sethostname(name: str) -> None:
     b = name.encode()
     _check(_libc().sethostname(b, ctypes.c_size_t(len(b))), f"sethostname {name!r}")
