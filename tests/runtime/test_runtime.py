@@ -476,3 +476,25 @@ def test_exec_with_tty(rt, make_bundle, cid):
             os.close(master)
     finally:
         rt("delete", "--force", cid)
+
+
+def test_run_detached_kill_by_name_and_errors(rt, make_bundle, cid):
+    b = make_bundle(["sh", "-c", "trap 'exit 0' USR1; while :; do sleep 0.05; done"])
+    r = rt("run", "-d", "--bundle", b, cid, stdout=-3, stderr=-3, capture_output=False)
+    assert r.returncode == 0
+    try:
+        assert _wait_status(rt, cid, "running")["status"] == "running"
+        r = rt("kill", cid, "NOSUCHSIG")
+        assert r.returncode == 1 and "unknown signal" in r.stderr
+        assert rt("kill", cid, "USR1").returncode == 0          # a name without SIG
+        assert _wait_status(rt, cid, "stopped")["status"] == "stopped"
+        r = rt("exec", cid, "true")
+        assert r.returncode == 1 and "stopped" in r.stderr
+        r = rt("kill", cid, "SIGTERM")
+        assert r.returncode == 1 and "stopped" in r.stderr
+    finally:
+        assert rt("delete", cid).returncode == 0
+    r = rt("delete", cid)
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    r = rt("state", "bad/id")
+    assert r.returncode == 1 and "invalid container id" in r.stderr
