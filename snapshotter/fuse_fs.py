@@ -195,6 +195,11 @@ def make_operations(union, binding, ready_fd: Optional[int] = None):
     return MergedFS()
 
 
+def _lowlevel_wanted() -> bool:
+    """Read-only views use libfuse3's low-level server unless PYDOCKLITE_FUSE_LOWLEVEL=0."""
+    return os.environ.get("PYDOCKLITE_FUSE_LOWLEVEL", "1") != "0"
+
+
 def fuse_options(readonly: bool, allow_other: bool, fsname: str) -> dict:
     opts = dict(foreground=True, fsname=fsname, subtype="pydocklite", use_ino=True,
                 default_permissions=True, kernel_cache=True, hard_remove=True,
@@ -219,7 +224,7 @@ def serve_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[
     read-only view (the lowerdir of the kernel-overlay backend). `ready_fd`, if given, gets
     "ok\\n" once the kernel has the mount (then it is closed).
     """
-    if upper is None and os.environ.get("PYDOCKLITE_FUSE_LOWLEVEL", "1") != "0":
+    if upper is None and _lowlevel_wanted():
         from .fuse_ll3 import ReadOnlyServer, load_libfuse3
         lib = load_libfuse3()
         if lib is not None:   # read-only views: libfuse3's low-level API (READDIRPLUS)
@@ -302,7 +307,7 @@ def spawn_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[
         importlib.import_module(f"{__package__}.{mod}")
     from .fuse_binding import load
     load()
-    if upper is None:
+    if upper is None and _lowlevel_wanted():
         from .fuse_ll3 import load_libfuse3
         load_libfuse3()
     rfd, wfd = os.pipe()
