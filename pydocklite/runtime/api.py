@@ -1,11 +1,12 @@
 """Library API of the runtime (what the shim and runc_cli call).
 
     create(bundle, cid, root=None, stdio=None, console_socket=None, prepare_rootfs=None,
-           pid_file=None) -> Created(pid, warnings)
+           pid_file=None) -> Created(pid, warnings, ...)   # init waits for start()
     start(cid, root=None) ; state(cid, root=None) -> dict (OCI state)
     kill(cid, sig=15, root=None, all_processes=False) ; delete(cid, root=None, force=False)
     run(bundle, cid, root=None, stdio=None, ...) -> exit code (128+N when killed by signal N)
-    exec_process(cid, args, root=None, env=None, cwd=None, stdio=None) -> exit code
+    exec_process(cid, args, root=None, env=None, cwd=None, uid=None, gid=None, tty=False,
+                 stdio=None) -> exit code     # setns into the container's namespaces
     list_containers(root=None) -> [dict] ; processes(cid, root=None) -> [pid]
 
     become_subreaper()  # call before create() to reap the init and get its exit status
