@@ -219,34 +219,33 @@ def bench_backend(b_big: Backend, b_small: Backend, src: Path, reps: int) -> dic
 
 
 ANALYSIS = """\
-What the numbers say (kept by hand; the table above is rewritten by every run). Two full
-runs were made, a busy one (load average ~8) and a calmer one (the table); ratios are from the
-calmer one.
+What the numbers say (kept by hand; the table above is rewritten by every run; the machine
+is shared, so single numbers swing up to 2-3x between runs — compare within a run).
+`pdl-overlay` is what `auto` picks here: kernel overlayfs over the read-only layer view,
+which is served through libfuse3's low-level API (READDIRPLUS, one kernel inode per
+merged inode, day-long caching including negative lookups); `pdl-fuse` is the writable
+fusepy/libfuse2 fallback for kernels without overlayfs in user namespaces.
 
-- **Warm reads** never reach the server (strace: ~6 requests for a warm 512 MiB read, all
-  open/getattr/release): they are the kernel's FUSE page-cache path, 5.3 GB/s for pydocklite
-  and 5.0 GB/s for fuse-overlayfs, against 14.7 GB/s for overlayfs over ext4 (large folios).
-  The **0.9x-of-kernel-overlay target is not met** (0.36x) and can't be from a FUSE page
-  cache on this kernel; FUSE passthrough would, but it needs CAP_SYS_ADMIN in the initial
-  user namespace (not rootless). Cold reads (Python serving 128 KiB slices of the mmap'd
-  blob): 0.6x fuse-overlayfs with the `fuse` driver, 0.25x through overlayfs (`overlay`).
-- **Cold find+stat over 20k files**: `fuse` 1.27x and `overlay` 1.85x the time of
-  fuse-overlayfs: **target not met**. The floor is the binding, not pydocklite's code: a
-  trivial fusepy filesystem answering constant attributes for the same 20k names takes the
-  same ~0.9 s cold (fusepy + libfuse2's high-level API: one kernel LOOKUP round trip into
-  Python per name). Beating fuse-overlayfs needs libfuse3's low-level API with READDIRPLUS
-  (attributes delivered with the directory listing), which fusepy/mfusepy don't expose.
-  In the loaded run `overlay` happened to beat fuse-overlayfs.
-- **Warm find+stat**: `fuse` ~ fuse-overlayfs while the walk fits in the writable mount's
-  1 s attribute timeout (libfuse's high-level API gives each hardlink name its own kernel
-  inode, so longer would leave stale link counts); `overlay` keeps 1-day timeouts.
-- **Untar into the upper**: `overlay` writes at kernel speed (its upper is native); the
-  writable `fuse` driver pays a Python round trip per operation (1.4x fuse-overlayfs).
-- **prepare+mount** (10 layers, 20k files): `prepare` ~2 ms (sqlite, WAL) + `mount_all`
-  ~9-10 ms (fork, load the cached merged tree, mount; for `overlay` the overlay mount adds
-  0.4 ms) = 11-14 ms when calm: **under the 20 ms target**; the medians in the table include
-  noisier moments. A process's first mount adds ~20 ms of imports (pre-import them in the
-  shim while it sets up namespaces).
+- **Warm reads** never reach the server (strace: ~6 requests for a warm 512 MiB read): they
+  are the kernel's FUSE page-cache path, ~5.1-5.6 GB/s for pydocklite *and* fuse-overlayfs,
+  against 14-19 GB/s for overlayfs over ext4 (large folios). The **0.9x-of-kernel-overlay
+  target is not met** (~0.27-0.36x) and can't be from a FUSE page cache on this kernel; FUSE
+  passthrough would, but it needs CAP_SYS_ADMIN in the initial user namespace (not
+  rootless). Cold reads (128 KiB slices of the mmap'd blob) match fuse-overlayfs.
+- **Cold find+stat over 20k files**: `pdl-overlay` 0.40 s vs fuse-overlayfs 0.59 s (kernel
+  overlay over extracted layers 0.34 s): **target met**. The writable `pdl-fuse` needs ~2x
+  fuse-overlayfs: fusepy sits on libfuse2's high-level API, one LOOKUP round trip into
+  Python per name (a trivial fusepy filesystem is as slow).
+- **Warm find+stat**: `pdl-overlay` 0.27 s vs 0.17 s (overlayfs revalidates its lower
+  dentries through FUSE). `pdl-fuse` keeps attributes only 1 s on its writable mount
+  (libfuse's high-level API gives each hardlink name its own kernel inode; longer would leave
+  stale link counts).
+- **Untar into the upper**: `pdl-overlay` writes at kernel speed (native upper dir); the
+  writable `pdl-fuse` pays a Python round trip per operation (1.4-1.6x fuse-overlayfs).
+- **prepare+mount** (10 layers, 20k files): `pdl-overlay` 14.9 ms: **target met**
+  (`prepare` ~2 ms sqlite/WAL + fork + load the cached merged tree + FUSE mount + overlay
+  mount 0.4 ms). `pdl-fuse` measured 14 ms in a calmer run and 37 ms in this one. A
+  process's first mount adds ~20 ms of imports (pre-import in the shim while it sets up).
 """
 
 

@@ -305,11 +305,12 @@ def spawn_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[
     import importlib
     for mod in ("merge", "union", "upper", "mmap_blob", "fuse_ll3"):
         importlib.import_module(f"{__package__}.{mod}")
-    from .fuse_binding import load
-    load()
-    if upper is None and _lowlevel_wanted():
-        from .fuse_ll3 import load_libfuse3
-        load_libfuse3()
+    from .fuse_ll3 import load_libfuse3
+    if upper is None and _lowlevel_wanted() and load_libfuse3() is not None:
+        pass   # the low-level server needs no Python binding (a libfuse3-only host is fine)
+    else:
+        from .fuse_binding import load
+        load()
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns

@@ -75,11 +75,23 @@ def userns_available() -> Tuple[bool, str]:
 
 
 def fuse_available() -> Tuple[bool, str]:
+    """Can this user serve a writable FUSE mount (fusepy/mfusepy over libfuse)?"""
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         return False, "/dev/fuse is missing or not read-writable for this user"
     from .fuse_binding import available
     why = available()
     return (not why), why
+
+
+def readonly_fuse_available() -> Tuple[bool, str]:
+    """Can this user serve the read-only layer view (libfuse3 low-level, else fusepy)?"""
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return False, "/dev/fuse is missing or not read-writable for this user"
+    from .fuse_ll3 import load_libfuse3
+    if load_libfuse3() is not None:
+        return True, "libfuse3"
+    ok, why = fuse_available()
+    return ok, ("fusepy" if ok else why)
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,7 @@ class DriverChoice:
 def choose_driver(requested: str = "auto") -> DriverChoice:
     """Which storage driver to use here, and why (for `pydocklite info`)."""
     fuse_ok, fuse_why = fuse_available()
+    ro_ok, ro_how = readonly_fuse_available()
     ns_ok, ns_why = userns_available()
     major, minor = kernel_version()
     overlay_ok = (major, minor) >= (5, 11) and ns_ok
@@ -98,9 +111,9 @@ def choose_driver(requested: str = "auto") -> DriverChoice:
         if not overlay_ok:
             raise MountError(f"storage driver overlay is not usable here: "
                              f"{ns_why or f'kernel {major}.{minor} < 5.11'}")
-        if not fuse_ok:
-            raise MountError(f"storage driver overlay needs FUSE for its lower layers: {fuse_why}")
-        return DriverChoice("overlay", "requested")
+        if not ro_ok:
+            raise MountError(f"storage driver overlay needs FUSE for its lower layers: {ro_how}")
+        return DriverChoice("overlay", f"requested (layers served by {ro_how})")
     if requested == "fuse":
         if not fuse_ok:
             raise MountError(f"storage driver fuse is not usable here: {fuse_why}")
@@ -109,9 +122,10 @@ def choose_driver(requested: str = "auto") -> DriverChoice:
         return DriverChoice("vfs", "requested")
     if requested != "auto":
         raise MountError(f"unknown storage driver {requested!r}: use auto, overlay, fuse or vfs")
-    if fuse_ok and overlay_ok:
+    if ro_ok and overlay_ok:
         return DriverChoice("overlay", f"kernel {major}.{minor} mounts overlayfs in a user "
-                                       f"namespace; image layers served read-only by FUSE")
+                                       f"namespace; image layers served read-only by FUSE "
+                                       f"({ro_how})")
     if fuse_ok:
         why = ns_why or f"kernel {major}.{minor} is older than 5.11"
         return DriverChoice("fuse", f"FUSE overlay over the layers (no kernel overlay: {why})")
