@@ -230,7 +230,7 @@ def serve_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[
         if lib is not None:   # read-only views: libfuse3's low-level API (READDIRPLUS)
             union = build_union(lowers, None, tree, tree_cache)
             opts = ",".join(["ro", "default_permissions", f"fsname={fsname}",
-                             "subtype=pydocklite"] + (["allow_other"] if allow_other else []))
+                             "subtype=pydocklite3"] + (["allow_other"] if allow_other else []))
             ReadOnlyServer(lib, union.tree, union.data, ready_fd).serve(
                 str(mountpoint), opts, single_thread)
             return
