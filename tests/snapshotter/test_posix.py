@@ -236,3 +236,30 @@ def test_server_holds_no_descriptor_of_the_caller(session):
         out(targets)
     """)
     assert "/dev/fuse" in r and all(t == "/dev/fuse" or "/layers/" in t for t in r), r
+
+
+def test_host_mount_of_a_container_snapshot(session):
+    """`pydocklite mount <container>`: an overlay snapshot's upper dir, FUSE-mounted on the
+    host after the container wrote to it (same upper format for both drivers)."""
+    chain = ingest(session, [LAYER])
+    mounted(session, "overlay", "c", chain, """
+        (Path(MNT) / "etc/new").write_text("from the container")
+        os.unlink(Path(MNT) / "etc/shadow")
+        out(1)
+    """)
+    mnt = session.base / "hostmnt2"
+    mnt.mkdir()
+    os.chown(mnt, 1001, 1001)
+    r = session.py(f"""
+        from snapshotter.mounter import host_mount, host_unmount
+        snap = Snapshotter(StoreLayout(Path(STORE)))
+        where = host_mount(snap, "c", {str(mnt)!r})
+        try:
+            m = Path(where)
+            res = {{"etc": sorted(os.listdir(m / "etc")), "new": (m / "etc/new").read_text()}}
+        finally:
+            host_unmount(where)
+        res["after"] = {str(mnt)!r} in open("/proc/self/mountinfo").read()
+        out(res)
+    """, userns=False)
+    assert r == {"etc": ["new", "passwd"], "new": "from the container", "after": False}
