@@ -4,10 +4,13 @@
     spawn_fuse(mountpoint, lowers, upper=None, ...)   # forks a server, returns once mounted
 
 `lowers` is a sequence of (index_path, blob_path) pairs, bottom layer first
-(`lowers_for(layout, diff_ids)` builds it from the store). The server is multithreaded; the
-lower view is immutable, so entries and attributes are cached by the kernel for a long time
-and file pages are kept (`kernel_cache`); everything that changes goes through this server,
-which is how the kernel's caches stay right.
+(`lowers_for(layout, diff_ids)` builds it from the store). Read-only views (upper=None: the
+overlay driver's lowerdir, `view` snapshots) are served by fuse_ll3.py (libfuse3 low-level)
+when libfuse3 is there; writable mounts, and read-only ones without libfuse3, by fusepy
+through the adapter below. Servers are multithreaded; the lower view is immutable, so
+entries and attributes are cached by the kernel for a long time and file pages are kept
+(`kernel_cache`); everything that changes goes through the server, which is how the
+kernel's caches stay right.
 """
 from __future__ import annotations
 

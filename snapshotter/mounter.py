@@ -7,8 +7,9 @@
 Call it where the mounts should live: inside the container's user+mount namespace (FUSE and
 overlayfs mount directly there; use allow_other so every uid of the container can use the
 FUSE mount), or on the host as the user (`pydocklite mount`: FUSE via fusermount,
-allow_other=False). FUSE servers are forked children of the caller; keep the caller (the
-shim) alive while the mount is in use, or the mount reports ENOTCONN.
+allow_other=False). FUSE servers are forked from the caller into their own session: they
+outlive it, and exit when their mount is unmounted. `ActiveMounts.server_pids()` names them
+(a killed server leaves its mount answering ENOTCONN; the upper dir's data stays intact).
 """
 from __future__ import annotations
 
