@@ -160,8 +160,14 @@ class ImageService:
         )
         names = [str(ref)] if ref.tag and not ref.digest else []
         self.db.add(record, names)
+        self._warm(diff_ids)
         emit(PullEvent("", "Digest", 0, 0))
         return record
+
+    def _warm(self, diff_ids) -> None:
+        """Build the merged-tree cache now, so the image's first container starts fast."""
+        from snapshotter.snapshots import Snapshotter
+        Snapshotter(self.layout, self.settings.storage_driver).warm(list(diff_ids))
 
     def _fetch_layers(self, client, ref, todo, layers, emit: ProgressFn) -> None:
         lock = threading.Lock()

@@ -330,6 +330,14 @@ class Shim:
                 break
             except InterruptedError:
                 continue
+            if got in self.fuse_pids:
+                self.fuse_pids.remove(got)
+                msg = (f"the FUSE server of the container's root filesystem (pid {got}) died: "
+                       "its files now fail with ENOTCONN; the container's own changes are "
+                       "kept in its upper directory: restart the container")
+                log(msg)
+                self.state = self.update(error=msg)
+                continue
             if got == pid:
                 code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") \
                     else (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status))

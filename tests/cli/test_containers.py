@@ -348,3 +348,46 @@ def test_cp_both_ways_top_stats(cli, busybox):
     assert stats[0].startswith("CONTAINER ID") and "box" in stats[1]
     ok(cli("rm", "-f", "box"))
     assert leftovers(cli.home) == NOTHING
+
+
+def test_killed_fuse_server_is_noticed_and_upper_kept(cli, busybox):
+    ok(cli("run", "-d", "--name", "fz", busybox, "sh", "-c",
+           "echo precious > /root/mine; sleep 300"))
+    st = json.loads(ok(cli("inspect", "fz")).stdout)[0]
+    shim = st["ShimPid"]
+    deadline = time.time() + 20
+    while cli("exec", "fz", "cat", "/root/mine").stdout != "precious\n":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    # the rootfs servers are the shim's children (reparented to it as a subreaper)
+    children = [int(p) for p in os.listdir("/proc") if p.isdigit() and
+                _ppid(int(p)) == shim and "__shim" in _cmdline(int(p))]
+    assert children, "no FUSE server found under the shim"
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 20
+    while "FUSE server" not in json.loads(ok(cli("inspect", "fz")).stdout)[0]["State"]["Error"]:
+        assert time.time() < deadline, "the shim did not record the dead FUSE server"
+        time.sleep(0.1)
+    r = cli("exec", "fz", "ls", "/bin")
+    assert r.returncode != 0                       # the lower layers are gone (ENOTCONN)
+    uppers = list((data_dir(cli.home) / "snapshots").glob("*/upper/root/mine"))
+    assert len(uppers) == 1
+    r = subprocess.run(unpriv.user_cmd(["cat", str(uppers[0])]), capture_output=True, text=True)
+    assert r.stdout == "precious\n"                # the container's own data is intact
+    ok(cli("rm", "-f", "fz"))
+    assert leftovers(cli.home) == NOTHING
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
