@@ -69,11 +69,13 @@ def run_in_userns(fn: Callable[[], None]) -> None:
         raise OSError(f"in a user namespace: {rest.decode(errors='replace').strip()[-500:]}")
 
 
-def rmtree_as_root(path: str) -> None:
-    """Delete `path` whatever container-side uid owns its files."""
+def rmtree_as_root(*paths: str) -> None:
+    """Delete `paths` whatever container-side uid owns their files (one namespace for all)."""
     import shutil
+    todo = [p for p in paths if os.path.lexists(p)]
 
     def remove():
-        shutil.rmtree(path, ignore_errors=True)
-    if os.path.lexists(path):
+        for p in todo:
+            shutil.rmtree(p, ignore_errors=True)
+    if todo:
         run_in_userns(remove)

@@ -87,6 +87,15 @@ class ContainerService:
             group = read_image_file(self.layout, image_record.diff_ids, "/etc/group")
             hostname = opts.hostname or cid[:12]
             extra = self._etc_files(cdir, hostname, opts)
+            if opts.init:
+                from pydocklite.embedded_init import INIT_PATH_IN_CONTAINER, init_binary
+                try:
+                    init = init_binary(self.settings.runtime_dir)
+                except FileNotFoundError as e:
+                    raise UsageError(str(e)) from None
+                extra.append({"destination": INIT_PATH_IN_CONTAINER, "type": "bind",
+                              "source": str(init), "options": ["rbind", "ro", "nosuid",
+                                                               "nodev"]})
             mounts = self._volume_mounts(opts)
             rootfs = str(self.settings.runtime_dir / cid[:12] / "rootfs")
             spec = build_spec(cfg, dataclasses.replace(opts, mounts=tuple(mounts)),
@@ -358,8 +367,7 @@ class ContainerService:
                 # files the container made belong to its subordinate ids: delete them as
                 # root of a user namespace with the same map, then let the snapshotter finish
                 from pydocklite.userns_exec import rmtree_as_root
-                for sub in ("upper", "work", "fs"):
-                    rmtree_as_root(os.path.join(info.path, sub))
+                rmtree_as_root(*(os.path.join(info.path, sub) for sub in ("upper", "work", "fs")))
             snap.remove(cid)
         except SnapshotNotFoundError:
             pass
