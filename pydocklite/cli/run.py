@@ -44,6 +44,8 @@ def add_create_flags(p) -> None:
       help="Pull image before running")
     a("--rm", action="store_true", help="Automatically remove the container when it exits")
     a("--privileged", action="store_true", help="Give extended privileges to this container")
+    a("--security-opt", action="append", default=[],
+      help="Security options: seccomp=unconfined, no-new-privileges")
     a("--help", action="help", help="Print usage")
     a("image")
     a("command", nargs="...")
@@ -73,7 +75,18 @@ def options_from_args(args):
     swap = None
     if args.memory_swap:
         swap = -1 if args.memory_swap == "-1" else parse_bytes(args.memory_swap)
+    extra = {}
+    for opt in args.security_opt:
+        key, _, value = opt.replace(":", "=", 1).partition("=")
+        if key == "seccomp" and value == "unconfined":
+            extra["seccomp"] = "unconfined"
+        elif key == "no-new-privileges" and value in ("", "true"):
+            extra["no_new_privileges"] = True
+        elif not (key == "no-new-privileges" and value == "false"):
+            raise UsageError(f"invalid --security-opt {opt!r}: supported are "
+                             "seccomp=unconfined and no-new-privileges")
     return RunOptions(
+        extra=extra,
         image=args.image, command=tuple(args.command), name=args.name,
         detach=getattr(args, "detach", False), remove=args.rm, interactive=args.interactive,
         tty=args.tty, env=tuple(env), entrypoint=args.entrypoint, workdir=args.workdir,

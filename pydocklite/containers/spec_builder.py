@@ -250,6 +250,12 @@ def build_spec(image_cfg: dict, opts: RunOptions, *, container_id: str, rootfs: 
     }
     if uid != 0:
         spec["process"]["capabilities"] = {"bounding": list(caps)}
+    if not opts.privileged and opts.extra.get("seccomp") != "unconfined":
+        # Docker's default: an allowlist that follows the capabilities granted
+        from pydocklite.runtime.seccomp_default import default_profile
+        spec["linux"]["seccomp"] = default_profile(capabilities=caps)
+    if opts.extra.get("no_new_privileges"):
+        spec["process"]["noNewPrivileges"] = True
     return spec
 
 

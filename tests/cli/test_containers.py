@@ -118,6 +118,13 @@ def test_isolation_from_inside(cli, busybox):
     assert out[1].split() == ["lo"]
     assert out[2].strip() == "0"
     assert "sysro" in r.stdout and "nomount" in r.stdout
+    # Docker's default seccomp profile: unshare is refused, and it can be turned off
+    r = ok(cli("run", "--rm", busybox, "sh", "-c",
+               "grep Seccomp: /proc/self/status; unshare -U true 2>/dev/null || echo blocked"))
+    assert r.stdout.split() == ["Seccomp:", "2", "blocked"]
+    r = ok(cli("run", "--rm", "--security-opt", "seccomp=unconfined", busybox,
+               "grep", "Seccomp:", "/proc/self/status"))
+    assert r.stdout.split() == ["Seccomp:", "0"]
 
 
 def test_detached_lifecycle_ps_logs_exec_stop_rm(cli, busybox):
