@@ -69,6 +69,15 @@ if [ ! -x "$hello_bin" ]; then
 fi
 "$py" tools/build_hello_image.py "$hello_bin" pydocklite/embedded/hello >/dev/null
 
+# 3b. The container init for `run --init` (pydocklite/embedded/init, bind-mounted at /dev/init).
+init_bin="$cache/init-$(hash_of pydocklite/embedded/init.c)"
+if [ ! -x "$init_bin" ]; then
+  log "compiling the static container init"
+  gcc -static -Os -s -o "$init_bin.tmp" pydocklite/embedded/init.c
+  mv "$init_bin.tmp" "$init_bin"
+fi
+cmp -s "$init_bin" pydocklite/embedded/init || install -m 0755 "$init_bin" pydocklite/embedded/init
+
 # 4. Our own packages, staged without caches or build leftovers.
 stage=$(mktemp -d "$cache/src.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
