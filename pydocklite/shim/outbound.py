@@ -38,7 +38,20 @@ class Outbound:
             try:
                 os.kill(self.pid, 9)
             except ProcessLookupError:
+                return
+            # the daemon was reparented to the shim (a subreaper): reap it; else wait it out
+            try:
+                os.waitpid(self.pid, 0)
+                return
+            except ChildProcessError:
                 pass
+            import time
+            deadline = time.monotonic() + 2
+            while os.path.exists(f"/proc/{self.pid}/cmdline") and time.monotonic() < deadline:
+                with open(f"/proc/{self.pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        break
+                time.sleep(0.002)
 
 
 def start_outbound(pid: int, log, pid_file: str) -> Optional[Outbound]:
