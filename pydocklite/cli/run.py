@@ -234,6 +234,8 @@ def run_attached(service, state, tty: bool, interactive: bool) -> int:
         if not tty:
             for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
                 signal.signal(s, forward)
+        else:
+            _relay_resizes(service, state.id)
         with os.fdopen(exit_r, "rb") as f:
             while True:
                 line = f.readline()
@@ -247,6 +249,25 @@ def run_attached(service, state, tty: bool, interactive: bool) -> int:
     finally:
         if restore is not None:
             _restore(restore)
+
+
+def _relay_resizes(service, cid: str) -> None:
+    """On SIGWINCH (our terminal was resized) tell the shim, which copies the new size from
+    the terminal it was handed onto the container's pty master."""
+    from pydocklite.containers.state import pid_alive
+    st = service.store.load(cid)
+    shim_pid, start_time = st.shim_pid, st.shim_start_time
+    if not shim_pid:
+        return
+
+    def on_winch(signum, frame):
+        if pid_alive(shim_pid, start_time):
+            try:
+                os.kill(shim_pid, signal.SIGWINCH)
+            except ProcessLookupError:
+                pass
+    signal.signal(signal.SIGWINCH, on_winch)
+    on_winch(signal.SIGWINCH, None)      # a resize before the handler was in place
 
 
 def _restore(attrs) -> None:

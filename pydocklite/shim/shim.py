@@ -206,6 +206,7 @@ class Shim:
             master = self._receive_console(console)
             console.close()
             self._start_relay(master, "stdout", bidirectional=True)
+            self.resize_pty()          # the attached terminal's size, before the start
         else:
             self._start_relay(out_r, "stdout")
             self._start_relay(err_r, "stderr")
@@ -239,6 +240,26 @@ class Shim:
         if not fds:
             raise RuntimeError("the runtime sent no terminal over the console socket")
         return fds[0]
+
+    def resize_pty(self) -> None:
+        """Give the container's pty the size of the attached CLI's terminal (at start, and
+        on SIGWINCH: the CLI signals us when its terminal is resized; only we hold the
+        pty master)."""
+        master = getattr(self, "pty_master", None)
+        if master is None or self.attach is None or self.detached:
+            return
+        import fcntl
+        import termios
+        for fd in self.attach:
+            try:
+                size = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+            except OSError:
+                continue           # not a terminal
+            try:
+                fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+            except OSError as e:
+                log(f"cannot resize the container's terminal: {e.strerror}")
+            return
 
     def start_ports(self, pid: int) -> None:
         from pydocklite.shim.ports import PortForwarder, PortMapping
@@ -418,4 +439,6 @@ def main(argv: List[str]) -> int:
     import ctypes
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     log(f"shim {os.getpid()} for container {args.id} ({args.name})")
-    return Shim(settings, args.id, args.ready_fd, args.exit_fd, attach).run()
+    shim = Shim(settings, args.id, args.ready_fd, args.exit_fd, attach)
+    signal.signal(signal.SIGWINCH, lambda _n, _f: shim.resize_pty())
+    return shim.run()

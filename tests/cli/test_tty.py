@@ -1,0 +1,100 @@
+"""`run -it`: the container's pty gets the size of the CLI's terminal at start and after each
+resize (the CLI relays SIGWINCH to the shim, which holds the pty master). Driven through a
+real pty pair, pydocklite running as the unprivileged test user."""
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import struct
+import subprocess
+import termios
+import time
+
+import pytest
+
+
+def ok(r):
+    assert r.returncode == 0, f"rc={r.returncode}\nstdout:{r.stdout}\nstderr:{r.stderr}"
+    return r
+
+
+@pytest.fixture(autouse=True)
+def _no_strays(cli):
+    yield
+    subprocess.run(["pkill", "-KILL", "-f", str(cli.home)], check=False)
+
+
+@pytest.fixture
+def busybox(cli, registry):
+    ref = registry.ref("busybox")
+    ok(cli("pull", "-q", ref))
+    return ref
+
+
+def _set_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _as_controlling_tty() -> None:     # in the child, after setsid (start_new_session)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Term:
+    def __init__(self, master: int):
+        self.fd, self.out = master, b""
+
+    def read_until(self, needle: bytes, timeout: float = 30) -> bytes:
+        deadline = time.time() + timeout
+        while needle not in self.out and time.time() < deadline:
+            r, _, _ = select.select([self.fd], [], [], 0.2)
+            if r:
+                try:
+                    self.out += os.read(self.fd, 4096)
+                except OSError:
+                    break
+        return self.out
+
+    def ask(self, command: bytes, marker: bytes) -> str:
+        """Run `command` in the container shell; its output line after `marker`."""
+        start = len(self.out)
+        os.write(self.fd, command + b"; echo " + marker + b"-$((1+1))\n")
+        end = marker + b"-2"
+        self.read_until(end)
+        text = self.out[start:].decode(errors="replace")
+        assert end.decode() in text, text
+        lines = [l.strip() for l in text.replace("\r", "").split("\n")]
+        i = lines.index(end.decode())
+        return lines[i - 1]
+
+
+def test_tty_size_at_start_and_after_resize(cli, busybox):
+    master, slave = os.openpty()
+    _set_size(slave, 33, 101)
+    p = subprocess.Popen(cli.argv("run", "--rm", "-it", busybox, "sh"), env=cli.environ(),
+                         cwd=str(cli.home), stdin=slave, stdout=slave, stderr=slave,
+                         start_new_session=True, preexec_fn=_as_controlling_tty)
+    os.close(slave)
+    term = Term(master)
+    try:
+        term.read_until(b"# ")
+        assert term.ask(b"stty size", b"A") == "33 101"
+        _set_size(master, 44, 120)        # the kernel sends SIGWINCH to the CLI
+        deadline = time.time() + 10
+        size = ""
+        while time.time() < deadline:
+            size = term.ask(b"stty size", b"B")
+            if size == "44 120":
+                break
+            time.sleep(0.2)
+        assert size == "44 120"
+        _set_size(master, 20, 70)
+        time.sleep(0.5)
+        assert term.ask(b"stty size", b"C") == "20 70"
+        os.write(master, b"exit 4\n")
+        assert p.wait(timeout=30) == 4
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
