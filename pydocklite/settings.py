@@ -41,6 +41,9 @@ class Settings:
     storage_driver: str = "auto"
     insecure_registries: Tuple[str, ...] = ()
     docker_config: Optional[Path] = None
+    # delegated cgroup dir(s) to put containers' cgroups under (v1: one per hierarchy);
+    # () = let the runtime find one (PYDOCKLITE_CGROUP_BASE="a:b" or config "cgroup-base")
+    cgroup_base: Tuple[str, ...] = ()
     extra: dict = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -61,6 +64,8 @@ class Settings:
                             or conf.get("storage-driver") or "auto"),
             insecure_registries=insecure,
             docker_config=Path(docker_config) / "config.json" if docker_config else None,
+            cgroup_base=_cgroup_base(os.environ.get("PYDOCKLITE_CGROUP_BASE"),
+                                     conf.get("cgroup-base")),
             extra=conf,
         )
 
@@ -74,6 +79,15 @@ class Settings:
         return (self.config_dir / "certs.d" / registry_host,
                 Path("/etc/docker/certs.d") / registry_host,
                 Path("/etc/containers/certs.d") / registry_host)
+
+
+def _cgroup_base(env: Optional[str], conf) -> Tuple[str, ...]:
+    """The environment wins over the config file; both take "dir:dir", the config a list too."""
+    value = env if env else conf
+    if not value:
+        return ()
+    parts = value.split(os.pathsep) if isinstance(value, str) else [str(v) for v in value]
+    return tuple(p for p in parts if p)
 
 
 def _read_config(path: Path) -> dict:

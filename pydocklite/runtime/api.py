@@ -1,7 +1,8 @@
 """Library API of the runtime (what the shim and runc_cli call).
 
     create(bundle, cid, root=None, stdio=None, console_socket=None, prepare_rootfs=None,
-           pid_file=None) -> Created(pid, warnings, ...)   # init waits for start()
+           pid_file=None, cgroup_base=None) -> Created(pid, warnings, ...)
+                                                    # init waits for start()
     start(cid, root=None) ; state(cid, root=None) -> dict (OCI state)
     kill(cid, sig=15, root=None, all_processes=False) ; delete(cid, root=None, force=False)
     run(bundle, cid, root=None, stdio=None, ...) -> exit code (128+N when killed by signal N)
@@ -37,7 +38,7 @@ def _root(root):
     return root or st.default_root()
 
 
-def _cgroups_setup(spec, cid: str, warnings: list):
+def _cgroups_setup(spec, cid: str, warnings: list, base=None):
     """Create the container's cgroup when the spec asks for limits; None when not (or when
     no cgroup is usable: the limits are then reported as not applied)."""
     resources = spec.linux.resources
@@ -51,7 +52,7 @@ def _cgroups_setup(spec, cid: str, warnings: list):
         return None
     path = spec.linux.cgroups_path.strip("/").replace("/", "-").replace(":", "-")
     try:
-        return cgroups.create(path or f"pydocklite-{cid}", resources)
+        return cgroups.create(path or f"pydocklite-{cid}", resources, base=base or None)
     except Exception as e:  # noqa: BLE001 - CgroupError: limits unenforced, told to the user
         warnings.append(f"resource limits not applied: {e}")
         return None
@@ -70,8 +71,11 @@ def _cgroup_of(facts_cgroup):
 
 def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str = None,
            prepare_rootfs=None, pid_file: str = None, _start_by_pipe: bool = False,
-           _own_console: bool = False) -> Created:
-    """Set up container `cid` from `bundle`; its init waits for start(). Returns its pid."""
+           _own_console: bool = False, cgroup_base=None) -> Created:
+    """Set up container `cid` from `bundle`; its init waits for start(). Returns its pid.
+
+    cgroup_base: delegated cgroup dir(s) (a list or "a:b") for the container's cgroup,
+    as cgroups.create(base=...) takes; None = let cgroups.detect() find one."""
     from . import idmap, plan, process
     from .hooks import run_hooks
     from .spec import load_spec
@@ -119,7 +123,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
             nonlocal cgroup
             if the_plan.userns is not None and not the_plan.userns.path:
                 idmap.apply(child_pid, the_plan.userns.uid_maps, the_plan.userns.gid_maps)
-            cgroup = _cgroups_setup(spec, cid, warnings)
+            cgroup = _cgroups_setup(spec, cid, warnings, cgroup_base)
             if cgroup is not None:
                 try:
                     cgroup.add_pid(child_pid)
