@@ -9,12 +9,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from pydocklite.atomic import atomic_write_json
 from pydocklite.errors import ImageError, ImageNotFoundError
 
 DB_VERSION = 1
@@ -84,22 +84,10 @@ class ImageStore:
         )
 
     def _save(self, db: ImageDB) -> None:
-        data = {"version": DB_VERSION,
-                "images": {k: v.to_json() for k, v in sorted(db.images.items())},
-                "tags": dict(sorted(db.tags.items()))}
-        fd, tmp = tempfile.mkstemp(prefix=".images.", dir=str(self.path.parent))
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write_json(self.path, {
+            "version": DB_VERSION,
+            "images": {k: v.to_json() for k, v in sorted(db.images.items())},
+            "tags": dict(sorted(db.tags.items()))})
 
     @contextmanager
     def transaction(self) -> Iterator[dict]:

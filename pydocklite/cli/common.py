@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from datetime import datetime, timezone
 
 from pydocklite.errors import UsageError
+from pydocklite.humanize import human_duration, human_size, time_ago  # noqa: F401 (re-exported)
 
 
 class Parser(argparse.ArgumentParser):
@@ -20,49 +20,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UsageError(f"{message}\nSee 'pydocklite {self._verb} --help'.")
-
-
-def human_size(n: float) -> str:
-    """go-units HumanSizeWithPrecision(n, 3): decimal units, 3 significant digits."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    n = float(n)
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000.0
-        i += 1
-    return f"{n:.3g}{units[i]}"
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration: 'Less than a second', '5 minutes', '2 weeks'..."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
-
-
-def time_ago(ts: float, now: float = None) -> str:
-    return human_duration((now or time.time()) - ts) + " ago"
 
 
 def parse_time(text: str) -> float:
@@ -134,3 +91,19 @@ def _print_aligned(table: list) -> None:
         cells = [cell.ljust(widths[i] + 3) if i < len(r) - 1 else cell
                  for i, cell in enumerate(r)]
         sys.stdout.write("".join(cells).rstrip() + "\n")
+
+
+def for_each(names, fn) -> int:
+    """Run fn per named object like docker: errors to stderr, exit 1 if any failed."""
+    status = 0
+    for name in names:
+        try:
+            out = fn(name)
+            if out is not None:
+                sys.stdout.write(f"{out}\n")
+        except Exception as e:
+            if type(e).__module__.split(".")[0] not in ("pydocklite", "registry", "snapshotter"):
+                raise
+            sys.stderr.write(f"Error response from daemon: {e}\n")
+            status = 1
+    return status

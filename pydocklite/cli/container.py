@@ -3,28 +3,12 @@ from __future__ import annotations
 
 import sys
 
-from pydocklite.cli.common import Parser
+from pydocklite.cli.common import Parser, for_each as _each
 
 
 def _service(settings):
     from pydocklite.containers.container import ContainerService
     return ContainerService(settings)
-
-
-def _each(names, fn) -> int:
-    """Run fn per container like docker: errors to stderr, exit 1 if any failed."""
-    status = 0
-    for name in names:
-        try:
-            out = fn(name)
-            if out is not None:
-                sys.stdout.write(f"{out}\n")
-        except Exception as e:
-            if type(e).__module__.split(".")[0] not in ("pydocklite", "registry", "snapshotter"):
-                raise
-            sys.stderr.write(f"Error response from daemon: {e}\n")
-            status = 1
-    return status
 
 
 def cmd_start(settings, argv) -> int:

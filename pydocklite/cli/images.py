@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
-from pydocklite.cli.common import (Parser, human_size, parse_time, print_table, rfc3339,
-                                   time_ago)
+from pydocklite.cli.common import (Parser, for_each, human_size, parse_time, print_table,
+                                   rfc3339, time_ago)
 
 IMAGE_COLUMNS = [("Repository", "REPOSITORY"), ("Tag", "TAG"), ("ID", "IMAGE ID"),
                  ("CreatedSince", "CREATED"), ("Size", "SIZE")]
@@ -106,17 +106,10 @@ def cmd_rmi(settings, argv) -> int:
     p.add_argument("images", nargs="+")
     args = p.parse_args(argv)
     service = _service(settings)
-    status = 0
-    for name in args.images:
-        try:
-            for line in service.remove(name, force=args.force):
-                sys.stdout.write(line + "\n")
-        except Exception as e:
-            if type(e).__module__.split(".")[0] not in ("pydocklite", "registry", "snapshotter"):
-                raise
-            sys.stderr.write(f"Error response from daemon: {e}\n")
-            status = 1
-    return status
+
+    def remove(name):
+        return "\n".join(service.remove(name, force=args.force))
+    return for_each(args.images, remove)
 
 
 def cmd_tag(settings, argv) -> int:

@@ -19,13 +19,14 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
+from pydocklite.atomic import atomic_write_json  # noqa: F401 (part of this module's API)
 from pydocklite.containers.names import generate_name, is_valid_name, normalize_name
+from pydocklite.humanize import human_duration  # noqa: F401 (part of this module's API)
 from pydocklite.errors import ContainerError, ContainerNotFoundError
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -202,60 +203,12 @@ class ContainerState:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration, as `docker ps` prints it."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
-
-
 def new_id() -> str:
     """64 hex digits whose 12-digit short form isn't all decimal (Docker avoids those)."""
     while True:
         cid = secrets.token_hex(32)
         if not cid[:12].isdigit():
             return cid
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON to `path` so readers see the old or the new file, never a torn one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(str(path.parent), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 @contextlib.contextmanager
