@@ -78,5 +78,20 @@ def commit_container(service, containers, ref: str, name: Optional[str] = None, 
                      "diff_ids": list(parent.diff_ids) + [layer.diff_id]}
     doc["history"] = list(doc.get("history") or []) + [entry]
     doc.pop("container_config", None)
+    _remember_parent_blobs(service, parent)
     names = [name] if name else []
     return register(service, config_bytes(doc), names)
+
+
+def _remember_parent_blobs(service, parent) -> None:
+    """Where the parent's compressed layers are known to be, for pushes of the new image
+    (its own manifest lists uncompressed layers and it has no repo digests yet)."""
+    from pydocklite.distribution.blobinfo import BlobInfoStore, candidates
+    store = BlobInfoStore(service.layout.root)
+    for diff_id, known in zip(parent.diff_ids, candidates(service, parent, parent.diff_ids)):
+        for k in known:
+            if k.repos:
+                try:
+                    store.add(diff_id, k)
+                except OSError:
+                    pass
