@@ -22,6 +22,7 @@ from pydocklite.errors import ContainerStateError, UsageError
 from pydocklite.settings import Settings
 
 STOP_MARKER = "stop-requested"
+CGROUP_BASE_ANNOTATION = "io.pydocklite.cgroup-base"
 DEFAULT_STOP_TIMEOUT = 10
 
 
@@ -102,6 +103,9 @@ class ContainerService:
                               container_id=cid, rootfs=rootfs, passwd=passwd, group=group,
                               hostname=hostname, extra_mounts=extra)
             spec["linux"]["namespaces"].append({"type": "user"})
+            if self.settings.cgroup_base and spec["linux"].get("resources"):
+                # where the shim's runtime puts the container's cgroup (a delegated subtree)
+                spec["annotations"][CGROUP_BASE_ANNOTATION] = ":".join(self.settings.cgroup_base)
             spec["process"]["oomScoreAdj"] = 0
             (cdir / "config.json").write_text(json.dumps(spec, indent=1))
             config = {

@@ -59,6 +59,7 @@ class Shim:
         self.runtime_root = str(settings.runtime_dir / "runtime")
         self.run_dir = settings.runtime_dir / cid[:12]
         self.fuse_pids: List[int] = []
+        self.fuse_leaves: List[str] = []          # cgroups the FUSE servers were moved to
         self.forwarder = None
         self.helper = None
         self.relays: List[threading.Thread] = []
@@ -190,7 +191,8 @@ class Shim:
         log("creating the container")
         try:
             created = api.create(str(self.cdir), self.cid, root=self.runtime_root, stdio=stdio,
-                                 console_socket=console_path, prepare_rootfs=prepare_rootfs)
+                                 console_socket=console_path, prepare_rootfs=prepare_rootfs,
+                                 cgroup_base=self._cgroup_base(spec))
         finally:
             os.close(pid_w)
             for fd in child_fds:
@@ -202,6 +204,7 @@ class Shim:
             os.close(pid_r)
         for w in created.warnings:
             log(f"warning: {w}")
+        self._fuse_out_of_cgroup()
         if tty:
             master = self._receive_console(console)
             console.close()
@@ -225,6 +228,14 @@ class Shim:
                                  finished_at="0001-01-01T00:00:00Z", oom_killed=False)
         self.start_ports(pid)
         return pid
+
+    def _cgroup_base(self, spec: dict):
+        """The delegated cgroup dir(s) given at create time (or now, to the shim), else None."""
+        base = (spec.get("annotations") or {}).get("io.pydocklite.cgroup-base") or \
+            ":".join(self.settings.cgroup_base)
+        if base and (spec.get("linux") or {}).get("resources"):
+            log(f"cgroup base: {base}")
+        return base or None
 
     @staticmethod
     def _receive_console(listener: socket.socket) -> int:
@@ -371,13 +382,38 @@ class Shim:
         log(f"container exited with code {code}")
         return code
 
-    def _oom_killed(self) -> bool:
+    def _container_cgroup(self) -> list:
+        """The runtime's [[controller, dir], ...] of the container's cgroup ([] if none)."""
         try:
-            from pydocklite.runtime import api
-            st = api.state(self.cid, root=self.runtime_root)
-        except Exception:  # noqa: BLE001 - gone already
-            return False
-        return bool(st.get("annotations", {}).get("io.pydocklite.oom"))
+            from pydocklite.runtime import state as runtime_state
+            return runtime_state.load(self.runtime_root, self.cid).cgroup or []
+        except Exception:  # noqa: BLE001 - gone already, or no cgroup
+            return []
+
+    def _fuse_out_of_cgroup(self) -> None:
+        paths = self._container_cgroup() if self.fuse_pids else []
+        if paths:
+            from pydocklite.shim.fuse_cgroup import move_out
+            self.fuse_leaves = move_out(paths, self.fuse_pids, log)
+
+    def _oom_killed(self) -> bool:
+        """Did the kernel OOM-kill a process of the container's memory cgroup? (its oom_kill
+        counter: memory.events on v2, memory.oom_control on v1; read before the runtime's
+        delete removes the cgroup)."""
+        for controller, d in self._container_cgroup():
+            if controller not in ("", "memory"):
+                continue
+            for name in ("memory.events", "memory.oom_control"):
+                try:
+                    with open(os.path.join(d, name)) as f:
+                        text = f.read()
+                except OSError:
+                    continue
+                for line in text.splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and value.strip().isdigit() and int(value) > 0:
+                        return True
+        return False
 
     def cleanup_container(self) -> None:
         from pydocklite.runtime import api
@@ -401,6 +437,10 @@ class Shim:
             except ChildProcessError:
                 pass
         self.fuse_pids = []
+        if self.fuse_leaves:
+            from pydocklite.shim.fuse_cgroup import remove_leaves
+            remove_leaves(self.fuse_leaves)
+            self.fuse_leaves = []
 
     def remove_container(self) -> None:
         from pydocklite.containers.container import ContainerService

@@ -1,0 +1,142 @@
+"""Resource limits through `run --memory/--pids-limit/--cpus`, enforced for real, as the
+unprivileged test user:
+ (a) cgroup v1 on this host: root makes a child of this test process's own cgroup in the
+     memory, pids and cpu/cpuacct hierarchies and chowns it to the user, who passes those
+     dirs as PYDOCKLITE_CGROUP_BASE;
+ (b) without a base: a warning that names the fix, and the container still runs;
+ (c) cgroup v2 in a qemu guest (../shared/tools/run-in-cg2vm.sh) in the delegated subtree.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pydocklite.runtime import cgroup_detect, cgroups
+from tests import unpriv
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_HIERARCHIES = ("memory", "pids", "cpu", "cpuacct")
+
+
+def ok(r):
+    assert r.returncode == 0, f"rc={r.returncode}\nstdout:{r.stdout}\nstderr:{r.stderr}"
+    return r
+
+
+@pytest.fixture(autouse=True)
+def _no_strays(cli):
+    yield
+    subprocess.run(["pkill", "-KILL", "-f", str(cli.home)], check=False)
+
+
+@pytest.fixture
+def busybox(cli, registry):
+    ref = registry.ref("busybox")
+    ok(cli("pull", "-q", ref))
+    return ref
+
+
+@pytest.fixture
+def v1_base():
+    """Children of this test process's own v1 cgroups, chowned to the test user; their
+    ":"-joined paths (the PYDOCKLITE_CGROUP_BASE value)."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a child of our own cgroup v1 for the test user needs root")
+    if cgroups.detect().version not in ("v1", "hybrid"):
+        pytest.skip("not a cgroup v1/hybrid host: see the cgroup v2 test")
+    mounts = [m for m in cgroup_detect.cgroup_mounts() if m.fstype == "cgroup"]
+    own = cgroup_detect.own_cgroups()
+    user = unpriv.test_user()
+    tag, made = f"pdlt-{uuid.uuid4().hex[:8]}", []
+    for ctl in ("memory", "pids", "cpu"):
+        if not any(ctl in m.controllers for m in mounts):
+            pytest.skip(f"the cgroup v1 {ctl} hierarchy is not mounted on this host")
+    try:
+        for m in mounts:
+            if not set(m.controllers) & set(BASE_HIERARCHIES):
+                continue
+            path = next((p for c, p in own if set(c) == set(m.controllers)), None)
+            parent = cgroup_detect._dir_of(m, path) if path is not None else None
+            if parent is None:
+                continue
+            d = os.path.join(parent, tag)
+            os.mkdir(d)
+            made.append(d)
+            os.chown(d, user.pw_uid, user.pw_gid)
+            for f in ("cgroup.procs", "tasks"):
+                if os.path.exists(os.path.join(d, f)):
+                    os.chown(os.path.join(d, f), user.pw_uid, user.pw_gid)
+        yield made
+    finally:
+        for d in made:
+            c = cgroups.attach([("x", d)])
+            c.kill_all()
+            c.destroy()
+        assert not any(os.path.exists(d) for d in made)
+
+
+def _subdirs(bases) -> list:
+    return [e.path for d in bases for e in os.scandir(d) if e.is_dir()]
+
+
+def test_v1_limits_enforced_with_a_cgroup_base(cli, busybox, v1_base):
+    env = {"PYDOCKLITE_CGROUP_BASE": ":".join(v1_base)}
+    # memory: a shell that grows past 32 MiB is OOM-killed (no swap limit asked: the
+    # memsw limit is not written, so measure on a host without swap or with memsw)
+    r = cli("run", "--name", "hog", "--memory", "32m", busybox, "sh", "-c",
+            "x=$(head -c 200m /dev/zero | tr '\\0' x); echo survived ${#x}", env=env)
+    assert r.returncode == 137, r
+    assert "survived" not in r.stdout and "WARNING" not in r.stderr, r
+    st = json.loads(ok(cli("inspect", "hog")).stdout)[0]
+    assert st["State"]["OOMKilled"] is True and st["State"]["ExitCode"] == 137, st["State"]
+    assert st["HostConfig"]["Memory"] == 32 << 20
+    ok(cli("rm", "hog"))
+    assert _subdirs(v1_base) == []
+    # pids: forks fail past the limit (the inner shell counts its children until a fork
+    # fails, which ends it with "can't fork"; the outer shell and it use 2 of the 10)
+    r = ok(cli("run", "--rm", "--pids-limit", "10", busybox, "sh", "-c",
+               "sh -c 'i=0; while [ $i -lt 50 ]; do sleep 3 & i=$((i+1)); echo $i; done' "
+               "2>/tmp/err; echo inner=$?; cat /tmp/err", env=env))
+    lines = r.stdout.split()
+    assert lines[-1:] != ["inner=0"] and "can't fork" in r.stdout, r.stdout
+    forked = int([x for x in lines if x.isdigit()][-1])
+    assert forked == 8, r.stdout
+    # cpu: a busy loop gets about 0.2 of a cpu (ticks of utime+stime over 2 s, at 100 Hz)
+    r = ok(cli("run", "--rm", "--cpus", "0.2", busybox, "sh", "-c",
+               "while :; do :; done & p=$!; sleep 2; set -- $(cat /proc/$p/stat); kill $p; "
+               "echo $(( ${14} + ${15} ))", env=env))
+    ticks = int(r.stdout.split()[-1])
+    assert 16 <= ticks <= 70, f"cpu quota 0.2 not enforced: {ticks} ticks in 2 s"
+    assert _subdirs(v1_base) == []
+
+
+def test_limits_without_a_base_warn_and_still_run(cli, busybox):
+    info = cgroups.detect()
+    if os.geteuid() != 0 or info.version not in ("v1", "hybrid"):
+        pytest.skip("needs root (to switch to the test user) on a cgroup v1/hybrid host, "
+                    "where an unprivileged user has no cgroup of its own")
+    r = cli("run", "--rm", "--memory", "32m", "--pids-limit", "50", busybox, "echo", "ran")
+    assert r.returncode == 0 and r.stdout == "ran\n", r
+    assert "WARNING" in r.stderr and "memory, pids" in r.stderr, r.stderr
+    assert "PYDOCKLITE_CGROUP_BASE" in r.stderr and "run as root" in r.stderr, r.stderr
+    # inspect shows the limits asked for; the shim's log says they were not applied
+    ok(cli("run", "-d", "--name", "lim", "--memory", "64m", "--pids-limit", "20", "--cpus",
+           "0.5", busybox, "sleep", "30"))
+    st = json.loads(ok(cli("inspect", "lim")).stdout)[0]
+    h = st["HostConfig"]
+    assert (h["Memory"], h["PidsLimit"], h["NanoCpus"]) == (64 << 20, 20, 500_000_000), h
+    log = subprocess.run(unpriv.user_cmd(["cat", st["ShimLogPath"]]), capture_output=True,
+                         text=True).stdout
+    assert "not applied" in log, log
+    ok(cli("rm", "-f", "lim"))
+    # a base that is not writable: the warning names it
+    r = cli("run", "--rm", "--memory", "32m", busybox, "true",
+            env={"PYDOCKLITE_CGROUP_BASE": "/sys/fs/cgroup/memory"})
+    assert r.returncode == 0 and "/sys/fs/cgroup/memory" in r.stderr, r
