@@ -136,6 +136,23 @@ def test_push_basic_auth_after_login_recompress_chunked(cli, registry, busybox, 
         assert ok(cli("run", "--rm", target, "echo", "authed")).stdout == "authed\n"
 
 
+def test_push_token_auth_mounts_across_repos(cli, registry, busybox, tmp_path):
+    with start_registry(tmp_path / "reg", auth="token", users={"bob": "pw"}) as reg:
+        ok(cli("login", "--username", "bob", "--password-stdin", reg.host, input="pw\n"))
+        first, second = f"{reg.host}/bob/one:latest", f"{reg.host}/bob/two:latest"
+        ok(cli("tag", busybox, first))
+        ok(cli("tag", busybox, second))
+        assert ": Pushed" in ok(pdl(cli, "push", first)).stdout
+        r = ok(pdl(cli, "push", second))
+        assert ": Mounted from bob/one" in r.stdout, r.stdout
+        # the mount asked for pull on the source repository and push on the target
+        scopes = " ".join(" ".join(s) for _, s in reg.token_service.requests)
+        assert "repository:bob/one:pull" in scopes and "repository:bob/two:" in scopes
+        ok(cli("rmi", "-f", busybox))
+        ok(cli("pull", "-q", second))
+        assert ok(cli("run", "--rm", second, "echo", "tok")).stdout == "tok\n"
+
+
 def test_push_zstd(cli, registry, busybox):
     target = f"{registry.host}/dist/zbox:latest"
     ok(cli("tag", busybox, target))
@@ -169,6 +186,10 @@ def test_save_load_docker_and_oci(cli, registry):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["Layers"] == layers
 
+    # to stdout: the same bytes (a save is reproducible)
+    streamed = ok(pdl(cli, "save", ref, text=False)).stdout
+    assert streamed == archive.read_bytes()
+
     ok(cli("rmi", ref))
     r = ok(pdl(cli, "load", "-i", str(archive)))
     assert r.stdout == f"Loaded image: {ref}\n"
@@ -192,6 +213,12 @@ def test_save_load_docker_and_oci(cli, registry):
     assert json.loads(r.stdout)["Layers"] == layers     # uncompressed: digest = diff_id
     ok(cli("rmi", ref))
     assert ok(pdl(cli, "load", "-i", str(oci))).stdout == f"Loaded image: {ref}\n"
+    assert image_id(cli, ref) == original
+    ocidir = user_file(cli, "oci-dir")
+    ok(pdl(cli, "save", "--format", "oci-dir", "-o", str(ocidir), ref))
+    assert (ocidir / "oci-layout").is_file()
+    ok(cli("rmi", ref))
+    assert ok(pdl(cli, "load", "-i", str(ocidir))).stdout == f"Loaded image: {ref}\n"
     assert image_id(cli, ref) == original
 
     # an OCI layout directory written by skopeo (compressed layers) loads as well
