@@ -1,0 +1,1 @@
+"""Dockerfile builder: parse, context, layer cache, executor (see builder.py)."""

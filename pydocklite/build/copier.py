@@ -1,0 +1,276 @@
+"""COPY/ADD: sources (globs) -> a plan of files to put in the image -> content hash + tar layer.
+
+Docker's semantics: a directory source copies its *contents*; a file goes to DEST/name when
+DEST ends with '/' or is a directory in the image, else DEST is the new file's path; several
+sources (or a wildcard) need a directory DEST; missing parent directories are created (0755,
+root); ADD unpacks a local tar archive (plain, gzip, bzip2, xz) into DEST. The plan is pure
+data; `plan_hash` is the cache key part (content + path + mode + owner, never mtimes, as in
+Docker); `write_tar` streams the layer.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import posixpath
+import tarfile
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from pydocklite.build.context import DIR, REG, SYMLINK, FileEntry, clean_rel
+from pydocklite.build.errors import ContextError
+
+_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+
+
+@dataclass(frozen=True)
+class CopyItem:
+    dest: str                      # relative path in the image
+    entry: FileEntry               # type, mode, owner, mtime, link target, size
+    data: Optional[Callable[[], Iterator[bytes]]] = None   # regular files
+
+
+def _has_magic(s: str) -> bool:
+    return any(c in s for c in "*?[")
+
+
+def glob(fs, pattern: str, what: str) -> List[str]:
+    """Context/image paths matching `pattern` (Go filepath.Match per component)."""
+    rel = clean_rel(pattern, what)
+    if not _has_magic(rel):
+        return [rel] if fs.stat(rel) is not None or (rel and _follows(fs, rel)) else []
+    parts = rel.split("/")
+    found = [""]
+    for part in parts:
+        nxt = []
+        for base in found:
+            if _has_magic(part):
+                e = fs.stat(base)
+                if e is None or e.type != DIR:
+                    continue
+                pat = part.replace("[^", "[!")
+                nxt.extend(f"{base}/{n}" if base else n for n in fs.listdir(base)
+                           if fnmatch.fnmatchcase(n, pat))
+            else:
+                cand = f"{base}/{part}" if base else part
+                if fs.stat(cand) is not None:
+                    nxt.append(cand)
+        found = nxt
+    return sorted(found)
+
+
+def _follows(fs, rel: str) -> bool:
+    return getattr(fs, "follow", None) is not None and fs.follow(rel) is not None
+
+
+def plan_copy(fs, sources: Sequence[str], dest: str, *, dest_is_dir: Callable[[str], bool],
+              owner: Optional[Tuple[int, int]], chmod: Optional[int], extract: bool,
+              what: str, now: float) -> List[CopyItem]:
+    """The files COPY/ADD puts in the image. `dest` is absolute (WORKDIR applied)."""
+    matches: List[str] = []
+    for src in sources:
+        found = glob(fs, src, what)
+        if not found:
+            raise ContextError(f"{what}: file not found in {fs.name}: {src!r} (missing, or "
+                               "excluded by .dockerignore)")
+        matches.extend(found)
+    dest_rel = posixpath.normpath(dest).lstrip("/")
+    dest_rel = "" if dest_rel == "." else dest_rel
+    into_dir = dest.endswith("/") or dest_rel == "" or dest_is_dir(dest_rel) or \
+        dest.endswith("/.")
+    several = len(matches) > 1 or any(_has_magic(s) for s in sources)
+    if len(matches) > 1 and not into_dir:
+        raise ContextError(f"{what}: when using several sources (or a wildcard), the "
+                           f"destination must be a directory and end with a '/': {dest}")
+    items: Dict[str, CopyItem] = {}
+
+    def add(path: str, entry: FileEntry, data=None) -> None:
+        if owner is not None:
+            entry = FileEntry(entry.type, entry.mode, entry.size, entry.mtime, entry.linkname,
+                              owner[0], owner[1])
+        if chmod is not None and entry.type != SYMLINK:
+            entry = FileEntry(entry.type, chmod, entry.size, entry.mtime, entry.linkname,
+                              entry.uid, entry.gid)
+        items[path] = CopyItem(path, entry, data)
+
+    for src in matches:
+        entry = fs.follow(src) if hasattr(fs, "follow") else fs.stat(src)
+        if entry is None:
+            continue
+        if entry.type == DIR:
+            target = dest_rel
+            if several and not into_dir:
+                target = dest_rel
+            if target and not dest_is_dir(target):
+                add(target, _default_owner(entry, fs))
+            _add_tree(fs, src, target, add)
+            continue
+        name = posixpath.basename(src)
+        target = posixpath.join(dest_rel, name) if into_dir else dest_rel
+        if extract and entry.type == REG and _is_archive(fs, src):
+            base = dest_rel if (into_dir or dest.endswith("/")) else dest_rel
+            _add_archive(fs, src, base, items, add, what)
+            continue
+        add(target, _default_owner(entry, fs), _data(fs, src))
+    return [items[k] for k in sorted(items)]
+
+
+def _default_owner(entry: FileEntry, fs) -> FileEntry:
+    """Files from the context belong to root; files of an image keep their owners."""
+    if getattr(fs, "diff_ids", None) is not None:
+        return entry
+    return FileEntry(entry.type, entry.mode, entry.size, entry.mtime, entry.linkname, 0, 0)
+
+
+def _data(fs, rel: str):
+    if hasattr(fs, "host_path"):
+        path = fs.host_path(rel)
+
+        def read():
+            with open(path, "rb") as f:
+                while True:
+                    b = f.read(1 << 20)
+                    if not b:
+                        return
+                    yield b
+        return read
+    return lambda: fs.chunks(rel)
+
+
+def _add_tree(fs, src: str, target: str, add) -> None:
+    stack = [(src, target)]
+    while stack:
+        s, t = stack.pop()
+        for name in fs.listdir(s):
+            cs = f"{s}/{name}" if s else name
+            ct = f"{t}/{name}" if t else name
+            e = fs.stat(cs)
+            if e is None:
+                continue
+            e = _default_owner(e, fs)
+            if e.type == DIR:
+                add(ct, e)
+                stack.append((cs, ct))
+            elif e.type == REG:
+                add(ct, e, _data(fs, cs))
+            else:
+                add(ct, e)
+
+
+def _is_archive(fs, rel: str) -> bool:
+    if not hasattr(fs, "host_path"):
+        return False
+    try:
+        return tarfile.is_tarfile(fs.host_path(rel))
+    except (OSError, tarfile.TarError):
+        return rel.endswith(_TAR_SUFFIXES)
+
+
+def _add_archive(fs, rel: str, base: str, items, add, what: str) -> None:
+    path = fs.host_path(rel)
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                name = posixpath.normpath(m.name).lstrip("/")
+                if name in (".", "") or name.startswith("../") or name == "..":
+                    continue
+                target = posixpath.join(base, name) if base else name
+                mode = m.mode & 0o7777
+                if m.isdir():
+                    add(target, FileEntry(DIR, mode, 0, m.mtime, "", m.uid, m.gid))
+                elif m.issym():
+                    add(target, FileEntry(SYMLINK, 0o777, 0, m.mtime, m.linkname, m.uid, m.gid))
+                elif m.isreg() or m.islnk():
+                    src_member = m if m.isreg() else tf.getmember(m.linkname)
+                    add(target, FileEntry(REG, mode, src_member.size, m.mtime, "", m.uid, m.gid),
+                        _member_reader(path, src_member.name))
+    except (OSError, tarfile.TarError) as e:
+        raise ContextError(f"{what}: cannot unpack {rel}: {e}") from None
+
+
+def _member_reader(archive: str, member: str):
+    def read():
+        with tarfile.open(archive, "r:*") as tf:
+            f = tf.extractfile(member)
+            while f is not None:
+                b = f.read(1 << 20)
+                if not b:
+                    return
+                yield b
+    return read
+
+
+def parent_dirs(items: Sequence[CopyItem], exists: Callable[[str], Optional[FileEntry]],
+                now: float) -> List[CopyItem]:
+    """Entries for the parent directories of the items: the image's own metadata when the
+    directory exists there, else 0755 root."""
+    have = {i.dest for i in items}
+    out: Dict[str, CopyItem] = {}
+    for item in items:
+        parent = posixpath.dirname(item.dest)
+        while parent and parent not in have and parent not in out:
+            e = exists(parent)
+            if e is None or e.type != DIR:
+                e = FileEntry(DIR, 0o755, 0, now)
+            out[parent] = CopyItem(parent, e)
+            parent = posixpath.dirname(parent)
+    return list(out.values())
+
+
+def plan_hash(items: Sequence[CopyItem]) -> str:
+    """sha256 over paths, types, modes, owners, link targets and file contents."""
+    h = hashlib.sha256()
+    for it in sorted(items, key=lambda i: i.dest):
+        e = it.entry
+        h.update(f"{it.dest}\0{e.type}\0{e.mode:o}\0{e.uid}:{e.gid}\0{e.linkname}\0".encode())
+        if it.data is not None:
+            fh = hashlib.sha256()
+            for b in it.data():
+                fh.update(b)
+            h.update(fh.digest())
+    return "sha256:" + h.hexdigest()
+
+
+def write_tar(out, items: Sequence[CopyItem], mtime_clamp: Optional[int] = None) -> None:
+    """The layer tar: parents before children, sorted, integer mtimes (clamped to
+    SOURCE_DATE_EPOCH when given), no user/group names: same inputs, same bytes."""
+    tf = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
+    try:
+        for it in sorted(items, key=lambda i: i.dest.split("/")):
+            e = it.entry
+            ti = tarfile.TarInfo(it.dest + ("/" if e.type == DIR else ""))
+            ti.mode, ti.uid, ti.gid = e.mode, e.uid, e.gid
+            mt = int(e.mtime)
+            ti.mtime = min(mt, mtime_clamp) if mtime_clamp is not None else mt
+            ti.uname = ti.gname = ""
+            if e.type == DIR:
+                ti.type = tarfile.DIRTYPE
+                tf.addfile(ti)
+            elif e.type == SYMLINK:
+                ti.type, ti.linkname = tarfile.SYMTYPE, e.linkname
+                tf.addfile(ti)
+            else:
+                ti.type, ti.size = tarfile.REGTYPE, e.size
+                tf.addfile(ti, _Reader(it.data(), e.size, it.dest))
+    finally:
+        tf.close()
+
+
+class _Reader:
+    """A file object over a chunk iterator, for tarfile.addfile (exactly `size` bytes)."""
+
+    def __init__(self, chunks: Iterator[bytes], size: int, name: str) -> None:
+        self._it, self._buf, self._left, self._name = chunks, b"", size, name
+
+    def read(self, n: int = -1) -> bytes:
+        while (n < 0 or len(self._buf) < n) and self._left > len(self._buf):
+            try:
+                self._buf += next(self._it)
+            except StopIteration:
+                break
+        if n < 0:
+            n = len(self._buf)
+        out, self._buf = self._buf[:n], self._buf[n:]
+        if len(out) < min(n, self._left):
+            raise ContextError(f"{self._name} changed size while being copied: retry the build")
+        self._left -= len(out)
+        return out

@@ -1,0 +1,166 @@
+"""The builder's COPY/ADD/WORKDIR steps: resolve the flags against the stage, plan, write layers.
+
+Sources come from the context (`ContextFS`), another stage or an image (`--from`, as an
+`ImageFS` over its layers) or a URL (ADD). `--chown` names are looked up in the stage's own
+/etc/passwd and /etc/group, as Docker does.
+"""
+from __future__ import annotations
+
+import posixpath
+import time
+from typing import Dict, List, Optional, Tuple
+
+from pydocklite.build.context import DIR, REG, FileEntry
+from pydocklite.build.copier import CopyItem, parent_dirs, plan_copy, write_tar
+from pydocklite.build.errors import ContextError, DockerfileError
+from pydocklite.build.imagefs import ImageFS
+from pydocklite.build.steps import words
+
+
+def _stage_fs(builder, state) -> ImageFS:
+    return ImageFS(builder.writer.layout, [r.diff_id for r in state.layers], "the image")
+
+
+def _owner(builder, state, spec: str, ins) -> Optional[Tuple[int, int]]:
+    if not spec:
+        return None
+    from pydocklite.containers.spec_builder import resolve_user
+    user, sep, group = spec.partition(":")
+    if user.isdigit() and (not sep or group.isdigit()):
+        return int(user), int(group) if sep else int(user)
+    fs = _stage_fs(builder, state)
+    try:
+        passwd, groups = fs.read_text("etc/passwd"), fs.read_text("etc/group")
+    finally:
+        fs.close()
+    try:
+        uid, gid, _ = resolve_user(spec, passwd, groups)
+    except Exception as e:  # noqa: BLE001 - a name the image doesn't know
+        raise DockerfileError(f"--chown={spec}: {e}", builder.df.filename, ins.line,
+                              ins.original) from None
+    if not sep:
+        gid = uid     # Docker: a user without a group means the same number as gid
+    return uid, gid
+
+
+def _source_fs(builder, ins, env):
+    src = ins.flag("from")
+    if not src:
+        return builder.ctx, None
+    from pydocklite.build.shellwords import expand
+    name = expand(src, env, builder.df.escape)
+    j = builder.df.stage_index(name)
+    if j is not None and j in builder.states:
+        st = builder.states[j]
+        fs = ImageFS(builder.writer.layout, [r.diff_id for r in st.layers], f"stage {name}")
+        return fs, fs
+    record = builder._image(name)
+    fs = ImageFS(builder.writer.layout, record.diff_ids, f"image {name}")
+    return fs, fs
+
+
+def plan_for(builder, state, ins, env: Dict[str, str]) -> List[CopyItem]:
+    args = words(ins, env, builder.df.escape, builder.df.filename)
+    sources, dest = args[:-1], args[-1]
+    workdir = (state.config.get("config") or {}).get("WorkingDir") or "/"
+    dest_abs = dest if dest.startswith("/") else posixpath.join(workdir, dest)
+    if dest.endswith("/") and not dest_abs.endswith("/"):
+        dest_abs += "/"
+    chmod = None
+    if ins.flag("chmod"):
+        try:
+            chmod = int(ins.flag("chmod"), 8)
+        except ValueError:
+            raise DockerfileError(f"invalid --chmod={ins.flag('chmod')}: use octal, e.g. 755",
+                                  builder.df.filename, ins.line, ins.original) from None
+    owner = _owner(builder, state, ins.flag("chown") or "", ins)
+    now = builder.epoch if builder.epoch is not None else int(time.time())
+    target = _stage_fs(builder, state)
+    try:
+        def dest_is_dir(rel: str) -> bool:
+            e = target.follow(rel)
+            return e is not None and e.type == DIR
+        urls = [s for s in sources if ins.keyword == "ADD" and
+                s.startswith(("http://", "https://"))]
+        local = [s for s in sources if s not in urls]
+        items: List[CopyItem] = []
+        what = f"{builder.df.filename}:{ins.line}: {ins.keyword}"
+        if local:
+            fs, owned = _source_fs(builder, ins, env)
+            try:
+                items = plan_copy(fs, local, dest_abs, dest_is_dir=dest_is_dir, owner=owner,
+                                  chmod=chmod, extract=ins.keyword == "ADD" and owned is None,
+                                  what=what, now=now)
+            except ContextError as e:
+                raise ContextError(str(e)) from None
+            finally:
+                if owned is not None:
+                    owned_items = items
+                    items = _materialize(owned_items)
+                    owned.close()
+        for url in urls:
+            items.append(_download(url, dest_abs, dest_is_dir, owner, chmod, now, what))
+        items += parent_dirs(items, target.follow, now)
+        return sorted(items, key=lambda i: i.dest)
+    finally:
+        target.close()
+
+
+def _materialize(items: List[CopyItem]) -> List[CopyItem]:
+    """Read file data of an ImageFS now (it is closed after planning)."""
+    out = []
+    for it in items:
+        if it.data is None:
+            out.append(it)
+            continue
+        data = b"".join(it.data())
+        out.append(CopyItem(it.dest, it.entry, (lambda d=data: iter([d]))))
+    return out
+
+
+def _download(url: str, dest: str, dest_is_dir, owner, chmod, now, what: str) -> CopyItem:
+    import urllib.request
+    from email.utils import parsedate_to_datetime
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            data = resp.read()
+            modified = resp.headers.get("Last-Modified")
+    except OSError as e:
+        raise ContextError(f"{what}: cannot download {url}: {e}") from None
+    mtime = now
+    if modified:
+        try:
+            mtime = int(parsedate_to_datetime(modified).timestamp())
+        except (TypeError, ValueError):
+            pass
+    rel = posixpath.normpath(dest).lstrip("/")
+    name = posixpath.basename(url.split("?", 1)[0].rstrip("/")) or "index.html"
+    if dest.endswith("/") or dest_is_dir(rel):
+        rel = posixpath.join(rel, name)
+    uid, gid = owner or (0, 0)
+    entry = FileEntry(REG, chmod if chmod is not None else 0o600, len(data), mtime, "", uid, gid)
+    return CopyItem(rel, entry, lambda: iter([data]))
+
+
+def copy_layer(builder, state, items: List[CopyItem]):
+    clamp = builder.epoch
+    return builder.writer.new_layer(lambda f: write_tar(f, items, clamp), "COPY layer")
+
+
+def workdir_layer(builder, state, path: str):
+    """A layer creating WORKDIR (and its parents) when the image lacks it; else None."""
+    rel = posixpath.normpath(path).lstrip("/")
+    if not rel or rel == ".":
+        return None
+    fs = _stage_fs(builder, state)
+    try:
+        e = fs.follow(rel)
+        if e is not None and e.type == DIR:
+            return None
+        now = builder.epoch if builder.epoch is not None else int(time.time())
+        item = CopyItem(rel, FileEntry(DIR, 0o755, 0, now))
+        items = [item] + parent_dirs([item], fs.follow, now)
+    finally:
+        fs.close()
+    return builder.writer.new_layer(lambda f: write_tar(f, items, builder.epoch),
+                                    "WORKDIR layer")

@@ -1,0 +1,155 @@
+"""RUN: the command in a container of the stage so far, its changes committed as a layer.
+
+Why the container service rather than a bare runtime bundle: a RUN needs exactly what `run`
+gives a container — the snapshot of the layers, the user namespace with the subordinate id
+range (so `apt-get` can chown), /etc/hosts and resolv.conf, the private network through
+pasta/slirp4netns, USER names resolved from the image's /etc/passwd — and the shim already does
+all of it. The build only adds: output relayed through a pipe, the exit code from the shim, and
+`Snapshotter.commit` of the container's upper dir.
+
+The commit runs as root of a user namespace with the container's id map: there the files the
+command made under subordinate ids are readable and show their in-container owners, so the
+layer records the owners the container saw (identity IdMap).
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Callable, List, Optional, Sequence
+
+from pydocklite.build.errors import BuildError, StepFailedError
+
+# Files the runtime bind-mounts over (created empty in the upper dir as mount points).
+MOUNT_POINTS = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
+
+
+def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequence[str],
+                  network: str, emit: Callable[[bytes], None],
+                  on_start: Callable[[str], None]) -> Optional[str]:
+    """Run argv in a container of `record` (an ImageRecord, maybe unsaved) with image config
+    `config`; returns the diff_id of the committed layer. StepFailedError on a non-zero exit
+    (the container is removed either way)."""
+    from pydocklite.containers.container import ContainerService
+    from pydocklite.containers.options import RunOptions
+    cfg = dict(config.get("config") or {})
+    opts = RunOptions(image=record.id, command=tuple(argv), entrypoint="", env=tuple(env),
+                      user=cfg.get("User") or None, workdir=cfg.get("WorkingDir") or "/",
+                      network=network)
+    service = ContainerService(settings)
+    image_config = dict(config)
+    image_config["config"] = {k: v for k, v in cfg.items()
+                              if k not in ("Healthcheck", "OnBuild", "Entrypoint", "Cmd")}
+    state = service.create(opts, record, image_config, [])
+    cid = state.id
+    try:
+        on_start(cid)
+        code = _attached(service, cid, emit)
+        if code == 125 and os.environ.get("PDL_BUILD_DEBUG"):
+            import sys
+            sys.stderr.write((service.store.container_dir(cid) / "shim.log").read_text())
+        if code != 0:
+            raise StepFailedError(f"exit code {code}", code)
+        service.wait(cid, timeout=60)
+        return _commit(settings, cid, record.diff_ids)
+    finally:
+        try:
+            service.remove(cid, force=True)
+        except Exception:  # noqa: BLE001 - the record may be gone already
+            pass
+
+
+def _attached(service, cid: str, emit: Callable[[bytes], None]) -> int:
+    out_r, out_w = os.pipe()
+    exit_r, exit_w = os.pipe()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+
+    def pump():
+        while True:
+            try:
+                b = os.read(out_r, 65536)
+            except OSError:
+                return
+            if not b:
+                return
+            emit(b)
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        res = service.start(cid, attach=[devnull, out_w, out_w], exit_fd=exit_w)
+    finally:
+        os.close(out_w)
+        os.close(exit_w)
+        os.close(devnull)
+    try:
+        if not res.ok:
+            raise BuildError(f"the RUN container did not start: {res.error}")
+        code = 125
+        with os.fdopen(exit_r, "rb") as f:
+            exit_r = -1
+            for line in f:
+                msg = json.loads(line)
+                if "exit_code" in msg:
+                    code = int(msg["exit_code"])
+                    break
+        reader.join(timeout=10)
+        return code
+    finally:
+        if exit_r >= 0:
+            os.close(exit_r)
+        reader.join(timeout=1)
+        if not reader.is_alive():
+            os.close(out_r)
+
+
+def _commit(settings, cid: str, parent_diff_ids: Sequence[str]) -> str:
+    from snapshotter.snapshots import Snapshotter
+    from pydocklite.userns_exec import run_in_userns
+    layout = settings.layout
+    snap = Snapshotter(layout, settings.storage_driver)
+    info = snap.stat(cid)
+    name = f"build-{cid[:24]}-{os.urandom(4).hex()}"
+    upper = os.path.join(info.path, "upper")
+
+    def commit():
+        from snapshotter.diff import IdMap
+        _drop_mount_points(upper, layout, parent_diff_ids)
+        Snapshotter(layout, settings.storage_driver).commit(name, cid, idmap=IdMap())
+    run_in_userns(commit)
+    diff_id = snap.stat(name).chain[-1]
+    snap.remove(name)
+    return diff_id
+
+
+def _drop_mount_points(upper: str, layout, parent_diff_ids: Sequence[str]) -> None:
+    """Empty files the runtime made only to bind-mount over (hosts, resolv.conf, hostname),
+    and an /etc it made only for them, are not changes the command made."""
+    if not os.path.isdir(upper):
+        return
+    from pydocklite.containers.image_files import read_image_file
+    for rel in MOUNT_POINTS:
+        p = os.path.join(upper, rel)
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if st.st_size == 0 and not read_image_file(layout, parent_diff_ids, "/" + rel):
+            os.unlink(p)
+    etc = os.path.join(upper, "etc")
+    try:
+        if not os.listdir(etc):
+            os.rmdir(etc)
+    except OSError:
+        pass
+
+
+def shell_argv(shell: List[str], command: str) -> List[str]:
+    return list(shell) + [command]
+
+
+def with_env(env: Sequence[str], extra: dict) -> List[str]:
+    out = list(env)
+    for k, v in extra.items():
+        out = [e for e in out if not e.startswith(k + "=")] + [f"{k}={v}"]
+    return out
+
