@@ -25,20 +25,43 @@ def _tls(value):
 
 
 class PushProgress:
-    """docker push's lines: `<id>: Preparing`, then each layer's outcome once."""
+    """docker push's lines: `<id>: Preparing`, then each layer's outcome; on a terminal the
+    lines are redrawn in place with an upload bar, otherwise each status is printed once."""
 
-    def __init__(self, out):
-        self.out = out
-        self.last = {}
+    def __init__(self, out, tty: bool):
+        self.out, self.tty = out, tty
+        self.order, self.last = [], {}
         self.lock = threading.Lock()
 
     def __call__(self, ev) -> None:
-        if not ev.layer or ev.status == "Pushing" and self.last.get(ev.layer) == "Pushing":
+        if not ev.layer:
             return
         with self.lock:
-            self.last[ev.layer] = ev.status
-            self.out.write(f"{ev.layer}: {ev.status}\n")
+            if self.tty:
+                self._redraw(ev.layer, self._text(ev))
+            elif self.last.get(ev.layer) != ev.status:
+                self.last[ev.layer] = ev.status
+                self.out.write(f"{ev.layer}: {ev.status}\n")
             self.out.flush()
+
+    @staticmethod
+    def _text(ev) -> str:
+        if ev.status == "Pushing" and ev.total:
+            width = 50
+            filled = min(width, int(width * ev.current / ev.total))
+            bar = "=" * max(0, filled - 1) + (">" if filled else "") + " " * (width - filled)
+            return (f"{ev.layer}: Pushing [{bar}]  "
+                    f"{human_size(ev.current)}/{human_size(ev.total)}")
+        return f"{ev.layer}: {ev.status}"
+
+    def _redraw(self, layer: str, text: str) -> None:
+        if layer not in self.last:
+            self.order.append(layer)
+            self.out.write(text + "\n")
+        else:
+            up = len(self.order) - self.order.index(layer)
+            self.out.write(f"\x1b[{up}A\r\x1b[2K{text}\x1b[{up}B\r")
+        self.last[layer] = text
 
 
 def cmd_push(settings, argv) -> int:
@@ -68,7 +91,7 @@ def cmd_push(settings, argv) -> int:
     force = args.force_compression or args.compress == "zstd"
     result = push_image(_service(settings), args.name, compression=args.compress,
                         chunk_size=args.chunk_size or CHUNK_SIZE,
-                        progress=None if args.quiet else PushProgress(out),
+                        progress=None if args.quiet else PushProgress(out, out.isatty()),
                         tls_verify=_tls(args.tls_verify), force_compress=force)
     if args.quiet:
         out.write(f"{familiar(result.reference)}\n")

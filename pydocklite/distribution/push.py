@@ -101,7 +101,7 @@ class Pusher:
         from pydocklite.distribution.compress import compress_layer
         layers = self.service._layers()
         total = layers.size(diff_id)
-        self._event(sid, "Pushing", 0, total)
+        self._event(sid, "Preparing", 0, total)
         blob = compress_layer(layers.blob_path(diff_id), self.service.layout.ingest_dir,
                               self.compression)
         try:
@@ -110,14 +110,16 @@ class Pusher:
                 self._event(sid, "Layer already exists")
                 return self._remember(diff_id, k)
             with open(blob.path, "rb") as f:
-                self.client.upload_blob(self.ref, f, digest=blob.digest, size=blob.size,
+                reader = _ProgressReader(f, blob.size,
+                                         lambda n: self._event(sid, "Pushing", n, blob.size))
+                self.client.upload_blob(self.ref, reader, digest=blob.digest, size=blob.size,
                                         chunk_size=self.chunk_size)
         finally:
             try:
                 os.unlink(blob.path)
             except OSError:
                 pass
-        self._event(sid, "Pushed", total, total)
+        self._event(sid, "Pushed", blob.size, blob.size)
         return self._remember(diff_id, k)
 
     def _remember(self, diff_id: str, k: KnownBlob) -> KnownBlob:
@@ -127,6 +129,28 @@ class Pusher:
         except OSError:
             pass   # only a hint for later pushes
         return k
+
+
+class _ProgressReader:
+    """A file for upload_blob that reports how many bytes were read (at most 10 times/s)."""
+
+    def __init__(self, f, size: int, report: Callable[[int], None]) -> None:
+        self.f, self.size, self.report = f, size, report
+        self.done = 0
+        self.last = 0.0
+
+    def read(self, n: int = -1) -> bytes:
+        import time
+        data = self.f.read(n)
+        self.done += len(data)
+        now = time.monotonic()
+        if now - self.last > 0.1 or self.done == self.size:
+            self.last = now
+            self.report(self.done)
+        return data
+
+    def __len__(self) -> int:
+        return self.size - self.done
 
 
 def push_image(service, name: str, *, compression: str = "gzip", chunk_size: int = CHUNK_SIZE,

@@ -261,7 +261,8 @@ def test_import_tarball_and_run(cli):
 
 def test_commit_history_push_and_podman(cli, registry, busybox, tmp_path):
     ok(cli("run", "--name", "work", busybox, "sh", "-c",
-           "echo made-here > /newfile && rm /bin/ls && mkdir -p /data && echo x > /data/x"))
+           "echo made-here > /newfile && rm /bin/ls && mkdir -p /data && echo x > /data/x && "
+           "chown 1234:2345 /data/x"))
     r = ok(pdl(cli, "commit", "-m", "my change", "-a", "Tester <t@example.com>",
                "-c", "CMD [\"cat\", \"/newfile\"]", "-c", "ENV MODE=committed",
                "work", "committed/app:v1"))
@@ -269,8 +270,10 @@ def test_commit_history_push_and_podman(cli, registry, busybox, tmp_path):
     assert image_id(cli, "committed/app:v1") == iid
     assert ok(cli("run", "--rm", "committed/app:v1")).stdout == "made-here\n"
     r = ok(cli("run", "--rm", "committed/app:v1", "sh", "-c",
-               'test -e /bin/ls && echo present || echo gone; echo $MODE; cat /data/x'))
-    assert r.stdout.split() == ["gone", "committed", "x"]
+               'test -e /bin/ls && echo present || echo gone; echo $MODE; cat /data/x; '
+               'stat -c "%u:%g" /newfile /data/x'))
+    # owners as seen inside: subordinate host ids were mapped back by the commit
+    assert r.stdout.split() == ["gone", "committed", "x", "0:0", "1234:2345"]
     info = json.loads(ok(cli("image", "inspect", "committed/app:v1")).stdout)[0]
     assert info["Author"] == "Tester <t@example.com>" and info["Comment"] == "my change"
     assert len(info["RootFS"]["Layers"]) == 2
