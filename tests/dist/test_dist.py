@@ -5,12 +5,14 @@ tarball; commit of a container; history; and Podman pulling and running an image
 """
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
 import shutil
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -200,6 +202,18 @@ def test_save_load_docker_and_oci(cli, registry):
     assert r.stdout == f"Loaded image: {ref}\n".encode()
     assert ok(cli("run", "--rm", ref, "sh", "-c", "echo loaded")).stdout == "loaded\n"
 
+    # a Docker archive written by skopeo loads too
+    foreign = user_file(cli, "skopeo-docker.tar")
+    r = subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                        f"docker://{registry.ref('busybox')}",
+                        f"docker-archive:{foreign}:from/skopeo:v1"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    os.chmod(foreign, 0o644)
+    assert ok(pdl(cli, "load", "-i", str(foreign))).stdout == \
+        "Loaded image: from/skopeo:v1\n"
+    assert ok(cli("run", "--rm", "from/skopeo:v1", "echo", "sk1")).stdout == "sk1\n"
+
     oci = user_file(cli, "img-oci.tar")
     ok(pdl(cli, "save", "--format", "oci-archive", "-o", str(oci), ref))
     with tarfile.open(oci) as tf:
@@ -253,6 +267,29 @@ def test_import_tarball_and_run(cli):
     with open(tarball, "rb") as f:
         r = ok(pdl(cli, "import", "-", stdin=f, text=False))
     assert r.stdout.decode().startswith("sha256:")
+    # from a URL
+    data = tarball.read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/rootfs.tgz"
+        r = ok(pdl(cli, "import", "--change", "ENV FROM_URL=1", url, "imported/url"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    r = ok(cli("run", "--rm", "imported/url", "sh", "-c", "cat /etc/hello; echo $FROM_URL"))
+    assert r.stdout.split() == ["imported", "1"]
     r = ok(pdl(cli, "history", "imported/box:1"))
     rows = r.stdout.splitlines()
     assert rows[0].split()[:2] == ["IMAGE", "CREATED"] and len(rows) == 2
