@@ -58,6 +58,7 @@ class _State:
     image_id: str = ""
     args: Dict[str, str] = field(default_factory=dict)
     cmd_set: bool = False
+    built: set = field(default_factory=set)     # diff_ids of layers a build made
 
     @property
     def shell(self) -> List[str]:
@@ -214,7 +215,7 @@ class Builder:
         if j is not None and j < stage.index:
             prev = self.states[j]
             return _State(json.loads(json.dumps(prev.config)), list(prev.layers),
-                          prev.image_id)
+                          prev.image_id, built=set(prev.built))
         record = self._image(base)
         config = self.service.config_json(record)
         config.setdefault("config", {})
@@ -243,16 +244,16 @@ class Builder:
         key = self._key(state, ins, prepared)
         hit = None if self.opts.no_cache else self.cache.get(key)
         if hit is not None:
-            image_id, layers = hit
+            image_id, layers, built = hit
             state.config, state.layers, state.image_id = \
                 self.writer.read_config(image_id), layers, image_id
+            state.built |= built
             self.cached += 1
             self.say(" ---> CACHED")
         else:
             self._execute(state, ins, env, prepared)
             state.image_id = self.writer.write_config(state.config)
-            built = [r.diff_id for r in state.layers]
-            self.cache.put(key, state.image_id, state.layers, built)
+            self.cache.put(key, state.image_id, state.layers, state.built)
         if ins.keyword == "CMD":
             state.cmd_set = True
         self.say(f" ---> {_short(state.image_id)}{_took(started)}")
@@ -296,6 +297,7 @@ class Builder:
                                               self.df.escape, self.df.filename, state.cmd_set)
         if layer is not None:
             state.layers.append(layer)
+            state.built.add(layer.diff_id)
         self._history(state, created_by, layer is None)
 
     def _history(self, state: _State, created_by: str, empty: bool) -> None:

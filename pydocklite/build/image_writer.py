@@ -165,21 +165,21 @@ class BuildCache:
             return None
         layers = [LayerRef(**d) for d in data.get("layers", [])]
         image_id = data.get("image_id", "")
+        built = set(data.get("built", ()))
         if not self.writer.content.has(image_id):
             return None
         for ref in layers:
             if not self.writer.layers.has(ref.diff_id):
                 return None
-            if ref.digest and not self.writer.content.has(ref.digest) and \
-                    ref.media_type in (OCI_GZIP,) and data.get("built", {}).get(ref.diff_id):
-                return None
-        return image_id, layers
+            if ref.diff_id in built and not self.writer.content.has(ref.digest):
+                return None      # a layer a build made lost its gzip blob (image gc)
+        return image_id, layers, built
 
     def put(self, key: str, image_id: str, layers: Sequence[LayerRef],
             built: Sequence[str] = ()) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         data = {"image_id": image_id, "layers": [asdict(r) for r in layers],
-                "built": {d: True for d in built}}
+                "built": sorted(built)}
         fd, tmp = tempfile.mkstemp(prefix=".cache-", dir=str(self.dir))
         with os.fdopen(fd, "w") as f:
             json.dump(data, f)

@@ -64,18 +64,213 @@ def busybox(cli, registry):
     return ref
 
 
-def image_config(cli, name: str) -> dict:
-    r = ok(cli("image", "inspect", name))
-    return json.loads(r.stdout)[0]
+def data_dir(home: Path) -> Path:
+    return home / ".local" / "share" / "pydocklite"
 
 
-def test_smoke(cli, busybox):
-    os.environ["PDL_BUILD_DEBUG"] = "1"
+def stored_image(cli, tag: str) -> dict:
+    """The image config JSON the store holds for `tag` (read directly, as root)."""
+    db = json.loads((data_dir(cli.home) / "images.json").read_text())
+    canon = tag if "/" in tag.split(":")[0] else f"docker.io/library/{tag}"
+    if ":" not in canon.rsplit("/", 1)[-1]:
+        canon += ":latest"
+    iid = db["tags"][canon]
+    return json.loads((data_dir(cli.home) / "blobs" / "sha256" / iid[7:]).read_bytes())
+
+
+def layer_members(cli, diff_id: str) -> list:
+    import tarfile
+    blob = data_dir(cli.home) / "layers" / "sha256" / diff_id[7:] / "blob"
+    with tarfile.open(blob) as tf:
+        return [m.name.rstrip("/") for m in tf.getmembers()]
+
+
+def sh(cli, image: str, script: str, *flags: str):
+    return ok(cli("run", "--rm", *flags, "--entrypoint", "/bin/sh", image, "-c", script))
+
+
+def test_smoke_run_layer_has_only_the_change(cli, busybox):
     ctx = write_tree(cli.home / "ctx", {
         "Dockerfile": f"FROM {busybox}\nRUN echo hello > /greeting\nCMD [\"cat\", \"/greeting\"]\n",
     })
     r = ok(build(cli, ctx, "-t", "smoke:1"))
-    print(r.stdout)
     assert "Successfully tagged smoke:1" in r.stdout
+    assert r.stdout.count("Step ") == 3 and " ---> Running in " in r.stdout
     r = ok(cli("run", "--rm", "smoke:1"))
     assert r.stdout == "hello\n"
+    cfg = stored_image(cli, "smoke:1")
+    assert layer_members(cli, cfg["rootfs"]["diff_ids"][-1]) == ["greeting"]
+    assert ok(cli("ps", "-a", "-q")).stdout == ""
+
+
+CORPUS = r"""# syntax=docker/dockerfile:1
+# escape=\
+ARG BASE
+ARG GREETING=hi
+ARG UNUSED_GLOBAL=nope
+
+# stage one: builds a file, deletes files of lower layers
+FROM ${BASE} AS builder
+ARG GREETING
+ARG STAGE_ONLY=one
+ENV APP_DIR=/opt/app
+WORKDIR ${APP_DIR}/src
+COPY src/ ./
+RUN echo "$GREETING from $STAGE_ONLY in $(pwd)" > built.txt && \
+    # a comment inside a continued line
+    echo tmp > /tmp/scratch.txt
+RUN rm /tmp/scratch.txt /bin/vi && echo "[$UNUSED_GLOBAL]" > /opt/app/unused.txt
+
+FROM ${BASE}
+ARG GREETING
+ENV BASEDIR=/srv FOO=bar
+ENV FULL=${BASEDIR}/data
+ENV OTHER another value
+WORKDIR $FULL
+RUN echo 'app:x:1234:2345::/home/app:/bin/sh' >> /etc/passwd && \
+    echo 'app:x:2345:' >> /etc/group && mkdir -p /home/app && chown app:app /home/app
+COPY --from=builder /opt/app/src/built.txt /opt/app/unused.txt /from-builder/
+COPY --chown=app:app --chmod=640 conf/*.conf /etc/app/
+COPY . /ctx/
+ADD files.tar.gz /unpacked/
+COPY ["with space.txt", "/spaced/"]
+RUN echo "stage2 [$STAGE_ONLY] ${GREETING:-none} ${MISSING:-dflt} ${FOO:+set}" > /stage2.txt
+USER app
+RUN id -u > /home/app/uid && id -g >> /home/app/uid && whoami >> /home/app/uid
+USER root
+SHELL ["/bin/sh", "-ec"]
+RUN echo "shell=$0" > /shell.txt
+LABEL org.example.a=b "org.example.c d"="e f"
+EXPOSE 8080 9090/udp
+VOLUME ["/data"]
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=5s --retries=2 CMD wget -q -O- http://localhost/ || exit 1
+ONBUILD RUN echo triggered > /onbuild.txt
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /stage2.txt"]
+"""
+
+
+def corpus_context(root: Path, busybox: str) -> Path:
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        data = b"from the tarball\n"
+        ti = tarfile.TarInfo("data/x.txt")
+        ti.size, ti.mode = len(data), 0o644
+        tf.addfile(ti, io.BytesIO(data))
+    return write_tree(root, {
+        "Dockerfile": CORPUS,
+        ".dockerignore": "# comment\n*.md\n!KEEP.md\nsecret/\n**/*.tmp\nDockerfile\n",
+        "README.md": "ignored\n",
+        "KEEP.md": "kept\n",
+        "secret/key": "s3cret\n",
+        "a/b/c.tmp": "tmp\n",
+        "a/b/real.txt": "real\n",
+        "src/main.c": "int main(){return 0;}\n",
+        "src/lib/util.h": "#define X 1\n",
+        "conf/one.conf": "one\n",
+        "conf/two.conf": "two\n",
+        "conf/skip.txt": "no\n",
+        "with space.txt": "spaced\n",
+        "files.tar.gz": buf.getvalue(),
+    })
+
+
+def test_corpus_every_instruction(cli, busybox):
+    ctx = corpus_context(cli.home / "ctx", busybox)
+    t0 = time.monotonic()
+    r = ok(build(cli, ctx, "-t", "corpus:1", "-t", "corpus:2", "--build-arg", f"BASE={busybox}",
+                 "--build-arg", "GREETING=hello", "--label", "from.flag=yes"))
+    cold = time.monotonic() - t0
+    out = r.stdout
+    assert "Successfully tagged corpus:1" in out and "Successfully tagged corpus:2" in out
+    assert out.count(" ---> Running in ") == 6      # every RUN ran
+
+    # files
+    r = sh(cli, "corpus:1", "cat /from-builder/built.txt /from-builder/unused.txt; "
+           "ls /from-builder; pwd; "
+           "cat /stage2.txt /shell.txt /home/app/uid /unpacked/data/x.txt; "
+           "ls -n /etc/app; cat '/spaced/with space.txt'; "
+           "cd /ctx && find . | sort")
+    lines = r.stdout.splitlines()
+    assert lines[0] == "hello from one in /opt/app/src"         # ARG scoping + WORKDIR
+    assert lines[1] == "[]"                                     # global ARG not redeclared
+    assert lines[2:4] == ["built.txt", "unused.txt"]            # COPY --from, several sources
+    assert lines[4] == "/srv/data"                              # ENV expansion in WORKDIR
+    assert lines[5] == "stage2 [] hello dflt set"
+    assert lines[6] == "shell=/bin/sh"
+    assert lines[7:10] == ["1234", "2345", "app"]               # USER name from /etc/passwd
+    assert lines[10] == "from the tarball"                      # ADD tar auto-extraction
+    perms = [x.split() for x in lines[11:] if x.startswith("-rw")]
+    assert sorted(p[-1] for p in perms) == ["one.conf", "two.conf"]
+    assert all(p[0] == "-rw-r-----" and p[2:4] == ["1234", "2345"] for p in perms)
+    assert "spaced" in lines
+    tree = lines[lines.index("spaced") + 1:]
+    assert tree == [".", "./.dockerignore", "./KEEP.md", "./a", "./a/b", "./a/b/real.txt", "./conf",
+                    "./conf/one.conf", "./conf/skip.txt", "./conf/two.conf", "./files.tar.gz",
+                    "./src", "./src/lib", "./src/lib/util.h", "./src/main.c", "./with space.txt"]
+
+    # config
+    cfg = stored_image(cli, "corpus:1")
+    c = cfg["config"]
+    env = dict(e.split("=", 1) for e in c["Env"])
+    assert env["FULL"] == "/srv/data" and env["FOO"] == "bar"
+    assert env["OTHER"] == "another value" and "GREETING" not in env
+    assert c["WorkingDir"] == "/srv/data" and c["User"] == "root"
+    assert c["Entrypoint"] == ["/bin/sh", "-c"] and c["Cmd"] == ["cat /stage2.txt"]
+    assert c["Labels"] == {"org.example.a": "b", "org.example.c d": "e f", "from.flag": "yes"}
+    assert c["ExposedPorts"] == {"8080/tcp": {}, "9090/udp": {}}
+    assert c["Volumes"] == {"/data": {}} and c["StopSignal"] == "SIGINT"
+    assert c["Healthcheck"]["Test"][0] == "CMD-SHELL" and c["Healthcheck"]["Retries"] == 2
+    assert c["Healthcheck"]["Interval"] == 5_000_000_000
+    assert c["Shell"] == ["/bin/sh", "-ec"] and c["OnBuild"] == ["RUN echo triggered > /onbuild.txt"]
+    hist = cfg["history"]
+    assert len([h for h in hist if not h.get("empty_layer")]) == len(cfg["rootfs"]["diff_ids"])
+    assert any(h["created_by"].startswith("RUN /bin/sh -c echo 'app:x") for h in hist)
+    r = ok(cli("run", "--rm", "corpus:1"))
+    assert r.stdout == "stage2 [] hello dflt set\n"
+
+    # an unchanged rebuild: every step cached, same image, fast
+    t0 = time.monotonic()
+    r = ok(build(cli, ctx, "-t", "corpus:1", "--build-arg", f"BASE={busybox}",
+                 "--build-arg", "GREETING=hello", "--label", "from.flag=yes"))
+    cached = time.monotonic() - t0
+    n_steps = r.stdout.count("Step ")
+    assert r.stdout.count(" ---> CACHED") == n_steps - 2      # all but the two FROMs
+    assert " ---> Running in" not in r.stdout
+    assert stored_image(cli, "corpus:1") == cfg
+    print(f"corpus build: cold {cold:.2f}s, cached {cached:.2f}s")
+
+    # --target: the first stage alone, from the cache; its RUN deleted lower-layer files
+    r = ok(build(cli, ctx, "--target", "builder", "-t", "corpus-builder",
+                 "--build-arg", f"BASE={busybox}", "--build-arg", "GREETING=hello"))
+    assert r.stdout.count("Step ") == 8 and r.stdout.count(" ---> CACHED") == 7
+    r = sh(cli, "corpus-builder", "ls /bin/vi 2>&1; ls -A /tmp; echo end; cat /opt/app/unused.txt")
+    assert "No such file" in r.stdout.splitlines()[0]
+    assert r.stdout.splitlines()[1:] == ["end", "[]"]
+    bcfg = stored_image(cli, "corpus-builder")
+    assert set(layer_members(cli, bcfg["rootfs"]["diff_ids"][-1])) >= {"bin/.wh.vi",
+                                                                       "tmp/.wh.scratch.txt"}
+
+    # one file changed: stage 1 rebuilds from its COPY, stage 2 from the COPY --from
+    (ctx / "src" / "main.c").write_text("int main(){return 1;}\n")
+    r = ok(build(cli, ctx, "-t", "corpus:1", "--build-arg", f"BASE={busybox}",
+                 "--build-arg", "GREETING=hello"))
+    steps = r.stdout.split("Step ")[1:]
+    titles = [s.split("\n", 1)[0].split(" : ", 1)[1] for s in steps]
+    cached_titles = [t for t, s in zip(titles, steps) if " ---> CACHED" in s]
+    assert cached_titles[:4] == ["ARG GREETING", "ARG STAGE_ONLY=one", "ENV APP_DIR=/opt/app",
+                                 "WORKDIR ${APP_DIR}/src"]
+    copy_src = next(s for s in steps if s.split("\n", 1)[0].endswith("COPY src/ ./"))
+    assert " ---> CACHED" not in copy_src
+    assert "Running in" in next(s for s in steps if "built.txt" in s.split("\n", 1)[0])
+    # built.txt came out the same: COPY --from is keyed by content, so it stays cached
+    copy_from = next(s for s in steps if "COPY --from=builder" in s.split("\n", 1)[0])
+    assert " ---> CACHED" in copy_from
+    first_run_2 = next(s for s in steps if "RUN echo 'app:x" in s.split("\n", 1)[0])
+    assert " ---> CACHED" in first_run_2
+    i_ctx = titles.index("COPY . /ctx/")                       # the context copy changed
+    assert all(" ---> CACHED" not in s for s in steps[i_ctx:])
+    assert "Running in" in steps[i_ctx + 3]
