@@ -45,9 +45,6 @@ def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequ
     try:
         on_start(cid)
         code = _attached(service, cid, emit)
-        if code == 125 and os.environ.get("PDL_BUILD_DEBUG"):
-            import sys
-            sys.stderr.write((service.store.container_dir(cid) / "shim.log").read_text())
         if code != 0:
             raise StepFailedError(f"exit code {code}", code)
         service.wait(cid, timeout=60)

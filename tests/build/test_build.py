@@ -274,3 +274,63 @@ def test_corpus_every_instruction(cli, busybox):
     i_ctx = titles.index("COPY . /ctx/")                       # the context copy changed
     assert all(" ---> CACHED" not in s for s in steps[i_ctx:])
     assert "Running in" in steps[i_ctx + 3]
+
+
+def test_failing_run_leaves_no_image(cli, busybox):
+    ctx = write_tree(cli.home / "ctx", {
+        "Dockerfile": f"FROM {busybox}\nRUN echo ok > /a\n"
+                      "RUN echo before-the-failure && echo to-stderr >&2 && exit 3\nCMD true\n",
+    })
+    before = json.loads((data_dir(cli.home) / "images.json").read_text())
+    r = build(cli, ctx, "-t", "broken:1")
+    assert r.returncode == 1, r
+    assert "before-the-failure" in r.stdout and "to-stderr" in r.stdout
+    assert "returned a non-zero code: 3" in r.stderr and "Dockerfile:3" in r.stderr
+    assert "Successfully" not in r.stdout
+    after = json.loads((data_dir(cli.home) / "images.json").read_text())
+    assert after == before                        # no image, no tag
+    assert ok(cli("ps", "-a", "-q")).stdout == ""
+    snaps = [p.name for p in (data_dir(cli.home) / "snapshots").iterdir()
+             if p.is_dir() and p.name != "trees"]
+    assert snaps == []
+    # -q: nothing but the error output (the step's output is shown on failure)
+    r = build(cli, ctx, "-q", "-t", "broken:1")
+    assert r.returncode == 1 and r.stdout == "" and "before-the-failure" in r.stderr
+
+
+def test_dockerfile_errors_name_file_and_line(cli, busybox):
+    ctx = write_tree(cli.home / "ctx", {
+        "Dockerfile": f"FROM {busybox}\n# comment\nRUN true && \\\n  true\nCOPPY a b\n",
+        "custom.Dockerfile": f"FROM {busybox}\nCOPY ../outside /x\n",
+        "nofrom.Dockerfile": "RUN true\n",
+    })
+    r = build(cli, ctx)
+    assert r.returncode == 1
+    assert "Dockerfile:5: unknown instruction: COPPY" in r.stderr, r.stderr
+    r = build(cli, ctx, "-f", str(ctx / "custom.Dockerfile"))
+    assert r.returncode == 1 and "outside the build context" in r.stderr, r.stderr
+    r = build(cli, ctx, "-f", "nofrom.Dockerfile")
+    assert r.returncode == 1 and "nofrom.Dockerfile:1" in r.stderr, r.stderr
+    r = build(cli, ctx, "-f", "custom.Dockerfile", "--target", "nosuch")
+    assert r.returncode != 0 and "nosuch" in r.stderr
+
+
+def test_scratch_onbuild_quiet_and_reproducible(cli, busybox):
+    ctx = write_tree(cli.home / "ctx", {
+        "Dockerfile": "FROM scratch\nCOPY hello.txt /dir/\nENV A=1\nCMD [\"/x\"]\n",
+        "base.Dockerfile": f"FROM {busybox}\nONBUILD COPY hello.txt /from-trigger.txt\n"
+                           "ONBUILD RUN echo ran > /trigger-ran\n",
+        "child.Dockerfile": "FROM onbase\nRUN cat /trigger-ran /from-trigger.txt\n",
+        "hello.txt": "hello\n",
+    })
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    r1 = ok(build(cli, ctx, "-q", "--no-cache", env=env))
+    r2 = ok(build(cli, ctx, "-q", "--no-cache", "-t", "scratchy", env=env))
+    assert r1.stdout == r2.stdout and r1.stdout.startswith("sha256:")   # same inputs, same id
+    cfg = stored_image(cli, "scratchy")
+    assert len(cfg["rootfs"]["diff_ids"]) == 1 and cfg["created"] == "2023-11-14T22:13:20Z"
+    assert layer_members(cli, cfg["rootfs"]["diff_ids"][0]) == ["dir", "dir/hello.txt"]
+    ok(build(cli, ctx, "-f", "base.Dockerfile", "-t", "onbase"))
+    r = ok(build(cli, ctx, "-f", "child.Dockerfile", "-t", "onchild"))
+    assert "# Executing 2 build triggers" in r.stdout and "ran\nhello\n" in r.stdout
+    assert stored_image(cli, "onchild")["config"].get("OnBuild") is None
