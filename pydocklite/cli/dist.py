@@ -20,6 +20,21 @@ def _service(settings):
     return ImageService(settings)
 
 
+def _bool_flags(argv, names) -> tuple:
+    """Docker's boolean flags: `-p`, `--pause`, `--pause=false`. Returns (argv without them,
+    {long name: bool}); a bare flag never swallows the next argument."""
+    rest, values = [], {}
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        if flag in names:
+            if eq and value.lower() not in ("true", "false", "1", "0"):
+                raise UsageError(f"invalid boolean value {value!r} for {flag}")
+            values[names[flag]] = not eq or value.lower() in ("true", "1")
+        else:
+            rest.append(arg)
+    return rest, values
+
+
 def _tls(value):
     return None if value is None else value == "true"
 
@@ -76,27 +91,42 @@ def cmd_push(settings, argv) -> int:
                         "of another compression")
     p.add_argument("--chunk-size", type=int, default=None,
                    help="Upload blobs bigger than this many bytes in chunks (default 16 MiB)")
+    p.add_argument("-a", "--all-tags", action="store_true",
+                   help="Push all tags of an image to the repository")
     p.add_argument("name")
     args = p.parse_args(argv)
     from pydocklite.distribution.push import CHUNK_SIZE, push_image
     from pydocklite.images import familiar
     from registry.reference import Reference
+    service = _service(settings)
     ref = Reference.parse(args.name)
+    explicit_tag = ":" in args.name.rsplit("/", 1)[-1] or "@" in args.name
+    names = [args.name]
+    if args.all_tags:
+        if explicit_tag:
+            raise UsageError("tag can't be used with --all-tags/-a")
+        names = [t for t in sorted(service.db.load().tags)
+                 if Reference.parse(t).repository == ref.repository]
+        if not names:
+            from pydocklite.errors import ImageNotFoundError
+            raise ImageNotFoundError(f"An image does not exist locally with the tag: "
+                                     f"{familiar(ref.repository)}")
     out = sys.stdout
     if not args.quiet:
-        if ":" not in args.name.rsplit("/", 1)[-1] and "@" not in args.name:
+        if not explicit_tag and not args.all_tags:
             out.write("Using default tag: latest\n")
         out.write(f"The push refers to repository [{familiar(ref.repository)}]\n")
         out.flush()
     force = args.force_compression or args.compress == "zstd"
-    result = push_image(_service(settings), args.name, compression=args.compress,
-                        chunk_size=args.chunk_size or CHUNK_SIZE,
-                        progress=None if args.quiet else PushProgress(out, out.isatty()),
-                        tls_verify=_tls(args.tls_verify), force_compress=force)
-    if args.quiet:
-        out.write(f"{familiar(result.reference)}\n")
-    else:
-        out.write(f"{result.tag}: digest: {result.digest} size: {result.size}\n")
+    for name in names:
+        result = push_image(service, name, compression=args.compress,
+                            chunk_size=args.chunk_size or CHUNK_SIZE,
+                            progress=None if args.quiet else PushProgress(out, out.isatty()),
+                            tls_verify=_tls(args.tls_verify), force_compress=force)
+        if args.quiet:
+            out.write(f"{familiar(result.reference)}\n")
+        else:
+            out.write(f"{result.tag}: digest: {result.digest} size: {result.size}\n")
     return 0
 
 
@@ -205,11 +235,12 @@ def cmd_commit(settings, argv) -> int:
     p.add_argument("-c", "--change", action="append", default=[],
                    help="Apply Dockerfile instruction to the created image")
     p.add_argument("-m", "--message", default="", help="Commit message")
-    p.add_argument("-p", "--pause", default="true", nargs="?", const="true",
-                   help="Pause container during commit (accepted; the container keeps "
-                        "running)")
+    p.add_argument("-p", "--pause", action="store_true",
+                   help="Pause container during commit (accepted; a running container keeps "
+                        "running: commit a stopped one for a consistent layer)")
     p.add_argument("container")
     p.add_argument("repository", nargs="?")
+    argv, _ = _bool_flags(argv, {"-p": "pause", "--pause": "pause"})
     args = p.parse_args(argv)
     from pydocklite.containers.container import ContainerService
     from pydocklite.distribution.commit import commit_container
@@ -223,16 +254,16 @@ def cmd_commit(settings, argv) -> int:
 def cmd_history(settings, argv) -> int:
     p = Parser("history", "history [OPTIONS] IMAGE", "Show the history of an image")
     p.add_argument("--format", help="Format output using a Go template")
-    p.add_argument("-H", "--human", default="true", choices=["true", "false"], nargs="?",
-                   const="true", help="Print sizes and dates in human readable format "
-                                      "(default true)")
+    p.add_argument("-H", "--human", action="store_true",
+                   help="Print sizes and dates in human readable format (default true)")
     p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
     p.add_argument("-q", "--quiet", action="store_true", help="Only show image IDs")
     p.add_argument("image")
+    argv, flags = _bool_flags(argv, {"-H": "human", "--human": "human"})
     args = p.parse_args(argv)
     from pydocklite.distribution.history import image_history
     rows = image_history(_service(settings), args.image)
-    human = args.human == "true"
+    human = flags.get("human", True)
     table = []
     for r in rows:
         ident = r.id

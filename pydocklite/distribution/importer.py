@@ -32,6 +32,8 @@ def import_tarball(service, source: str, name: Optional[str] = None, *,
                    stdin: Optional[BinaryIO] = None, platform: Optional[str] = None):
     """Store the tarball as a layer and register an image for it; returns the ImageRecord."""
     from registry.model import Platform, host_platform
+    config = apply_changes({}, changes)          # refuse bad --change before reading data
+    plat = Platform.parse(platform) if platform else host_platform()
     if source == "-":
         if stdin is None:
             raise DistributionError("import -: no standard input to read the tarball from")
@@ -46,12 +48,11 @@ def import_tarball(service, source: str, name: Optional[str] = None, *,
             raise DistributionError(f"import {source}: {e.strerror}: check the path") from None
         chunks, shown = _file_chunks(f), source
     layer = service._layers().ingest_stream(None, None, chunks, name=f"import of {shown}")
-    plat = Platform.parse(platform) if platform else host_platform()
     created = now_rfc3339()
     history = {"created": created, "created_by": "",
                "comment": message or f"Imported from {shown}"}
     doc = {"architecture": plat.architecture, "os": plat.os, "created": created,
-           "config": apply_changes({}, changes),
+           "config": config,
            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
            "history": [history]}
     if plat.variant:

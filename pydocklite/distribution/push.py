@@ -162,7 +162,12 @@ def push_image(service, name: str, *, compression: str = "gzip", chunk_size: int
     ref = Reference.parse(name)
     if ref.digest and not ref.tag:
         raise PushError(f"cannot push {name}: push a tag (NAME[:TAG]), not a digest")
-    record = service.lookup(str(ref))
+    from pydocklite.errors import ImageNotFoundError
+    try:
+        record = service.lookup(str(ref))
+    except ImageNotFoundError:
+        raise ImageNotFoundError(f"An image does not exist locally with the tag: "
+                                 f"{ref.familiar}") from None
     content = service._content()
     config_raw = content.read(record.id)
     diff_ids = list(record.diff_ids)

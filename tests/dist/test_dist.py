@@ -300,7 +300,7 @@ def test_commit_history_push_and_podman(cli, registry, busybox, tmp_path):
     ok(cli("run", "--name", "work", busybox, "sh", "-c",
            "echo made-here > /newfile && rm /bin/ls && mkdir -p /data && echo x > /data/x && "
            "chown 1234:2345 /data/x"))
-    r = ok(pdl(cli, "commit", "-m", "my change", "-a", "Tester <t@example.com>",
+    r = ok(pdl(cli, "commit", "-p", "-m", "my change", "-a", "Tester <t@example.com>",
                "-c", "CMD [\"cat\", \"/newfile\"]", "-c", "ENV MODE=committed",
                "work", "committed/app:v1"))
     iid = r.stdout.strip()
@@ -350,3 +350,40 @@ def test_commit_history_push_and_podman(cli, registry, busybox, tmp_path):
     finally:
         unpriv.run_as_user(["podman", "system", "reset", "--force"], pod_home, env=env,
                            timeout=120)
+
+
+def test_bad_input_and_edges(cli, registry, busybox):
+    r = pdl(cli, "push", f"{registry.host}/nothing/here:v9")
+    assert r.returncode != 0 and "does not exist locally" in r.stderr
+    junk = user_file(cli, "junk.bin")
+    junk.write_bytes(b"this is not a tar" * 100)
+    r = pdl(cli, "load", "-i", str(junk))
+    assert r.returncode == 125 and "not a tar archive" in r.stderr, r.stderr
+    empty = user_file(cli, "empty.tar")
+    with tarfile.open(empty, "w"):
+        pass
+    r = pdl(cli, "load", "-i", str(empty))
+    assert r.returncode == 125 and "not an image archive" in r.stderr, r.stderr
+    r = pdl(cli, "commit", "no-such-container")
+    assert r.returncode != 0 and "No such container" in r.stderr
+    r = pdl(cli, "import", str(user_file(cli, "missing.tar")))
+    assert r.returncode == 125 and "missing.tar" in r.stderr
+    r = pdl(cli, "import", "-c", "RUN echo no", "-")
+    assert r.returncode == 125 and "not supported" in r.stderr
+
+    # saved by id: no name inside, so load reports the id
+    iid = image_id(cli, busybox)
+    byid = user_file(cli, "byid.tar")
+    ok(pdl(cli, "save", "-o", str(byid), iid[7:19]))
+    assert ok(pdl(cli, "load", "-i", str(byid))).stdout == f"Loaded image ID: {iid}\n"
+    # sizes in bytes without -H
+    size = json.loads(ok(cli("image", "inspect", busybox)).stdout)[0]["Size"]
+    out = ok(pdl(cli, "history", "--human=false", "--format", "{{.Size}}", busybox)).stdout
+    assert out.split()[0] == str(size)
+
+    # push -a: every tag of the repository
+    for tag in ("a", "b"):
+        ok(cli("tag", busybox, f"{registry.host}/dist/all:{tag}"))
+    r = ok(pdl(cli, "push", "-a", f"{registry.host}/dist/all"))
+    assert [line.split(":")[0] for line in r.stdout.splitlines() if "digest:" in line] == \
+        ["a", "b"]
