@@ -100,7 +100,7 @@ def parse(text: str, filename: str = "Dockerfile") -> Dockerfile:
     names = [s.name for s in stages if s.name]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
-        st = next(s for s in stages if s.name in dup)
+        st = [s for s in stages if s.name in dup][1]
         raise DockerfileError(f"duplicate stage name {sorted(dup)[0]!r}", filename,
                               st.from_line.line, st.from_line.original)
     return Dockerfile(filename, escape, tuple(directives), tuple(meta), tuple(stages))
