@@ -334,3 +334,22 @@ def test_scratch_onbuild_quiet_and_reproducible(cli, busybox):
     r = ok(build(cli, ctx, "-f", "child.Dockerfile", "-t", "onchild"))
     assert "# Executing 2 build triggers" in r.stdout and "ran\nhello\n" in r.stdout
     assert stored_image(cli, "onchild")["config"].get("OnBuild") is None
+
+
+@pytest.mark.slow
+def test_apt_get_install_on_debian(cli, debian_image):
+    """Root inside the build without root outside: apt-get (which drops to the _apt user and
+    chowns its files) installs a package; the mirror is reached with --network host."""
+    ok(cli("pull", "-q", debian_image))
+    ctx = write_tree(cli.home / "ctx", {
+        "Dockerfile": f"FROM {debian_image}\n"
+                      "RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends "
+                      "hello >/dev/null && rm -rf /var/lib/apt/lists/*\n"
+                      "CMD [\"hello\"]\n",
+    })
+    t0 = time.monotonic()
+    r = ok(build(cli, ctx, "--network", "host", "-t", "deb-hello", timeout=600))
+    print(f"debian apt-get build: {time.monotonic() - t0:.1f}s")
+    assert ok(cli("run", "--rm", "deb-hello")).stdout == "Hello, world!\n"
+    r = ok(cli("run", "--rm", "deb-hello", "stat", "-c", "%U:%G %a", "/var/cache/apt/archives/partial"))
+    assert r.stdout.strip() in ("_apt:root 700", "_apt:root 755")   # owner kept from the RUN
