@@ -184,6 +184,9 @@ def cmd_container(settings, argv) -> int:
         "port": cmd_port, "rename": cmd_rename, "prune": cmd_container_prune,
         "logs": logs.cmd_logs, "inspect": insp.cmd_container_inspect,
     }
+    if argv and argv[0] == "commit":
+        from pydocklite.cli.dist import cmd_commit
+        return cmd_commit(settings, argv[1:])
     if not argv or argv[0] not in table:
         sys.stdout.write("Usage:  pydocklite container COMMAND\n\nManage containers\n\n"
                          "Commands:\n" + "".join(f"  {k}\n" for k in sorted(table)))

@@ -224,15 +224,26 @@ IMAGE_SUBCOMMANDS = {
 }
 
 
+DIST_SUBCOMMANDS = ("push", "save", "load", "import", "history")
+
+
 def cmd_image(settings, argv) -> int:
     if argv and argv[0] == "pull":
         from pydocklite.cli.pull import cmd_pull
         return cmd_pull(settings, argv[1:])
+    if argv and argv[0] in DIST_SUBCOMMANDS:
+        from pydocklite.cli import dist
+        return getattr(dist, f"cmd_{argv[0]}")(settings, argv[1:])
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in IMAGE_SUBCOMMANDS:
         sys.stdout.write("Usage:  pydocklite image COMMAND\n\nManage images\n\nCommands:\n"
                          "  inspect  Display detailed information on one or more images\n"
                          "  ls       List images\n  prune    Remove unused images\n"
                          "  pull     Download an image from a registry\n"
+                         "  push     Upload an image to a registry\n"
+                         "  save     Save images to a tar archive\n"
+                         "  load     Load an image from a tar archive\n"
+                         "  import   Create an image from a rootfs tarball\n"
+                         "  history  Show the history of an image\n"
                          "  rm       Remove one or more images\n"
                          "  tag      Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE\n")
         return 0 if not argv or argv[0] in ("-h", "--help") else 125

@@ -31,7 +31,16 @@ COMMANDS = {
     "images": ("images", "cmd_images", "List images"),
     "rmi": ("images", "cmd_rmi", "Remove one or more images"),
     "tag": ("images", "cmd_tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
-    "image": ("images", "cmd_image", "Manage images (ls, pull, rm, tag, inspect, prune)"),
+    "push": ("dist", "cmd_push", "Upload an image to a registry"),
+    "save": ("dist", "cmd_save", "Save one or more images to a tar archive (streamed to STDOUT "
+             "by default)"),
+    "load": ("dist", "cmd_load", "Load an image from a tar archive or STDIN"),
+    "import": ("dist", "cmd_import", "Import the contents from a tarball to create a filesystem "
+               "image"),
+    "commit": ("dist", "cmd_commit", "Create a new image from a container's changes"),
+    "history": ("dist", "cmd_history", "Show the history of an image"),
+    "image": ("images", "cmd_image", "Manage images (ls, pull, push, rm, tag, inspect, prune, "
+              "save, load, import, history)"),
     "container": ("container", "cmd_container", "Manage containers"),
     "system": ("system", "cmd_system", "Manage pydocklite (df, info)"),
     "info": ("system", "cmd_info", "Display system-wide information"),
