@@ -112,8 +112,13 @@ class Builder:
         self.step_no = 0
         self.cached = 0
         self.states: Dict[int, _State] = {}
-        for i in needed:
-            self.states[i] = self._run_stage(df.stages[i])
+        self._views: Dict[tuple, object] = {}
+        try:
+            for i in needed:
+                self.states[i] = self._run_stage(df.stages[i])
+        finally:
+            for view in self._views.values():
+                view.close()
         final = self.states[target]
         if opts.labels:
             cfg = steps.apply_config(final.config, Instruction("LABEL", "", 0, "--label"), {},
@@ -132,6 +137,14 @@ class Builder:
         tags = tuple(self._canonical(t) for t in opts.tags)
         self.writer.commit(final.image_id, final.layers, tags)
         return BuildResult(final.image_id, tags, self.total, self.cached)
+
+    def image_fs(self, diff_ids, name: str):
+        """A read-only view of a chain of layers, open until the build ends."""
+        from pydocklite.build.imagefs import ImageFS
+        key = tuple(diff_ids)
+        if key not in self._views:
+            self._views[key] = ImageFS(self.writer.layout, key, name)
+        return self._views[key]
 
     @staticmethod
     def _canonical(tag: str) -> str:
@@ -314,6 +327,10 @@ class Builder:
     def _run(self, state: _State, ins: Instruction, env: Dict[str, str]) -> LayerRef:
         from pydocklite.build.runstep import run_container
         argv = steps.command_form(ins, state.shell)
+        for flag in ("mount", "security"):
+            if ins.flag(flag):
+                raise DockerfileError(f"RUN --{flag} is not supported by pydocklite yet",
+                                      self.df.filename, ins.line, ins.original)
         network = ins.flag("network") or self.opts.network
         if network not in ("private", "host", "none", "default"):
             raise DockerfileError(f"RUN --network={network}: use default, none or host",
@@ -341,6 +358,8 @@ class Builder:
             raise StepFailedError(f"The command '{shown}' returned a non-zero code: {e.code} "
                                   f"({self.df.filename}:{ins.line})", e.code) from None
         self.say(f"Removing intermediate container {cids[0][:12] if cids else ''}")
+        if self.epoch is not None:      # reproducible: no file time after SOURCE_DATE_EPOCH
+            diff_id = self.writer.clamp_mtimes(diff_id, self.epoch)
         return self.writer.compress(diff_id)
 
     def _current_id(self, state: _State) -> str:

@@ -18,7 +18,7 @@ from pydocklite.build.steps import words
 
 
 def _stage_fs(builder, state) -> ImageFS:
-    return ImageFS(builder.writer.layout, [r.diff_id for r in state.layers], "the image")
+    return builder.image_fs([r.diff_id for r in state.layers], "the image")
 
 
 def _owner(builder, state, spec: str, ins) -> Optional[Tuple[int, int]]:
@@ -44,19 +44,19 @@ def _owner(builder, state, spec: str, ins) -> Optional[Tuple[int, int]]:
 
 
 def _source_fs(builder, ins, env):
+    """(file system, is_image) of a COPY/ADD's sources: the context, or --from's stage/image.
+    Image views stay open until the build ends (the layer is written after planning)."""
     src = ins.flag("from")
     if not src:
-        return builder.ctx, None
+        return builder.ctx, False
     from pydocklite.build.shellwords import expand
     name = expand(src, env, builder.df.escape)
     j = builder.df.stage_index(name)
     if j is not None and j in builder.states:
-        st = builder.states[j]
-        fs = ImageFS(builder.writer.layout, [r.diff_id for r in st.layers], f"stage {name}")
-        return fs, fs
-    record = builder._image(name)
-    fs = ImageFS(builder.writer.layout, record.diff_ids, f"image {name}")
-    return fs, fs
+        diff_ids = [r.diff_id for r in builder.states[j].layers]
+    else:
+        diff_ids = list(builder._image(name).diff_ids)
+    return builder.image_fs(diff_ids, f"stage {name}" if j is not None else f"image {name}"), True
 
 
 def plan_for(builder, state, ins, env: Dict[str, str]) -> List[CopyItem]:
@@ -80,45 +80,31 @@ def plan_for(builder, state, ins, env: Dict[str, str]) -> List[CopyItem]:
         def dest_is_dir(rel: str) -> bool:
             e = target.follow(rel)
             return e is not None and e.type == DIR
+        for flag in ("parents", "exclude", "keep-git-dir"):
+            if ins.flag(flag):
+                raise DockerfileError(f"{ins.keyword} --{flag} is not supported by pydocklite "
+                                      "yet", builder.df.filename, ins.line, ins.original)
         urls = [s for s in sources if ins.keyword == "ADD" and
                 s.startswith(("http://", "https://"))]
         local = [s for s in sources if s not in urls]
         items: List[CopyItem] = []
         what = f"{builder.df.filename}:{ins.line}: {ins.keyword}"
         if local:
-            fs, owned = _source_fs(builder, ins, env)
-            try:
-                items = plan_copy(fs, local, dest_abs, dest_is_dir=dest_is_dir, owner=owner,
-                                  chmod=chmod, extract=ins.keyword == "ADD" and owned is None,
-                                  what=what, now=now)
-            except ContextError as e:
-                raise ContextError(str(e)) from None
-            finally:
-                if owned is not None:
-                    owned_items = items
-                    items = _materialize(owned_items)
-                    owned.close()
+            fs, from_image = _source_fs(builder, ins, env)
+            items = plan_copy(fs, local, dest_abs, dest_is_dir=dest_is_dir, owner=owner,
+                              chmod=chmod, extract=ins.keyword == "ADD" and not from_image,
+                              what=what, now=now)
         for url in urls:
-            items.append(_download(url, dest_abs, dest_is_dir, owner, chmod, now, what))
+            items.append(_download(url, dest_abs, dest_is_dir, owner, chmod, now, what,
+                                   ins.flag("checksum") or ""))
         items += parent_dirs(items, target.follow, now)
         return sorted(items, key=lambda i: i.dest)
     finally:
         target.close()
 
 
-def _materialize(items: List[CopyItem]) -> List[CopyItem]:
-    """Read file data of an ImageFS now (it is closed after planning)."""
-    out = []
-    for it in items:
-        if it.data is None:
-            out.append(it)
-            continue
-        data = b"".join(it.data())
-        out.append(CopyItem(it.dest, it.entry, (lambda d=data: iter([d]))))
-    return out
-
-
-def _download(url: str, dest: str, dest_is_dir, owner, chmod, now, what: str) -> CopyItem:
+def _download(url: str, dest: str, dest_is_dir, owner, chmod, now, what: str,
+              checksum: str) -> CopyItem:
     import urllib.request
     from email.utils import parsedate_to_datetime
     try:
@@ -127,6 +113,12 @@ def _download(url: str, dest: str, dest_is_dir, owner, chmod, now, what: str) ->
             modified = resp.headers.get("Last-Modified")
     except OSError as e:
         raise ContextError(f"{what}: cannot download {url}: {e}") from None
+    if checksum:
+        import hashlib
+        got = "sha256:" + hashlib.sha256(data).hexdigest()
+        if got != checksum:
+            raise ContextError(f"{what}: {url}: checksum mismatch: expected {checksum}, got "
+                               f"{got}")
     mtime = now
     if modified:
         try:

@@ -89,6 +89,22 @@ class ImageWriter:
                 os.unlink(tmp)
         return LayerRef(diff_id, digest, size, OCI_GZIP)
 
+    def clamp_mtimes(self, diff_id: str, epoch: int) -> str:
+        """The same layer with every mtime after `epoch` set to it (SOURCE_DATE_EPOCH)."""
+        import tarfile
+
+        def write(out) -> None:
+            with tarfile.open(self.layers.blob_path(diff_id), "r|") as src, \
+                    tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst:
+                for m in src:
+                    m.mtime = min(int(m.mtime), epoch)
+                    for k in ("mtime", "atime", "ctime"):
+                        m.pax_headers.pop(k, None)
+                    dst.addfile(m, src.extractfile(m) if m.isreg() else None)
+        with self.layers.ingest(None, TAR, f"{diff_id} clamped") as w:
+            write(w)
+            return w.commit().diff_id
+
     def base_layers(self, record) -> List[LayerRef]:
         """The layer descriptors of a stored image (from its manifest)."""
         try:

@@ -315,9 +315,11 @@ def test_dockerfile_errors_name_file_and_line(cli, busybox):
     assert r.returncode != 0 and "nosuch" in r.stderr
 
 
-def test_scratch_onbuild_quiet_and_reproducible(cli, busybox):
+def test_scratch_onbuild_quiet_and_reproducible(cli, busybox, registry):
     ctx = write_tree(cli.home / "ctx", {
         "Dockerfile": "FROM scratch\nCOPY hello.txt /dir/\nENV A=1\nCMD [\"/x\"]\n",
+        "run.Dockerfile": f"FROM {busybox}\nRUN mkdir /made && echo x > /made/file\n"
+                          f"ADD {registry.url}/v2/ /fetched/v2.json\n",
         "base.Dockerfile": f"FROM {busybox}\nONBUILD COPY hello.txt /from-trigger.txt\n"
                            "ONBUILD RUN echo ran > /trigger-ran\n",
         "child.Dockerfile": "FROM onbase\nRUN cat /trigger-ran /from-trigger.txt\n",
@@ -330,6 +332,12 @@ def test_scratch_onbuild_quiet_and_reproducible(cli, busybox):
     cfg = stored_image(cli, "scratchy")
     assert len(cfg["rootfs"]["diff_ids"]) == 1 and cfg["created"] == "2023-11-14T22:13:20Z"
     assert layer_members(cli, cfg["rootfs"]["diff_ids"][0]) == ["dir", "dir/hello.txt"]
+    # a RUN's layer too: file times clamped to SOURCE_DATE_EPOCH; ADD of a URL
+    r1 = ok(build(cli, ctx, "-q", "--no-cache", "-f", "run.Dockerfile", env=env))
+    r2 = ok(build(cli, ctx, "-q", "--no-cache", "-f", "run.Dockerfile", "-t", "runny", env=env))
+    assert r1.stdout == r2.stdout
+    r = sh(cli, "runny", "cat /fetched/v2.json; echo; stat -c '%Y %a' /made/file /fetched/v2.json")
+    assert r.stdout.splitlines() == ["{}", "1700000000 644", "1700000000 600"]
     ok(build(cli, ctx, "-f", "base.Dockerfile", "-t", "onbase"))
     r = ok(build(cli, ctx, "-f", "child.Dockerfile", "-t", "onchild"))
     assert "# Executing 2 build triggers" in r.stdout and "ran\nhello\n" in r.stdout
