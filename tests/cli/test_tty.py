@@ -68,13 +68,18 @@ class Term:
         return lines[i - 1]
 
 
-def test_tty_size_at_start_and_after_resize(cli, busybox):
+def _start(cli, rows: int, cols: int, *args: str):
     master, slave = os.openpty()
-    _set_size(slave, 33, 101)
-    p = subprocess.Popen(cli.argv("run", "--rm", "-it", busybox, "sh"), env=cli.environ(),
+    _set_size(slave, rows, cols)
+    p = subprocess.Popen(cli.argv("run", "--rm", "-it", *args), env=cli.environ(),
                          cwd=str(cli.home), stdin=slave, stdout=slave, stderr=slave,
                          start_new_session=True, preexec_fn=_as_controlling_tty)
     os.close(slave)
+    return p, master
+
+
+def test_tty_size_at_start_and_after_resize(cli, busybox):
+    p, master = _start(cli, 33, 101, busybox, "sh")
     term = Term(master)
     try:
         term.read_until(b"# ")
@@ -93,6 +98,30 @@ def test_tty_size_at_start_and_after_resize(cli, busybox):
         assert term.ask(b"stty size", b"C") == "20 70"
         os.write(master, b"exit 4\n")
         assert p.wait(timeout=30) == 4
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+
+
+def test_tty_with_init(cli, busybox):
+    """--init -t: the shell is init's child, owns the terminal (job control) and sees
+    resizes; its exit status comes back through init."""
+    p, master = _start(cli, 25, 90, "--init", busybox, "sh")
+    term = Term(master)
+    try:
+        term.read_until(b"# ")
+        assert term.ask(b"cat /proc/1/comm", b"P") == "init"
+        assert term.ask(b"stty size", b"A") == "25 90"
+        # pid, process group and the terminal's foreground group (fields 5 and 8 of stat)
+        fg = term.ask(b"echo $$ $(cut -d' ' -f5,8 /proc/$$/stat)", b"G").split()
+        assert fg[0] != "1" and fg[0] == fg[1] == fg[2], fg   # own group, the tty's foreground
+        _set_size(master, 30, 100)
+        time.sleep(0.5)
+        assert term.ask(b"stty size", b"B") == "30 100"
+        os.write(master, b"exit 6\n")
+        assert p.wait(timeout=30) == 6
     finally:
         if p.poll() is None:
             p.kill()
