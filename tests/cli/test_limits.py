@@ -82,6 +82,18 @@ def v1_base():
         assert not any(os.path.exists(d) for d in made)
 
 
+def test_cgroup_base_setting(tmp_path, monkeypatch):
+    from pydocklite.settings import Settings
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("PYDOCKLITE_CGROUP_BASE", raising=False)
+    assert Settings.from_environment().cgroup_base == ()          # default: detect one
+    (tmp_path / "pydocklite").mkdir()
+    (tmp_path / "pydocklite" / "config.json").write_text(json.dumps({"cgroup-base": ["/a", "/b"]}))
+    assert Settings.from_environment().cgroup_base == ("/a", "/b")
+    monkeypatch.setenv("PYDOCKLITE_CGROUP_BASE", "/x:/y:")          # the environment wins
+    assert Settings.from_environment().cgroup_base == ("/x", "/y")
+
+
 def _subdirs(bases) -> list:
     return [e.path for d in bases for e in os.scandir(d) if e.is_dir()]
 
