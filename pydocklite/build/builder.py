@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from pydocklite.build import steps
 from pydocklite.build.dockerfile import Dockerfile, Instruction, Stage, parse, parse_instruction
 from pydocklite.build.errors import BuildError, DockerfileError, StepFailedError
+from pydocklite.errors import PydockliteError
 from pydocklite.build.image_writer import BuildCache, ImageWriter, LayerRef, canonical_json
 
 
@@ -243,10 +244,18 @@ class Builder:
 
     # --- one step --------------------------------------------------------------------------
     def _step(self, state: _State, ins: Instruction, counted: bool = True) -> None:
-        started = time.monotonic()
         if counted:
             self.step_no += 1
             self.say(f"Step {self.step_no}/{self.total} : {ins.original}")
+        try:
+            self._do_step(state, ins)
+        except BuildError:
+            raise
+        except PydockliteError as e:   # e.g. USER names a user the image doesn't have
+            raise BuildError(f"{self.df.filename}:{ins.line}: {ins.keyword}: {e}") from None
+
+    def _do_step(self, state: _State, ins: Instruction) -> None:
+        started = time.monotonic()
         env = state.env()
         if ins.keyword == "ARG":
             for name, value in self._arg_decls(ins, env):

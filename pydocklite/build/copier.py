@@ -67,12 +67,15 @@ def plan_copy(fs, sources: Sequence[str], dest: str, *, dest_is_dir: Callable[[s
               what: str, now: float) -> List[CopyItem]:
     """The files COPY/ADD puts in the image. `dest` is absolute (WORKDIR applied)."""
     matches: List[str] = []
+    literal = set()            # sources named without a wildcard: symlinks are followed
     for src in sources:
         found = glob(fs, src, what)
         if not found:
             raise ContextError(f"{what}: file not found in {fs.name}: {src!r} (missing, or "
                                "excluded by .dockerignore)")
         matches.extend(found)
+        if not _has_magic(src):
+            literal.update(found)
     dest_rel = posixpath.normpath(dest).lstrip("/")
     dest_rel = "" if dest_rel == "." else dest_rel
     into_dir = dest.endswith("/") or dest_rel == "" or dest_is_dir(dest_rel) or \
@@ -93,7 +96,7 @@ def plan_copy(fs, sources: Sequence[str], dest: str, *, dest_is_dir: Callable[[s
         items[path] = CopyItem(path, entry, data)
 
     for src in matches:
-        entry = fs.follow(src) if hasattr(fs, "follow") else fs.stat(src)
+        entry = fs.follow(src) if src in literal else fs.stat(src)
         if entry is None:
             continue
         if entry.type == DIR:

@@ -303,6 +303,7 @@ def test_dockerfile_errors_name_file_and_line(cli, busybox):
         "Dockerfile": f"FROM {busybox}\n# comment\nRUN true && \\\n  true\nCOPPY a b\n",
         "custom.Dockerfile": f"FROM {busybox}\nCOPY ../outside /x\n",
         "nofrom.Dockerfile": "RUN true\n",
+        "nouser.Dockerfile": f"FROM {busybox}\nUSER ghost\nRUN true\n",
     })
     r = build(cli, ctx)
     assert r.returncode == 1
@@ -311,6 +312,10 @@ def test_dockerfile_errors_name_file_and_line(cli, busybox):
     assert r.returncode == 1 and "outside the build context" in r.stderr, r.stderr
     r = build(cli, ctx, "-f", "nofrom.Dockerfile")
     assert r.returncode == 1 and "nofrom.Dockerfile:1" in r.stderr, r.stderr
+    r = build(cli, ctx, "-f", "nouser.Dockerfile")
+    assert r.returncode == 1 and "nouser.Dockerfile:3: RUN" in r.stderr, r.stderr
+    assert "unable to find user ghost" in r.stderr
+    assert ok(cli("ps", "-a", "-q")).stdout == ""
     r = build(cli, ctx, "-f", "custom.Dockerfile", "--target", "nosuch")
     assert r.returncode != 0 and "nosuch" in r.stderr
 
@@ -361,3 +366,29 @@ def test_apt_get_install_on_debian(cli, debian_image):
     assert ok(cli("run", "--rm", "deb-hello")).stdout == "Hello, world!\n"
     r = ok(cli("run", "--rm", "deb-hello", "stat", "-c", "%U:%G %a", "/var/cache/apt/archives/partial"))
     assert r.stdout.strip() in ("_apt:root 700", "_apt:root 755")   # owner kept from the RUN
+
+
+@pytest.mark.slow
+def test_many_files_cold_cached_and_one_touched(cli, debian_image):
+    """bench/build's shape, small: 5,000 files copied, a RUN over them; the cached rebuild
+    must be all CACHED and much faster; touching one file re-runs from the COPY."""
+    ok(cli("pull", "-q", debian_image))
+    files = {f"src/d{i // 100}/f{i}.c": f"int f{i}(void) {{ return {i}; }}\n" for i in range(5000)}
+    files["Dockerfile"] = (f"FROM {debian_image}\nWORKDIR /build\nCOPY src/ src/\n"
+                           "RUN find src -name '*.c' | wc -l > count && cat src/d*/f*.c | wc -l "
+                           ">> count\nCMD [\"cat\", \"/build/count\"]\n")
+    ctx = write_tree(cli.home / "ctx", files)
+    times = {}
+    for label in ("cold", "cached", "touched"):
+        if label == "touched":
+            (ctx / "src/d7/f700.c").write_text("int f700(void) { return -1; }\n")
+        t0 = time.monotonic()
+        r = ok(build(cli, ctx, "-t", "many"))
+        times[label] = time.monotonic() - t0
+        if label == "cached":
+            assert r.stdout.count(" ---> CACHED") == 4
+        if label == "touched":
+            assert r.stdout.count(" ---> CACHED") == 1 and "Running in" in r.stdout
+    print("5000 files: " + ", ".join(f"{k} {v:.2f}s" for k, v in times.items()))
+    assert ok(cli("run", "--rm", "many")).stdout == "5000\n5000\n"
+    assert times["cached"] < times["cold"]

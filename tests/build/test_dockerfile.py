@@ -210,6 +210,17 @@ def test_copy_semantics(tmp_path):
     with pytest.raises(ContextError, match="outside the build context"):
         _plan(fs, ["../etc/passwd"], "/x")
     assert clean_rel("./a/../b/") == "b" and clean_rel("/") == ""
+    (tmp_path / "out").symlink_to("/etc")
+    (tmp_path / "in").symlink_to("dir")
+    with pytest.raises(ContextError, match="outside the build context"):
+        _plan(fs, ["out/passwd"], "/x")
+    with pytest.raises(ContextError, match="outside the build context"):
+        _plan(fs, ["out"], "/x")
+    assert [i.dest for i in _plan(fs, ["in"], "/i/")] == ["i", "i/b.txt", "i/sub",
+                                                          "i/sub/c.txt"]
+    links = _plan(fs, ["*"], "/all/")
+    assert [(i.dest, i.entry.linkname) for i in links if i.entry.linkname] == \
+        [("all/in", "dir"), ("all/out", "/etc")]            # a wildcard copies links as links
 
 
 def test_copy_hash_and_tar_are_deterministic(tmp_path):
