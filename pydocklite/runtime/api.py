@@ -38,9 +38,10 @@ def _root(root):
     return root or st.default_root()
 
 
-def _cgroups_setup(spec, cid: str, warnings: list, base=None):
+def _cgroups_setup(spec, cid: str, warnings: list, base=None, made=None):
     """Create the container's cgroup when the spec asks for limits; None when not (or when
-    no cgroup is usable: the limits are then reported as not applied)."""
+    no cgroup is usable: the limits are then reported as not applied). Parent directories
+    made for a nested linux.cgroupsPath are appended to `made` (cgroup_path.prune)."""
     resources = spec.linux.resources
     if not resources:
         return None
@@ -50,9 +51,13 @@ def _cgroups_setup(spec, cid: str, warnings: list, base=None):
         warnings.append("linux.resources set but pydocklite.runtime.cgroups is not available: "
                         "no limits applied")
         return None
-    path = spec.linux.cgroups_path.strip("/").replace("/", "-").replace(":", "-")
+    from . import cgroup_path
     try:
-        return cgroups.create(path or f"pydocklite-{cid}", resources, base=base or None)
+        cg, new_dirs = cgroup_path.create(cgroups, spec.linux.cgroups_path, cid, resources,
+                                          base, warnings)
+        if made is not None:
+            made.extend(new_dirs)
+        return cg
     except Exception as e:  # noqa: BLE001 - CgroupError: limits unenforced, told to the user
         warnings.append(f"resource limits not applied: {e}")
         return None
@@ -123,13 +128,15 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
             nonlocal cgroup
             if the_plan.userns is not None and not the_plan.userns.path:
                 idmap.apply(child_pid, the_plan.userns.uid_maps, the_plan.userns.gid_maps)
-            cgroup = _cgroups_setup(spec, cid, warnings, cgroup_base)
+            cgroup = _cgroups_setup(spec, cid, warnings, cgroup_base,
+                                    facts.setdefault("cgroup_made", []))
             if cgroup is not None:
                 try:
                     cgroup.add_pid(child_pid)
                 except Exception as e:  # noqa: BLE001 - CgroupError: report, run unlimited
                     warnings.append(f"resource limits not applied: {e}")
                     _remove_dir_cgroup_only(cgroup)
+                    _prune_cgroup_parents(facts)
                     cgroup = None
                     return
                 for na in cgroup.apply() or ():
@@ -172,6 +179,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
         if pid:
             _kill_wait(pid)
         _remove_dir(cdir, cgroup)
+        _prune_cgroup_parents(facts)
         raise
     return Created(pid, warnings, start_fd, master, spec.hooks)
 
@@ -205,6 +213,12 @@ def _kill_wait(pid: int, timeout: float = 5.0) -> None:
             if st.proc_start_time(pid) is None:
                 return
         time.sleep(0.002)
+
+
+def _prune_cgroup_parents(facts: dict) -> None:
+    if facts.get("cgroup_made"):
+        from .cgroup_path import prune
+        prune(facts["cgroup_made"])
 
 
 def _remove_dir_cgroup_only(cgroup) -> None:
@@ -333,7 +347,9 @@ def delete(cid: str, root: str = None, force: bool = False, _hooks=None) -> None
         spec = _saved_spec(cdir)
         _hooks = spec.hooks if spec is not None else None
     oci = st.oci_state(s._replace(status="stopped"))
+    facts = st.read_facts(root, cid)
     _remove_dir(cdir, cgroup)
+    _prune_cgroup_parents(facts)
     if _hooks is not None and _hooks.poststop:
         try:
             run_hooks(_hooks.poststop, oci, "poststop")

@@ -53,6 +53,11 @@ def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=N
             continue
         path = f"/proc/{s.pid}/ns/{sc.NS_PROC_NAMES[typ]}"
         fds.append((typ, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+    root_fd = None
+    if not any(n.type == "mount" for n in spec.linux.namespaces):
+        # the container shares our mounts and is chrooted: enter the same root
+        root_fd = os.open(f"/proc/{s.pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fds.append(("root", root_fd))
     if st.proc_start_time(s.pid) != s.pid_start:
         raise StateError(f"container {cid!r} stopped")
     pid = os.fork()
@@ -64,7 +69,11 @@ def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=N
                     if fd is not None and fd != i:
                         os.dup2(fd, i)
             for typ, fd in fds:
-                sc.setns(fd, sc.NS_FLAGS[typ])
+                if typ != "root":
+                    sc.setns(fd, sc.NS_FLAGS[typ])
+            if root_fd is not None:
+                os.fchdir(root_fd)
+                os.chroot(".")
             inner = os.fork()
             if inner == 0:
                 try:

@@ -132,6 +132,47 @@ def _do_mount(rootfs: str, bundle: str, step, warn) -> None:
         sc.mount(None, target, None, step.propagation)
 
 
+_DEV_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+
+
+def _make_device(rootfs: str, step, warn) -> None:
+    """mknod a linux.devices node (mode and owner as given); where the kernel refuses device
+    nodes (a user namespace), bind-mount the host's node of the same path instead."""
+    path = secure_join(rootfs, step.dest)
+    if not _inside(rootfs, os.path.dirname(path)):
+        raise OSError(errno.EXDEV, f"device {step.dest} resolves outside the rootfs")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.lexists(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise OSError(errno.EISDIR, f"linux.devices {step.dest}: a directory is there")
+        os.unlink(path)
+    kind = _DEV_TYPES[step.kind]
+    dev = os.makedev(step.major, step.minor) if kind != stat.S_IFIFO else 0
+    try:
+        os.mknod(path, kind | step.mode, dev)
+    except PermissionError:
+        if kind == stat.S_IFIFO:
+            raise
+        try:
+            host = os.stat(step.dest)
+        except OSError:
+            warn(f"device {step.dest}: device nodes can't be created here (user namespace) and "
+                 f"the host has none at that path: skipped")
+            return
+        if stat.S_IFMT(host.st_mode) != kind or host.st_rdev != dev:
+            warn(f"device {step.dest}: device nodes can't be created here (user namespace); "
+                 f"the host's node at that path is another device: skipped")
+            return
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o644))
+        sc.mount(step.dest, path, None, sc.MS_BIND)
+        return
+    os.chmod(path, step.mode)      # mknod's mode went through the umask
+    if step.uid is not None or step.gid is not None:
+        os.lchown(path, -1 if step.uid is None else step.uid,
+                  -1 if step.gid is None else step.gid)
+
+
 def _pivot(rootfs: str) -> None:
     os.chdir(rootfs)
     sc.pivot_root(".", ".")
@@ -158,12 +199,17 @@ def run_rootfs_steps(steps, bundle: str, warn) -> None:
                 continue
             target = ensure_target(rootfs, step.dest, False)
             sc.mount(step.host_path, target, None, sc.MS_BIND)
+        elif t is pl.MakeDevice:
+            _make_device(rootfs, step, warn)
         elif t is pl.Symlink:
             link = secure_join(rootfs, step.link)
             if not os.path.lexists(link):
                 os.symlink(step.target, link)
         elif t is pl.PivotRoot:
             _pivot(step.rootfs)
+        elif t is pl.Chroot:
+            os.chroot(step.rootfs)
+            os.chdir("/")
         else:
             raise TypeError(f"unknown rootfs step {step!r}")
 

@@ -39,12 +39,20 @@ class Device(Record):
     __slots__ = ("dest", "host_path")
 
 
+class MakeDevice(Record):
+    __slots__ = ("dest", "kind", "major", "minor", "mode", "uid", "gid")
+
+
 class Symlink(Record):
     __slots__ = ("target", "link")
 
 
 class PivotRoot(Record):
     __slots__ = ("rootfs",)
+
+
+class Chroot(Record):
+    __slots__ = ("rootfs",)      # no mount namespace of its own: no mounts, no pivot_root
 
 
 class RemountRootReadonly(Record):
@@ -182,6 +190,50 @@ def _plan_mount(m, userns, new_net: bool, new_ipc: bool, warnings: list) -> Moun
     return MountStep(m.destination, fstype, source, flags, data, remount, prop, is_dir, fallback)
 
 
+_DEVICE_KINDS = ("c", "u", "b", "p")
+
+
+def _plan_device(d) -> MakeDevice:
+    """A linux.devices entry: the node to create (mknod; in a user namespace, where the
+    kernel refuses device nodes, the host's node of that path is bind-mounted instead)."""
+    path = d.get("path") if isinstance(d, dict) else None
+    if not isinstance(path, str) or not path.startswith("/dev/") or ".." in path.split("/"):
+        raise SpecError(f"config.json: linux.devices entry {d!r}: path must be under /dev/")
+    kind = d.get("type")
+    if kind not in _DEVICE_KINDS:
+        raise SpecError(f"config.json: linux.devices {path}: type must be one of c, u, b, p")
+    nums = []
+    for k in ("major", "minor"):
+        v = d.get(k, 0 if kind == "p" else None)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise SpecError(f"config.json: linux.devices {path}: {k} must be a number >= 0")
+        nums.append(v)
+    mode = d.get("fileMode", 0o666)
+    if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777:
+        raise SpecError(f"config.json: linux.devices {path}: fileMode must be permission "
+                        f"bits (0 to 0o7777)")
+    ids = []
+    for k in ("uid", "gid"):
+        v = d.get(k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise SpecError(f"config.json: linux.devices {path}: {k} must be a number >= 0")
+        ids.append(v)
+    return MakeDevice(path, kind, nums[0], nums[1], mode, ids[0], ids[1])
+
+
+def _no_mount_ns_warnings(spec: Spec, warnings: list) -> None:
+    lx = spec.linux
+    skipped = [name for name, present in (
+        ("mounts", spec.mounts), ("linux.maskedPaths", lx.masked_paths),
+        ("linux.readonlyPaths", lx.readonly_paths), ("root.readonly", spec.root.readonly),
+        ("linux.rootfsPropagation", lx.rootfs_propagation)) if present]
+    if skipped:
+        warnings.append(f"no mount namespace in linux.namespaces: the container shares the "
+                        f"runtime's mounts and is only chrooted to its rootfs; not applied "
+                        f"(they would change the host's mounts): {', '.join(skipped)}; add "
+                        f"{{\"type\": \"mount\"}} to apply them")
+
+
 def make_plan(spec: Spec, default_maps=None) -> Plan:
     """Plan the container of `spec`. default_maps: (uid_maps, gid_maps) used when the spec
     creates a user namespace without mappings (rootless: from idmap.default_mappings())."""
@@ -215,13 +267,13 @@ def make_plan(spec: Spec, default_maps=None) -> Plan:
     if (spec.hostname or spec.domainname) and uts is None:
         raise SpecError("config.json: hostname/domainname need a private uts namespace: add "
                         "{\"type\": \"uts\"} to linux.namespaces")
-    if namespace(spec, "mount") is None:
-        raise SpecError("config.json: a mount namespace is required: add {\"type\": \"mount\"} "
-                        "to linux.namespaces")
     new_net = bool(flags & sc.CLONE_NEWNET)
     new_ipc = bool(flags & sc.CLONE_NEWIPC)
 
     rootfs = spec.root.path
+    own_mnt = namespace(spec, "mount") is not None
+    if not own_mnt:
+        _no_mount_ns_warnings(spec, warnings)
     # never let our mounts propagate back to the host: start from rslave (rprivate when asked),
     # apply a shared/unbindable rootfsPropagation only after pivot_root
     first = sc.MS_PRIVATE | sc.MS_REC if lx.rootfs_propagation in ("private", "rprivate") \
@@ -236,30 +288,35 @@ def make_plan(spec: Spec, default_maps=None) -> Plan:
     if dev_mounted:
         for name in DEFAULT_DEVICES:
             rootfs_steps.append(Device(f"/dev/{name}", f"/dev/{name}"))
-        for d in lx.devices:
-            path = d.get("path") if isinstance(d, dict) else None
-            if isinstance(path, str) and path.startswith("/dev/") and \
-                    path[5:] not in DEFAULT_DEVICES:
-                rootfs_steps.append(Device(path, path))
+    for d in lx.devices:
+        step = _plan_device(d)
+        if step.dest[5:] not in DEFAULT_DEVICES or not dev_mounted:
+            rootfs_steps.append(step)
+    if dev_mounted:
         for target, link in DEV_LINKS:
             rootfs_steps.append(Symlink(target, link))
         if any(m.type == "devpts" and m.destination == "/dev/pts" for m in spec.mounts):
             rootfs_steps.append(Symlink("pts/ptmx", "/dev/ptmx"))
     rootfs_steps.append(PivotRoot(rootfs))
+    if not own_mnt:
+        # the container shares the runtime's mount namespace (runtime-spec: an unlisted
+        # namespace is inherited): mounting there would change the host, so only chroot
+        rootfs_steps = [Chroot(rootfs)]
 
     container_steps = []
     if flags & sc.CLONE_NEWNET:
         container_steps.append(LoopbackUp())
     for k in sorted(lx.sysctl):
         container_steps.append(Sysctl(k, lx.sysctl[k]))
-    for p in lx.masked_paths:
-        container_steps.append(MaskPath(p))
-    for p in lx.readonly_paths:
-        container_steps.append(ReadonlyPath(p))
-    if spec.root.readonly:
-        container_steps.append(RemountRootReadonly())
-    if lx.rootfs_propagation:
-        container_steps.append(Propagation("/", PROPAGATION_OPTS[lx.rootfs_propagation]))
+    if own_mnt:
+        for p in lx.masked_paths:
+            container_steps.append(MaskPath(p))
+        for p in lx.readonly_paths:
+            container_steps.append(ReadonlyPath(p))
+        if spec.root.readonly:
+            container_steps.append(RemountRootReadonly())
+        if lx.rootfs_propagation:
+            container_steps.append(Propagation("/", PROPAGATION_OPTS[lx.rootfs_propagation]))
     if spec.hostname:
         container_steps.append(Hostname(spec.hostname))
     if spec.domainname:

@@ -152,22 +152,19 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
         import fcntl  # noqa: F401
         import struct  # noqa: F401
     ctx = security.preload(plan.proc)
-    keep = []
     start = None
     proc = plan.proc
-    if not by_pipe or (proc.terminal and cfg.get("console_socket")):
+    if not by_pipe or cfg.get("console_fd") is not None:
         import array  # noqa: F401
         import socket
         import termios  # noqa: F401
+    # both sockets were opened by the parent: the container's root may have no access to
+    # the state dir or to the console socket's directory (a uid map without host root)
     if not by_pipe:
-        start = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        start.bind(_unix_path(cfg["cdir"], INIT_SOCK, keep))
-        start.listen(1)
+        start = socket.socket(fileno=cfg["start_fd"])
     console = None
-    if proc.terminal and cfg.get("console_socket"):
-        console = _setup_console(cfg["console_socket"], keep)
-    for fd in keep:
-        os.close(fd)
+    if cfg.get("console_fd") is not None:
+        console = socket.socket(fileno=cfg["console_fd"])
     hooks = cfg.get("hooks")
     state = None
     if hooks is not None and (hooks.create_container or hooks.start_container):
@@ -278,6 +275,49 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
     cfg = {"bundle": bundle, "cdir": cdir, "rootfs": rootfs, "console_socket": console_socket,
            "prepare_rootfs": prepare_rootfs, "start_by_pipe": start_by_pipe, "hooks": hooks,
            "state": state}
+    socks = _parent_sockets(cfg, cdir, start_by_pipe, console_socket if plan.proc.terminal
+                            else None)
+    try:
+        return _launch(plan, cfg, stdio, on_sync, start_by_pipe)
+    finally:
+        for s in socks:
+            s.close()       # the init has its own copies
+
+
+def _parent_sockets(cfg: dict, cdir: str, start_by_pipe: bool, console_socket) -> list:
+    """Open the init's start socket (listening on ROOT/<id>/init.sock) and connect to the
+    console socket here, with the caller's access rights; the init inherits the fds."""
+    if start_by_pipe and not console_socket:
+        return []
+    import socket
+    keep = []
+    socks = []
+    try:
+        if not start_by_pipe:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(_unix_path(cdir, INIT_SOCK, keep))
+            s.listen(1)
+            cfg["start_fd"] = s.fileno()
+        if console_socket:
+            try:
+                c = _setup_console(console_socket, keep)
+            except OSError as e:
+                raise SetupError(f"console socket {console_socket}: {e.strerror or e}") \
+                    from None
+            socks.append(c)
+            cfg["console_fd"] = c.fileno()
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    finally:
+        for fd in keep:
+            os.close(fd)
+    return socks
+
+
+def _launch(plan, cfg: dict, stdio, on_sync, start_by_pipe: bool) -> tuple:
     r_up, w_up = os.pipe()
     r_down, w_down = os.pipe()
     sys.stdout.flush()

@@ -1,0 +1,89 @@
+"""Where a container's cgroup goes: linux.cgroupsPath as the runtime-spec reads it.
+
+    ""                  pydocklite-<id> under the usable base (cgroups.detect())
+    "a/b/c" (relative)  a/b/c under that base, the parents made as needed
+    "/a/b/c" (absolute) a/b/c under each hierarchy's mount point (v1: every hierarchy we use,
+                        v2: the cgroup2 mount); when those aren't writable (rootless), under
+                        the usable base instead, with a warning
+    "slice:prefix:name" systemd's notation (we don't drive systemd): one flat name
+An explicit base (api.create(cgroup_base=...)) stands for both roots.
+
+create(...) -> (Cgroup, made): `made` lists the parent directories this call created,
+innermost last, for prune() once the container's cgroup is gone.
+"""
+from __future__ import annotations
+
+import os
+
+from .errors import RuntimeErr
+
+
+def _flat(path: str) -> str:
+    return path.strip("/").replace("/", "-").replace(":", "-")
+
+
+def _roots(cgroups) -> list:
+    """Mount points of the hierarchies create() would use on this host."""
+    from .cgroup_detect import USED_V1, cgroup_mounts
+    info = cgroups.detect()
+    mounts = cgroup_mounts()
+    if info.mode == "v1":
+        return [m.mountpoint for m in mounts if m.fstype == "cgroup" and
+                set(m.controllers) & USED_V1]
+    if info.mode == "v2":
+        return [m.mountpoint for m in mounts if m.fstype == "cgroup2"][:1]
+    return []
+
+
+def _dirs(cg) -> list:
+    out = []
+    for _, d in cg.paths:
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def create(cgroups, cgroups_path: str, cid: str, resources: dict, base, warnings: list):
+    """The container's cgroup (cgroups.create) at the place cgroups_path names."""
+    if not cgroups_path or ":" in cgroups_path:
+        return cgroups.create(_flat(cgroups_path) or f"pydocklite-{cid}", resources,
+                              base=base or None), []
+    parts = [p for p in cgroups_path.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise RuntimeErr(f"linux.cgroupsPath {cgroups_path!r}: use a path without . or .. "
+                         f"components")
+    bases = base or None
+    if cgroups_path.startswith("/") and bases is None:
+        roots = _roots(cgroups)
+        if roots and all(os.access(r, os.W_OK) for r in roots):
+            bases = roots
+        else:
+            warnings.append(f"linux.cgroupsPath {cgroups_path}: the cgroup mount point is not "
+                            f"writable by this user, placed under the delegated cgroup instead")
+    if len(parts) == 1:
+        return cgroups.create(parts[0], resources, base=bases), []
+    info = cgroups.detect(bases)
+    if not info.bases:
+        raise cgroups.CgroupError(f"no cgroup available for {cgroups_path}: {info.reason} "
+                                  f"{info.fix}".strip())
+    bases = list(info.bases)
+    made = []
+    try:
+        for p in parts[:-1]:
+            fresh = [os.path.join(b, p) for b in bases if not os.path.isdir(os.path.join(b, p))]
+            level = cgroups.create(p, None, base=bases)
+            made.extend(d for d in _dirs(level) if d in fresh)
+            bases = _dirs(level)
+        return cgroups.create(parts[-1], resources, base=bases), made
+    except BaseException:
+        prune(made)
+        raise
+
+
+def prune(made) -> None:
+    """Remove the parents create() made, innermost first, if nothing else uses them."""
+    for d in reversed(list(made or ())):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
