@@ -41,6 +41,7 @@ class BuildOptions:
     network: str = "private"
     platform: str = ""
     source_date_epoch: Optional[int] = None
+    dockerfile_text: Optional[str] = None      # `-f -`: the Dockerfile read from stdin
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ class Builder:
         dockerfile_path = Path(opts.dockerfile) if opts.dockerfile else \
             Path(opts.context) / "Dockerfile"
         try:
-            text = dockerfile_path.read_text()
+            text = opts.dockerfile_text if opts.dockerfile_text is not None else \
+                dockerfile_path.read_text()
         except OSError as e:
             raise BuildError(f"cannot read the Dockerfile {dockerfile_path}: {e.strerror}: "
                              "give one with -f") from None
@@ -347,7 +349,8 @@ class Builder:
         network = "private" if network == "default" else network
         record = self.writer.record_for(self._current_id(state),
                                         [r.diff_id for r in state.layers])
-        run_env = [f"{k}={v}" for k, v in state.args.items()]
+        image_env = steps.env_map(state.config)     # ENV wins over an ARG of the same name
+        run_env = [f"{k}={v}" for k, v in state.args.items() if k not in image_env]
         tail: List[bytes] = []
 
         def emit(b: bytes) -> None:

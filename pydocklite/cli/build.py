@@ -25,6 +25,7 @@ def _parser() -> Parser:
       "on success")
     a("--network", default="private", help="Networking mode for RUN: private (default), host, "
       "none")
+    a("--iidfile", help="Write the image ID to the file")
     a("path", metavar="PATH")
     return p
 
@@ -47,22 +48,27 @@ def options_from_argv(argv):
             v = os.environ[k]
         build_args.append((k, v))
     dockerfile = None
-    if args.file:
+    text = None
+    if args.file == "-":
+        text = sys.stdin.read()
+        dockerfile = os.path.join(args.path, "Dockerfile")
+    elif args.file:
         dockerfile = args.file if os.path.isabs(args.file) or os.path.exists(args.file) \
             else os.path.join(args.path, args.file)
     labels = tuple(tuple(x.split("=", 1)) if "=" in x else (x, "") for x in args.label)
-    return args.quiet, BuildOptions(
+    return args, BuildOptions(
         context=os.path.abspath(args.path), dockerfile=dockerfile, tags=tuple(args.tag),
         build_args=tuple(build_args), target=args.target, no_cache=args.no_cache,
         pull=args.pull, labels=labels, network=network, platform=args.platform,
-        source_date_epoch=source_date_epoch())
+        source_date_epoch=source_date_epoch(), dockerfile_text=text)
 
 
 def cmd_build(settings, argv) -> int:
     from pydocklite.build.builder import Builder
     from pydocklite.build.errors import BuildError
     from pydocklite.images import familiar
-    quiet, opts = options_from_argv(argv)
+    args, opts = options_from_argv(argv)
+    quiet = args.quiet
     out = io.StringIO() if quiet else sys.stdout
 
     def pull(name):
@@ -82,6 +88,9 @@ def cmd_build(settings, argv) -> int:
         if quiet:
             sys.stderr.write(out.getvalue())
         raise
+    if args.iidfile:
+        with open(args.iidfile, "w") as f:
+            f.write(result.image_id)
     if quiet:
         sys.stdout.write(result.image_id + "\n")
         return 0

@@ -18,18 +18,21 @@ def ok(r):
     return r
 
 
-def build(cli, context: Path, *args: str, env=None, timeout: float = 300):
+def build(cli, context: Path, *args: str, env=None, timeout: float = 300, input=None):
     """`pydocklite build ARGS CONTEXT` (through the module entry until main.py has the verb)."""
     from pydocklite.cli import main
     argv = [*args, str(context)]
     if "build" in main.COMMANDS:
+        if input is not None:
+            return cli("build", *argv, env=env, timeout=timeout, input=input)
         return cli("build", *argv, env=env, timeout=timeout)
     prefix = list(cli.session.prefix)
     if prefix[-2:] != ["-m", "pydocklite"]:
         pytest.skip("the zipapp has no build verb yet (run with PDL_TEST_USE_PACKAGE=1)")
     cmd = unpriv.user_cmd(prefix[:-1] + ["pydocklite.cli.build", *argv])
+    io_kw = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
     return subprocess.run(cmd, env=cli.environ(env), timeout=timeout, capture_output=True,
-                          text=True, cwd=str(cli.home), stdin=subprocess.DEVNULL)
+                          text=True, cwd=str(cli.home), **io_kw)
 
 
 def write_tree(root: Path, files: dict) -> Path:
@@ -124,6 +127,7 @@ RUN rm /tmp/scratch.txt /bin/vi && echo "[$UNUSED_GLOBAL]" > /opt/app/unused.txt
 FROM ${BASE}
 ARG GREETING
 ENV BASEDIR=/srv FOO=bar
+ARG FOO=from-arg
 ENV FULL=${BASEDIR}/data
 ENV OTHER another value
 WORKDIR $FULL
@@ -134,7 +138,7 @@ COPY --chown=app:app --chmod=640 conf/*.conf /etc/app/
 COPY . /ctx/
 ADD files.tar.gz /unpacked/
 COPY ["with space.txt", "/spaced/"]
-RUN echo "stage2 [$STAGE_ONLY] ${GREETING:-none} ${MISSING:-dflt} ${FOO:+set}" > /stage2.txt
+RUN echo "stage2 [$STAGE_ONLY] ${GREETING:-none} ${MISSING:-dflt} ${FOO:+set} $FOO" > /stage2.txt
 USER app
 RUN id -u > /home/app/uid && id -g >> /home/app/uid && whoami >> /home/app/uid
 USER root
@@ -199,7 +203,7 @@ def test_corpus_every_instruction(cli, busybox):
     assert lines[1] == "[]"                                     # global ARG not redeclared
     assert lines[2:4] == ["built.txt", "unused.txt"]            # COPY --from, several sources
     assert lines[4] == "/srv/data"                              # ENV expansion in WORKDIR
-    assert lines[5] == "stage2 [] hello dflt set"
+    assert lines[5] == "stage2 [] hello dflt set bar"
     assert lines[6] == "shell=/bin/sh"
     assert lines[7:10] == ["1234", "2345", "app"]               # USER name from /etc/passwd
     assert lines[10] == "from the tarball"                      # ADD tar auto-extraction
@@ -230,7 +234,7 @@ def test_corpus_every_instruction(cli, busybox):
     assert len([h for h in hist if not h.get("empty_layer")]) == len(cfg["rootfs"]["diff_ids"])
     assert any(h["created_by"].startswith("RUN /bin/sh -c echo 'app:x") for h in hist)
     r = ok(cli("run", "--rm", "corpus:1"))
-    assert r.stdout == "stage2 [] hello dflt set\n"
+    assert r.stdout == "stage2 [] hello dflt set bar\n"
 
     # an unchanged rebuild: every step cached, same image, fast
     t0 = time.monotonic()
@@ -332,8 +336,11 @@ def test_scratch_onbuild_quiet_and_reproducible(cli, busybox, registry):
     })
     env = {"SOURCE_DATE_EPOCH": "1700000000"}
     r1 = ok(build(cli, ctx, "-q", "--no-cache", env=env))
-    r2 = ok(build(cli, ctx, "-q", "--no-cache", "-t", "scratchy", env=env))
-    assert r1.stdout == r2.stdout and r1.stdout.startswith("sha256:")   # same inputs, same id
+    iid = cli.home / "iid"
+    r2 = ok(build(cli, ctx, "--no-cache", "-t", "scratchy", "-f", "-", "--iidfile", str(iid),
+                  env=env, input=(ctx / "Dockerfile").read_text()))
+    assert r1.stdout.startswith("sha256:")                # -q: the id only
+    assert iid.read_text() == r1.stdout.strip()           # same inputs, same id
     cfg = stored_image(cli, "scratchy")
     assert len(cfg["rootfs"]["diff_ids"]) == 1 and cfg["created"] == "2023-11-14T22:13:20Z"
     assert layer_members(cli, cfg["rootfs"]["diff_ids"][0]) == ["dir", "dir/hello.txt"]
