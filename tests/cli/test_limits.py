@@ -169,9 +169,10 @@ class _OwnedBy:
 
 
 def _cg2vm_tool() -> Path:
-    """../shared/tools/run-in-cg2vm.sh, or PDL_CG2VM_TOOL (a variant of it)."""
+    """tests/tools/run-in-cg2vm-userns.sh (the shared tool, entering the guest's root so that
+    user namespaces work there), or PDL_CG2VM_TOOL."""
     tool = Path(os.environ.get("PDL_CG2VM_TOOL") or
-                REPO.parent / "shared" / "tools" / "run-in-cg2vm.sh")
+                REPO / "tests" / "tools" / "run-in-cg2vm-userns.sh")
     if not tool.exists():
         pytest.skip(f"{tool} is absent (no ../shared next to the repo): cgroup v2 test skipped")
     if shutil.which("qemu-system-x86_64") is None:
