@@ -286,7 +286,8 @@ class Builder:
         parent = state.image_id or canonical_json(state.config).hex()
         extra = prepared.get("hash", "") if isinstance(prepared, dict) else ""
         args = sorted((k, v) for k, v in state.args.items())
-        data = canonical_json([parent, ins.keyword, ins.original, args, extra,
+        data = canonical_json([parent, ins.keyword, ins.original, list(ins.heredocs), args,
+                               extra,
                                self.opts.network if ins.keyword == "RUN" else "",
                                state.cmd_set])
         return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -338,6 +339,8 @@ class Builder:
     def _run(self, state: _State, ins: Instruction, env: Dict[str, str]) -> LayerRef:
         from pydocklite.build.runstep import run_container
         argv = steps.command_form(ins, state.shell)
+        if ins.heredocs:
+            argv = steps.heredoc_command(ins, state.shell)
         for flag in ("mount", "security"):
             if ins.flag(flag):
                 raise DockerfileError(f"RUN --{flag} is not supported by pydocklite yet",

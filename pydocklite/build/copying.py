@@ -86,7 +86,8 @@ def plan_for(builder, state, ins, env: Dict[str, str]) -> List[CopyItem]:
                                       "yet", builder.df.filename, ins.line, ins.original)
         urls = [s for s in sources if ins.keyword == "ADD" and
                 s.startswith(("http://", "https://"))]
-        local = [s for s in sources if s not in urls]
+        inline = [s for s in sources if s.startswith("<<") and ins.heredocs]
+        local = [s for s in sources if s not in urls and s not in inline]
         items: List[CopyItem] = []
         what = f"{builder.df.filename}:{ins.line}: {ins.keyword}"
         if local:
@@ -94,6 +95,9 @@ def plan_for(builder, state, ins, env: Dict[str, str]) -> List[CopyItem]:
             items = plan_copy(fs, local, dest_abs, dest_is_dir=dest_is_dir, owner=owner,
                               chmod=chmod, extract=ins.keyword == "ADD" and not from_image,
                               what=what, now=now)
+        for src in inline:
+            items.append(_heredoc_item(builder, ins, src, dest_abs, dest_is_dir, owner, chmod,
+                                       now, env))
         for url in urls:
             items.append(_download(url, dest_abs, dest_is_dir, owner, chmod, now, what,
                                    ins.flag("checksum") or ""))
@@ -132,6 +136,38 @@ def _download(url: str, dest: str, dest_is_dir, owner, chmod, now, what: str,
     uid, gid = owner or (0, 0)
     entry = FileEntry(REG, chmod if chmod is not None else 0o600, len(data), mtime, "", uid, gid)
     return CopyItem(rel, entry, lambda: iter([data]))
+
+
+def _heredoc_item(builder, ins, src: str, dest: str, dest_is_dir, owner, chmod, now, env):
+    name = src[2:].lstrip("-").strip("\"'")
+    doc = next((d for d in ins.heredocs if d[0] == name), None)
+    if doc is None:
+        raise DockerfileError(f"no heredoc named {name}", builder.df.filename, ins.line,
+                              ins.original)
+    body = doc[1]
+    if doc[2] and "$" in body:
+        body = _expand_text(body, env)
+    data = body.encode()
+    rel = posixpath.normpath(dest).lstrip("/")
+    if dest.endswith("/") or dest_is_dir(rel):
+        rel = posixpath.join(rel, name)
+    uid, gid = owner or (0, 0)
+    entry = FileEntry(REG, chmod if chmod is not None else 0o644, len(data), now, "", uid, gid)
+    return CopyItem(rel, entry, lambda: iter([data]))
+
+
+def _expand_text(text: str, env) -> str:
+    """$VAR / ${VAR...} in a heredoc body; quotes and backslashes stay as they are."""
+    from pydocklite.build.shellwords import _dollar
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "$":
+            value, i = _dollar(text, i, env, "\\")
+            out.append(value)
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 def copy_layer(builder, state, items: List[CopyItem]):

@@ -8,6 +8,7 @@ continued instruction are dropped), instructions case-insensitive, flags (`--fro
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class Instruction:
     original: str                      # the whole instruction as written (joined lines)
     flags: Tuple[Tuple[str, str], ...] = ()
     json_args: Optional[Tuple[str, ...]] = None   # exec form, when the args are a JSON array
+    heredocs: Tuple[Tuple[str, str, bool], ...] = ()   # (name, body, expand variables)
 
     def flag(self, name: str, default: Optional[str] = None) -> Optional[str]:
         for k, v in self.flags:
@@ -76,8 +78,16 @@ class Dockerfile:
 def parse(text: str, filename: str = "Dockerfile") -> Dockerfile:
     lines = text.splitlines()
     directives, escape, start = _directives(lines, filename)
-    instructions = [parse_instruction(raw, lineno, escape, filename)
-                    for lineno, raw in _logical_lines(lines, start, escape)]
+    instructions = []
+    try:
+        for lineno, raw, docs in _logical_lines(lines, start, escape):
+            ins = parse_instruction(raw, lineno, escape, filename)
+            instructions.append(dataclasses.replace(ins, heredocs=docs) if docs else ins)
+    except DockerfileError as e:
+        if e.filename:
+            raise
+        raise DockerfileError(str(e).split(": ", 1)[1].split(" (in: ")[0], filename, e.line,
+                              e.instruction) from None
     meta: List[Instruction] = []
     stages: List[Stage] = []
     current: Optional[Tuple[Instruction, List[Instruction]]] = None
@@ -147,17 +157,24 @@ def _directives(lines: List[str], filename: str):
     return order, escape, i
 
 
+_HEREDOC = re.compile(r"<<(-?)([\"']?)([A-Za-z_][A-Za-z0-9_]*)\2")
+HEREDOC_INSTRUCTIONS = ("RUN", "COPY", "ADD")
+
+
 def _logical_lines(lines: List[str], start: int, escape: str):
-    """(first line number, joined text) of each instruction."""
+    """(first line number, joined text, heredocs) of each instruction. Heredocs
+    (`<<EOF` ... `EOF` after RUN/COPY/ADD) are (name, body, expand) tuples."""
     buf: List[str] = []
     first = 0
-    for idx in range(start, len(lines)):
+    idx = start
+    while idx < len(lines):
         raw = lines[idx]
+        idx += 1
         stripped = raw.strip()
         if not buf:
             if not stripped or stripped.startswith("#"):
                 continue
-            first = idx + 1
+            first = idx
         elif not stripped or stripped.startswith("#"):
             continue          # comment or blank line inside a continued instruction
         body = raw.rstrip()
@@ -165,10 +182,26 @@ def _logical_lines(lines: List[str], start: int, escape: str):
             buf.append(body[:-1])
             continue
         buf.append(raw if buf else raw.lstrip())
-        yield first, "".join(buf).strip()
+        text = "".join(buf).strip()
         buf = []
+        docs = []
+        if text.split(None, 1)[0].upper() in HEREDOC_INSTRUCTIONS:
+            for m in _HEREDOC.finditer(text):
+                strip_tabs, quote, name = m.group(1) == "-", m.group(2), m.group(3)
+                content = []
+                while idx < len(lines):
+                    line = lines[idx]
+                    idx += 1
+                    if (line.lstrip("\t") if strip_tabs else line) == name:
+                        break
+                    content.append(line.lstrip("\t") if strip_tabs else line)
+                else:
+                    raise DockerfileError(f"unterminated heredoc <<{name}: no line {name!r} "
+                                          "ends it", "", first, text)
+                docs.append((name, "".join(c + "\n" for c in content), not quote))
+        yield first, text, tuple(docs)
     if buf:
-        yield first, "".join(buf).strip()
+        yield first, "".join(buf).strip(), ()
 
 
 def parse_instruction(text: str, line: int, escape: str = "\\",

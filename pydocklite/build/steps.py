@@ -67,6 +67,19 @@ def command_form(ins: Instruction, shell: List[str]) -> List[str]:
     return list(shell) + [ins.args]
 
 
+def heredoc_command(ins: Instruction, shell: List[str]) -> List[str]:
+    """RUN with heredocs: `RUN <<EOF` runs the body as the script; otherwise the shell gets
+    the whole text (it handles `cmd <<EOF` itself)."""
+    name, body, _ = ins.heredocs[0]
+    if len(ins.heredocs) == 1 and re.fullmatch(r"<<-?([\"']?)" + re.escape(name) + r"\1",
+                                                 ins.args.strip()):
+        return list(shell) + [body]
+    script = ins.args
+    for name, body, _ in ins.heredocs:
+        script += "\n" + body + name
+    return list(shell) + [script]
+
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT = {"ns": 1, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}
 

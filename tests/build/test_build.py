@@ -139,6 +139,14 @@ COPY . /ctx/
 ADD files.tar.gz /unpacked/
 COPY ["with space.txt", "/spaced/"]
 RUN echo "stage2 [$STAGE_ONLY] ${GREETING:-none} ${MISSING:-dflt} ${FOO:+set} $FOO" > /stage2.txt
+RUN <<EOF
+echo "heredoc run $FOO" > /heredoc-run.txt
+EOF
+COPY <<"RAW" <<COOKED /heredocs/
+raw $FOO
+RAW
+cooked $FOO ${APP_DIR:-no-app-dir}
+COOKED
 USER app
 RUN id -u > /home/app/uid && id -g >> /home/app/uid && whoami >> /home/app/uid
 USER root
@@ -190,7 +198,7 @@ def test_corpus_every_instruction(cli, busybox):
     cold = time.monotonic() - t0
     out = r.stdout
     assert "Successfully tagged corpus:1" in out and "Successfully tagged corpus:2" in out
-    assert out.count(" ---> Running in ") == 6      # every RUN ran
+    assert out.count(" ---> Running in ") == 7      # every RUN ran
 
     # files
     r = sh(cli, "corpus:1", "cat /from-builder/built.txt /from-builder/unused.txt; "
@@ -215,6 +223,9 @@ def test_corpus_every_instruction(cli, busybox):
     assert tree == [".", "./.dockerignore", "./KEEP.md", "./a", "./a/b", "./a/b/real.txt", "./conf",
                     "./conf/one.conf", "./conf/skip.txt", "./conf/two.conf", "./files.tar.gz",
                     "./src", "./src/lib", "./src/lib/util.h", "./src/main.c", "./with space.txt"]
+
+    r = sh(cli, "corpus:1", "cat /heredoc-run.txt /heredocs/RAW /heredocs/COOKED")
+    assert r.stdout == "heredoc run bar\nraw $FOO\ncooked bar no-app-dir\n"
 
     # config
     cfg = stored_image(cli, "corpus:1")

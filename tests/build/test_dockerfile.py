@@ -44,6 +44,21 @@ def test_directives_continuations_comments_and_stages():
     assert s1.instructions[0].json_args == ("sh",)
 
 
+def test_heredocs():
+    df = parse("FROM a\nRUN <<EOF\necho hi\n  echo there\nEOF\n"
+               "COPY <<-\"A\" <<B /dest/\n\tline $X\n\tA\nb $X\nB\n"
+               "RUN python3 <<EOF > /out\nprint(1)\nEOF\nCMD x\n")
+    run, copy, run2, cmd = df.stages[0].instructions
+    assert run.heredocs == (("EOF", "echo hi\n  echo there\n", True),)
+    assert steps.heredoc_command(run, ["sh", "-c"]) == ["sh", "-c", "echo hi\n  echo there\n"]
+    assert copy.heredocs == (("A", "line $X\n", False), ("B", "b $X\n", True))
+    assert steps.heredoc_command(run2, ["sh", "-c"]) == \
+        ["sh", "-c", "python3 <<EOF > /out\nprint(1)\nEOF"]
+    assert cmd.keyword == "CMD" and cmd.line == 14
+    with pytest.raises(DockerfileError, match="Dockerfile:2: unterminated heredoc"):
+        parse("FROM a\nRUN <<EOF\necho\n")
+
+
 def test_directive_after_comment_is_a_comment():
     df = parse("# hello\n# escape=`\nFROM a\nRUN x \\\n y\n")
     assert df.escape == "\\" and df.stages[0].instructions[0].args == "x  y"
