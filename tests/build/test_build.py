@@ -410,3 +410,16 @@ def test_many_files_cold_cached_and_one_touched(cli, debian_image):
     print("5000 files: " + ", ".join(f"{k} {v:.2f}s" for k, v in times.items()))
     assert ok(cli("run", "--rm", "many")).stdout == "5000\n5000\n"
     assert times["cached"] < times["cold"]
+
+
+def test_network_none_and_pull(cli, busybox):
+    ctx = write_tree(cli.home / "ctx", {
+        "Dockerfile": f"FROM {busybox}\nRUN ls /sys/class/net > /nets\n"
+                      "RUN --network=host ls /sys/class/net > /hostnets\n",
+    })
+    r = ok(build(cli, ctx, "--network", "none", "--pull", "-t", "nets"))
+    assert "Pulling from 127.0.0.1" in r.stdout                 # --pull: asked the registry
+    r = sh(cli, "nets", "cat /nets; echo --; cat /hostnets")
+    nets, host = r.stdout.split("--\n")
+    assert nets.split() == ["lo"]
+    assert set(host.split()) == set(os.listdir("/sys/class/net"))   # RUN --network=host
