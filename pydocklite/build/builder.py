@@ -341,10 +341,16 @@ class Builder:
         argv = steps.command_form(ins, state.shell)
         if ins.heredocs:
             argv = steps.heredoc_command(ins, state.shell)
-        for flag in ("mount", "security"):
-            if ins.flag(flag):
-                raise DockerfileError(f"RUN --{flag} is not supported by pydocklite yet",
-                                      self.df.filename, ins.line, ins.original)
+        if ins.flag("security"):
+            raise DockerfileError("RUN --security is not supported by pydocklite",
+                                  self.df.filename, ins.line, ins.original)
+        from pydocklite.build.runmounts import parse_mount, to_mappings
+        workdir = (state.config.get("config") or {}).get("WorkingDir") or "/"
+        try:
+            mounts = to_mappings([parse_mount(v, workdir) for k, v in ins.flags if k == "mount"],
+                                 self.writer.layout.root / "build-cache-mounts", self.ctx)
+        except BuildError as e:
+            raise DockerfileError(str(e), self.df.filename, ins.line, ins.original) from None
         network = ins.flag("network") or self.opts.network
         if network not in ("private", "host", "none", "default"):
             raise DockerfileError(f"RUN --network={network}: use default, none or host",
@@ -367,7 +373,7 @@ class Builder:
             self.say(f" ---> Running in {cid[:12]}")
         try:
             diff_id = run_container(self.settings, record, state.config, argv, run_env, network,
-                                    emit, started)
+                                    emit, started, mounts=mounts)
         except StepFailedError as e:
             shown = " ".join(argv) if ins.json_args is None else json.dumps(argv)
             raise StepFailedError(f"The command '{shown}' returned a non-zero code: {e.code} "

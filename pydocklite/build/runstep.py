@@ -26,7 +26,7 @@ MOUNT_POINTS = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
 
 def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequence[str],
                   network: str, emit: Callable[[bytes], None],
-                  on_start: Callable[[str], None]) -> Optional[str]:
+                  on_start: Callable[[str], None], mounts: Sequence = ()) -> Optional[str]:
     """Run argv in a container of `record` (an ImageRecord, maybe unsaved) with image config
     `config`; returns the diff_id of the committed layer. StepFailedError on a non-zero exit
     (the container is removed either way)."""
@@ -35,7 +35,7 @@ def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequ
     cfg = dict(config.get("config") or {})
     opts = RunOptions(image=record.id, command=tuple(argv), entrypoint="", env=tuple(env),
                       user=cfg.get("User") or None, workdir=cfg.get("WorkingDir") or "/",
-                      network=network)
+                      network=network, mounts=tuple(mounts))
     service = ContainerService(settings)
     image_config = dict(config)
     image_config["config"] = {k: v for k, v in cfg.items()

@@ -423,3 +423,27 @@ def test_network_none_and_pull(cli, busybox):
     nets, host = r.stdout.split("--\n")
     assert nets.split() == ["lo"]
     assert set(host.split()) == set(os.listdir("/sys/class/net"))   # RUN --network=host
+
+
+def test_run_mounts_cache_bind_tmpfs(cli, busybox):
+    ctx = write_tree(cli.home / "ctx", {
+        "Dockerfile": f"FROM {busybox}\n"
+                      "RUN --mount=type=cache,target=/cache echo run1 >> /cache/log\n"
+                      "RUN --mount=type=cache,target=/cache --mount=type=bind,source=data,"
+                      "target=/ctxdata --mount=type=tmpfs,target=/scratch "
+                      "cat /ctxdata/in.txt /cache/log > /seen && touch /scratch/x && "
+                      "! touch /ctxdata/denied 2>/dev/null\n",
+        "data/in.txt": "input\n",
+    })
+    ok(build(cli, ctx, "-t", "mounts"))
+    r = sh(cli, "mounts", "cat /seen; ls -A /cache /scratch /ctxdata 2>&1 | grep -v '^/' | wc -w")
+    assert r.stdout == "input\nrun1\n0\n"          # the cache's contents stay out of the image
+    cfg = stored_image(cli, "mounts")
+    assert layer_members(cli, cfg["rootfs"]["diff_ids"][-2]) in ([], ["cache"])
+    # the cache persists: a --no-cache rebuild appends to it
+    ok(build(cli, ctx, "--no-cache", "-t", "mounts"))
+    assert sh(cli, "mounts", "cat /seen").stdout == "input\nrun1\nrun1\n"
+    bad = write_tree(cli.home / "bad", {"Dockerfile": f"FROM {busybox}\n"
+                                        "RUN --mount=type=secret,id=x true\n"})
+    r = build(cli, bad)
+    assert r.returncode == 1 and "Dockerfile:2" in r.stderr and "type=secret" in r.stderr
