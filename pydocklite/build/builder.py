@@ -79,6 +79,7 @@ class Builder:
         self.cache = BuildCache(self.writer)
         self.out = out or sys.stdout
         self._pull = pull or (lambda name: self.service.pull(name))
+        self._told_single_id = False
 
     def say(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -367,6 +368,11 @@ class Builder:
             self.out.write(b.decode("utf-8", "replace"))
             self.out.flush()
         cids: List[str] = []
+        if not self._told_single_id:
+            from pydocklite.build.runstep import SINGLE_ID_NOTE, single_id_map
+            self._told_single_id = True
+            if single_id_map():
+                self.say(SINGLE_ID_NOTE)
 
         def started(cid: str) -> None:
             cids.append(cid)

@@ -23,6 +23,39 @@ from pydocklite.build.errors import BuildError, StepFailedError
 # Files the runtime bind-mounts over (created empty in the upper dir as mount points).
 MOUNT_POINTS = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
 
+# With only one id mapped (no /etc/subuid range) these fail with EINVAL/EPERM; a seccomp rule
+# makes them succeed without doing anything (Charliecloud's approach), so package managers
+# that chown files or drop privileges carry on. Files keep the one mapped id.
+FAKE_ROOT_SYSCALLS = (
+    "chown", "fchown", "lchown", "fchownat", "setuid", "setgid", "setreuid", "setregid",
+    "setresuid", "setresgid", "setgroups", "setfsuid", "setfsgid", "chown32", "fchown32",
+    "lchown32", "setuid32", "setgid32", "setreuid32", "setregid32", "setresuid32",
+    "setresgid32", "setgroups32", "setfsuid32", "setfsgid32")
+APT_CONF_TARGET = "/dev/.pydocklite-apt.conf"
+APT_CONF = 'APT::Sandbox::User "root";\n'
+SINGLE_ID_NOTE = ("NOTE: single-id user namespace (no /etc/subuid range for you): in RUN, "
+                  "chown and setuid-family calls are no-ops and apt runs without its sandbox "
+                  "user; every file belongs to root. For real ids: sudo usermod "
+                  "--add-subuids 100000-165535 --add-subgids 100000-165535 $USER")
+
+
+def single_id_map() -> bool:
+    """Will containers get only the caller's own id (no subordinate range)?"""
+    if os.geteuid() == 0:
+        return False
+    from pydocklite.runtime import idmap
+    return idmap.default_mappings()[2] is not None
+
+
+def _fake_root(spec_path) -> None:
+    spec = json.loads(spec_path.read_text())
+    linux = spec.setdefault("linux", {})
+    sec = linux.get("seccomp") or {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}
+    sec["syscalls"] = [{"names": list(FAKE_ROOT_SYSCALLS), "action": "SCMP_ACT_ERRNO",
+                        "errnoRet": 0}] + list(sec.get("syscalls") or [])
+    linux["seccomp"] = sec
+    spec_path.write_text(json.dumps(spec, indent=1))
+
 
 def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequence[str],
                   network: str, emit: Callable[[bytes], None],
@@ -31,8 +64,16 @@ def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequ
     `config`; returns the diff_id of the committed layer. StepFailedError on a non-zero exit
     (the container is removed either way)."""
     from pydocklite.containers.container import ContainerService
-    from pydocklite.containers.options import RunOptions
+    from pydocklite.containers.options import Mapping, RunOptions
     cfg = dict(config.get("config") or {})
+    fake_root = single_id_map()
+    if fake_root:
+        conf = settings.layout.root / "build-cache-mounts" / "apt-no-sandbox.conf"
+        if not conf.exists():
+            conf.parent.mkdir(parents=True, exist_ok=True)
+            conf.write_text(APT_CONF)
+        mounts = tuple(mounts) + (Mapping("bind", str(conf), APT_CONF_TARGET, True),)
+        env = tuple(env) + (f"APT_CONFIG={APT_CONF_TARGET}",)
     opts = RunOptions(image=record.id, command=tuple(argv), entrypoint="", env=tuple(env),
                       user=cfg.get("User") or None, workdir=cfg.get("WorkingDir") or "/",
                       network=network, mounts=tuple(mounts))
@@ -43,6 +84,8 @@ def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequ
     state = service.create(opts, record, image_config, [])
     cid = state.id
     try:
+        if fake_root:
+            _fake_root(service.store.container_dir(cid) / "config.json")
         on_start(cid)
         code = _attached(service, cid, emit)
         if code != 0:

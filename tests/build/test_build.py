@@ -447,3 +447,63 @@ def test_run_mounts_cache_bind_tmpfs(cli, busybox):
                                         "RUN --mount=type=secret,id=x true\n"})
     r = build(cli, bad)
     assert r.returncode == 1 and "Dockerfile:2" in r.stderr and "type=secret" in r.stderr
+
+
+NOBODY = 65534
+
+
+class _Nobody:
+    """pydocklite as `nobody`: a user without an /etc/subuid range, so containers get the
+    single-id map (root inside = that user) — what a host without subordinate ids gives."""
+
+    def __init__(self, home: Path) -> None:
+        import shutil
+        shutil.rmtree(home, ignore_errors=True)
+        (home / "run").mkdir(parents=True)
+        for p in (home, home / "run"):
+            os.chown(p, NOBODY, NOBODY)
+            p.chmod(0o700)
+        self.home = home
+
+    def env(self) -> dict:
+        h = str(self.home)
+        return {"HOME": h, "XDG_DATA_HOME": f"{h}/.local/share", "XDG_CONFIG_HOME": f"{h}/.config",
+                "XDG_RUNTIME_DIR": f"{h}/run", "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+                "LANG": "C.UTF-8", "PYTHONPATH": f"{unpriv.REPO}:{unpriv.site_packages()}",
+                "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def __call__(self, *args: str, module: str = "pydocklite", timeout: float = 600):
+        cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
+               unpriv.SYSTEM_PYTHON, "-m", module, *args]
+        return subprocess.run(cmd, env=self.env(), cwd=str(self.home), capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.slow
+def test_apt_get_with_single_id_map(registry, debian_image):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run as the user nobody")
+    if any(line.split(":")[0] in ("nobody", str(NOBODY)) for line in
+           Path("/etc/subuid").read_text().splitlines()):
+        pytest.skip("nobody has a subordinate id range here: no single-id map to test")
+    nb = _Nobody(Path("/tmp/pdlt/homes") / f"nobody-{os.getpid()}")
+    try:
+        ok(nb("pull", "-q", debian_image))
+        ctx = nb.home / "ctx"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(
+            f"FROM {debian_image}\n"
+            "RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends hello "
+            ">/dev/null && rm -rf /var/lib/apt/lists/* && chown 42:42 /tmp && id -u\n")
+        os.chmod(ctx, 0o755)
+        build_mod = "pydocklite" if "build" in __import__("pydocklite.cli.main").cli.main.COMMANDS \
+            else "pydocklite.cli.build"
+        args = ("build",) if build_mod == "pydocklite" else ()
+        r = ok(nb(*args, "--network", "host", "-t", "single-hello", str(ctx), module=build_mod))
+        assert "single-id" in r.stdout and "no-ops" in r.stdout     # said so in the output
+        r = ok(nb("run", "--rm", "single-hello", "hello"))
+        assert r.stdout == "Hello, world!\n"
+    finally:
+        subprocess.run(["pkill", "-KILL", "-f", str(nb.home)], check=False)
+        import shutil
+        shutil.rmtree(nb.home, ignore_errors=True)
