@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from pydocklite.build import steps
 from pydocklite.build.dockerfile import Dockerfile, Instruction, Stage, parse, parse_instruction
-from pydocklite.build.errors import BuildError, DockerfileError, StepFailedError
+from pydocklite.build.errors import BuildError
 from pydocklite.errors import PydockliteError
 from pydocklite.build.image_writer import BuildCache, ImageWriter, LayerRef, canonical_json
 
@@ -79,7 +79,7 @@ class Builder:
         self.cache = BuildCache(self.writer)
         self.out = out or sys.stdout
         self._pull = pull or (lambda name: self.service.pull(name))
-        self._told_single_id = False
+        self.told_single_id = False   # the single-id note is printed once
 
     def say(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -338,58 +338,10 @@ class Builder:
                                   "diff_ids": [r.diff_id for r in state.layers]}
 
     def _run(self, state: _State, ins: Instruction, env: Dict[str, str]) -> LayerRef:
-        from pydocklite.build.runstep import run_container
-        argv = steps.command_form(ins, state.shell)
-        if ins.heredocs:
-            argv = steps.heredoc_command(ins, state.shell)
-        if ins.flag("security"):
-            raise DockerfileError("RUN --security is not supported by pydocklite",
-                                  self.df.filename, ins.line, ins.original)
-        from pydocklite.build.runmounts import parse_mount, to_mappings
-        workdir = (state.config.get("config") or {}).get("WorkingDir") or "/"
-        try:
-            mounts = to_mappings([parse_mount(v, workdir) for k, v in ins.flags if k == "mount"],
-                                 self.writer.layout.root / "build-cache-mounts", self.ctx)
-        except BuildError as e:
-            raise DockerfileError(str(e), self.df.filename, ins.line, ins.original) from None
-        network = ins.flag("network") or self.opts.network
-        if network not in ("private", "host", "none", "default"):
-            raise DockerfileError(f"RUN --network={network}: use default, none or host",
-                                  self.df.filename, ins.line, ins.original)
-        network = "private" if network == "default" else network
-        record = self.writer.record_for(self._current_id(state),
-                                        [r.diff_id for r in state.layers])
-        image_env = steps.env_map(state.config)     # ENV wins over an ARG of the same name
-        run_env = [f"{k}={v}" for k, v in state.args.items() if k not in image_env]
-        tail: List[bytes] = []
+        from pydocklite.build.runstep import run_instruction
+        return run_instruction(self, state, ins)
 
-        def emit(b: bytes) -> None:
-            tail.append(b)
-            self.out.write(b.decode("utf-8", "replace"))
-            self.out.flush()
-        cids: List[str] = []
-        if not self._told_single_id:
-            from pydocklite.build.runstep import SINGLE_ID_NOTE, single_id_map
-            self._told_single_id = True
-            if single_id_map():
-                self.say(SINGLE_ID_NOTE)
-
-        def started(cid: str) -> None:
-            cids.append(cid)
-            self.say(f" ---> Running in {cid[:12]}")
-        try:
-            diff_id = run_container(self.settings, record, state.config, argv, run_env, network,
-                                    emit, started, mounts=mounts)
-        except StepFailedError as e:
-            shown = " ".join(argv) if ins.json_args is None else json.dumps(argv)
-            raise StepFailedError(f"The command '{shown}' returned a non-zero code: {e.code} "
-                                  f"({self.df.filename}:{ins.line})", e.code) from None
-        self.say(f"Removing intermediate container {cids[0][:12] if cids else ''}")
-        if self.epoch is not None:      # reproducible: no file time after SOURCE_DATE_EPOCH
-            diff_id = self.writer.clamp_mtimes(diff_id, self.epoch)
-        return self.writer.compress(diff_id)
-
-    def _current_id(self, state: _State) -> str:
+    def current_id(self, state: _State) -> str:
         if not state.image_id:
             state.image_id = self.writer.write_config(state.config)
         return state.image_id

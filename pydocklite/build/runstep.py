@@ -57,6 +57,59 @@ def _fake_root(spec_path) -> None:
     spec_path.write_text(json.dumps(spec, indent=1))
 
 
+def run_instruction(builder, state, ins):
+    """A RUN step of `builder` on stage `state`: the command's changes as a stored LayerRef."""
+    from pydocklite.build import steps
+    from pydocklite.build.errors import DockerfileError
+    from pydocklite.build.runmounts import parse_mount, to_mappings
+    df = builder.df
+
+    def bad(msg: str) -> DockerfileError:
+        return DockerfileError(msg, df.filename, ins.line, ins.original)
+    argv = steps.heredoc_command(ins, state.shell) if ins.heredocs else \
+        steps.command_form(ins, state.shell)
+    if ins.flag("security"):
+        raise bad("RUN --security is not supported by pydocklite")
+    workdir = (state.config.get("config") or {}).get("WorkingDir") or "/"
+    try:
+        mounts = to_mappings([parse_mount(v, workdir) for k, v in ins.flags if k == "mount"],
+                             builder.writer.layout.root / "build-cache-mounts", builder.ctx)
+    except BuildError as e:
+        raise bad(str(e)) from None
+    network = ins.flag("network") or builder.opts.network
+    if network not in ("private", "host", "none", "default"):
+        raise bad(f"RUN --network={network}: use default, none or host")
+    network = "private" if network == "default" else network
+    record = builder.writer.record_for(builder.current_id(state),
+                                       [r.diff_id for r in state.layers])
+    image_env = steps.env_map(state.config)     # ENV wins over an ARG of the same name
+    run_env = [f"{k}={v}" for k, v in state.args.items() if k not in image_env]
+    if not builder.told_single_id:
+        builder.told_single_id = True
+        if single_id_map():
+            builder.say(SINGLE_ID_NOTE)
+    cids: List[str] = []
+
+    def emit(b: bytes) -> None:
+        builder.out.write(b.decode("utf-8", "replace"))
+        builder.out.flush()
+
+    def started(cid: str) -> None:
+        cids.append(cid)
+        builder.say(f" ---> Running in {cid[:12]}")
+    try:
+        diff_id = run_container(builder.settings, record, state.config, argv, run_env, network,
+                                emit, started, mounts=mounts)
+    except StepFailedError as e:
+        shown = " ".join(argv) if ins.json_args is None else json.dumps(argv)
+        raise StepFailedError(f"The command '{shown}' returned a non-zero code: {e.code} "
+                              f"({df.filename}:{ins.line})", e.code) from None
+    builder.say(f"Removing intermediate container {cids[0][:12] if cids else ''}")
+    if builder.epoch is not None:      # reproducible: no file time after SOURCE_DATE_EPOCH
+        diff_id = builder.writer.clamp_mtimes(diff_id, builder.epoch)
+    return builder.writer.compress(diff_id)
+
+
 def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequence[str],
                   network: str, emit: Callable[[bytes], None],
                   on_start: Callable[[str], None], mounts: Sequence = ()) -> Optional[str]:

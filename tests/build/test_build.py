@@ -104,6 +104,13 @@ def test_smoke_run_layer_has_only_the_change(cli, busybox):
     cfg = stored_image(cli, "smoke:1")
     assert layer_members(cli, cfg["rootfs"]["diff_ids"][-1]) == ["greeting"]
     assert ok(cli("ps", "-a", "-q")).stdout == ""
+    # an image like any other: listed, inspected, removed
+    r = ok(cli("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"))
+    assert any(line.startswith("smoke:1 ") for line in r.stdout.splitlines())
+    info = json.loads(ok(cli("image", "inspect", "smoke:1")).stdout)[0]
+    assert info["Config"]["Cmd"] == ["cat", "/greeting"]
+    assert len(info["RootFS"]["Layers"]) == 2
+    assert "Deleted:" in ok(cli("rmi", "smoke:1")).stdout
 
 
 CORPUS = r"""# syntax=docker/dockerfile:1
