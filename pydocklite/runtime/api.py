@@ -43,6 +43,9 @@ def _cgroups_setup(spec, cid: str, warnings: list, base=None, made=None):
     no cgroup is usable: the limits are then reported as not applied). Parent directories
     made for a nested linux.cgroupsPath are appended to `made` (cgroup_path.prune)."""
     resources = spec.linux.resources
+    if resources.get("devices") and any(n.type == "user" for n in spec.linux.namespaces):
+        # a user namespace can't make device nodes at all: the rules would add nothing
+        resources = {k: v for k, v in resources.items() if k != "devices"}
     if not resources:
         return None
     try:

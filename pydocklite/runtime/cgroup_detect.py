@@ -28,7 +28,8 @@ KNOWN_V1 = frozenset(("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer"
 LEAF = "pydocklite-leaf"    # where create() moves processes out of a v2 base (see cgroups.py)
 
 # v1 hierarchies pydocklite uses (a base is made only in hierarchies holding one of them)
-USED_V1 = frozenset(("memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "freezer", "hugetlb"))
+USED_V1 = frozenset(("memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "freezer", "hugetlb",
+                     "devices"))
 
 
 @dataclass(frozen=True)

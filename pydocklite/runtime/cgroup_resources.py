@@ -202,6 +202,30 @@ class _Planner:
             f = f"hugetlb.{size}.max" if self.v2 else f"hugetlb.{size}.limit_in_bytes"
             self.w(f"hugepageLimits.{size}", "hugetlb", f, limit)
 
+    def devices(self, rules: list) -> None:
+        """Device access rules, in order (v1 devices controller), then the devices every
+        container gets (the runtime-spec's default devices and new ptys), as runc does."""
+        if self.v2:
+            self.no("devices", "device rules need an eBPF program on cgroup v2, which "
+                               "pydocklite does not load: device access is not restricted")
+            return
+        if not isinstance(rules, list):
+            raise ValueError("devices must be a list")
+        for r in rules:
+            allow = r.get("allow")
+            if not isinstance(allow, bool):
+                raise ValueError(f"devices[].allow must be a boolean in {r!r}")
+            kind = r.get("type") or "a"
+            access = r.get("access") or "rwm"
+            if kind not in ("a", "c", "b") or not access or set(access) - set("rwm"):
+                raise ValueError(f"devices[] rule {r!r}: type a/c/b, access of r, w, m")
+            nums = [_num(r.get(k)) for k in ("major", "minor")]
+            ids = ":".join("*" if n is None or n < 0 else str(n) for n in nums)
+            self.w("devices", "devices", "devices.allow" if allow else "devices.deny",
+                   f"{kind} {ids} {access}")
+        for rule in DEFAULT_ALLOWED_DEVICES:
+            self.w("devices", "devices", "devices.allow", rule)
+
     def unified(self, u: dict) -> None:
         for key, value in u.items():
             if not self.v2:
@@ -210,6 +234,13 @@ class _Planner:
                 self.no(f"unified.{key}", f"{key!r} is not a cgroup interface file name")
             else:
                 self.w(f"unified.{key}", key.split(".", 1)[0], key, value)
+
+
+# mknod of any node (using one still needs a rule), /dev/null zero full random urandom tty
+# console ptmx, and the ptys of the container's devpts
+DEFAULT_ALLOWED_DEVICES = ("c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm",
+                           "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm",
+                           "c 136:* rwm")
 
 
 def plan(resources: Optional[dict], version: str) -> ResourcePlan:
@@ -229,12 +260,12 @@ def plan(resources: Optional[dict], version: str) -> ResourcePlan:
             p.hugepages(r["hugepageLimits"])
         if r.get("unified"):
             p.unified(r["unified"])
+        if r.get("devices"):
+            p.devices(r["devices"])
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"linux.resources: {e}") from None
     if r.get("network"):
         p.no("network", "net_cls/net_prio are not supported by pydocklite")
     if r.get("rdma"):
         p.no("rdma", "rdma limits are not supported by pydocklite")
-    # `devices` rules are not a limit here: device nodes come from bind mounts and the user
-    # namespace forbids mknod of real devices, so they are deliberately not reported.
     return ResourcePlan(tuple(p.writes), tuple(p.skipped))

@@ -90,13 +90,24 @@ def _current_flags(path: str) -> int:
     return sum(ms for st, ms in _ST_TO_MS if f & st)
 
 
-def remount_bind(path: str, flags: int) -> None:
-    """Bind-remount with flags, keeping the flags the kernel locks in a user namespace."""
+def remount_bind(path: str, flags: int, warn=None) -> None:
+    """Bind-remount with flags, keeping the flags the kernel locks in a user namespace.
+
+    The atime flags of a mount inherited from the host are locked in a user namespace too:
+    when changing them is refused, the rest is applied and the atime kept (told to warn)."""
     cur = _current_flags(path)
     keep = cur & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_RDONLY)
     if not flags & _ATIME:
         keep |= cur & _ATIME
-    sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | flags | keep)
+    try:
+        sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | flags | keep)
+    except PermissionError:
+        if not flags & _ATIME or warn is None:
+            raise
+        # no atime flag in a remount keeps the mount's own
+        sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | (flags & ~_ATIME) | keep)
+        warn(f"{path}: the atime option can't be changed on a mount from the host here "
+             f"(locked in a user namespace): its own atime setting is kept")
 
 
 def _do_mount(rootfs: str, bundle: str, step, warn) -> None:
@@ -108,7 +119,7 @@ def _do_mount(rootfs: str, bundle: str, step, warn) -> None:
         target = ensure_target(rootfs, step.dest, is_dir)
         sc.mount(src, target, None, step.flags | sc.MS_BIND)
         if step.remount_flags:
-            remount_bind(target, step.remount_flags & ~(sc.MS_BIND | sc.MS_REMOUNT))
+            remount_bind(target, step.remount_flags & ~(sc.MS_BIND | sc.MS_REMOUNT), warn)
     elif step.fstype in ("cgroup", "cgroup2"):
         target = ensure_target(rootfs, step.dest, True)
         if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):     # pure cgroup v2 host

@@ -286,3 +286,48 @@ def test_rootless_device_bound_from_the_host(rt, make_bundle, cid):
     r = rt("run", "--bundle", b, cid)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "character special file 1:b", r.stdout
+
+
+def test_device_rules_planned_in_order_then_defaults():
+    from pydocklite.runtime.cgroup_resources import DEFAULT_ALLOWED_DEVICES, plan
+    p = plan({"devices": [{"allow": False, "access": "rwm"},
+                          {"allow": True, "type": "c", "major": 10, "minor": 229,
+                           "access": "rw"}]}, "v1")
+    got = [(w.file, w.value) for w in p.writes]
+    assert got[:2] == [("devices.deny", "a *:* rwm"), ("devices.allow", "c 10:229 rw")]
+    assert [v for _, v in got[2:]] == list(DEFAULT_ALLOWED_DEVICES)
+    v2 = plan({"devices": [{"allow": False, "access": "rwm"}]}, "v2")
+    assert not v2.writes and v2.not_applied[0][0] == "devices"
+    with pytest.raises(ValueError, match="access of r, w, m"):
+        plan({"devices": [{"allow": True, "type": "c", "access": "x"}]}, "v1")
+
+
+def _v1_has(controller: str) -> bool:
+    for line in open("/proc/self/mountinfo"):
+        right = line.partition(" - ")[2].split()
+        if right and right[0] == "cgroup" and controller in right[2].split(","):
+            return True
+    return False
+
+
+@needs_root
+@pytest.mark.parametrize("rules,want", [
+    ([{"allow": False, "access": "rwm"}], ["null-ok", "tun-denied"]),
+    ([{"allow": False, "access": "rwm"},
+      {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "rw"}],
+     ["null-ok", "tun-ok"]),
+])
+def test_device_rules_enforced_for_root_containers(root_env, rules, want):
+    if not _v1_has("devices"):
+        pytest.skip("no cgroup v1 devices hierarchy here (v2 would need eBPF)")
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("no /dev/net/tun on this host")
+    run, bundle, _ = root_env
+    b = bundle(["sh", "-c", "echo x > /dev/null && echo null-ok; "
+                            "(exec 3<>/dev/mytun) 2>/dev/null && echo tun-ok || echo tun-denied"],
+               lambda c: c["linux"].update(
+                   devices=[{"path": "/dev/mytun", "type": "c", "major": 10, "minor": 200}],
+                   resources={"devices": rules}))
+    r = run("run", "--bundle", b, "v" + uuid.uuid4().hex[:8])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == want, r.stdout + r.stderr
