@@ -514,3 +514,17 @@ def test_apt_get_with_single_id_map(registry, debian_image):
         subprocess.run(["pkill", "-KILL", "-f", str(nb.home)], check=False)
         import shutil
         shutil.rmtree(nb.home, ignore_errors=True)
+
+
+def test_only_needed_stages_are_built(cli, busybox):
+    ctx = write_tree(cli.home / "ctx", {
+        "Dockerfile": f"ARG IMG={busybox}\n"
+                      "FROM $IMG AS unused\nRUN exit 7\n"
+                      "FROM ${IMG} AS base\nRUN echo b > /b\n"
+                      "FROM base AS final\nCOPY --from=1 /b /c\nRUN cat /b /c\n",
+    })
+    r = ok(build(cli, ctx, "-t", "needed"))
+    assert "exit 7" not in r.stdout and "Step 1/5 : FROM ${IMG} AS base" in r.stdout
+    assert "b\nb\n" in r.stdout
+    r = build(cli, ctx, "--target", "unused")
+    assert r.returncode == 1 and "returned a non-zero code: 7" in r.stderr
