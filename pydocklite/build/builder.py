@@ -124,11 +124,10 @@ class Builder:
             for view in self._views.values():
                 view.close()
         final = self.states[target]
-        if opts.labels:
-            cfg = steps.apply_config(final.config, Instruction("LABEL", "", 0, "--label"), {},
-                                     final.shell)
-            cfg["config"]["Labels"] = {**(cfg["config"].get("Labels") or {}),
-                                       **dict(opts.labels)}
+        if opts.labels:     # --label: on the final image only, as Docker does
+            cfg = json.loads(json.dumps(final.config))
+            c = cfg.setdefault("config", {})
+            c["Labels"] = {**(c.get("Labels") or {}), **dict(opts.labels)}
             final.config, final.image_id = cfg, self.writer.write_config(cfg)
         if not final.image_id:
             final.image_id = self.writer.write_config(final.config)

@@ -34,7 +34,7 @@ class FileEntry:
 
 def clean_rel(path: str, what: str = "path") -> str:
     """'./a/../b/' -> 'b'; '' for the root; ContextError when it climbs out of the root."""
-    p = posixpath.normpath(path.replace("\\", "/") if False else path)
+    p = posixpath.normpath(path)
     if p.startswith("/"):
         p = posixpath.normpath(p.lstrip("/") or ".")
     if p == ".":

@@ -80,7 +80,6 @@ def plan_copy(fs, sources: Sequence[str], dest: str, *, dest_is_dir: Callable[[s
     dest_rel = "" if dest_rel == "." else dest_rel
     into_dir = dest.endswith("/") or dest_rel == "" or dest_is_dir(dest_rel) or \
         dest.endswith("/.")
-    several = len(matches) > 1 or any(_has_magic(s) for s in sources)
     if len(matches) > 1 and not into_dir:
         raise ContextError(f"{what}: when using several sources (or a wildcard), the "
                            f"destination must be a directory and end with a '/': {dest}")
@@ -101,8 +100,6 @@ def plan_copy(fs, sources: Sequence[str], dest: str, *, dest_is_dir: Callable[[s
             continue
         if entry.type == DIR:
             target = dest_rel
-            if several and not into_dir:
-                target = dest_rel
             if target and not dest_is_dir(target):
                 add(target, _default_owner(entry, fs))
             _add_tree(fs, src, target, add)
@@ -110,8 +107,7 @@ def plan_copy(fs, sources: Sequence[str], dest: str, *, dest_is_dir: Callable[[s
         name = posixpath.basename(src)
         target = posixpath.join(dest_rel, name) if into_dir else dest_rel
         if extract and entry.type == REG and _is_archive(fs, src):
-            base = dest_rel if (into_dir or dest.endswith("/")) else dest_rel
-            _add_archive(fs, src, base, items, add, what)
+            _add_archive(fs, src, dest_rel, items, add, what)
             continue
         add(target, _default_owner(entry, fs), _data(fs, src))
     return [items[k] for k in sorted(items)]

@@ -139,7 +139,8 @@ class ImageWriter:
         config = json.loads(config_raw)
         for ref in layers:     # a layer without a compressed blob (base image stored raw)
             if not ref.digest:
-                raise ValueError(f"layer {ref.diff_id} has no compressed blob")
+                from pydocklite.build.errors import BuildError
+                raise BuildError(f"layer {ref.diff_id} has no compressed blob")
         manifest = {
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, "digest": config_digest,
