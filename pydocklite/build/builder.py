@@ -131,7 +131,7 @@ class Builder:
             final.config, final.image_id = cfg, self.writer.write_config(cfg)
         if not final.image_id:
             final.image_id = self.writer.write_config(final.config)
-        unused = sorted(set(self.build_args) - self.used_args)
+        unused = sorted(set(self.build_args) - self.used_args - set(steps.PROXY_ARGS))
         if unused:
             self.say(f"[Warning] One or more build-args {unused} were not consumed")
         missing = [r for r in final.layers if not r.digest]
@@ -159,14 +159,15 @@ class Builder:
             raise UsageError(f"invalid tag {tag!r}: {e}") from None
 
     def _meta_args(self, df: Dockerfile) -> Dict[str, str]:
-        out: Dict[str, str] = {}
+        out: Dict[str, str] = steps.platform_args()
         for ins in df.meta_args:
-            for name, value in self._arg_decls(ins, out):
+            for name, value in self._arg_decls(ins, out, out):
                 out[name] = value
         return out
 
-    def _arg_decls(self, ins: Instruction, env: Dict[str, str]):
-        """(name, value) of each name an ARG declares; build args override defaults."""
+    def _arg_decls(self, ins: Instruction, env: Dict[str, str], scope: Dict[str, str]):
+        """(name, value) of each name an ARG declares; build args override defaults; a bare
+        name takes its value from `scope` (the global ARGs), else None (declared, unset)."""
         from pydocklite.build.shellwords import expand, split_raw
         for word in split_raw(ins.args, self.df.escape):
             name, eq, default = word.partition("=")
@@ -175,8 +176,8 @@ class Builder:
                 yield name, self.build_args[name]
             elif eq:
                 yield name, expand(default, env, self.df.escape)
-            elif name in self.meta:
-                yield name, self.meta[name]
+            elif name in scope:
+                yield name, scope[name]
             else:
                 yield name, None
 
@@ -260,7 +261,7 @@ class Builder:
         started = time.monotonic()
         env = state.env()
         if ins.keyword == "ARG":
-            for name, value in self._arg_decls(ins, env):
+            for name, value in self._arg_decls(ins, env, self.meta):
                 state.args[name] = value if value is not None else ""
                 if value is None:
                     state.args.pop(name)

@@ -67,13 +67,15 @@ def plan_for(builder, state, ins, env: Dict[str, str]) -> List[CopyItem]:
     if dest.endswith("/") and not dest_abs.endswith("/"):
         dest_abs += "/"
     chmod = None
-    if ins.flag("chmod"):
+    from pydocklite.build.shellwords import expand
+    chmod_text = expand(ins.flag("chmod") or "", env, builder.df.escape)
+    if chmod_text:
         try:
-            chmod = int(ins.flag("chmod"), 8)
+            chmod = int(chmod_text, 8)
         except ValueError:
-            raise DockerfileError(f"invalid --chmod={ins.flag('chmod')}: use octal, e.g. 755",
+            raise DockerfileError(f"invalid --chmod={chmod_text}: use octal, e.g. 755",
                                   builder.df.filename, ins.line, ins.original) from None
-    owner = _owner(builder, state, ins.flag("chown") or "", ins)
+    owner = _owner(builder, state, expand(ins.flag("chown") or "", env, builder.df.escape), ins)
     now = builder.epoch if builder.epoch is not None else int(time.time())
     target = _stage_fs(builder, state)
     try:

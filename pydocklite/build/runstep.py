@@ -84,6 +84,8 @@ def run_instruction(builder, state, ins):
                                        [r.diff_id for r in state.layers])
     image_env = steps.env_map(state.config)     # ENV wins over an ARG of the same name
     run_env = [f"{k}={v}" for k, v in state.args.items() if k not in image_env]
+    run_env += [f"{k}={v}" for k, v in builder.build_args.items()
+                if k in steps.PROXY_ARGS and k not in state.args]
     if not builder.told_single_id:
         builder.told_single_id = True
         if single_id_map():

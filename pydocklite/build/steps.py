@@ -129,9 +129,13 @@ def apply_config(config: dict, ins: Instruction, env: Mapping[str, str], shell: 
         for w in words(ins, env, escape, filename):
             port, _, proto = w.partition("/")
             proto = (proto or "tcp").lower()
-            if not re.fullmatch(r"\d+(-\d+)?", port) or proto not in ("tcp", "udp", "sctp"):
-                fail(f"invalid port {w!r}: use PORT[/tcp|udp|sctp]")
-            ports[f"{port}/{proto}"] = {}
+            m = re.fullmatch(r"(\d+)(?:-(\d+))?", port)
+            if not m or proto not in ("tcp", "udp", "sctp") or \
+                    (m.group(2) and int(m.group(2)) < int(m.group(1))):
+                fail(f"invalid port {w!r}: use PORT[-PORT][/tcp|udp|sctp]")
+            first = int(m.group(1))
+            for n in range(first, int(m.group(2) or first) + 1):
+                ports[f"{n}/{proto}"] = {}
         c["ExposedPorts"] = ports
     elif kw == "VOLUME":
         vols = dict(c.get("Volumes") or {})
@@ -193,6 +197,21 @@ def history_text(ins: Instruction, env: Mapping[str, str], shell: List[str],
         return f"{ins.keyword} {json.dumps(command_form(ins, shell))}"
     flags = " ".join(f"--{k}={v}" for k, v in ins.flags)
     return " ".join(x for x in (ins.keyword, flags, ins.args) if x)
+
+
+# Build args usable without an ARG line (passed to RUN, kept out of the image), as in Docker.
+PROXY_ARGS = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY",
+              "http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")
+
+
+def platform_args() -> dict:
+    """BuildKit's automatic platform ARGs (global scope; `ARG TARGETARCH` brings one in)."""
+    arch = host_arch()
+    out = {}
+    for side in ("TARGET", "BUILD"):
+        out.update({f"{side}PLATFORM": f"linux/{arch}", f"{side}OS": "linux",
+                    f"{side}ARCH": arch, f"{side}VARIANT": ""})
+    return out
 
 
 def scratch_config(arch: str, os_name: str = "linux") -> dict:

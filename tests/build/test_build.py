@@ -528,3 +528,24 @@ def test_only_needed_stages_are_built(cli, busybox):
     assert "b\nb\n" in r.stdout
     r = build(cli, ctx, "--target", "unused")
     assert r.returncode == 1 and "returned a non-zero code: 7" in r.stderr
+
+
+def test_arg_details(cli, busybox):
+    ctx = write_tree(cli.home / "ctx", {
+        "Dockerfile": f"ARG NOVALUE\nARG IMG={busybox}\n"
+                      "FROM --platform=$BUILDPLATFORM $IMG\n"
+                      "ARG NOVALUE\nARG TARGETARCH\nARG OWNER=7:8\n"
+                      "COPY --chown=$OWNER --chmod=${MODE:-600} f.txt /f.txt\n"
+                      "RUN echo \"[$NOVALUE] $TARGETARCH [$TARGETOS] $HTTP_PROXY\" > /args && "
+                      "stat -c '%u:%g %a' /f.txt >> /args\n",
+        "f.txt": "f\n",
+    })
+    r = ok(build(cli, ctx, "-t", "args", "--build-arg", "HTTP_PROXY=http://proxy.invalid:3128",
+                 "--build-arg", "NOT_DECLARED=1"))
+    assert "[Warning] One or more build-args ['NOT_DECLARED'] were not consumed" in r.stdout
+    import platform
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    assert sh(cli, "args", "cat /args").stdout == \
+        f"[] {arch} [] http://proxy.invalid:3128\n7:8 600\n"
+    cfg = stored_image(cli, "args")
+    assert "proxy" not in json.dumps(cfg)           # proxy args stay out of the image

@@ -176,6 +176,10 @@ def test_config_instructions():
     assert e["config"]["Cmd"] == ["/bin/sh", "-c", "echo hi"]
     with pytest.raises(DockerfileError):
         steps.apply_config(cfg, parse_instruction("EXPOSE http", 3), {}, [])
+    r = steps.apply_config(_cfg(), parse_instruction("EXPOSE 7000-7002/udp $P", 1), {"P": "9"},
+                           [])
+    assert r["config"]["ExposedPorts"] == {"7000/udp": {}, "7001/udp": {}, "7002/udp": {},
+                                           "9/tcp": {}}
     assert steps.history_text(parse_instruction("RUN make -j2", 1), {}, ["/bin/sh", "-c"]) \
         == "RUN /bin/sh -c make -j2"
 
