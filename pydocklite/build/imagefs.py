@@ -38,14 +38,19 @@ class ImageFS:
                          node.mtime, node.linkname if kind == SYMLINK else "", node.uid,
                          node.gid)
 
-    def follow(self, rel: str, depth: int = 0) -> Optional[FileEntry]:
+    def resolve(self, rel: str, depth: int = 0) -> str:
+        """The path a symlink chain at `rel` ends at (links resolved inside the image)."""
+        import posixpath
+        rel = rel.strip("/")
         e = self.stat(rel)
         if e is None or e.type != SYMLINK or depth > 16:
-            return e
-        import posixpath
+            return rel
         target = e.linkname if e.linkname.startswith("/") else \
             posixpath.join(posixpath.dirname("/" + rel), e.linkname)
-        return self.follow(posixpath.normpath(target).lstrip("/"), depth + 1)
+        return self.resolve(posixpath.normpath(target), depth + 1)
+
+    def follow(self, rel: str) -> Optional[FileEntry]:
+        return self.stat(self.resolve(rel))
 
     def listdir(self, rel: str) -> List[str]:
         return sorted(self.tree.children(rel.strip("/")))
@@ -61,11 +66,12 @@ class ImageFS:
             yield b
 
     def read_text(self, path: str, limit: int = 1 << 20) -> str:
-        e = self.follow(path.strip("/"))
+        rel = self.resolve(path)
+        e = self.stat(rel)
         if e is None or e.type != REG:
             return ""
         out = b""
-        for b in self.chunks(path.strip("/")):
+        for b in self.chunks(rel):
             out += b
             if len(out) >= limit:
                 break

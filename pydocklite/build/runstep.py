@@ -204,11 +204,13 @@ def _commit(settings, cid: str, parent_diff_ids: Sequence[str]) -> str:
     snap = Snapshotter(layout, settings.storage_driver)
     info = snap.stat(cid)
     name = f"build-{cid[:24]}-{os.urandom(4).hex()}"
-    upper = os.path.join(info.path, "upper")
+    full_copy = info.driver == "vfs"          # a whole tree, compared with the layers
+    root = os.path.join(info.path, "fs" if full_copy else "upper")
+    lower = _LowerNames(layout, parent_diff_ids)
 
     def commit():
         from snapshotter.diff import IdMap
-        _drop_mount_points(upper, layout, parent_diff_ids)
+        _drop_mount_points(root, lower, full_copy)
         Snapshotter(layout, settings.storage_driver).commit(name, cid, idmap=IdMap())
     run_in_userns(commit)
     diff_id = snap.stat(name).chain[-1]
@@ -216,35 +218,35 @@ def _commit(settings, cid: str, parent_diff_ids: Sequence[str]) -> str:
     return diff_id
 
 
-def _drop_mount_points(upper: str, layout, parent_diff_ids: Sequence[str]) -> None:
+class _LowerNames:
+    """Which of the mount-point paths the image below already has (read before forking)."""
+
+    def __init__(self, layout, diff_ids: Sequence[str]) -> None:
+        from pydocklite.build.imagefs import ImageFS
+        fs = ImageFS(layout, diff_ids)
+        try:
+            self.present = {p for p in MOUNT_POINTS + ("etc",) if fs.stat(p) is not None}
+        finally:
+            fs.close()
+
+
+def _drop_mount_points(root: str, lower: _LowerNames, full_copy: bool) -> None:
     """Empty files the runtime made only to bind-mount over (hosts, resolv.conf, hostname),
     and an /etc it made only for them, are not changes the command made."""
-    if not os.path.isdir(upper):
+    if not os.path.isdir(root):
         return
-    from pydocklite.containers.image_files import read_image_file
     for rel in MOUNT_POINTS:
-        p = os.path.join(upper, rel)
+        p = os.path.join(root, rel)
         try:
             st = os.lstat(p)
         except OSError:
             continue
-        if st.st_size == 0 and not read_image_file(layout, parent_diff_ids, "/" + rel):
+        if st.st_size == 0 and rel not in lower.present:
             os.unlink(p)
-    etc = os.path.join(upper, "etc")
+    etc = os.path.join(root, "etc")
     try:
-        if not os.listdir(etc):
+        # in an upper dir an empty etc/ is only a copy-up; in a full copy it is the image's
+        if not os.listdir(etc) and (not full_copy or "etc" not in lower.present):
             os.rmdir(etc)
     except OSError:
         pass
-
-
-def shell_argv(shell: List[str], command: str) -> List[str]:
-    return list(shell) + [command]
-
-
-def with_env(env: Sequence[str], extra: dict) -> List[str]:
-    out = list(env)
-    for k, v in extra.items():
-        out = [e for e in out if not e.startswith(k + "=")] + [f"{k}={v}"]
-    return out
-

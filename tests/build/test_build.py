@@ -549,3 +549,20 @@ def test_arg_details(cli, busybox):
         f"[] {arch} [] http://proxy.invalid:3128\n7:8 600\n"
     cfg = stored_image(cli, "args")
     assert "proxy" not in json.dumps(cfg)           # proxy args stay out of the image
+
+
+@pytest.mark.parametrize("driver", ["fuse", "vfs"])
+def test_other_storage_drivers(cli, busybox, driver):
+    """RUN commits its changes (new files, deletions) whatever backs the container's rootfs."""
+    ctx = write_tree(cli.home / "ctx", {
+        "Dockerfile": f"FROM {busybox}\nRUN mkdir -p /d && echo new > /d/f && rm /bin/vi "
+                      "&& chmod 700 /d && chown 1:2 /d/f\n",
+    })
+    env = {"PYDOCKLITE_STORAGE_DRIVER": driver}
+    ok(build(cli, ctx, "-t", f"drv-{driver}", env=env))
+    cfg = stored_image(cli, f"drv-{driver}")
+    members = set(layer_members(cli, cfg["rootfs"]["diff_ids"][-1]))
+    assert members - {"bin"} == {"bin/.wh.vi", "d", "d/f"}     # no mount points (etc/hosts)
+    r = sh(cli, f"drv-{driver}", "cat /d/f; stat -c '%a %u:%g' /d /d/f; ls /bin/vi 2>&1; true")
+    assert r.stdout.splitlines()[:3] == ["new", "700 0:0", "644 1:2"]
+    assert "No such file" in r.stdout
