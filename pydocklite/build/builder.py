@@ -117,6 +117,7 @@ class Builder:
         self.cached = 0
         self.states: Dict[int, _State] = {}
         self._views: Dict[tuple, object] = {}
+        self.base_records: List[object] = []
         try:
             for i in needed:
                 self.states[i] = self._run_stage(df.stages[i])
@@ -139,7 +140,26 @@ class Builder:
             final.layers[final.layers.index(r)] = self.writer.compress(r.diff_id)
         tags = tuple(self._canonical(t) for t in opts.tags)
         self.writer.commit(final.image_id, final.layers, tags)
+        self._remember_base_blobs()
         return BuildResult(final.image_id, tags, self.total, self.cached)
+
+    def _remember_base_blobs(self) -> None:
+        """Tell `push` which repositories hold the base images' compressed layers, so it can
+        cross-mount them instead of uploading (the built image has no repo digests)."""
+        try:
+            from pydocklite.distribution.blobinfo import BlobInfoStore, candidates
+        except ImportError:
+            return
+        store = BlobInfoStore(self.writer.layout.root)
+        for record in self.base_records:
+            try:
+                for diff_id, known in zip(record.diff_ids,
+                                          candidates(self.service, record, record.diff_ids)):
+                    for k in known:
+                        if k.repos:
+                            store.add(diff_id, k)
+            except Exception:  # noqa: BLE001 - only an optimisation for a later push
+                continue
 
     def image_fs(self, diff_ids, name: str):
         """A read-only view of a chain of layers, open until the build ends."""
@@ -234,6 +254,7 @@ class Builder:
             return _State(json.loads(json.dumps(prev.config)), list(prev.layers),
                           prev.image_id, built=set(prev.built))
         record = self._image(base)
+        self.base_records.append(record)
         config = self.service.config_json(record)
         config.setdefault("config", {})
         return _State(config, self.writer.base_layers(record), record.id)

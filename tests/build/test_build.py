@@ -74,9 +74,8 @@ def data_dir(home: Path) -> Path:
 def stored_image(cli, tag: str) -> dict:
     """The image config JSON the store holds for `tag` (read directly, as root)."""
     db = json.loads((data_dir(cli.home) / "images.json").read_text())
-    canon = tag if "/" in tag.split(":")[0] else f"docker.io/library/{tag}"
-    if ":" not in canon.rsplit("/", 1)[-1]:
-        canon += ":latest"
+    from registry.reference import Reference
+    canon = str(Reference.parse(tag))
     iid = db["tags"][canon]
     return json.loads((data_dir(cli.home) / "blobs" / "sha256" / iid[7:]).read_bytes())
 
@@ -566,3 +565,26 @@ def test_other_storage_drivers(cli, busybox, driver):
     r = sh(cli, f"drv-{driver}", "cat /d/f; stat -c '%a %u:%g' /d /d/f; ls /bin/vi 2>&1; true")
     assert r.stdout.splitlines()[:3] == ["new", "700 0:0", "644 1:2"]
     assert "No such file" in r.stdout
+
+
+def test_build_push_pull_run(cli, busybox, registry):
+    """Build, push to the test registry, remove locally, pull back, run: same files, config."""
+    from pydocklite.cli import main
+    if "push" not in main.COMMANDS:
+        pytest.skip("push is not wired in cli/main.py")
+    ctx = write_tree(cli.home / "ctx", {
+        "Dockerfile": f"FROM {busybox}\nCOPY app.sh /app.sh\nRUN chmod 755 /app.sh && "
+                      "mkdir /data && echo built > /data/x\nENV MODE=prod\n"
+                      "ENTRYPOINT [\"/app.sh\"]\n",
+        "app.sh": "#!/bin/sh\necho \"$MODE $(cat /data/x)\"\n",
+    })
+    target = f"{registry.host}/built/app:1"
+    ok(build(cli, ctx, "-t", target))
+    before = stored_image(cli, target)
+    r = ok(cli("push", target))
+    assert r.stdout.count(": Pushed") + r.stdout.count("Mounted from") + \
+        r.stdout.count("already exists") == 3
+    ok(cli("rmi", target))
+    ok(cli("pull", target))
+    assert stored_image(cli, target) == before       # same config, so the same image id
+    assert ok(cli("run", "--rm", target)).stdout == "prod built\n"
