@@ -588,3 +588,24 @@ def test_build_push_pull_run(cli, busybox, registry):
     ok(cli("pull", target))
     assert stored_image(cli, target) == before       # same config, so the same image id
     assert ok(cli("run", "--rm", target)).stdout == "prod built\n"
+    # and Podman runs what we built
+    import shutil
+    if not shutil.which("podman"):
+        pytest.skip("podman is not installed: the interoperability half is not checked")
+    pod_home = cli.home / "podman"
+    conf = pod_home / ".config" / "containers"
+    conf.mkdir(parents=True)
+    (conf / "storage.conf").write_text(f'[storage]\ndriver = "overlay"\n'
+                                       f'rootless_storage_path = "{pod_home}/storage"\n')
+    (conf / "containers.conf").write_text('[engine]\nruntime = "runc"\n')
+    subprocess.run(["chown", "-R", unpriv.TEST_USER, str(pod_home)], check=True)
+    env = unpriv.user_env(pod_home)
+    env["XDG_RUNTIME_DIR"] = str(cli.home / "run")
+    r = unpriv.run_as_user(["podman", "run", "--rm", "--tls-verify=false", "--network", "none",
+                            target], pod_home, env=env, timeout=180)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "prod built\n"
+    finally:
+        unpriv.run_as_user(["podman", "system", "reset", "--force"], pod_home, env=env,
+                           timeout=120)
