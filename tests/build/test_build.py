@@ -109,6 +109,11 @@ def test_smoke_run_layer_has_only_the_change(cli, busybox):
     info = json.loads(ok(cli("image", "inspect", "smoke:1")).stdout)[0]
     assert info["Config"]["Cmd"] == ["cat", "/greeting"]
     assert len(info["RootFS"]["Layers"]) == 2
+    from pydocklite.cli import main
+    if "history" in main.COMMANDS:
+        r = ok(cli("history", "--no-trunc", "smoke:1"))
+        assert "RUN /bin/sh -c echo hello > /greeting" in r.stdout, r.stdout
+        assert 'CMD ["cat", "/greeting"]' in r.stdout
     assert "Deleted:" in ok(cli("rmi", "smoke:1")).stdout
 
 
