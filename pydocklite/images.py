@@ -296,10 +296,12 @@ class ImageService:
         keep_layers = {d for r in db.images.values() for d in r.diff_ids}
         keep_layers |= self._layers_in_use()
         keep_blobs = set()
+        content = self._content()
         for r in db.images.values():
             keep_blobs |= {r.id, r.manifest_digest}
             if r.index_digest:
                 keep_blobs.add(r.index_digest)
+            keep_blobs |= self._manifest_layer_blobs(content, r.manifest_digest)
         layers = self._layers()
         freed = 0
         for diff_id in layers.list():
@@ -309,7 +311,6 @@ class ImageService:
                 except Exception:
                     pass
                 layers.remove(diff_id)
-        content = self._content()
         blobs_dir = self.layout.blobs_dir
         if blobs_dir.is_dir():
             for p in blobs_dir.iterdir():
@@ -320,8 +321,16 @@ class ImageService:
                         p.unlink()
                     except OSError:
                         pass
-        del content
         return freed
+
+    @staticmethod
+    def _manifest_layer_blobs(content, manifest_digest: str) -> Set[str]:
+        """Compressed layer blobs a stored manifest names (kept by built images for push)."""
+        try:
+            manifest = json.loads(content.read(manifest_digest))
+        except Exception:  # noqa: BLE001 - no stored manifest: nothing more to keep
+            return set()
+        return {d.get("digest", "") for d in manifest.get("layers", ()) if isinstance(d, dict)}
 
     def _layers_in_use(self) -> Set[str]:
         """Diff ids that containers' snapshots still stand on."""

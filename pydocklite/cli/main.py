@@ -11,6 +11,7 @@ import sys
 # verb -> (module under pydocklite.cli, function, one-line summary)
 COMMANDS = {
     "run": ("run", "cmd_run", "Create and run a new container from an image"),
+    "build": ("build", "cmd_build", "Build an image from a Dockerfile"),
     "create": ("run", "cmd_create", "Create a new container"),
     "start": ("container", "cmd_start", "Start one or more stopped containers"),
     "stop": ("container", "cmd_stop", "Stop one or more running containers"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Tuple
 
@@ -105,6 +105,11 @@ def candidates(service, record, diff_ids) -> List[List[KnownBlob]]:
                                                   repos))
     out = []
     for i, diff_id in enumerate(diff_ids):
-        seen = {k.digest for k in from_manifest[i]}
-        out.append(from_manifest[i] + [k for k in store.get(diff_id) if k.digest not in seen])
+        stored = store.get(diff_id)
+        merged = []
+        for k in from_manifest[i]:     # same blob known both ways: every repo that has it
+            extra = [r for s in stored if s.digest == k.digest for r in s.repos]
+            merged.append(replace(k, repos=tuple(dict.fromkeys(k.repos + tuple(extra)))))
+        seen = {k.digest for k in merged}
+        out.append(merged + [k for k in stored if k.digest not in seen])
     return out
