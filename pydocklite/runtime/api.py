@@ -3,8 +3,10 @@
     create(bundle, cid, root=None, stdio=None, console_socket=None, prepare_rootfs=None,
            pid_file=None, cgroup_base=None) -> Created(pid, warnings, ...)
                                                     # init waits for start()
-    start(cid, root=None) ; state(cid, root=None) -> dict (OCI state)
-    kill(cid, sig=15, root=None, all_processes=False) ; delete(cid, root=None, force=False)
+    start(cid, root=None) -> [warning] ; state(cid, root=None) -> dict (OCI state)
+    kill(cid, sig=15, root=None, all_processes=False)
+    delete(cid, root=None, force=False) -> [warning]   # failed poststart/poststop hooks
+                                                       # are warnings (runtime-spec)
     run(bundle, cid, root=None, stdio=None, ...) -> exit code (128+N when killed by signal N)
     exec_process(cid, args, root=None, env=None, cwd=None, uid=None, gid=None, tty=False,
                  stdio=None) -> exit code     # setns into the container's namespaces
@@ -250,9 +252,10 @@ def _remove_dir(cdir: str, cgroup=None) -> None:
         pass
 
 
-def start(cid: str, root: str = None) -> None:
+def start(cid: str, root: str = None) -> list:
+    """Let the created container's process run; returns warnings (failed poststart hooks)."""
     from . import process
-    from .hooks import run_hooks
+    from .hooks import run_hooks_warning
     root = _root(root)
     s = st.load(root, cid)
     if s.status != "created":
@@ -264,7 +267,9 @@ def start(cid: str, root: str = None) -> None:
         raise StateError(f"container {cid!r}: its init is not waiting ({e.strerror})") from None
     spec = _saved_spec(cdir)
     if spec is not None and spec.hooks.poststart:
-        run_hooks(spec.hooks.poststart, st.oci_state(st.load(root, cid)), "poststart")
+        return run_hooks_warning(spec.hooks.poststart, st.oci_state(st.load(root, cid)),
+                                 "poststart")
+    return []
 
 
 def _saved_spec(cdir: str):
@@ -328,9 +333,10 @@ def kill(cid: str, sig: int = 15, root: str = None,
             pass
 
 
-def delete(cid: str, root: str = None, force: bool = False, _hooks=None) -> None:
-    """Remove a stopped container (force: kill it first); runs poststop hooks."""
-    from .hooks import run_hooks
+def delete(cid: str, root: str = None, force: bool = False, _hooks=None) -> list:
+    """Remove a stopped container (force: kill it first); runs poststop hooks, returns
+    warnings (the ones that failed)."""
+    from .hooks import run_hooks_warning
     root = _root(root)
     s = st.load(root, cid)
     cdir = st.container_dir(root, cid)
@@ -354,10 +360,8 @@ def delete(cid: str, root: str = None, force: bool = False, _hooks=None) -> None
     _remove_dir(cdir, cgroup)
     _prune_cgroup_parents(facts)
     if _hooks is not None and _hooks.poststop:
-        try:
-            run_hooks(_hooks.poststop, oci, "poststop")
-        except RuntimeErr:
-            pass
+        return run_hooks_warning(_hooks.poststop, oci, "poststop")
+    return []
 
 
 def wait_exit(pid: int) -> int:
@@ -399,7 +403,9 @@ def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str
         if not detach:
             for sig in forwarded:
                 old[sig] = _signal.signal(sig, lambda n, f: _forward(created.pid, n))
-        _start_by_pipe(cid, _root(root), created.start_fd, created.hooks)
+        for w in _start_by_pipe(cid, _root(root), created.start_fd, created.hooks):
+            if on_warning:
+                on_warning(w)
         if detach:
             return 0
         if created.console_master is not None:
@@ -414,13 +420,15 @@ def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str
         except RuntimeErr:
             pass
         raise
-    delete(cid, root, force=True, _hooks=created.hooks)
+    for w in delete(cid, root, force=True, _hooks=created.hooks):
+        if on_warning:
+            on_warning(w)
     return code
 
 
-def _start_by_pipe(cid: str, root: str, fd: int, hooks) -> None:
+def _start_by_pipe(cid: str, root: str, fd: int, hooks) -> list:
     from . import process
-    from .hooks import run_hooks
+    from .hooks import run_hooks_warning
     cdir = st.container_dir(root, cid)
     try:
         os.write(fd, b"s")
@@ -433,7 +441,9 @@ def _start_by_pipe(cid: str, root: str, fd: int, hooks) -> None:
         except FileNotFoundError:
             pass
     if hooks.poststart:
-        run_hooks(hooks.poststart, st.oci_state(st.load(root, cid)), "poststart")
+        return run_hooks_warning(hooks.poststart, st.oci_state(st.load(root, cid)),
+                                 "poststart")
+    return []
 
 
 def _forward(pid: int, sig: int) -> None:

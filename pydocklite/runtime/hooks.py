@@ -31,3 +31,15 @@ def run_hooks(hooks, state: dict, phase: str) -> None:
             err = p.stderr.decode(errors="replace").strip()
             raise HookError(f"{phase} hook {h.path} failed with exit {p.returncode}"
                             f"{': ' + err if err else ''}")
+
+
+def run_hooks_warning(hooks, state: dict, phase: str) -> list:
+    """Run every hook even when one fails (poststart, poststop: the runtime-spec wants a
+    warning and the lifecycle going on as if it had succeeded); returns the warnings."""
+    warnings = []
+    for h in hooks or ():
+        try:
+            run_hooks((h,), state, phase)
+        except HookError as e:
+            warnings.append(f"{e} (ignored: the container goes on)")
+    return warnings

@@ -127,7 +127,8 @@ def _cmd(verb: str, opts: dict, pos: list, root: str) -> int:
             _warn(w)
         return code
     if verb == "start":
-        api.start(_one_id(pos, verb), root)
+        for w in api.start(_one_id(pos, verb), root) or ():
+            _warn(w)
         return 0
     if verb == "state":
         _print_json(api.state(_one_id(pos, verb), root))
@@ -139,7 +140,9 @@ def _cmd(verb: str, opts: dict, pos: list, root: str) -> int:
                  all_processes=bool(opts.get("--all") or opts.get("-a")))
         return 0
     if verb == "delete":
-        api.delete(_one_id(pos, verb), root, force=bool(opts.get("--force") or opts.get("-f")))
+        for w in api.delete(_one_id(pos, verb), root,
+                            force=bool(opts.get("--force") or opts.get("-f"))) or ():
+            _warn(w)
         return 0
     if verb == "list":
         items = api.list_containers(root)

@@ -331,3 +331,31 @@ def test_device_rules_enforced_for_root_containers(root_env, rules, want):
     r = run("run", "--bundle", b, "v" + uuid.uuid4().hex[:8])
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == want, r.stdout + r.stderr
+
+
+def test_failing_poststart_and_poststop_hooks_warn_and_the_rest_run(rt, make_bundle, cid,
+                                                                    rt_home):
+    """runtime-spec lifecycle: a failed poststart/poststop hook is a warning; the remaining
+    hooks and the lifecycle go on as if it had succeeded."""
+    from tests import unpriv
+    out = unpriv.make_user_dir(rt_home / "hookfail" / cid)
+
+    def mutate(c):
+        c["hooks"] = {
+            "poststart": [{"path": "/bin/false"},
+                          {"path": "/bin/sh", "args": ["sh", "-c", f"echo ps > {out}/poststart"]}],
+            "poststop": [{"path": "/bin/false"},
+                         {"path": "/bin/sh", "args": ["sh", "-c", f"echo pt > {out}/poststop"]}]}
+    b = make_bundle(["sleep", "30"], mutate)
+    r = rt("create", "--bundle", b, cid)
+    assert r.returncode == 0, r.stderr
+    r = rt("start", cid)
+    assert r.returncode == 0, r.stderr
+    assert "poststart hook /bin/false failed" in r.stderr and "ignored" in r.stderr
+    assert (out / "poststart").read_text() == "ps\n"
+    assert json.loads(rt("state", cid).stdout)["status"] == "running"
+    r = rt("delete", "--force", cid)
+    assert r.returncode == 0, r.stderr
+    assert "poststop hook /bin/false failed" in r.stderr
+    assert (out / "poststop").read_text() == "pt\n"
+    assert rt("state", cid).returncode != 0
