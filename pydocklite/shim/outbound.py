@@ -76,10 +76,8 @@ def start_outbound(pid: int, log, pid_file: str) -> Optional[Outbound]:
             log(f"network: pasta failed ({r.stderr.decode(errors='replace').strip()}); "
                 "the container has no outbound traffic")
             return None
-        try:
-            with open(pid_file) as f:
-                daemon = int(f.read().strip())
-        except (OSError, ValueError):
+        daemon = _read_pid(pid_file)
+        if daemon is None:
             log(f"network: pasta left no pid in {pid_file}; it will outlive the container")
             return None
         log(f"network: outbound traffic through pasta (pid {daemon})")
@@ -96,14 +94,33 @@ def start_outbound(pid: int, log, pid_file: str) -> Optional[Outbound]:
     return Outbound(proc=proc)
 
 
+def _read_pid(pid_file: str, wait: float = 2.0) -> Optional[int]:
+    """The pid pasta writes; its daemon may write it just after the parent has exited."""
+    import time
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(pid_file) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.002)
+
+
 def stop_by_pid_file(pid_file: str) -> None:
     """Stop a pasta left behind by a shim that died (its pid file names it)."""
+    pid = _read_pid(pid_file, wait=0) if os.path.exists(pid_file) else None
+    if pid is None:
+        return
     try:
-        with open(pid_file) as f:
-            pid = int(f.read().strip())
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             is_pasta = f.read().split(b"\0")[0].endswith(b"pasta")
     except (OSError, ValueError):
         return
     if is_pasta:
         Outbound(pid=pid).stop()
+    try:
+        os.unlink(pid_file)
+    except OSError:
+        pass

@@ -425,6 +425,8 @@ class Shim:
         if self.outbound is not None:
             self.outbound.stop()
             self.outbound = None
+        from pydocklite.shim.outbound import stop_by_pid_file
+        stop_by_pid_file(str(self.run_dir / "outbound.pid"))
         # The servers' mount namespace holds nothing else: killing them outright drops
         # their mounts with it, and costs no graceful-exit wait.
         for pid in self.fuse_pids:
