@@ -12,7 +12,7 @@ yourself (Go >= 1.21, offline from its vendor/ tree) and give its directory:
 Each validation/*/*.t program is a TAP producer that drives the runtime named by $RUNTIME
 with runc's verbs; it runs from the suite directory (it reads rootfs-<arch>.tar.gz and
 runtimetest there). An assertion is a line starting with "ok" or "not ok" on its stdout
-(skips count as passed, as TAP says); a program that dies before printing any adds nothing
+(skips, "ok ... # SKIP", are counted apart); a program that dies before printing any adds nothing
 to the total, so the programs that died (or reported an error without any assertion) are
 counted apart. It prints a table; bench/README.md (## oci-validation) has the results, read.
 
