@@ -341,9 +341,12 @@ def delete(cid: str, root: str = None, force: bool = False, _hooks=None) -> list
     s = st.load(root, cid)
     cdir = st.container_dir(root, cid)
     if s.status in ("created", "running", "creating") and s.pid:
-        if s.status == "running" and not force:
-            raise StateError(f"container {cid!r} is running: stop it first or use "
-                             f"'delete --force'")
+        if s.status in ("running", "created") and not force:
+            # runtime-spec: deleting a container that is not stopped is an error (a created
+            # one too: its process exists, waiting for start)
+            raise StateError(f"container {cid!r} is {s.status}, not stopped: "
+                             f"{'stop it' if s.status == 'running' else 'kill it'} first or "
+                             f"use 'delete --force'")
         for pid in reversed(processes(cid, root)):
             _kill_wait(pid)
     cgroup = _cgroup_of(s.cgroup)

@@ -359,3 +359,14 @@ def test_failing_poststart_and_poststop_hooks_warn_and_the_rest_run(rt, make_bun
     assert "poststop hook /bin/false failed" in r.stderr
     assert (out / "poststop").read_text() == "pt\n"
     assert rt("state", cid).returncode != 0
+
+
+def test_delete_of_a_created_container_is_refused_without_force(rt, make_bundle, cid):
+    """runtime-spec delete: not stopped -> an error and no effect (created counts)."""
+    b = make_bundle(["true"])
+    assert rt("create", "--bundle", b, cid).returncode == 0
+    r = rt("delete", cid)
+    assert r.returncode == 1 and "created, not stopped" in r.stderr and "--force" in r.stderr
+    assert json.loads(rt("state", cid).stdout)["status"] == "created"
+    assert rt("delete", "--force", cid).returncode == 0
+    assert rt("state", cid).returncode == 1
