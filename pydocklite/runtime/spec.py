@@ -224,11 +224,24 @@ def _parse_linux(spec: dict) -> Linux:
         devices=tuple(_obj_list(lx, "devices", "linux.")))
 
 
+def _check_version(version: str) -> None:
+    """ociVersion: SemVer 2.0 of the runtime-spec, which we implement in its major 1."""
+    if not version:
+        return          # absent: tolerated (the runtime-spec 1.x we read is assumed)
+    core = version.split("+", 1)[0].split("-", 1)[0].split(".")
+    if len(core) != 3 or not all(c.isdigit() for c in core):
+        raise SpecError(f"config.json: ociVersion {version!r} is not a version (like \"1.0.2\")")
+    if core[0] != "1":
+        raise SpecError(f"config.json: ociVersion {version} is not supported: pydocklite "
+                        f"implements the runtime-spec 1.x")
+
+
 def parse_spec(obj) -> Spec:
     """Validate a decoded config.json and return a Spec."""
     if not isinstance(obj, dict):
         raise SpecError(f"config.json: top level must be an object, got {_kind(obj)}")
     version = _get(obj, "ociVersion", str, "", "")
+    _check_version(version)
     r = _get(obj, "root", dict, "")
     if r is None or not _get(r, "path", str, "root."):
         raise SpecError("config.json: root.path is required (the rootfs directory)")

@@ -370,3 +370,16 @@ def test_delete_of_a_created_container_is_refused_without_force(rt, make_bundle,
     assert json.loads(rt("state", cid).stdout)["status"] == "created"
     assert rt("delete", "--force", cid).returncode == 0
     assert rt("state", cid).returncode == 1
+
+
+@pytest.mark.parametrize("version,ok", [("1.0.2", True), ("1.3.0", True), ("1.0.2-dev", True),
+                                        ("1.1.0+build.5", True), ("invalid", False),
+                                        ("1.0", False), ("2.0.0", False)])
+def test_oci_version_checked(version, ok):
+    raw = _spec()
+    raw["ociVersion"] = version
+    if ok:
+        assert parse_spec(raw).oci_version == version
+    else:
+        with pytest.raises(SpecError, match="ociVersion"):
+            parse_spec(raw)
