@@ -140,6 +140,26 @@ def make_cwd(suite: str, home: str, user, rootless: bool) -> str:
     return cwd
 
 
+def kill_left_behind(top: str) -> None:
+    """Kill container processes a program left (one that exits between create and delete,
+    e.g. delete_only_create_resources rootless): their cmdline names a bundle under top."""
+    mark = top.encode()
+    killed = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if mark not in f.read():
+                    continue
+            os.kill(int(name), 9)
+            killed += 1
+        except OSError:
+            continue
+    if killed:
+        sys.stderr.write(f"killed {killed} container processes left under {top}\n")
+
+
 def unmount_under(top: str) -> None:
     """Unmount what a runtime left mounted under top (a container without a mount namespace
     mounts in the caller's), so the work dir can be removed."""
@@ -238,6 +258,7 @@ def run_suite(suite: str, name: str, mode: str, user, out_dir: str, only, timeou
             sys.stderr.write(f"{label} {mode} {test}: ok={res['ok']} skip={res['skip']} "
                              f"not_ok={res['not_ok']} exit={code} {secs:.1f}s\n")
     finally:
+        kill_left_behind(work)
         unmount_under(work)
         subprocess.run(["rm", "-rf", work], check=False)
     return results
