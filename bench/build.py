@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.pull import write_section  # noqa: E402
+from bench.pull import configure_podman, write_section  # noqa: E402
 from tests import unpriv  # noqa: E402
 from tests.fixtures import images  # noqa: E402
 from tests.fixtures.registry_server import start_registry  # noqa: E402
@@ -122,13 +122,7 @@ class Tool:
             kill_strays(self.home)
         self.home = fresh_home(self.base, self.name)
         if self.name == "podman":
-            conf = self.home / ".config" / "containers"
-            conf.mkdir(parents=True)
-            (conf / "storage.conf").write_text(
-                f'[storage]\ndriver = "overlay"\n'
-                f'rootless_storage_path = "{self.home}/storage"\n')
-            (conf / "containers.conf").write_text('[engine]\nruntime = "runc"\n')
-            subprocess.run(["chown", "-R", unpriv.TEST_USER, str(self.home)], check=True)
+            configure_podman(self.home)
 
     def run(self, *args, timeout: float = 600):
         r = unpriv.run_as_user([*self.argv0, *args], self.home, env=self.env, timeout=timeout,
@@ -202,7 +196,8 @@ def main() -> int:
     shutil.copy2(zipapp, app)
     os.chmod(app, 0o755)
     shiv = unpriv.make_user_dir(work / "shiv")
-    pdl_env = {"SHIV_ROOT": str(shiv), "PYTHONPATH": ""}
+    pdl_env = {"SHIV_ROOT": str(shiv), "PYTHONPATH": "",
+               "PYTHONDONTWRITEBYTECODE": ""}  # a user's python caches bytecode
     tools = [Tool("pydocklite", [str(app)], work, pdl_env, [], " ---> CACHED")]
     if not args.no_podman and shutil.which("podman"):
         tools.append(Tool("podman", ["podman"], work, {}, ["--tls-verify=false"],

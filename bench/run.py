@@ -6,7 +6,7 @@ both as the unprivileged test user, images from a local registry.
 
 Measures (medians): `run --rm busybox true`; `run -d` nginx until the first HTTP 200 through
 the published port; `ps`; `logs`; `stop` of nginx; HTTP latency and throughput through the
-port forward (wrk, 4 connections, 5 s); memory (RSS) of the per-container helpers of an idle
+port forward (wrk, 4 connections, 5 s); memory (PSS) of the per-container helpers of an idle
 container (pydocklite: shim + FUSE server + port helper; podman: conmon + rootlessport/slirp4netns
 + fuse-overlayfs when used).
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.pull import write_section  # noqa: E402
+from bench.pull import configure_podman, write_section  # noqa: E402
 from tests import unpriv  # noqa: E402
 from tests.fixtures import images  # noqa: E402
 from tests.fixtures.registry_server import start_registry  # noqa: E402
@@ -68,8 +68,10 @@ def wait_http(port: int, timeout: float = 30) -> None:
     raise SystemExit(f"no HTTP 200 on port {port}")
 
 
-def helper_rss_kb(home: Path, podman: bool) -> int:
-    """RSS of the test user's helper processes (not the container's own)."""
+def helper_pss_kb(home: Path, podman: bool) -> int:
+    """Memory of the test user's helper processes (not the container's own), as PSS: pages
+    shared between processes (a shim and the servers it forked share most of theirs) are
+    split between them instead of counted once per process as RSS would."""
     uid = unpriv.test_user().pw_uid
     total = 0
     for pid in os.listdir("/proc"):
@@ -79,14 +81,14 @@ def helper_rss_kb(home: Path, podman: bool) -> int:
             if os.stat(f"/proc/{pid}").st_uid != uid:
                 continue
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            status = Path(f"/proc/{pid}/status").read_text()
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
         except OSError:
             continue
         mine = (any(k in cmd for k in ("conmon", "rootlessport", "slirp4netns",
                                        "fuse-overlayfs", "pasta")) if podman
                 else ("__shim" in cmd or cmd.startswith("pasta ")))
         if mine:
-            m = re.search(r"VmRSS:\s+(\d+)", status)
+            m = re.search(r"^Pss:\s+(\d+)", rollup, re.M)
             total += int(m.group(1)) if m else 0
     return total
 
@@ -119,14 +121,11 @@ def main() -> int:
     os.chmod(app, 0o755)
     pdl_home = unpriv.make_user_dir(work / "pdl")
     pod_home = unpriv.make_user_dir(work / "podman")
-    conf = pod_home / ".config" / "containers"
-    conf.mkdir(parents=True)
-    (conf / "storage.conf").write_text(f'[storage]\ndriver = "overlay"\n'
-                                       f'rootless_storage_path = "{pod_home}/storage"\n')
-    (conf / "containers.conf").write_text('[engine]\nruntime = "runc"\n')
-    subprocess.run(["chown", "-R", unpriv.TEST_USER, str(pod_home)], check=True)
-    tools = [Tool("pydocklite", [str(app)], pdl_home,
-                  {"SHIV_ROOT": str(unpriv.make_user_dir(work / "shiv")), "PYTHONPATH": ""})]
+    configure_podman(pod_home)
+    # as a user runs it: no repo on the path, bytecode cached in the extraction
+    pdl_env = {"SHIV_ROOT": str(unpriv.make_user_dir(work / "shiv")), "PYTHONPATH": "",
+               "PYTHONDONTWRITEBYTECODE": ""}
+    tools = [Tool("pydocklite", [str(app)], pdl_home, pdl_env)]
     if shutil.which("podman"):
         tools.append(Tool("podman", ["podman"], pod_home, {}))
     cache = images.cache_dir()
@@ -155,7 +154,7 @@ def main() -> int:
                 logs_t.append(t.timed("logs", f"web{i}"))
                 if i == 0:
                     time.sleep(1)
-                    res["helper RSS per idle container"] = helper_rss_kb(t.home,
+                    res["helper PSS per idle container"] = helper_pss_kb(t.home,
                                                                          t.name == "podman")
                     res["HTTP p50 latency (wrk)"], res["HTTP throughput (wrk)"] = wrk(port)
                 stops.append(t.timed("stop", f"web{i}"))
