@@ -63,10 +63,12 @@ def configure_podman(home: Path) -> None:
     (conf / "storage.conf").write_text(
         f'[storage]\ndriver = "overlay"\nrunroot = "{home}/runroot"\n'
         f'rootless_storage_path = "{home}/storage"\n')
+    # a short tmp dir: slirp4netns puts its API socket there (unix paths < 108 bytes)
+    tmp = Path(tempfile.mkdtemp(prefix="pp-", dir="/tmp"))
     (conf / "containers.conf").write_text(
-        f'[engine]\nruntime = "runc"\ntmp_dir = "{home}/tmp"\n'
+        f'[engine]\nruntime = "runc"\ntmp_dir = "{tmp}"\n'
         f'static_dir = "{home}/storage/libpod"\nvolume_path = "{home}/volumes"\n')
-    subprocess.run(["chown", "-R", unpriv.TEST_USER, str(home)], check=True)
+    subprocess.run(["chown", "-R", unpriv.TEST_USER, str(home), str(tmp)], check=True)
 
 
 def bench_podman(ref: str, base: Path) -> float:
