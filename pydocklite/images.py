@@ -75,21 +75,20 @@ class ImageService:
                 return matches[0]
             if len(matches) > 1 and len(bare) < 64:
                 raise ImageError(f"image id prefix {name!r} is ambiguous: give more digits")
+        from registry.reference import Reference
         try:
-            canon = self.normalize(name)
-        except Exception:
+            ref = Reference.parse(name)
+        except Exception:  # noqa: BLE001 - not a valid name: simply not found
             return None
-        if canon in db.tags:
-            return db.images.get(db.tags[canon])
-        if "@" in canon:
-            for record in db.images.values():
-                if canon in record.repo_digests:
-                    return record
-                repo, _, digest = canon.rpartition("@")
-                if digest == record.manifest_digest and any(
-                        d.startswith(repo.split("@")[0].rsplit(":", 1)[0] + "@")
-                        for d in record.repo_digests):
-                    return record
+        if ref.digest is None:
+            record_id = db.tags.get(str(ref))
+            return db.images.get(record_id) if record_id else None
+        # name@digest: the digest pulled for that repository (an index's or a manifest's)
+        for record in db.images.values():
+            if f"{ref.repository}@{ref.digest}" in record.repo_digests or (
+                    ref.digest in (record.manifest_digest, record.index_digest)
+                    and any(d.startswith(ref.repository + "@") for d in record.repo_digests)):
+                return record
         return None
 
     def exists(self, name: str) -> bool:
