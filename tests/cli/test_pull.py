@@ -62,6 +62,10 @@ def test_pull_then_images_inspect_tag_rmi(cli, registry, image_cache):
     assert info[0]["RepoDigests"] == [f"{registry.host}/busybox@{registry.digests['busybox']}"]
     assert ok(cli("image", "inspect", "-f", "{{.Os}}/{{.Architecture}}", ref)).stdout \
         == "linux/amd64\n"
+    by_digest = f"{registry.host}/busybox@{registry.digests['busybox']}"
+    assert ok(cli("image", "inspect", "-f", "{{.Id}}", by_digest)).stdout.strip() == config_digest
+    assert ok(cli("image", "inspect", "-f", "{{.Id}}", config_digest[7:19])).stdout.strip() \
+        == config_digest
 
     ok(cli("tag", ref, "mine/box:v1"))
     listed = ok(cli("images", "--format", "{{.Repository}}:{{.Tag}}")).stdout.split()
