@@ -111,3 +111,20 @@ def debian_image(registry, image_cache) -> str:
 @pytest.fixture(scope="session")
 def nginx_image(registry, image_cache) -> str:
     return registry.push(images.build_nginx_image(image_cache), "nginx")
+
+
+@pytest.fixture(autouse=True)
+def _no_strays(request):
+    """A test that ran containers must not leave them running into the next one."""
+    home = request.getfixturevalue("user_home") if "cli" in request.fixturenames else None
+    yield
+    if home is not None:
+        subprocess.run(["pkill", "-KILL", "-f", str(home)], check=False)
+
+
+@pytest.fixture
+def busybox(cli, registry) -> str:
+    """The standard busybox image, pulled into this test's store."""
+    ref = registry.ref("busybox")
+    cli_runner.ok(cli("pull", "-q", ref))
+    return ref

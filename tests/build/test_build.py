@@ -10,12 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.cli_runner import ok
+
 from tests import unpriv
-
-
-def ok(r):
-    assert r.returncode == 0, f"rc={r.returncode}\nstdout:{r.stdout}\nstderr:{r.stderr}"
-    return r
 
 
 def build(cli, context: Path, *args: str, env=None, timeout: float = 300, input=None):
@@ -52,19 +49,6 @@ def write_tree(root: Path, files: dict) -> Path:
     for d, dirs, _ in os.walk(root):
         os.chmod(d, 0o755)
     return root
-
-
-@pytest.fixture(autouse=True)
-def _no_strays(cli):
-    yield
-    subprocess.run(["pkill", "-KILL", "-f", str(cli.home)], check=False)
-
-
-@pytest.fixture
-def busybox(cli, registry):
-    ref = registry.ref("busybox")
-    ok(cli("pull", "-q", ref))
-    return ref
 
 
 def data_dir(home: Path) -> Path:

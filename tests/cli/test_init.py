@@ -3,23 +3,13 @@ mounted read-only at /dev/init; run as the unprivileged test user with a busybox
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import pytest
 
+from tests.fixtures.cli_runner import ok
+
 from pydocklite.embedded_init import packaged_init
-
-
-def ok(r):
-    assert r.returncode == 0, f"rc={r.returncode}\nstdout:{r.stdout}\nstderr:{r.stderr}"
-    return r
-
-
-@pytest.fixture(autouse=True)
-def _no_strays(cli):
-    yield
-    subprocess.run(["pkill", "-KILL", "-f", str(cli.home)], check=False)
 
 
 @pytest.fixture

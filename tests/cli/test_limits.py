@@ -12,35 +12,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.cli_runner import ok
 
 from pydocklite.runtime import cgroup_detect, cgroups
 from tests import unpriv
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_HIERARCHIES = ("memory", "pids", "cpu", "cpuacct")
-
-
-def ok(r):
-    assert r.returncode == 0, f"rc={r.returncode}\nstdout:{r.stdout}\nstderr:{r.stderr}"
-    return r
-
-
-@pytest.fixture(autouse=True)
-def _no_strays(cli):
-    yield
-    subprocess.run(["pkill", "-KILL", "-f", str(cli.home)], check=False)
-
-
-@pytest.fixture
-def busybox(cli, registry):
-    ref = registry.ref("busybox")
-    ok(cli("pull", "-q", ref))
-    return ref
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import tarfile
@@ -12,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.cli_runner import ok
 
 from tests.cli import hostile
 from tests.cli.stall_proxy import StallProxy
@@ -26,11 +27,6 @@ def store(home: Path) -> Path:
 def committed_layers(home: Path) -> set:
     d = store(home) / "layers" / "sha256"
     return {p.name for p in d.iterdir() if not p.name.startswith(".")} if d.is_dir() else set()
-
-
-def ok(r):
-    assert r.returncode == 0, f"rc={r.returncode}\nstdout:{r.stdout}\nstderr:{r.stderr}"
-    return r
 
 
 def test_pull_then_images_inspect_tag_rmi(cli, registry, image_cache):

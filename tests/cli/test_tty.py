@@ -11,26 +11,6 @@ import subprocess
 import termios
 import time
 
-import pytest
-
-
-def ok(r):
-    assert r.returncode == 0, f"rc={r.returncode}\nstdout:{r.stdout}\nstderr:{r.stderr}"
-    return r
-
-
-@pytest.fixture(autouse=True)
-def _no_strays(cli):
-    yield
-    subprocess.run(["pkill", "-KILL", "-f", str(cli.home)], check=False)
-
-
-@pytest.fixture
-def busybox(cli, registry):
-    ref = registry.ref("busybox")
-    ok(cli("pull", "-q", ref))
-    return ref
-
 
 def _set_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.cli_runner import ok
+
 from tests import unpriv
 from tests.fixtures.registry_server import start_registry
 
@@ -26,11 +28,6 @@ VERBS = {"push": "cmd_push", "save": "cmd_save", "load": "cmd_load", "import": "
 WRAPPER = ("import sys; from pydocklite.cli import main as m; "
            "[m.COMMANDS.setdefault(v, ('dist', f, '')) for v, f in %r.items()]; "
            "sys.exit(m.main(sys.argv[1:]))" % (VERBS,))
-
-
-def ok(r):
-    assert r.returncode == 0, f"rc={r.returncode}\nstdout:{r.stdout}\nstderr:{r.stderr}"
-    return r
 
 
 def _wired() -> bool:
@@ -85,13 +82,6 @@ def busybox_rootfs_tar(path: Path, extra: dict) -> Path:
             tf.addfile(ti, io.BytesIO(data))
     os.chmod(path, 0o644)
     return path
-
-
-@pytest.fixture
-def busybox(cli, registry):
-    ref = registry.ref("busybox")
-    ok(cli("pull", "-q", ref))
-    return ref
 
 
 def test_push_mount_exists_pull_back_run(cli, registry, busybox):
