@@ -344,8 +344,8 @@ def test_v1_limits_enforced_for_unprivileged_user(v1_user_bases, tmp_path):
 
 def _cg2vm() -> Path:
     tool = REPO.parent / "shared" / "tools" / "run-in-cg2vm.sh"
-    if not tool.exists():
-        pytest.skip(f"{tool} is absent (no ../shared next to the repo): cgroup v2 test skipped")
+    if not tool.exists():   # a clone without ../shared: the repo's variant of the same tool
+        tool = REPO / "tests" / "tools" / "run-in-cg2vm-userns.sh"
     if shutil.which("qemu-system-x86_64") is None:
         pytest.skip("qemu-system-x86_64 is not installed: cgroup v2 test skipped")
     return tool
