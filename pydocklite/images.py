@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Set
 
@@ -196,6 +195,7 @@ class ImageService:
         if workers == 1:
             fetch(todo[0])
             return
+        from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(fetch, item) for item in todo]
             errors = []

@@ -43,7 +43,25 @@ def load() -> Binding:
 
 
 def available() -> str:
-    """'' if a binding loads, else the reason it doesn't (for `pydocklite info`)."""
+    """'' if a binding loads, else the reason it doesn't (for `pydocklite info`).
+
+    Cheap when all is well: a binding module that is importable and a libfuse that dlopen
+    finds answer without importing the binding (fusepy's import runs `ldconfig -p`, ~10 ms
+    on every `run`); anything else gets the real load and its error message."""
+    import ctypes
+    import importlib.util
+    wanted = os.environ.get("PYDOCKLITE_FUSE_BINDING", "")
+    candidates = {"mfusepy": ("libfuse3.so.3", "libfuse.so.2"), "fusepy": ("libfuse.so.2",)}
+    for name in ([wanted] if wanted in candidates else list(candidates)):
+        module = "fuse" if name == "fusepy" else name
+        if importlib.util.find_spec(module) is None:
+            continue
+        for lib in candidates[name]:
+            try:
+                ctypes.CDLL(lib)
+                return ""
+            except OSError:
+                continue
     try:
         load()
     except MountError as exc:

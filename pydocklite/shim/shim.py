@@ -273,11 +273,11 @@ class Shim:
             return
 
     def start_ports(self, pid: int) -> None:
-        from pydocklite.shim.ports import PortForwarder, PortMapping
-        from pydocklite.shim.port_helper import start_netns_helper
         bound = self.cfg.get("PortBindings") or []
         if not bound or self.cfg.get("HostConfig", {}).get("NetworkMode") == "host":
             return
+        from pydocklite.shim.ports import PortForwarder, PortMapping
+        from pydocklite.shim.port_helper import start_netns_helper
         helper = start_netns_helper(pid)
         if self.forwarder is None:
             mappings = [PortMapping(**m) for m in bound]
