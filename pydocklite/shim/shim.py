@@ -17,16 +17,15 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from typing import List, Optional
 
 from pydocklite.containers.state import ContainerStore, now_rfc3339, process_start_time
 from pydocklite.settings import Settings
+from pydocklite.shim.stdio import StdioRelay, receive_console, send_json as _send
 
 PR_SET_CHILD_SUBREAPER = 36
 STOP_MARKER = "stop-requested"
-DETACH_KEYS = b"\x10\x11"    # ctrl-p ctrl-q
 
 
 def log(msg: str) -> None:
@@ -34,15 +33,6 @@ def log(msg: str) -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
     sys.stderr.write(f"{stamp} {msg}\n")
     sys.stderr.flush()
-
-
-def _send(fd: Optional[int], msg: dict) -> None:
-    if fd is None:
-        return
-    try:
-        os.write(fd, (json.dumps(msg) + "\n").encode())
-    except OSError:
-        pass      # the CLI went away: the container goes on without it
 
 
 class Shim:
@@ -62,10 +52,8 @@ class Shim:
         self.fuse_leaves: List[str] = []          # cgroups the FUSE servers were moved to
         self.forwarder = None
         self.helper = None
-        self.relays: List[threading.Thread] = []
         self.stdin_w: Optional[int] = None
-        self.detached = attach is None
-        self.logw = None
+        self.stdio: Optional[StdioRelay] = None       # built once the log is open
         self.outbound = None         # pasta/slirp4netns serving the private network
 
     # --- state helpers ----------------------------------------------------------------
@@ -84,9 +72,10 @@ class Shim:
                                  error="", restarting=False)
         host = self.cfg.get("HostConfig", {})
         log_opts = host.get("LogConfig", {}).get("Config", {})
-        self.logw = JsonLogWriter(self.state.log_path, max_size=int(log_opts.get("max-size", 0)
+        logw = JsonLogWriter(self.state.log_path, max_size=int(log_opts.get("max-size", 0)
                                                                      or 0),
                                   max_files=int(log_opts.get("max-file", 1) or 1))
+        self.stdio = StdioRelay(logw, self.attach, self.exit_fd, log)
         policy = host.get("RestartPolicy", {"Name": "no"})
         code = 0
         first = True
@@ -123,10 +112,8 @@ class Shim:
                 self.forwarder.close()
             if self.helper is not None:
                 self.helper.close()
-            for t in self.relays:
-                t.join(timeout=2)
-            if self.logw is not None:
-                self.logw.close()
+            if self.stdio is not None:
+                self.stdio.close()
             if self.state.config.get("HostConfig", {}).get("AutoRemove"):
                 self.remove_container()
             _send(self.exit_fd, {"exit_code": code})
@@ -206,15 +193,15 @@ class Shim:
             log(f"warning: {w}")
         self._fuse_out_of_cgroup()
         if tty:
-            master = self._receive_console(console)
+            master = receive_console(console)
             console.close()
-            self._start_relay(master, "stdout", bidirectional=True)
-            self.resize_pty()          # the attached terminal's size, before the start
+            self.stdio.relay(master, "stdout", pty=True)
+            self.stdio.resize_pty()    # the attached terminal's size, before the start
         else:
-            self._start_relay(out_r, "stdout")
-            self._start_relay(err_r, "stderr")
-            if interactive and self.attach is not None:
-                self._start_stdin(self.stdin_w)
+            self.stdio.relay(out_r, "stdout")
+            self.stdio.relay(err_r, "stderr")
+            if interactive:
+                self.stdio.feed_stdin(self.stdin_w)
         pid = created.pid
         log(f"created, init pid {pid}")
         if self.cfg.get("HostConfig", {}).get("NetworkMode") == "private":
@@ -237,41 +224,6 @@ class Shim:
             log(f"cgroup base: {base}")
         return base or None
 
-    @staticmethod
-    def _receive_console(listener: socket.socket) -> int:
-        import array
-        listener.settimeout(30)
-        conn, _ = listener.accept()
-        with conn:
-            fds = array.array("i")
-            msg, anc, _, _ = conn.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
-            for level, typ, data in anc:
-                if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-                    fds.frombytes(data[:fds.itemsize])
-        if not fds:
-            raise RuntimeError("the runtime sent no terminal over the console socket")
-        return fds[0]
-
-    def resize_pty(self) -> None:
-        """Give the container's pty the size of the attached CLI's terminal (at start, and
-        on SIGWINCH: the CLI signals us when its terminal is resized; only we hold the
-        pty master)."""
-        master = getattr(self, "pty_master", None)
-        if master is None or self.attach is None or self.detached:
-            return
-        import fcntl
-        import termios
-        for fd in self.attach:
-            try:
-                size = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
-            except OSError:
-                continue           # not a terminal
-            try:
-                fcntl.ioctl(master, termios.TIOCSWINSZ, size)
-            except OSError as e:
-                log(f"cannot resize the container's terminal: {e.strerror}")
-            return
-
     def start_ports(self, pid: int) -> None:
         bound = self.cfg.get("PortBindings") or []
         if not bound or self.cfg.get("HostConfig", {}).get("NetworkMode") == "host":
@@ -287,68 +239,6 @@ class Shim:
             self.helper.close()
             self.forwarder.replace_helper(helper.sock)
         self.helper = helper
-
-    # --- stdio ------------------------------------------------------------------------
-    def _start_relay(self, fd: int, stream: str, bidirectional: bool = False) -> None:
-        out_fd = None
-        if self.attach is not None:
-            out_fd = self.attach[1] if stream == "stdout" else self.attach[2]
-
-        def pump():
-            while True:
-                try:
-                    data = os.read(fd, 65536)
-                except OSError:
-                    data = b""     # EIO from a pty master once the container side closed
-                if not data:
-                    break
-                self.logw.write(stream, data)
-                if out_fd is not None and not self.detached:
-                    try:
-                        os.write(out_fd, data)
-                    except OSError:
-                        self.detached = True     # the CLI is gone; keep logging
-            if not bidirectional:
-                os.close(fd)
-
-        t = threading.Thread(target=pump, daemon=True, name=f"relay-{stream}")
-        t.start()
-        self.relays.append(t)
-        if bidirectional:
-            self.pty_master = fd
-            if self.attach is not None:
-                self._start_stdin(fd, tty=True)
-
-    def _start_stdin(self, to_fd: int, tty: bool = False) -> None:
-        src = self.attach[0]
-
-        def pump():
-            prev = b""
-            while not self.detached:
-                try:
-                    data = os.read(src, 4096)
-                except OSError:
-                    data = b""
-                if not data:
-                    break
-                if tty:
-                    seq = prev + data
-                    if DETACH_KEYS in seq:
-                        self.detached = True
-                        _send(self.exit_fd, {"detached": True})
-                        return
-                    prev = data[-1:]
-                try:
-                    os.write(to_fd, data)
-                except OSError:
-                    break
-            if not tty:
-                try:
-                    os.close(to_fd)          # EOF on stdin reaches the container
-                except OSError:
-                    pass
-
-        threading.Thread(target=pump, daemon=True, name="relay-stdin").start()
 
     # --- waiting and cleaning ---------------------------------------------------------
     def wait_container(self, pid: int) -> int:
@@ -374,9 +264,7 @@ class Shim:
                 if code < 0:
                     code = 128 - code
                 break
-        for t in self.relays:
-            t.join(timeout=5)
-        self.relays = []
+        self.stdio.join()
         oom = self._oom_killed()
         self.state = self.update(exit_code=code, finished_at=now_rfc3339(), oom_killed=oom)
         log(f"container exited with code {code}")
@@ -482,5 +370,5 @@ def main(argv: List[str]) -> int:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     log(f"shim {os.getpid()} for container {args.id} ({args.name})")
     shim = Shim(settings, args.id, args.ready_fd, args.exit_fd, attach)
-    signal.signal(signal.SIGWINCH, lambda _n, _f: shim.resize_pty())
+    signal.signal(signal.SIGWINCH, lambda _n, _f: shim.stdio and shim.stdio.resize_pty())
     return shim.run()

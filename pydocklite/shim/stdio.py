@@ -1,0 +1,143 @@
+"""A container's stdio as the shim relays it: every byte to the json-file log, and to an
+attached CLI while one is there (its stdin to the container, Ctrl-P Ctrl-Q detaches, the
+terminal's size follows the CLI's). The CLI may vanish at any moment: logging goes on."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from typing import Callable, List, Optional
+
+DETACH_KEYS = b"\x10\x11"    # ctrl-p ctrl-q
+
+
+def send_json(fd: Optional[int], msg: dict) -> None:
+    """One JSON line to the CLI; a CLI that went away is no error: the container goes on."""
+    if fd is None:
+        return
+    try:
+        os.write(fd, (json.dumps(msg) + "\n").encode())
+    except OSError:
+        pass
+
+
+def receive_console(listener: socket.socket) -> int:
+    """The pty master the runtime sends over its --console-socket (SCM_RIGHTS)."""
+    import array
+    listener.settimeout(30)
+    conn, _ = listener.accept()
+    with conn:
+        fds = array.array("i")
+        _msg, anc, _, _ = conn.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
+        for level, typ, data in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                fds.frombytes(data[:fds.itemsize])
+    if not fds:
+        raise RuntimeError("the runtime sent no terminal over the console socket")
+    return fds[0]
+
+
+class StdioRelay:
+    def __init__(self, logw, attach: Optional[List[int]], exit_fd: Optional[int],
+                 log: Callable[[str], None]):
+        self.logw = logw
+        self.attach = attach                 # [stdin, stdout, stderr] of a foreground CLI
+        self.exit_fd = exit_fd
+        self.log = log
+        self.detached = attach is None
+        self.pty_master: Optional[int] = None
+        self.threads: List[threading.Thread] = []
+
+    def relay(self, fd: int, stream: str, pty: bool = False) -> None:
+        """Copy `fd` (a pipe, or the pty master) to the log and the attached CLI."""
+        out_fd = None
+        if self.attach is not None:
+            out_fd = self.attach[1] if stream == "stdout" else self.attach[2]
+
+        def pump():
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""     # EIO from a pty master once the container side closed
+                if not data:
+                    break
+                self.logw.write(stream, data)
+                if out_fd is not None and not self.detached:
+                    try:
+                        os.write(out_fd, data)
+                    except OSError:
+                        self.detached = True     # the CLI is gone; keep logging
+            if not pty:
+                os.close(fd)
+
+        t = threading.Thread(target=pump, daemon=True, name=f"relay-{stream}")
+        t.start()
+        self.threads.append(t)
+        if pty:
+            self.pty_master = fd
+            self.feed_stdin(fd, tty=True)
+
+    def feed_stdin(self, to_fd: int, tty: bool = False) -> None:
+        """The attached CLI's stdin to the container; EOF closes the container's stdin."""
+        if self.attach is None:
+            return
+        src = self.attach[0]
+
+        def pump():
+            prev = b""
+            while not self.detached:
+                try:
+                    data = os.read(src, 4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                if tty:
+                    if DETACH_KEYS in prev + data:
+                        self.detached = True
+                        send_json(self.exit_fd, {"detached": True})
+                        return
+                    prev = data[-1:]
+                try:
+                    os.write(to_fd, data)
+                except OSError:
+                    break
+            if not tty:
+                try:
+                    os.close(to_fd)
+                except OSError:
+                    pass
+
+        threading.Thread(target=pump, daemon=True, name="relay-stdin").start()
+
+    def resize_pty(self) -> None:
+        """Give the container's pty the size of the attached CLI's terminal (at start, and
+        on SIGWINCH: the CLI signals the shim when its terminal is resized; only the shim
+        holds the pty master)."""
+        if self.pty_master is None or self.attach is None or self.detached:
+            return
+        import fcntl
+        import termios
+        for fd in self.attach:
+            try:
+                size = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+            except OSError:
+                continue           # not a terminal
+            try:
+                fcntl.ioctl(self.pty_master, termios.TIOCSWINSZ, size)
+            except OSError as e:
+                self.log(f"cannot resize the container's terminal: {e.strerror}")
+            return
+
+    def join(self, timeout: float = 5) -> None:
+        """Until the container's output is all in the log (its pipes closed)."""
+        for t in self.threads:
+            t.join(timeout=timeout)
+        self.threads = []
+
+    def close(self) -> None:
+        self.join(timeout=2)
+        self.logw.close()
+
