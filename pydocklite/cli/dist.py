@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 
 from pydocklite.cli.common import Parser, human_size, parse_time, print_table, rfc3339, \
     time_ago
+from pydocklite.cli.progress import LayerProgress
 from pydocklite.errors import UsageError
 
 SAVE_FORMATS = {"docker-archive": ("docker", "tar"), "docker-dir": ("docker", "dir"),
@@ -37,46 +37,6 @@ def _bool_flags(argv, names) -> tuple:
 
 def _tls(value):
     return None if value is None else value == "true"
-
-
-class PushProgress:
-    """docker push's lines: `<id>: Preparing`, then each layer's outcome; on a terminal the
-    lines are redrawn in place with an upload bar, otherwise each status is printed once."""
-
-    def __init__(self, out, tty: bool):
-        self.out, self.tty = out, tty
-        self.order, self.last = [], {}
-        self.lock = threading.Lock()
-
-    def __call__(self, ev) -> None:
-        if not ev.layer:
-            return
-        with self.lock:
-            if self.tty:
-                self._redraw(ev.layer, self._text(ev))
-            elif self.last.get(ev.layer) != ev.status:
-                self.last[ev.layer] = ev.status
-                self.out.write(f"{ev.layer}: {ev.status}\n")
-            self.out.flush()
-
-    @staticmethod
-    def _text(ev) -> str:
-        if ev.status == "Pushing" and ev.total:
-            width = 50
-            filled = min(width, int(width * ev.current / ev.total))
-            bar = "=" * max(0, filled - 1) + (">" if filled else "") + " " * (width - filled)
-            return (f"{ev.layer}: Pushing [{bar}]  "
-                    f"{human_size(ev.current)}/{human_size(ev.total)}")
-        return f"{ev.layer}: {ev.status}"
-
-    def _redraw(self, layer: str, text: str) -> None:
-        if layer not in self.last:
-            self.order.append(layer)
-            self.out.write(text + "\n")
-        else:
-            up = len(self.order) - self.order.index(layer)
-            self.out.write(f"\x1b[{up}A\r\x1b[2K{text}\x1b[{up}B\r")
-        self.last[layer] = text
 
 
 def cmd_push(settings, argv) -> int:
@@ -119,9 +79,10 @@ def cmd_push(settings, argv) -> int:
         out.flush()
     force = args.force_compression or args.compress == "zstd"
     for name in names:
+        progress = None if args.quiet else LayerProgress(out, out.isatty(), "Pushing",
+                                                         print_active=True)
         result = push_image(service, name, compression=args.compress,
-                            chunk_size=args.chunk_size or CHUNK_SIZE,
-                            progress=None if args.quiet else PushProgress(out, out.isatty()),
+                            chunk_size=args.chunk_size or CHUNK_SIZE, progress=progress,
                             tls_verify=_tls(args.tls_verify), force_compress=force)
         if args.quiet:
             out.write(f"{familiar(result.reference)}\n")

@@ -2,53 +2,9 @@
 from __future__ import annotations
 
 import sys
-import threading
 
-from pydocklite.cli.common import Parser, human_size
-
-
-class Progress:
-    """Renders PullEvents like docker: one line per layer, redrawn in place on a terminal."""
-
-    def __init__(self, out, tty: bool):
-        self.out = out
-        self.tty = tty
-        self.order = []
-        self.lines = {}
-        self.lock = threading.Lock()
-
-    def __call__(self, ev) -> None:
-        if not ev.layer:
-            return
-        with self.lock:
-            text = self._text(ev)
-            if self.tty:
-                self._redraw(ev.layer, text)
-            elif ev.status != "Downloading" and self.lines.get(ev.layer) != text:
-                self.lines[ev.layer] = text
-                self.out.write(f"{ev.layer}: {ev.status}\n")
-                self.out.flush()
-
-    @staticmethod
-    def _text(ev) -> str:
-        if ev.status == "Downloading" and ev.total:
-            width = 50
-            filled = min(width, int(width * ev.current / ev.total))
-            bar = "=" * max(0, filled - 1) + (">" if filled else "") + " " * (width - filled)
-            return (f"{ev.layer}: Downloading [{bar}]  "
-                    f"{human_size(ev.current)}/{human_size(ev.total)}")
-        return f"{ev.layer}: {ev.status}"
-
-    def _redraw(self, layer: str, text: str) -> None:
-        if layer not in self.lines:
-            self.order.append(layer)
-            self.lines[layer] = text
-            self.out.write(text + "\n")
-        else:
-            self.lines[layer] = text
-            up = len(self.order) - self.order.index(layer)
-            self.out.write(f"\x1b[{up}A\r\x1b[2K{text}\x1b[{up}B\r")
-        self.out.flush()
+from pydocklite.cli.common import Parser
+from pydocklite.cli.progress import LayerProgress
 
 
 def pull_image(settings, name: str, *, quiet: bool = False, platform=None,
@@ -69,7 +25,7 @@ def pull_image(settings, name: str, *, quiet: bool = False, platform=None,
         path = familiar(ref.repository)
         out.write(f"{ref.digest or ref.tag}: Pulling from {path}\n")
         out.flush()
-    progress = None if quiet else Progress(out, out.isatty())
+    progress = None if quiet else LayerProgress(out, out.isatty(), "Downloading")
     record = service.pull(name, platform=platform, progress=progress, tls_verify=tls_verify)
     if not quiet:
         digest = record.repo_digests[0].rsplit("@", 1)[-1] if record.repo_digests else ""
