@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from tests import unpriv  # noqa: E402
 from tests.fixtures import images  # noqa: E402
+from tests.fixtures.podman import configure_podman  # noqa: E402
 from tests.fixtures.registry_server import start_registry  # noqa: E402
 
 
@@ -51,24 +52,6 @@ def bench_pydocklite(zipapp: Path, ref: str, base: Path) -> float:
                "PYTHONDONTWRITEBYTECODE": ""}  # a user's python caches bytecode
     unpriv.run_as_user([str(zipapp), "--version"], home, env=env)   # shiv's first unpack
     return timed([str(zipapp), "pull", "-q", ref], home, env=env)
-
-
-def configure_podman(home: Path) -> None:
-    """A rootless Podman confined to `home`: its own graph root AND run root, tmp and static
-    dirs. (By default every Podman of one uid shares /tmp/containers-user-UID and
-    /tmp/podman-run-UID: two homes of the same user then keep "refreshing" each other's
-    state, and runs take seconds.) Runtime runc, as FACTS.md advises here."""
-    conf = home / ".config" / "containers"
-    conf.mkdir(parents=True, exist_ok=True)
-    (conf / "storage.conf").write_text(
-        f'[storage]\ndriver = "overlay"\nrunroot = "{home}/runroot"\n'
-        f'rootless_storage_path = "{home}/storage"\n')
-    # a short tmp dir: slirp4netns puts its API socket there (unix paths < 108 bytes)
-    tmp = Path(tempfile.mkdtemp(prefix="pp-", dir="/tmp"))
-    (conf / "containers.conf").write_text(
-        f'[engine]\nruntime = "runc"\ntmp_dir = "{tmp}"\n'
-        f'static_dir = "{home}/storage/libpod"\nvolume_path = "{home}/volumes"\n')
-    subprocess.run(["chown", "-R", unpriv.TEST_USER, str(home), str(tmp)], check=True)
 
 
 def bench_podman(ref: str, base: Path) -> float:

@@ -28,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.pull import configure_podman, write_section  # noqa: E402
+from bench.pull import write_section  # noqa: E402
+from tests.fixtures.podman import configure_podman  # noqa: E402
 from tests import unpriv  # noqa: E402
 from tests.fixtures import images  # noqa: E402
 from tests.fixtures.registry_server import start_registry  # noqa: E402

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.cli_runner import ok
+from tests.fixtures.podman import configure_podman
 
 from tests import unpriv
 
@@ -582,12 +583,7 @@ def test_build_push_pull_run(cli, busybox, registry):
     if not shutil.which("podman"):
         pytest.skip("podman is not installed: the interoperability half is not checked")
     pod_home = cli.home / "podman"
-    conf = pod_home / ".config" / "containers"
-    conf.mkdir(parents=True)
-    (conf / "storage.conf").write_text(f'[storage]\ndriver = "overlay"\n'
-                                       f'rootless_storage_path = "{pod_home}/storage"\n')
-    (conf / "containers.conf").write_text('[engine]\nruntime = "runc"\n')
-    subprocess.run(["chown", "-R", unpriv.TEST_USER, str(pod_home)], check=True)
+    configure_podman(pod_home)
     env = unpriv.user_env(pod_home)
     env["XDG_RUNTIME_DIR"] = str(cli.home / "run")
     r = unpriv.run_as_user(["podman", "run", "--rm", "--tls-verify=false", "--network", "none",

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.cli_runner import ok
+from tests.fixtures.podman import configure_podman
 
 from tests import unpriv
 from tests.fixtures.registry_server import start_registry
@@ -323,12 +324,7 @@ def test_commit_history_push_and_podman(cli, registry, busybox, tmp_path):
     if not shutil.which("podman"):
         pytest.skip("podman is not installed: the interoperability half is not checked")
     pod_home = cli.home / "podman"
-    conf = pod_home / ".config" / "containers"
-    conf.mkdir(parents=True)
-    (conf / "storage.conf").write_text(f'[storage]\ndriver = "overlay"\n'
-                                       f'rootless_storage_path = "{pod_home}/storage"\n')
-    (conf / "containers.conf").write_text('[engine]\nruntime = "runc"\n')
-    subprocess.run(["chown", "-R", unpriv.TEST_USER, str(pod_home)], check=True)
+    configure_podman(pod_home)
     env = unpriv.user_env(pod_home)
     env["XDG_RUNTIME_DIR"] = str(cli.home / "run")
     r = unpriv.run_as_user(["podman", "run", "--rm", "--tls-verify=false", "--network", "none",
