@@ -12,15 +12,15 @@ import json
 import os
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.cli_runner import ok
 
-from pydocklite.runtime import cgroup_detect, cgroups
+from pydocklite.runtime import cgroups
 from tests import unpriv
+from tests.fixtures.cgroups_v1 import delegated_v1_children
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_HIERARCHIES = ("memory", "pids", "cpu", "cpuacct")
@@ -34,35 +34,9 @@ def v1_base():
         pytest.skip("creating a child of our own cgroup v1 for the test user needs root")
     if cgroups.detect().version not in ("v1", "hybrid"):
         pytest.skip("not a cgroup v1/hybrid host: see the cgroup v2 test")
-    mounts = [m for m in cgroup_detect.cgroup_mounts() if m.fstype == "cgroup"]
-    own = cgroup_detect.own_cgroups()
     user = unpriv.test_user()
-    tag, made = f"pdlt-{uuid.uuid4().hex[:8]}", []
-    for ctl in ("memory", "pids", "cpu"):
-        if not any(ctl in m.controllers for m in mounts):
-            pytest.skip(f"the cgroup v1 {ctl} hierarchy is not mounted on this host")
-    try:
-        for m in mounts:
-            if not set(m.controllers) & set(BASE_HIERARCHIES):
-                continue
-            path = next((p for c, p in own if set(c) == set(m.controllers)), None)
-            parent = cgroup_detect._dir_of(m, path) if path is not None else None
-            if parent is None:
-                continue
-            d = os.path.join(parent, tag)
-            os.mkdir(d)
-            made.append(d)
-            os.chown(d, user.pw_uid, user.pw_gid)
-            for f in ("cgroup.procs", "tasks"):
-                if os.path.exists(os.path.join(d, f)):
-                    os.chown(os.path.join(d, f), user.pw_uid, user.pw_gid)
+    with delegated_v1_children(BASE_HIERARCHIES, user.pw_uid, user.pw_gid) as made:
         yield made
-    finally:
-        for d in made:
-            c = cgroups.attach([("x", d)])
-            c.kill_all()
-            c.destroy()
-        assert not any(os.path.exists(d) for d in made)
 
 
 def test_cgroup_base_setting(tmp_path, monkeypatch):

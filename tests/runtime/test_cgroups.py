@@ -14,7 +14,6 @@ import shutil
 import signal
 import sys
 import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -290,38 +289,10 @@ V1_HIERARCHIES = ("memory", "pids", "cpu", "cpuacct", "cpuset")
 @pytest.fixture
 def v1_user_bases():
     """Children of this test process's own v1 cgroups, chowned to the test user."""
-    if os.geteuid() != 0:
-        pytest.skip("creating a child of our own cgroup v1 for the test user needs root")
-    mounts = [m for m in cgroup_detect.cgroup_mounts() if m.fstype == "cgroup"]
-    own = cgroup_detect.own_cgroups()
+    from tests.fixtures.cgroups_v1 import delegated_v1_children
     user = _test_user()
-    tag, made = f"pdltest-{uuid.uuid4().hex[:8]}", []
-    try:
-        for ctl in ("memory", "pids", "cpu"):
-            if not any(ctl in m.controllers for m in mounts):
-                pytest.skip(f"cgroup v1 {ctl} hierarchy is not mounted on this host")
-        for m in mounts:
-            if not set(m.controllers) & set(V1_HIERARCHIES):
-                continue
-            path = next((p for c, p in own if set(c) == set(m.controllers)), None)
-            parent = cgroup_detect._dir_of(m, path) if path is not None else None
-            if parent is None:
-                continue
-            d = os.path.join(parent, tag)
-            os.mkdir(d)
-            made.append(d)
-            if "cpuset" in m.controllers:
-                for f in ("cpuset.cpus", "cpuset.mems"):
-                    with open(os.path.join(parent, f)) as src, open(os.path.join(d, f), "w") as dst:
-                        dst.write(src.read().strip())
-            os.chown(d, user.pw_uid, user.pw_gid)
+    with delegated_v1_children(V1_HIERARCHIES, user.pw_uid, user.pw_gid) as made:
         yield made
-    finally:
-        for d in made:
-            c = cgroups.attach([("x", d)])
-            c.kill_all()
-            c.destroy()
-        assert not any(os.path.exists(d) for d in made)
 
 
 def test_v1_limits_enforced_for_unprivileged_user(v1_user_bases, tmp_path):
