@@ -87,7 +87,7 @@ def helper_pss_kb(home: Path, podman: bool) -> int:
             continue
         mine = (any(k in cmd for k in ("conmon", "rootlessport", "slirp4netns",
                                        "fuse-overlayfs", "pasta")) if podman
-                else ("__shim" in cmd or cmd.startswith("pasta ")))
+                else ("__shim" in cmd or cmd.startswith(("pasta ", "slirp4netns "))))
         if mine:
             m = re.search(r"^Pss:\s+(\d+)", rollup, re.M)
             total += int(m.group(1)) if m else 0

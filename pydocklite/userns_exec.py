@@ -72,10 +72,35 @@ def run_in_userns(fn: Callable[[], None]) -> None:
 def rmtree_as_root(*paths: str) -> None:
     """Delete `paths` whatever container-side uid owns their files (one namespace for all)."""
     import shutil
-    todo = [p for p in paths if os.path.lexists(p)]
+    todo = []
+    for p in paths:
+        try:
+            _rmtree_own(p)     # often all ours (container root is us): no namespace needed
+        except FileNotFoundError:
+            pass
+        except OSError:
+            todo.append(p)
+    todo = [p for p in todo if os.path.lexists(p)]
 
     def remove():
         for p in todo:
             shutil.rmtree(p, ignore_errors=True)
     if todo:
         run_in_userns(remove)
+
+
+def _rmtree_own(path: str) -> None:
+    """Delete a tree whose directories are ours, whatever their modes (overlayfs leaves a
+    mode-000 work/work); raises OSError at the first thing we may not delete."""
+    import stat
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+    if st.st_mode & 0o700 != 0o700:
+        os.chmod(path, 0o700)
+    with os.scandir(path) as it:
+        names = [e.path for e in it]
+    for name in names:
+        _rmtree_own(name)
+    os.rmdir(path)

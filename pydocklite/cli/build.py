@@ -105,10 +105,7 @@ def cmd_build(settings, argv) -> int:
 
 def _main() -> int:
     """`python -m pydocklite.cli.build ...` until the verb is in cli/main.py's table."""
-    import pydocklite
     from pydocklite.cli import main as cli_main
-    # the shim is started as "this program __shim ...": make that `python -m pydocklite`
-    sys.argv[0] = os.path.join(os.path.dirname(pydocklite.__file__), "__main__.py")
     cli_main.COMMANDS.setdefault("build", ("build", "cmd_build",
                                            "Build an image from a Dockerfile"))
     return cli_main.main(["build"] + sys.argv[1:])

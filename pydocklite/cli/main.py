@@ -124,9 +124,6 @@ def main(argv=None) -> int:
         from pydocklite import __version__
         sys.stdout.write(f"pydocklite version {__version__}\n")
         return 0
-    if verb == "__shim":   # the per-container shim (started by `start`/`run`)
-        from pydocklite.shim.shim import main as shim_main
-        return shim_main(rest)
     if verb not in COMMANDS:
         return _fail(f"'{verb}' is not a pydocklite command.\nSee 'pydocklite --help'")
     module_name, func_name, _ = COMMANDS[verb]

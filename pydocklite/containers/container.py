@@ -9,8 +9,6 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +30,6 @@ class StartResult:
     pid: int = 0
     error: str = ""
     exit_code: int = 0
-
-
-def self_command() -> List[str]:
-    """How to run this same pydocklite again (zipapp or package)."""
-    main = sys.argv[0] if sys.argv else ""
-    if main.endswith("__main__.py") or not main or not os.path.exists(main):
-        return [sys.executable, "-m", "pydocklite"]
-    return [sys.executable, os.path.abspath(main)]
 
 
 def signal_number(name) -> int:
@@ -194,40 +184,14 @@ class ContainerService:
         (self.store.container_dir(state.id) / STOP_MARKER).unlink(missing_ok=True)
         self.settings.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         ready_r, ready_w = os.pipe()
-        argv = self_command() + [
-            "__shim", "--root", str(self.settings.data_root),
-            "--runtime-dir", str(self.settings.runtime_dir), "--name", state.name,
-            "--ready-fd", str(ready_w)]
-        keep = [ready_w]
-        if exit_fd is not None:
-            argv += ["--exit-fd", str(exit_fd)]
-            keep.append(exit_fd)
-        dups = []
-        if attach is not None:
-            # fds 0-2 of the shim become /dev/null: hand ours over under other numbers
-            dups = [os.dup(fd) for fd in attach]
-            argv += ["--attach", ",".join(str(fd) for fd in dups)]
-            keep.extend(dups)
-        argv.append(state.id)
-        env = dict(os.environ)
-        env["PYDOCKLITE_STORAGE_DRIVER"] = self.settings.storage_driver
-        devnull = os.open(os.devnull, os.O_RDWR)
+        from pydocklite.shim.shim import spawn
         try:
-            proc = subprocess.Popen(argv, stdin=devnull, stdout=devnull, stderr=devnull,
-                                    pass_fds=tuple(keep), env=env, start_new_session=True,
-                                    close_fds=True)
+            spawn(self.settings, state.id, state.name, ready_w, exit_fd, attach)
         finally:
             os.close(ready_w)
-            os.close(devnull)
-            for fd in dups:
-                os.close(fd)
         with os.fdopen(ready_r, "rb") as f:
             line = f.readline()
         if not line:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
             log = self.store.container_dir(state.id) / "shim.log"
             tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
             return StartResult(False, error="the shim died before starting the container"

@@ -81,11 +81,13 @@ def _cgroup_of(facts_cgroup):
 
 def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str = None,
            prepare_rootfs=None, pid_file: str = None, _start_by_pipe: bool = False,
-           _own_console: bool = False, cgroup_base=None) -> Created:
+           _own_console: bool = False, cgroup_base=None, on_namespaces=None) -> Created:
     """Set up container `cid` from `bundle`; its init waits for start(). Returns its pid.
 
     cgroup_base: delegated cgroup dir(s) (a list or "a:b") for the container's cgroup,
-    as cgroups.create(base=...) takes; None = let cgroups.detect() find one."""
+    as cgroups.create(base=...) takes; None = let cgroups.detect() find one.
+    on_namespaces(pid): see process.launch (the container's namespaces exist, its rootfs
+    is not prepared yet)."""
     from . import idmap, plan, process
     from .hooks import run_hooks
     from .spec import load_spec
@@ -157,7 +159,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
         pid, child_warnings, start_fd = process.launch(
             the_plan, bundle=bundle, cdir=cdir, rootfs=spec.root.path, stdio=stdio,
             console_socket=console_socket, prepare_rootfs=prepare_rootfs, on_sync=on_sync,
-            start_by_pipe=_start_by_pipe, hooks=spec.hooks,
+            start_by_pipe=_start_by_pipe, hooks=spec.hooks, on_namespaces=on_namespaces,
             state={"ociVersion": st.OCI_VERSION, "id": cid, "bundle": bundle,
                    "annotations": spec.annotations})
         warnings.extend(child_warnings)

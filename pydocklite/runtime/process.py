@@ -84,6 +84,15 @@ def _intermediate(plan, cfg: dict, w: int, r: int) -> None:
     if flags & sc.CLONE_NEWNS:
         sc.unshare(sc.CLONE_NEWNS)
         flags &= ~sc.CLONE_NEWNS
+    if flags & sc.CLONE_NEWNET:
+        # early, so that the parent's on_namespaces can give it a network stack while
+        # the hook below mounts the rootfs
+        sc.unshare(sc.CLONE_NEWNET)
+        flags &= ~sc.CLONE_NEWNET
+    if cfg.get("ns_notify"):
+        _send(w, {"t": "ns"})
+        if os.read(r, 1) != b"g":
+            os._exit(1)
     hook = cfg.get("prepare_rootfs")
     if hook is not None:
         hook(cfg["rootfs"])
@@ -258,7 +267,7 @@ def _child_main(fn, plan, cfg: dict, w: int, r: int) -> None:
 
 def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_socket=None,
            prepare_rootfs=None, on_sync=None, start_by_pipe: bool = False, hooks=None,
-           state: dict = None) -> tuple:
+           state: dict = None, on_namespaces=None) -> tuple:
     """Fork the container; returns (init pid, warnings, start_fd) once the init waits.
 
     The init waits on ROOT/<id>/init.sock for `start` (start_fd None), or with
@@ -268,17 +277,20 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
 
     on_sync(intermediate_pid): called in the parent when the child's user namespace exists
     (write id maps, join cgroups). Raises SetupError with the child's message on failure.
+    on_namespaces(intermediate_pid): called in the parent once the child's user and network
+    namespaces are set up, before prepare_rootfs; the child waits until it returns, so
+    /proc/PID/ns/* may be opened in it (e.g. to start a user-mode network stack).
     """
     if plan.proc.terminal and not console_socket:
         raise SetupError("process.terminal is true: pass --console-socket (a unix socket "
                          "that receives the pty master), or set terminal to false")
     cfg = {"bundle": bundle, "cdir": cdir, "rootfs": rootfs, "console_socket": console_socket,
            "prepare_rootfs": prepare_rootfs, "start_by_pipe": start_by_pipe, "hooks": hooks,
-           "state": state}
+           "state": state, "ns_notify": on_namespaces is not None}
     socks = _parent_sockets(cfg, cdir, start_by_pipe, console_socket if plan.proc.terminal
                             else None)
     try:
-        return _launch(plan, cfg, stdio, on_sync, start_by_pipe)
+        return _launch(plan, cfg, stdio, on_sync, start_by_pipe, on_namespaces)
     finally:
         for s in socks:
             s.close()       # the init has its own copies
@@ -317,7 +329,8 @@ def _parent_sockets(cfg: dict, cdir: str, start_by_pipe: bool, console_socket) -
     return socks
 
 
-def _launch(plan, cfg: dict, stdio, on_sync, start_by_pipe: bool) -> tuple:
+def _launch(plan, cfg: dict, stdio, on_sync, start_by_pipe: bool, on_namespaces=None
+            ) -> tuple:
     r_up, w_up = os.pipe()
     r_down, w_down = os.pipe()
     sys.stdout.flush()
@@ -342,10 +355,11 @@ def _launch(plan, cfg: dict, stdio, on_sync, start_by_pipe: bool) -> tuple:
             for line in up:
                 msg = minijson.loads(line)
                 t = msg["t"]
-                if t == "sync":
+                if t in ("sync", "ns"):
                     try:
-                        if on_sync is not None:
-                            on_sync(pid)
+                        callback = on_sync if t == "sync" else on_namespaces
+                        if callback is not None:
+                            callback(pid)
                     except BaseException:
                         os.close(w_down)
                         w_down = -1

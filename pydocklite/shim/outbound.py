@@ -1,10 +1,12 @@
 """Outbound traffic for a private network namespace through a user-mode network stack.
 
-pasta (package passt) joins the container's user and network namespaces by pid, creates a
-tap device with the host's addresses and routes, and translates its traffic to ordinary
-host sockets; it exits by itself when the container's init does. slirp4netns does the same
-job more slowly. Without either, a private network has loopback only (published ports
-still work through the shim's forwarder).
+slirp4netns (preferred: ready in ~3 ms, a few MiB) or pasta (package passt: ~20 ms to set
+up, ~30 MiB) joins the container's user and network namespaces, creates a tap device with
+an address and a default route, and turns its traffic into ordinary host sockets. The shim
+starts it while the container's rootfs is still being mounted (the runtime's
+on_namespaces), from fds of the namespaces, and waits for it to be ready before the
+container's process starts. Without either, a private network has loopback only (published
+ports still work through the shim's forwarder).
 """
 from __future__ import annotations
 
@@ -13,85 +15,136 @@ import shutil
 import subprocess
 from typing import Optional, Tuple
 
+TOOLS = ("slirp4netns", "pasta")
+
 
 def outbound_tool() -> Tuple[str, str]:
-    """(tool, "") when usable, else ("", why not)."""
+    """(tool, "") when usable, else ("", why not). PYDOCKLITE_OUTBOUND=slirp4netns|pasta
+    picks one, =none turns outbound traffic off."""
+    wanted = os.environ.get("PYDOCKLITE_OUTBOUND", "")
+    if wanted == "none":
+        return "", "PYDOCKLITE_OUTBOUND=none"
+    if wanted and wanted not in TOOLS:
+        return "", (f"PYDOCKLITE_OUTBOUND={wanted} is not one of {', '.join(TOOLS)}, none: "
+                    "fix or unset it")
     if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
         return "", "/dev/net/tun is missing or not usable by you"
-    for tool in ("pasta", "slirp4netns"):
+    for tool in ([wanted] if wanted else TOOLS):
         if shutil.which(tool):
             return tool, ""
-    return "", "neither pasta (package passt) nor slirp4netns is installed"
+    if wanted:
+        return "", f"PYDOCKLITE_OUTBOUND={wanted}, but {wanted} is not installed"
+    return "", "neither slirp4netns nor pasta (package passt) is installed"
 
 
 class Outbound:
-    """The helper process serving a container's outbound traffic; stop() ends it."""
+    """The helper serving a container's outbound traffic, from start to reaped."""
 
-    def __init__(self, proc: Optional[subprocess.Popen] = None, pid: int = 0):
-        self.proc, self.pid = proc, pid
+    def __init__(self, tool: str, proc: subprocess.Popen, log, ready_r: int = -1,
+                 exit_w: int = -1, pid_file: str = ""):
+        self.tool, self.proc, self.log = tool, proc, log
+        self.ready_r, self.exit_w, self.pid_file = ready_r, exit_w, pid_file
+        self.pid = proc.pid          # pasta: its daemon's, once ready
+
+    def wait_ready(self, timeout: float = 15.0) -> bool:
+        """Until the network is configured; False (said in the log) when it failed."""
+        if self.tool == "slirp4netns":
+            import select
+            ok = bool(select.select([self.ready_r], [], [], timeout)[0]) and \
+                os.read(self.ready_r, 1) == b"1"
+            os.close(self.ready_r)
+            self.ready_r = -1
+            why = "it exited" if self.proc.poll() is not None else "not ready in time"
+        else:
+            # without --foreground pasta configures the namespace, then daemonizes: the
+            # exit of the process we started means the network is ready
+            try:
+                ok = self.proc.wait(timeout) == 0
+            except subprocess.TimeoutExpired:
+                ok = False
+            daemon = _read_pid(self.pid_file) if ok else None
+            ok = daemon is not None
+            self.pid = daemon or 0
+            why = f"exit status {self.proc.poll()}"
+        if ok:
+            self.log(f"network: outbound traffic through {self.tool} (pid {self.pid})")
+        else:
+            self.log(f"network: {self.tool} failed ({why}); the container has no outbound "
+                     "traffic")
+            self.stop()
+            self.reap()
+        return ok
 
     def stop(self) -> None:
-        if self.proc is not None:
+        """Ask it to quit; does not wait (a tap device takes ~30 ms to go: reap() later)."""
+        if self.exit_w >= 0:
+            os.close(self.exit_w)          # slirp4netns quits when its --exit-fd closes
+            self.exit_w = -1
+        elif self.pid and self.proc.poll() is not None:
+            try:
+                os.kill(self.pid, 9)       # pasta's daemon
+            except ProcessLookupError:
+                pass
+        elif self.proc.poll() is None:
+            self.proc.kill()
+
+    def reap(self, timeout: float = 5.0) -> None:
+        if self.ready_r >= 0:
+            os.close(self.ready_r)
+            self.ready_r = -1
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        elif self.pid:
-            try:
-                os.kill(self.pid, 9)
-            except ProcessLookupError:
-                return
-            # the daemon was reparented to the shim (a subreaper): reap it; else wait it out
-            try:
-                os.waitpid(self.pid, 0)
-                return
-            except ChildProcessError:
-                pass
-            import time
-            deadline = time.monotonic() + 2
-            while os.path.exists(f"/proc/{self.pid}/cmdline") and time.monotonic() < deadline:
-                with open(f"/proc/{self.pid}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        break
-                time.sleep(0.002)
+        if self.tool == "pasta" and self.pid and self.pid != self.proc.pid:
+            _reap_pid(self.pid, timeout)
+            if self.pid_file:
+                try:
+                    os.unlink(self.pid_file)
+                except OSError:
+                    pass
 
 
-def start_outbound(pid: int, log, pid_file: str) -> Optional[Outbound]:
-    """Give the network namespace of `pid` outbound traffic; None when not possible."""
+def start_outbound(ns_pid: int, log, pid_file: str) -> Optional[Outbound]:
+    """Start a network stack for the namespaces of `ns_pid` (opened now: the process may
+    go away afterwards); None when there is no tool or it fails to start (logged)."""
     tool, why = outbound_tool()
     if not tool:
         log(f"network: no outbound traffic for the container ({why})")
         return None
-    if tool == "pasta":
-        # without --foreground pasta configures the namespace, then daemonizes: its exit
-        # means the network is ready; the daemon quits when the container's init exits
-        # (it does not notice the namespace going away: the shim stops it by its pid file)
-        argv = ["pasta", "--config-net", "--quiet", "-t", "none", "-u", "none",
-                "-T", "none", "-U", "none", "--pid", pid_file, str(pid)]
-        try:
-            r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, timeout=15)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            log(f"network: pasta failed ({e}); the container has no outbound traffic")
-            return None
-        if r.returncode != 0:
-            log(f"network: pasta failed ({r.stderr.decode(errors='replace').strip()}); "
-                "the container has no outbound traffic")
-            return None
-        daemon = _read_pid(pid_file)
-        if daemon is None:
-            log(f"network: pasta left no pid in {pid_file}; it will outlive the container")
-            return None
-        log(f"network: outbound traffic through pasta (pid {daemon})")
-        return Outbound(pid=daemon)
-    argv = ["slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
-            str(pid), "tap0"]
+    user = os.open(f"/proc/{ns_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    net = os.open(f"/proc/{ns_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    fds = [user, net]
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                start_new_session=True)
-    except OSError as e:
-        log(f"network: {tool} failed to start ({e}); the container has no outbound traffic")
-        return None
-    log(f"network: outbound traffic through {tool} (pid {proc.pid})")
-    return Outbound(proc=proc)
+        if tool == "slirp4netns":
+            ready_r, ready_w = os.pipe()
+            exit_r, exit_w = os.pipe()
+            fds += [ready_w, exit_r]
+            argv = ["slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
+                    f"--ready-fd={ready_w}", f"--exit-fd={exit_r}", "--netns-type=path",
+                    f"--userns-path=/proc/self/fd/{user}", f"/proc/self/fd/{net}", "tap0"]
+        else:
+            argv = ["pasta", "--config-net", "--quiet", "-t", "none", "-u", "none",
+                    "-T", "none", "-U", "none", "--pid", pid_file,
+                    "--userns", f"/proc/self/fd/{user}", "--netns", f"/proc/self/fd/{net}"]
+        try:
+            # stderr is the shim's log; slirp4netns chats about its tap fd on stdout
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    pass_fds=tuple(fds), start_new_session=True)
+        except OSError as e:
+            log(f"network: {tool} failed to start ({e}); the container has no outbound "
+                "traffic")
+            if tool == "slirp4netns":
+                os.close(ready_r)
+                os.close(exit_w)
+            return None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if tool == "slirp4netns":
+        return Outbound(tool, proc, log, ready_r=ready_r, exit_w=exit_w)
+    return Outbound(tool, proc, log, pid_file=pid_file)
 
 
 def _read_pid(pid_file: str, wait: float = 2.0) -> Optional[int]:
@@ -108,8 +161,28 @@ def _read_pid(pid_file: str, wait: float = 2.0) -> Optional[int]:
             time.sleep(0.002)
 
 
+def _reap_pid(pid: int, timeout: float) -> None:
+    """Until `pid` is gone: reaped if it is our child (a subreaper's), else waited out."""
+    try:
+        os.waitpid(pid, 0)
+        return
+    except ChildProcessError:
+        pass
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except OSError:
+            return
+        time.sleep(0.002)
+
+
 def stop_by_pid_file(pid_file: str) -> None:
-    """Stop a pasta left behind by a shim that died (its pid file names it)."""
+    """Stop a pasta left behind by a shim that died (its pid file names it); slirp4netns
+    needs no help: it quits when the shim's end of its --exit-fd closes."""
     pid = _read_pid(pid_file, wait=0) if os.path.exists(pid_file) else None
     if pid is None:
         return
@@ -117,9 +190,14 @@ def stop_by_pid_file(pid_file: str) -> None:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             is_pasta = f.read().split(b"\0")[0].endswith(b"pasta")
     except (OSError, ValueError):
-        return
+        is_pasta = False
     if is_pasta:
-        Outbound(pid=pid).stop()
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        else:
+            _reap_pid(pid, 2.0)
     try:
         os.unlink(pid_file)
     except OSError:

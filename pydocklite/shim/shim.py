@@ -1,16 +1,16 @@
 """The per-container shim: one small process per container that owns it for its whole life.
 
-Started detached by the CLI (`pydocklite __shim ID --name NAME`, its own session, so
-`ps aux | grep NAME` finds it), it: starts the container through the runtime (the rootfs is
-mounted by the snapshotter inside the container's user+mount namespace, its FUSE servers
-become the shim's children), relays stdio to the json-file log and to an attached CLI,
-forwards published ports, reaps as a subreaper, records the exit status, applies the
-restart policy, cleans up, and removes the container when it was run with --rm.
+Forked detached by the CLI (spawn(): its own session, renamed `pydocklite __shim --name
+NAME ID --root DIR`, so `ps aux | grep NAME` finds it), it: starts the container through
+the runtime (the rootfs is mounted by the snapshotter inside the container's user+mount
+namespace, its FUSE servers become the shim's children), relays stdio to the json-file log
+and to an attached CLI, forwards published ports, reaps as a subreaper, records the exit
+status, applies the restart policy, cleans up, and removes the container when it was run
+with --rm.
 Everything it has to say goes to containers/<id>/shim.log (named by `inspect`).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -99,9 +99,12 @@ class Shim:
                     self._close_ready()
                     first = False
                 code = self.wait_container(pid)
-                self.cleanup_container()
-                stopped = (self.cdir / STOP_MARKER).exists()
-                if stopped or not self.should_restart(policy, code, restarts):
+                again = not (self.cdir / STOP_MARKER).exists() and \
+                    self.should_restart(policy, code, restarts)
+                # the last time, the network stack is not waited for (it takes ~30 ms to
+                # go, told to quit already): whoever inherits it reaps it
+                self.cleanup_container(reap_network=again)
+                if not again:
                     break
                 restarts += 1
                 self.update(restarting=True, restart_count=restarts)
@@ -175,11 +178,17 @@ class Shim:
             err_r, err_w = os.pipe()
             child_fds = [in_r, out_w, err_w]
             stdio = (in_r, out_w, err_w)
+        def start_network(ns_pid: int) -> None:
+            from pydocklite.shim.outbound import start_outbound
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.outbound = start_outbound(ns_pid, log, str(self.run_dir / "outbound.pid"))
+        private = self.cfg.get("HostConfig", {}).get("NetworkMode") == "private"
         log("creating the container")
         try:
             created = api.create(str(self.cdir), self.cid, root=self.runtime_root, stdio=stdio,
                                  console_socket=console_path, prepare_rootfs=prepare_rootfs,
-                                 cgroup_base=self._cgroup_base(spec))
+                                 cgroup_base=self._cgroup_base(spec),
+                                 on_namespaces=start_network if private else None)
         finally:
             os.close(pid_w)
             for fd in child_fds:
@@ -204,10 +213,8 @@ class Shim:
                 self.stdio.feed_stdin(self.stdin_w)
         pid = created.pid
         log(f"created, init pid {pid}")
-        if self.cfg.get("HostConfig", {}).get("NetworkMode") == "private":
-            from pydocklite.shim.outbound import start_outbound
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.outbound = start_outbound(pid, log, str(self.run_dir / "outbound.pid"))
+        if self.outbound is not None and not self.outbound.wait_ready():
+            self.outbound = None
         api.start(self.cid, root=self.runtime_root)
         log("started")
         self.state = self.update(init_pid=pid, init_start_time=process_start_time(pid) or 0,
@@ -303,18 +310,18 @@ class Shim:
                         return True
         return False
 
-    def cleanup_container(self) -> None:
+    def cleanup_container(self, reap_network: bool = True) -> None:
         from pydocklite.runtime import api
+        if self.outbound is not None:
+            self.outbound.stop()          # it takes a while to go: reaped below
         try:
             api.delete(self.cid, root=self.runtime_root, force=True)
         except Exception as e:  # noqa: BLE001 - already gone is fine; anything else is logged
             if "does not exist" not in str(e) and "No such" not in str(e):
                 log(f"runtime delete: {e}")
-        if self.outbound is not None:
-            self.outbound.stop()
-            self.outbound = None
-        from pydocklite.shim.outbound import stop_by_pid_file
-        stop_by_pid_file(str(self.run_dir / "outbound.pid"))
+        if self.outbound is None:
+            from pydocklite.shim.outbound import stop_by_pid_file
+            stop_by_pid_file(str(self.run_dir / "outbound.pid"))
         # The servers' mount namespace holds nothing else: killing them outright drops
         # their mounts with it, and costs no graceful-exit wait.
         for pid in self.fuse_pids:
@@ -331,6 +338,10 @@ class Shim:
             from pydocklite.shim.fuse_cgroup import remove_leaves
             remove_leaves(self.fuse_leaves)
             self.fuse_leaves = []
+        if self.outbound is not None:
+            if reap_network:
+                self.outbound.reap()
+            self.outbound = None
 
     def remove_container(self) -> None:
         from pydocklite.containers.container import ContainerService
@@ -341,34 +352,70 @@ class Shim:
             log(f"--rm: could not remove the container: {e}\n{traceback.format_exc()}")
 
 
-def main(argv: List[str]) -> int:
-    p = argparse.ArgumentParser(prog="pydocklite __shim")
-    p.add_argument("--root", required=True)
-    p.add_argument("--runtime-dir", required=True)
-    p.add_argument("--name", default="")
-    p.add_argument("--ready-fd", type=int)
-    p.add_argument("--exit-fd", type=int)
-    p.add_argument("--attach", help="stdin,stdout,stderr fds of a foreground CLI")
-    p.add_argument("id")
-    args = p.parse_args(argv)
-    settings = Settings.from_environment(root=args.root, runtime_dir=args.runtime_dir)
-    cdir = settings.layout.containers_dir / args.id
+def spawn(settings: Settings, cid: str, name: str, ready_fd: int,
+          exit_fd: Optional[int] = None, attach: Optional[List[int]] = None) -> None:
+    """Start the shim of container `cid`, detached: a grandchild of this process in a
+    session of its own, renamed "pydocklite __shim --name NAME ID --root DIR" for `ps`.
+    It is forked, not exec'd: a new interpreter would take ~50 ms to start and import what
+    we have already.
+    ready_fd, exit_fd and the attach fds are ours: the shim gets copies."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                code = _shim_process(settings, cid, name, ready_fd, exit_fd, attach)
+            else:
+                code = 0
+        finally:
+            os._exit(code)
+    os.waitpid(pid, 0)
+
+
+def _shim_process(settings: Settings, cid: str, name: str, ready_fd: int,
+                  exit_fd: Optional[int], attach: Optional[List[int]]) -> int:
+    """The shim's life, in the forked grandchild; never returns to the CLI's code."""
+    cdir = settings.layout.containers_dir / cid
     logfd = os.open(str(cdir / "shim.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     devnull = os.open(os.devnull, os.O_RDWR)
-    attach = None
-    if args.attach:   # move the CLI's fds out of 0-2 before those become the shim's own
-        attach = [os.dup(int(x)) for x in args.attach.split(",")]
+    # the CLI's fds we keep, moved above 0-2, which become the shim's own
+    ours = [ready_fd] + ([exit_fd] if exit_fd is not None else []) + list(attach or [])
+    import fcntl
+    moved = {fd: fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in ours}
     os.dup2(devnull, 0)
     os.dup2(logfd, 1)
     os.dup2(logfd, 2)
-    os.close(logfd)
-    os.close(devnull)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    top = max(os.sysconf("SC_OPEN_MAX"), max(moved.values()) + 1)
+    low = 3
+    for fd in sorted(moved.values()) + [top]:   # the CLI's other fds (locks!) are closed
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    ready_fd = moved[ready_fd]
+    exit_fd = moved[exit_fd] if exit_fd is not None else None
+    attach = [moved[fd] for fd in attach] if attach else None
+    sys.stdin = open(0, "r", closefd=False)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGWINCH):
+        signal.signal(sig, signal.SIG_DFL)
+    from pydocklite.proctitle import set_title
+    # the name and id for `ps aux | grep`; the store last: it is cut first when room is short
+    set_title(f"pydocklite __shim --name {name} {cid} --root {settings.data_root}",
+              comm="pydocklite-shim")
     import ctypes
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    log(f"shim {os.getpid()} for container {args.id} ({args.name})")
-    shim = Shim(settings, args.id, args.ready_fd, args.exit_fd, attach)
-    signal.signal(signal.SIGWINCH, lambda _n, _f: shim.stdio and shim.stdio.resize_pty())
-    return shim.run()
+    try:
+        log(f"shim {os.getpid()} for container {cid} ({name})")
+        shim = Shim(settings, cid, ready_fd, exit_fd, attach)
+        signal.signal(signal.SIGWINCH, lambda _n, _f: shim.stdio and shim.stdio.resize_pty())
+        return shim.run()
+    except BaseException:  # noqa: BLE001 - the shim's log is where a failure is explained
+        import traceback
+        log(f"shim failed:\n{traceback.format_exc()}")
+        return 1

@@ -300,15 +300,54 @@ def test_privileged_host_port_is_a_clear_error(cli, busybox):
     assert r.returncode == 125 and "ip_unprivileged_port_start" in r.stderr
 
 
-def test_private_network_has_outbound_interface(cli, busybox):
+@pytest.mark.parametrize("tool", ["slirp4netns", "pasta"])
+def test_private_network_has_outbound_interface(cli, busybox, tool):
     import shutil
-    if not shutil.which("pasta") and not shutil.which("slirp4netns"):
-        pytest.skip("neither pasta nor slirp4netns is installed: private networks are "
-                    "loopback only here")
-    r = ok(cli("run", "--rm", busybox, "sh", "-c", "ls /sys/class/net; ip route"))
+    if not shutil.which(tool):
+        pytest.skip(f"{tool} is not installed here")
+    env = {"PYDOCKLITE_OUTBOUND": tool}
+    r = ok(cli("run", "--rm", busybox, "sh", "-c", "ls /sys/class/net; ip route", env=env))
     assert "default via" in r.stdout
     assert len(r.stdout.split("default")[0].split()) >= 2     # lo and the tap device
     assert leftovers(cli.home) == NOTHING
+    # detached: the shim's log names the tool; stop ends it, rm leaves nothing of it
+    ok(cli("run", "-d", "--name", "net", busybox, "sleep", "300", env=env))
+    st = json.loads(ok(cli("inspect", "net")).stdout)[0]
+    assert f"outbound traffic through {tool}" in Path(st["ShimLogPath"]).read_text()
+    helpers = _helpers_of(tool)
+    assert helpers, f"no {tool} process while the container runs"
+    ok(cli("stop", "-t", "0", "net"))
+    ok(cli("rm", "net"))
+    assert leftovers(cli.home) == NOTHING
+    assert not _helpers_of(tool, wait=5), f"{tool} outlived its container"
+
+
+def test_no_outbound_network_when_turned_off(cli, busybox):
+    r = ok(cli("run", "--rm", busybox, "sh", "-c", "ls /sys/class/net; ip route",
+               env={"PYDOCKLITE_OUTBOUND": "none"}))
+    assert r.stdout.split() == ["lo"]
+
+
+def _helpers_of(tool: str, wait: float = 0) -> list:
+    """The test user's processes running `tool` (after up to `wait` s for them to go: a
+    network stack told to quit takes ~30 ms to release its tap device)."""
+    uid = unpriv.test_user().pw_uid
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for pid in os.listdir("/proc"):
+            try:
+                if not pid.isdigit() or os.stat(f"/proc/{pid}").st_uid != uid:
+                    continue
+                argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if argv0.endswith(tool.encode()) and state != "Z":
+                found.append(pid)
+        if not found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.05)
 
 
 def test_cp_both_ways_top_stats(cli, busybox):
