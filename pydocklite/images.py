@@ -7,7 +7,6 @@ parallel and a layer already stored (by DiffID) is never fetched again.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Set
@@ -168,6 +167,7 @@ class ImageService:
         Snapshotter(self.layout, self.settings.storage_driver).warm(list(diff_ids))
 
     def _fetch_layers(self, client, ref, todo, layers, emit: ProgressFn) -> None:
+        import threading
         lock = threading.Lock()
 
         def fetch(item):

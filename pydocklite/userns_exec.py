@@ -7,7 +7,6 @@ same mapping the user is root over them (`podman unshare` does the same).
 from __future__ import annotations
 
 import os
-import traceback
 from typing import Callable
 
 CLONE_NEWUSER = 0x10000000
@@ -41,6 +40,7 @@ def run_in_userns(fn: Callable[[], None]) -> None:
             code = 0
         except BaseException:
             try:
+                import traceback
                 os.write(err_w, traceback.format_exc().encode()[-2000:])
             except OSError:
                 pass

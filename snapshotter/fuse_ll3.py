@@ -13,7 +13,6 @@ writable mounts. Struct layouts are those of x86_64/aarch64 Linux (LP64).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import threading
@@ -100,11 +99,17 @@ _PROTOS = {
 
 def load_libfuse3():
     """The libfuse3 library with the prototypes used here, or None if it isn't there."""
-    name = ctypes.util.find_library("fuse3") or "libfuse.so.3"
-    try:
-        lib = ctypes.CDLL(name, use_errno=True)
+    try:     # the soname first: find_library runs ldconfig (a process, ~3 ms)
+        lib = ctypes.CDLL("libfuse3.so.3", use_errno=True)
     except OSError:
-        return None
+        from ctypes.util import find_library
+        name = find_library("fuse3")
+        if not name:
+            return None
+        try:
+            lib = ctypes.CDLL(name, use_errno=True)
+        except OSError:
+            return None
     size_t, req, cp = ctypes.c_size_t, _req, ctypes.c_char_p
     lib.fuse_session_new.restype = ctypes.c_void_p
     lib.fuse_session_new.argtypes = [ctypes.POINTER(Args), ctypes.POINTER(LowLevelOps), size_t,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Tuple
@@ -50,7 +49,7 @@ def umount(target: str) -> None:
 
 
 def kernel_version() -> Tuple[int, int]:
-    rel = platform.release().split("-")[0].split(".")
+    rel = os.uname().release.split("-")[0].split(".")
     try:
         return int(rel[0]), int(rel[1])
     except (IndexError, ValueError):
@@ -102,11 +101,14 @@ class DriverChoice:
 
 def choose_driver(requested: str = "auto") -> DriverChoice:
     """Which storage driver to use here, and why (for `pydocklite info`)."""
-    fuse_ok, fuse_why = fuse_available()
     ro_ok, ro_how = readonly_fuse_available()
     ns_ok, ns_why = userns_available()
     major, minor = kernel_version()
     overlay_ok = (major, minor) >= (5, 11) and ns_ok
+    if requested in ("auto", "overlay") and ro_ok and overlay_ok:
+        fuse_ok, fuse_why = True, ""     # not needed: spare loading fusepy and libfuse2
+    else:
+        fuse_ok, fuse_why = fuse_available()
     if requested == "overlay":
         if not overlay_ok:
             raise MountError(f"storage driver overlay is not usable here: "

@@ -12,10 +12,8 @@ importable from here too.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
@@ -57,6 +55,7 @@ class LayerWriter:
         cleanup_ingest(layout)
         hint = digest_hex(diff_id)[:16] if diff_id else "new"
         try:
+            import tempfile
             self.dir = Path(tempfile.mkdtemp(prefix=f"layer-{hint}-", dir=layout.ingest_dir))
         except OSError as e:
             raise io_error(e, f"starting ingest of layer {self.name}", layout.ingest_dir) from e
@@ -67,6 +66,7 @@ class LayerWriter:
         self.size = 0
         try:
             self._file = open(self.dir / "blob", "xb")
+            import hashlib
             self._hash = hashlib.sha256()
             self._indexer = TarIndexer(self.name)
             self._dec = open_decompressor(media_type, self._sink, self.name)
@@ -259,6 +259,7 @@ class LayerStore:
     def _scan(self, diff_id: str) -> LayerIndex:
         """Hash and index the stored blob in one pass; DigestMismatchError if it changed."""
         self._require(diff_id)
+        import hashlib
         h, ix = hashlib.sha256(), TarIndexer(f"stored layer {diff_id}")
         try:
             with open(self.layout.layer_blob(diff_id), "rb") as f:

@@ -44,7 +44,7 @@ def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=N
     if s.status != "running" and s.status != "created":
         raise StateError(f"container {cid!r} is {s.status}: exec needs a running container")
     proc = _process_plan(spec, args, env, cwd, uid, gid)
-    ctx = security.preload(proc)
+    ctx = security.preload(proc, os.path.join(root, ".seccomp-cache"))
     order = ["user"] + [n.type for n in spec.linux.namespaces if n.type not in ("user", "mount")]
     order.append("mount")
     fds = []

@@ -160,7 +160,8 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
         import _socket  # noqa: F401
         import fcntl  # noqa: F401
         import struct  # noqa: F401
-    ctx = security.preload(plan.proc)
+    ctx = security.preload(plan.proc,
+                           os.path.join(os.path.dirname(cfg["cdir"]), ".seccomp-cache"))
     start = None
     proc = plan.proc
     if not by_pipe or cfg.get("console_fd") is not None:

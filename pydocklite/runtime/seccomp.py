@@ -14,21 +14,15 @@ into one rule per condition (ORed), as runc does.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
-import os
-import platform
 from dataclasses import dataclass
 from typing import Optional
 
 from . import seccomp_bpf as B
-from .errors import RuntimeErr
 from .seccomp_default import default_profile  # noqa: F401  (re-exported: the public API)
+# installing lives apart (a container's init loads only that): re-exported, the public API
+from .seccomp_load import SeccompError, install, native_arch  # noqa: F401
 from .syscall_table import TABLES
-
-
-class SeccompError(RuntimeErr):
-    """A profile pydocklite cannot compile or a filter the kernel refused (message says which)."""
 
 
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7, "i386": 0x40000003}
@@ -55,11 +49,6 @@ class ArgCond:
 class Rule:
     ret: int                 # seccomp return value
     conds: tuple             # of ArgCond, ANDed; empty = unconditional
-
-
-def native_arch() -> str:
-    m = platform.machine()
-    return {"amd64": "x86_64", "arm64": "aarch64", "i686": "i386", "i586": "i386"}.get(m, m)
 
 
 def action_value(action: str, errno_ret: Optional[int], what: str) -> int:
@@ -268,65 +257,3 @@ def compile_filter(profile: dict, arch: Optional[str] = None) -> bytes:
     return B.assemble(items)
 
 
-# --- installing ---------------------------------------------------------------------------
-
-PR_SET_NO_NEW_PRIVS = 38
-PR_SET_SECCOMP = 22
-SECCOMP_MODE_FILTER = 2
-SECCOMP_SET_MODE_FILTER = 1
-SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "i386": 354}
-
-
-class _SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
-                ("k", ctypes.c_uint32)]
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
-
-
-def install(bpf: bytes, flags: int = 0, no_new_privs: Optional[bool] = None) -> None:
-    """Install `bpf` as a seccomp filter on the calling thread (TSYNC in flags: all threads).
-
-    no_new_privs: set PR_SET_NO_NEW_PRIVS first. Default: only when needed, i.e. when the
-    caller lacks CAP_SYS_ADMIN (the kernel refuses unprivileged filters without it).
-    """
-    n = len(bpf) // B.INSN.size
-    if n == 0 or len(bpf) % B.INSN.size:
-        raise SeccompError(f"seccomp: program of {len(bpf)} bytes is not a list of instructions")
-    libc = ctypes.CDLL(None, use_errno=True)
-    if no_new_privs is None:
-        no_new_privs = not _has_cap_sys_admin()
-    if no_new_privs and libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        e = ctypes.get_errno()
-        raise SeccompError(f"seccomp: prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(e)}")
-    buf = (_SockFilter * n).from_buffer_copy(bpf)
-    prog = _SockFprog(n, ctypes.cast(buf, ctypes.POINTER(_SockFilter)))
-    nr = SYS_SECCOMP.get(native_arch())
-    rc = -1
-    e = errno.ENOSYS
-    if nr is not None:
-        libc.syscall.restype = ctypes.c_long
-        rc = libc.syscall(ctypes.c_long(nr), ctypes.c_long(SECCOMP_SET_MODE_FILTER),
-                          ctypes.c_long(flags), ctypes.byref(prog))
-        e = ctypes.get_errno() if rc != 0 else 0
-    if rc != 0 and e == errno.ENOSYS and flags == 0:
-        rc = libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0)
-        e = ctypes.get_errno() if rc != 0 else 0
-    if rc != 0:
-        hint = (" (no_new_privs is off and the process lacks CAP_SYS_ADMIN)"
-                if e == errno.EACCES else "")
-        raise SeccompError(f"seccomp: installing a {n}-instruction filter failed: "
-                           f"{os.strerror(e)}{hint}")
-
-
-def _has_cap_sys_admin() -> bool:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) & (1 << 21))
-    except OSError:
-        pass
-    return False

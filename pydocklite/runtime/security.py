@@ -80,18 +80,18 @@ def _set_rlimits(rlimits, warn) -> None:
              f"({cur_hard}): clamped to soft={new_soft} hard={new_hard}")
 
 
-def preload(proc) -> dict:
+def preload(proc, cache_dir: str = "") -> dict:
     """Import and compile now what the steps below need: after pivot_root/setns the host's
     Python library is out of reach, only modules already in sys.modules can be used.
-    Returns the context for apply_credentials/apply_final (the compiled seccomp filter)."""
+    Returns the context for apply_credentials/apply_final (the compiled seccomp filter).
+    cache_dir: where compiled seccomp filters are kept (seccomp_load), "" = no cache."""
     ctx = {"bpf": None}
     if proc.seccomp:
         try:
-            from . import seccomp
+            from . import seccomp_load
         except ImportError:
             return ctx
-        ctx["bpf"] = seccomp.compile_filter(proc.seccomp, seccomp.native_arch())
-        ctx["flags"] = seccomp.filter_flags(proc.seccomp)
+        ctx["bpf"], ctx["flags"] = seccomp_load.compiled(proc.seccomp, cache_dir)
     return ctx
 
 
@@ -105,8 +105,8 @@ def _seccomp(ctx: dict, warn) -> None:
         warn("linux.seccomp is set but pydocklite.runtime.seccomp is not available: no "
              "seccomp filter installed")
         return
-    from . import seccomp      # already imported by preload()
-    seccomp.install(ctx["bpf"], ctx.get("flags", 0), no_new_privs=False)
+    from . import seccomp_load      # already imported by preload()
+    seccomp_load.install(ctx["bpf"], ctx.get("flags", 0), no_new_privs=False)
 
 
 def apply_credentials(proc, warn, ctx: dict) -> None:

@@ -391,3 +391,27 @@ def test_comparisons_match_libseccomp(op):
                 [rnd.getrandbits(64) for _ in range(5)]:
             d = B.seccomp_data(X86_64["read"], seccomp.AUDIT_ARCH["x86_64"], [0, 0, 0, a])
             assert B.run(ours, d) == B.run(theirs, d), (op, hex(v), hex(a))
+
+
+# ---------------------------------------------------------------- the compiled-filter cache
+
+def test_compiled_filters_are_cached_and_bad_cache_files_ignored(tmp_path):
+    from pydocklite.runtime import seccomp_load
+    prof = seccomp_default.default_profile()
+    arch = seccomp.native_arch()
+    want = seccomp.compile_filter(prof, arch), seccomp.filter_flags(prof)
+    assert seccomp_load.compiled(prof, str(tmp_path)) == want          # compiled, stored
+    key = seccomp_load.cache_key(prof, arch)
+    stored = tmp_path / key
+    assert stored.stat().st_size == 4 + len(want[0])
+    assert seccomp_load.load_cached(str(tmp_path), key) == want
+    assert seccomp_load.compiled(prof, str(tmp_path)) == want          # from the cache
+    # another profile, another key; a torn file is compiled anew (and rewritten)
+    other = dict(prof, defaultAction="SCMP_ACT_KILL")
+    assert seccomp_load.cache_key(other, arch) != key
+    stored.write_bytes(stored.read_bytes()[:-3])
+    assert seccomp_load.load_cached(str(tmp_path), key) is None
+    assert seccomp_load.compiled(prof, str(tmp_path)) == want
+    assert stored.stat().st_size == 4 + len(want[0])
+    # no cache dir: just compiled
+    assert seccomp_load.compiled(prof) == want
