@@ -20,7 +20,7 @@ cache=${PDL_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pydocklite-build}
 versions=${PDL_PY_VERSIONS:-3.9.2,3.10,3.11,3.12,3.13,3.14}
 platform=${PDL_PLATFORM:-manylinux2014_$(uname -m)}
 output=${PDL_OUTPUT:-$here/pydocklite.pyz}
-entry=pydocklite.cli.main:main
+entry=pydocklite.cli.main:entry
 shiv_version=1.0.8
 wheel_version=0.45.1
 mkdir -p "$cache"

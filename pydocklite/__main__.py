@@ -1,5 +1,3 @@
-import sys
+from pydocklite.cli.main import entry
 
-from pydocklite.cli.main import main
-
-sys.exit(main())
+entry()

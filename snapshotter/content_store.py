@@ -9,7 +9,6 @@ import fcntl
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import List, Optional
 
@@ -26,6 +25,7 @@ class BlobWriter:
         self.digest, self.expected_size = digest, size
         self._dest = layout.blob_path(digest)
         self._ingest = layout.ensure().ingest_dir
+        import tempfile
         fd, tmp = tempfile.mkstemp(prefix=f"blob-{digest_hex(digest)[:16]}-", dir=self._ingest)
         fcntl.flock(fd, fcntl.LOCK_EX)
         self._tmp = Path(tmp)

@@ -154,5 +154,23 @@ def main(argv=None) -> int:
         return 125
 
 
+def entry() -> None:
+    """The program's entry point: main(), then exit without the interpreter's teardown
+    (~15 ms of freeing modules, for nothing) once output is flushed and no other thread
+    runs; with threads still going, the usual exit waits for them."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+    except OSError:
+        code = code or 1
+    threading = sys.modules.get("threading")
+    if threading is None or threading.active_count() <= 1:
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import platform
 from typing import Iterable, Optional
 
 FILES = """
@@ -159,7 +158,7 @@ def default_profile(capabilities: Optional[Iterable[str]] = None, kernel: Option
     """
     caps = {_norm_cap(c) for c in (DEFAULT_CAPABILITIES if capabilities is None else capabilities)}
     kernel = kernel if kernel is not None else os.uname().release
-    arch = arch or platform.machine()
+    arch = arch or os.uname().machine
     allow = allowed_unconditionally()
     if _kernel_at_least(kernel, 4, 8):
         allow += _names(SAFE_FROM_4_8)

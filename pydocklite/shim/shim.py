@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from typing import List, Optional
@@ -165,6 +164,7 @@ class Shim:
             console_path = str(self.run_dir / "console.sock")
             if os.path.exists(console_path):
                 os.unlink(console_path)
+            import socket
             console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             console.bind(console_path)
             console.listen(1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 from typing import Callable, List, Optional
 
@@ -22,9 +21,10 @@ def send_json(fd: Optional[int], msg: dict) -> None:
         pass
 
 
-def receive_console(listener: socket.socket) -> int:
+def receive_console(listener) -> int:
     """The pty master the runtime sends over its --console-socket (SCM_RIGHTS)."""
     import array
+    import socket
     listener.settimeout(30)
     conn, _ = listener.accept()
     with conn:
