@@ -3,7 +3,6 @@ encodes JSON (as Docker's `json` template function), formats `printf`, and the f
 table (Docker's basicFunctions plus Go's builtins)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -78,8 +77,9 @@ def go_str(v: Any, top: bool = True) -> str:
     if isinstance(v, dict):
         keys = sorted(v, key=str)
         return "map[" + " ".join(f"{go_str(k, False)}:{go_str(v[k], False)}" for k in keys) + "]"
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return "{" + " ".join(go_str(getattr(v, f.name), False) for f in dataclasses.fields(v)) + "}"
+    fields = _fields_of(v)
+    if fields is not None:
+        return "{" + " ".join(go_str(getattr(v, f), False) for f in fields) + "}"
     return str(v)
 
 
@@ -127,8 +127,9 @@ def go_json(v: Any, escape_html: bool = False) -> str:
         keys = sorted(v, key=str) if isinstance(v, GoMap) else list(v)
         return "{" + ",".join(_json_str(str(k), escape_html) + ":" + go_json(v[k], escape_html)
                               for k in keys) + "}"
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return go_json({f.name: getattr(v, f.name) for f in dataclasses.fields(v)}, escape_html)
+    fields = _fields_of(v)
+    if fields is not None:
+        return go_json({f: getattr(v, f) for f in fields}, escape_html)
     if hasattr(v, "__dict__"):
         return go_json({k: x for k, x in vars(v).items() if not k.startswith("_")}, escape_html)
     return _json_str(str(v), escape_html)
@@ -336,3 +337,14 @@ def builtin_funcs(json_escape_html: bool = False) -> Dict[str, Callable]:
         "gt": _order(lambda a, b: a > b),
         "ge": _order(lambda a, b: a >= b),
     }
+
+
+def _fields_of(v):
+    """The field names of a record or dataclass instance, else None."""
+    if isinstance(v, type):
+        return None
+    fields = getattr(type(v), "_fields", None)
+    if isinstance(fields, tuple) and hasattr(v, "_asdict"):
+        return fields
+    dc = getattr(type(v), "__dataclass_fields__", None)
+    return tuple(dc) if dc is not None else None

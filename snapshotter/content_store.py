@@ -10,7 +10,10 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import List, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
+    from typing import List, Optional
 
 from snapshotter.errors import BlobNotFoundError, DigestMismatchError, StoreError
 from snapshotter.layout import StoreLayout, digest_hex

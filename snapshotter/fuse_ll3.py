@@ -16,7 +16,10 @@ import ctypes
 import errno
 import os
 import threading
-from typing import Dict, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
+    from typing import Dict, Optional
 
 from .errors import LayerCorruptError, MountError
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from snapshotter.errors import StoreError
@@ -31,14 +31,12 @@ def default_root() -> Path:
     return Path(base) / "pydocklite"
 
 
-@dataclass(frozen=True)
-class StoreLayout:
+class StoreLayout(namedtuple("StoreLayout", "root")):
     """Paths of the store rooted at `root`; nothing here touches the disk except ensure()."""
+    __slots__ = ()
 
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
+    def __new__(cls, root) -> "StoreLayout":
+        return super().__new__(cls, Path(root))
 
     @property
     def blobs_dir(self) -> Path:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import mmap
 import os
 from pathlib import Path
-from typing import Optional, Union
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
+    from typing import Optional, Union
 
 from snapshotter.errors import LayerCorruptError, StoreError
 

@@ -13,7 +13,10 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import List, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
+    from typing import List, Optional
 
 from snapshotter.errors import StoreError, StoreFullError
 from snapshotter.layout import StoreLayout

@@ -19,7 +19,10 @@ import os
 import stat
 import threading
 from pathlib import Path
-from typing import Optional, Set, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
+    from typing import Optional, Set, Tuple
 
 from .merge import DIR, FIFO, REG, SYMLINK, CHAR, BLOCK, Inode, LowerData
 

@@ -1,11 +1,14 @@
 """RunOptions: what `run`/`create` flags ask for, parsed once into one frozen value."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional, Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
+    from typing import Optional, Tuple
+
+from pydocklite.runtime.record import Factory, record
 
 
-@dataclass(frozen=True)
+@record
 class Mapping:
     """A bind mount, named volume or tmpfs requested with -v/--mount/--tmpfs."""
     kind: str            # "bind", "volume", "tmpfs"
@@ -15,7 +18,7 @@ class Mapping:
     options: Tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class RunOptions:
     image: str
     command: Tuple[str, ...] = ()
@@ -49,7 +52,7 @@ class RunOptions:
     platform: Optional[str] = None
     pull: str = "missing"
     privileged: bool = False
-    extra: dict = field(default_factory=dict, compare=False)
+    extra: dict = Factory(dict, compare=False)
 
 
 def parse_bytes(text: str) -> int:

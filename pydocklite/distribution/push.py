@@ -201,7 +201,7 @@ def push_image(service, name: str, *, compression: str = "gzip", chunk_size: int
         digest = client.put_manifest(ref, raw, media_type)
     if digest != sha256_digest(raw):
         raise PushError(f"push of {ref}: registry stored the manifest as {digest}")
-    service.db.add(replace(record, repo_digests=(f"{ref.repository}@{digest}",)), [])
+    service.db.add(record._replace(repo_digests=(f"{ref.repository}@{digest}",)), [])
     return PushResult(str(ref), ref.tag or "latest", digest, len(raw))
 
 

@@ -13,7 +13,10 @@ import ctypes
 import errno
 import os
 import struct
-from typing import Optional, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
+    from typing import Optional, Tuple
 
 from .errors import RuntimeErr
 

@@ -1,7 +1,6 @@
 """ContainerState facts -> derived status, and the on-disk ContainerStore."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import multiprocessing
 import os
@@ -60,19 +59,19 @@ def test_status_derived_from_live_processes():
     try:
         base = ContainerState(id="a" * 64, name="web", image="nginx")
         assert base.status().state == "created"
-        running = dataclasses.replace(base, shim_pid=shim.pid, shim_start_time=shim_start,
+        running = base._replace(shim_pid=shim.pid, shim_start_time=shim_start,
                                       init_pid=init.pid, init_start_time=init_start,
                                       started_at=now_rfc3339())
         st = running.status()
         assert (st.state, st.running, st.pid, st.shim_alive) == ("running", True, init.pid, True)
         assert running.human_status().startswith("Up ")
-        assert dataclasses.replace(running, paused=True).human_status().endswith("(Paused)")
+        assert running._replace(paused=True).human_status().endswith("(Paused)")
         # a recycled pid (same number, another start time) is not our init
-        reused = dataclasses.replace(running, init_start_time=init_start - 1, exit_code=None)
+        reused = running._replace(init_start_time=init_start - 1, exit_code=None)
         assert reused.status().state == "running"  # shim alive: it is recording the exit
         init.kill()
         init.wait()
-        exited = dataclasses.replace(running, exit_code=137, finished_at=now_rfc3339())
+        exited = running._replace(exit_code=137, finished_at=now_rfc3339())
         st = exited.status()
         assert (st.state, st.running, st.exit_code) == ("exited", False, 137)
         assert exited.human_status().startswith("Exited (137) ")
@@ -82,7 +81,7 @@ def test_status_derived_from_live_processes():
             "StartedAt": exited.started_at, "FinishedAt": exited.finished_at}
         # init gone, exit not yet recorded, shim alive: still "running" until the shim writes it
         assert running.inspect_state()["Running"] is True
-        restarting = dataclasses.replace(exited, restarting=True)
+        restarting = exited._replace(restarting=True)
         assert restarting.status().state == "restarting"
         # the shim dies while the container was running: exited, with a clear error
         shim.kill()
@@ -110,8 +109,8 @@ def test_init_alive_but_shim_gone_is_running_with_error():
 
 def test_dead_and_removing_words():
     base = ContainerState(id="c" * 64, name="x", image="i")
-    assert dataclasses.replace(base, dead=True).human_status() == "Dead"
-    assert dataclasses.replace(base, removing=True).human_status() == "Removal In Progress"
+    assert base._replace(dead=True).human_status() == "Dead"
+    assert base._replace(removing=True).human_status() == "Removal In Progress"
     assert base.human_status() == "Created"
 
 
@@ -158,7 +157,7 @@ def test_create_load_update_list_remove(store):
     raw = json.loads(store.state_path(s1.id).read_text())
     assert raw["config"] == {"Cmd": ["nginx"]} and raw["schema"] == 1
     assert [s.id for s in store.list()] == [s2.id, s1.id]  # newest first
-    new = store.update(s1.id, lambda s: dataclasses.replace(s, exit_code=3))
+    new = store.update(s1.id, lambda s: s._replace(exit_code=3))
     assert store.load(s1.id).exit_code == 3 == new.exit_code
     assert store.get("web").id == s1.id and store.get("/web").id == s1.id
     store.remove(s1.id)
@@ -257,7 +256,7 @@ def test_concurrent_updates_are_not_lost(store):
     def bump():
         s = ContainerStore(store.root)
         for _ in range(25):
-            s.update(a.id, lambda st: dataclasses.replace(st, restart_count=st.restart_count + 1))
+            s.update(a.id, lambda st: st._replace(restart_count=st.restart_count + 1))
 
     procs = [ctx.Process(target=bump) for _ in range(4)]
     for p in procs:

@@ -5,7 +5,6 @@ the root), a killed FUSE server, and a host-side (fusermount) mount like `pydock
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import shutil
@@ -128,7 +127,7 @@ def test_index_past_blob_end_gives_eio_and_server_survives(session, binding):
         read_only_binding(session, "view+fusepy")
     idx_path, blob = index_to_files(make_tar(LAYER), session.base / "bad")
     idx = LayerIndex.load(idx_path)
-    entries = [dataclasses.replace(e, offset=10 ** 9) if e.path == "srv/data.bin" else e
+    entries = [e._replace(offset=10 ** 9) if e.path == "srv/data.bin" else e
                for e in idx.entries]
     LayerIndex(entries).save(idx_path)
     mnt = session.base / "mnt"
