@@ -23,10 +23,11 @@ def cmd_start(settings, argv) -> int:
         if len(args.containers) > 1:
             from pydocklite.errors import UsageError
             raise UsageError("you cannot start and attach multiple containers at once")
-        from pydocklite.cli.run import run_attached
+        from pydocklite.cli.run import start_attached
         state = service.store.get(args.containers[0])
         cfg = state.config.get("Config", {})
-        return run_attached(service, state, cfg.get("Tty", False), args.interactive)
+        return start_attached(settings, service, state, cfg.get("Tty", False),
+                              args.interactive)
 
     def start(name):
         res = service.start(name)

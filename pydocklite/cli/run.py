@@ -207,22 +207,55 @@ def cmd_run(settings, argv) -> int:
     add_create_flags(p)
     args = p.parse_args(argv)
     opts = options_from_args(args)
-    state = prepare(settings, opts)
-    from pydocklite.containers.container import ContainerService
-    service = ContainerService(settings)
-    if opts.detach:
-        res = service.start(state.id)
-        if not res.ok:
-            sys.stderr.write(f"Error: {res.error}\n")
-            return res.exit_code
-        sys.stdout.write(state.id + "\n")
-        return 0
-    return run_attached(service, state, opts.tty, opts.interactive)
+    # the shim is forked now: it loads the runtime while we prepare the container
+    pending, exit_r = fork_shim(settings, attached=not opts.detach,
+                                interactive=opts.interactive)
+    try:
+        state = prepare(settings, opts)
+        from pydocklite.containers.container import ContainerService
+        service = ContainerService(settings)
+        if opts.detach:
+            res = service.start(state.id, pending=pending)
+            if not res.ok:
+                sys.stderr.write(f"Error: {res.error}\n")
+                return res.exit_code
+            sys.stdout.write(state.id + "\n")
+            return 0
+        return run_attached(service, state, opts.tty, pending, exit_r)
+    finally:
+        pending.cancel()
 
 
-def run_attached(service, state, tty: bool, interactive: bool) -> int:
+def fork_shim(settings, attached: bool, interactive: bool, preload: bool = True):
+    """A shim forked ahead (launch.fork_ahead) and, when attached, the read end of its exit
+    pipe; the shim holds our stdio (stdin only with -i)."""
+    from pydocklite.shim.launch import fork_ahead
+    if not attached:
+        return fork_ahead(settings, preload=preload), None
     exit_r, exit_w = os.pipe()
     stdin_fd = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
+    try:
+        pending = fork_ahead(settings, exit_w, [stdin_fd, 1, 2], preload=preload)
+    finally:
+        os.close(exit_w)          # the shim has its copy: EOF here means it is gone
+        if stdin_fd != 0:
+            os.close(stdin_fd)
+    return pending, exit_r
+
+
+def start_attached(settings, service, state, tty: bool, interactive: bool) -> int:
+    """`start -a`: a shim for an existing container, attached."""
+    pending, exit_r = fork_shim(settings, attached=True, interactive=interactive,
+                                preload=False)
+    try:
+        return run_attached(service, state, tty, pending, exit_r)
+    finally:
+        pending.cancel()
+
+
+def run_attached(service, state, tty: bool, pending, exit_r: int) -> int:
+    """Start the container with the shim forked ahead (holding our stdio and the write end
+    of exit_r) and relay until it exits or we detach."""
     restore = None
     if tty and os.isatty(0):
         import termios
@@ -230,8 +263,7 @@ def run_attached(service, state, tty: bool, interactive: bool) -> int:
         restore = termios.tcgetattr(0)
         ttymod.setraw(0)
     try:
-        res = service.start(state.id, attach=[stdin_fd, 1, 2], exit_fd=exit_w)
-        os.close(exit_w)
+        res = service.start(state.id, pending=pending)
         if not res.ok:
             if restore is not None:
                 _restore(restore)

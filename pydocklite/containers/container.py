@@ -174,8 +174,10 @@ class ContainerService:
         return out
 
     # --- start ------------------------------------------------------------------------
-    def start(self, ref: str, attach: Optional[List[int]] = None, exit_fd: Optional[int] = None
-              ) -> StartResult:
+    def start(self, ref: str, attach: Optional[List[int]] = None, exit_fd: Optional[int] = None,
+              pending=None) -> StartResult:
+        """Start the container through a shim: `pending`, one forked ahead (launch.fork_ahead,
+        with its own attach and exit fds), else a new one."""
         state = self.store.get(ref)
         st = state.status()
         if st.running:
@@ -185,14 +187,12 @@ class ContainerService:
                                       f"(pid {state.shim_pid}): wait or stop it first")
         (self.store.container_dir(state.id) / STOP_MARKER).unlink(missing_ok=True)
         self.settings.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ready_r, ready_w = os.pipe()
-        from pydocklite.shim.shim import spawn
-        try:
-            spawn(self.settings, state.id, state.name, ready_w, exit_fd, attach)
-        finally:
-            os.close(ready_w)
-        with os.fdopen(ready_r, "rb") as f:
-            line = f.readline()
+        if pending is None:
+            from pydocklite.shim.launch import spawn
+            pending = spawn(self.settings, state.id, state.name, exit_fd, attach)
+        else:
+            pending.go(state.id, state.name)
+        line = pending.read_ready()
         if not line:
             log = self.store.container_dir(state.id) / "shim.log"
             tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []

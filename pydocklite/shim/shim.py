@@ -25,7 +25,6 @@ from pydocklite.containers.state import ContainerStore, now_rfc3339, process_sta
 from pydocklite.settings import Settings
 from pydocklite.shim.stdio import StdioRelay, receive_console, send_json as _send
 
-PR_SET_CHILD_SUBREAPER = 36
 STOP_MARKER = "stop-requested"
 
 
@@ -352,72 +351,3 @@ class Shim:
         except Exception as e:  # noqa: BLE001 - logged; `rm` can finish it
             import traceback
             log(f"--rm: could not remove the container: {e}\n{traceback.format_exc()}")
-
-
-def spawn(settings: Settings, cid: str, name: str, ready_fd: int,
-          exit_fd: Optional[int] = None, attach: Optional[List[int]] = None) -> None:
-    """Start the shim of container `cid`, detached: a grandchild of this process in a
-    session of its own, renamed "pydocklite __shim --name NAME ID --root DIR" for `ps`.
-    It is forked, not exec'd: a new interpreter would take ~50 ms to start and import what
-    we have already.
-    ready_fd, exit_fd and the attach fds are ours: the shim gets copies."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.setsid()
-            if os.fork() == 0:
-                code = _shim_process(settings, cid, name, ready_fd, exit_fd, attach)
-            else:
-                code = 0
-        finally:
-            os._exit(code)
-    os.waitpid(pid, 0)
-
-
-def _shim_process(settings: Settings, cid: str, name: str, ready_fd: int,
-                  exit_fd: Optional[int], attach: Optional[List[int]]) -> int:
-    """The shim's life, in the forked grandchild; never returns to the CLI's code."""
-    cdir = settings.layout.containers_dir / cid
-    logfd = os.open(str(cdir / "shim.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    # the CLI's fds we keep, moved above 0-2, which become the shim's own
-    ours = [ready_fd] + ([exit_fd] if exit_fd is not None else []) + list(attach or [])
-    import fcntl
-    moved = {fd: fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in ours}
-    os.dup2(devnull, 0)
-    os.dup2(logfd, 1)
-    os.dup2(logfd, 2)
-    top = max(os.sysconf("SC_OPEN_MAX"), max(moved.values()) + 1)
-    low = 3
-    for fd in sorted(moved.values()) + [top]:   # the CLI's other fds (locks!) are closed
-        if fd > low:
-            os.closerange(low, fd)
-        low = fd + 1
-    ready_fd = moved[ready_fd]
-    exit_fd = moved[exit_fd] if exit_fd is not None else None
-    attach = [moved[fd] for fd in attach] if attach else None
-    sys.stdin = open(0, "r", closefd=False)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)
-    sys.stderr = open(2, "w", buffering=1, closefd=False)
-    for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(sig, signal.SIG_IGN)
-    for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGWINCH):
-        signal.signal(sig, signal.SIG_DFL)
-    from pydocklite.proctitle import set_title
-    # the name and id for `ps aux | grep`; the store last: it is cut first when room is short
-    set_title(f"pydocklite __shim --name {name} {cid} --root {settings.data_root}",
-              comm="pydocklite-shim")
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    try:
-        log(f"shim {os.getpid()} for container {cid} ({name})")
-        shim = Shim(settings, cid, ready_fd, exit_fd, attach)
-        signal.signal(signal.SIGWINCH, lambda _n, _f: shim.stdio and shim.stdio.resize_pty())
-        return shim.run()
-    except BaseException:  # noqa: BLE001 - the shim's log is where a failure is explained
-        import traceback
-        log(f"shim failed:\n{traceback.format_exc()}")
-        return 1

@@ -1,0 +1,164 @@
+"""Starting a shim: forked from the CLI, detached, renamed for `ps`.
+
+A shim is a grandchild of the CLI in a session of its own (the CLI may die at any moment),
+renamed "pydocklite __shim --name NAME ID --root DIR" so that `ps aux | grep NAME` finds
+it. It is forked, not exec'd: a new interpreter would take ~50 ms to start and import what
+the CLI has already.
+
+`run` forks it ahead (fork_ahead), before the container exists: while the CLI looks the
+image up and writes the container's record, the shim imports the runtime and the mount
+code and loads libfuse3 on the other CPU; go(ID, NAME) then sets it off. A CLI that fails
+(or dies) before go() closes the pipe, and the waiting shim just exits.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
+    from typing import List, Optional
+
+    from pydocklite.settings import Settings
+
+PR_SET_CHILD_SUBREAPER = 36
+
+# what a container's start needs beyond what the CLI has loaded (imported ahead by run)
+_PRELOAD = ("pydocklite.runtime.api", "pydocklite.runtime.process", "pydocklite.runtime.plan",
+            "pydocklite.runtime.spec", "pydocklite.runtime.idmap", "pydocklite.runtime.hooks",
+            "pydocklite.runtime.mounts", "pydocklite.runtime.security",
+            "pydocklite.runtime.seccomp_load", "pydocklite.runtime.cgroups",
+            "pydocklite.shim.logs", "pydocklite.shim.outbound", "pydocklite.proctitle",
+            "snapshotter.mounter", "snapshotter.fuse_fs", "snapshotter.union",
+            "snapshotter.merge", "snapshotter.upper", "snapshotter.mmap_blob",
+            "snapshotter.fuse_ll3", "socket", "resource", "termios", "subprocess", "array",
+            "struct", "fcntl")
+
+
+class PendingShim:
+    """A forked shim waiting for its container: go() starts it, cancel() lets it exit.
+    ready_r: where the shim says whether the container started (one JSON line)."""
+
+    def __init__(self, go_w: int, ready_r: int):
+        self.go_w, self.ready_r = go_w, ready_r
+
+    def go(self, cid: str, name: str) -> None:
+        try:
+            os.write(self.go_w, f"{cid} {name}\n".encode())
+        except OSError:
+            pass                      # the shim is gone: read_ready() reports it
+        self.cancel()
+
+    def cancel(self) -> None:
+        if self.go_w >= 0:
+            os.close(self.go_w)
+            self.go_w = -1
+
+    def read_ready(self) -> bytes:
+        """The shim's one line about the start (b"" if it died first)."""
+        with os.fdopen(self.ready_r, "rb") as f:
+            return f.readline()
+
+
+def fork_ahead(settings: Settings, exit_fd: Optional[int] = None,
+               attach: Optional[List[int]] = None, preload: bool = True) -> PendingShim:
+    """Fork a shim now, for a container created later (go()). exit_fd and the attach fds
+    (stdin, stdout, stderr of a foreground CLI) are ours: the shim gets copies."""
+    go_r, go_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                code = _shim_process(settings, go_r, ready_w, exit_fd, attach, preload)
+            else:
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(go_r)
+    os.close(ready_w)
+    os.waitpid(pid, 0)
+    return PendingShim(go_w, ready_r)
+
+
+def spawn(settings: Settings, cid: str, name: str, exit_fd: Optional[int] = None,
+          attach: Optional[List[int]] = None) -> PendingShim:
+    """Fork the shim of an existing container and set it off; read_ready() follows."""
+    pending = fork_ahead(settings, exit_fd, attach, preload=False)
+    pending.go(cid, name)
+    return pending
+
+
+def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optional[int],
+                  attach: Optional[List[int]], preload: bool) -> int:
+    """The shim's life, in the forked grandchild; never returns to the CLI's code."""
+    import fcntl
+    devnull = os.open(os.devnull, os.O_RDWR)
+    # the CLI's fds we keep, moved above 0-2, which become the shim's own
+    ours = [go_r, ready_fd] + ([exit_fd] if exit_fd is not None else []) + list(attach or [])
+    moved = {fd: fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in ours}
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    top = max(os.sysconf("SC_OPEN_MAX"), max(moved.values()) + 1)
+    low = 3
+    for fd in sorted(moved.values()) + [top]:   # the CLI's other fds (locks!) are closed
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    go_r, ready_fd = moved[go_r], moved[ready_fd]
+    exit_fd = moved[exit_fd] if exit_fd is not None else None
+    attach = [moved[fd] for fd in attach] if attach else None
+    for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGWINCH):
+        signal.signal(sig, signal.SIG_DFL)
+    if preload:
+        _preload()
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(go_r, 512)
+        if not chunk:
+            return 0            # the CLI did not create the container: nothing to do
+        line += chunk
+    os.close(go_r)
+    cid, _, name = line.decode().strip().partition(" ")
+    logfd = os.open(str(settings.layout.containers_dir / cid / "shim.log"),
+                    os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    os.dup2(logfd, 1)
+    os.dup2(logfd, 2)
+    os.close(logfd)
+    sys.stdin = open(0, "r", closefd=False)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    from pydocklite.proctitle import set_title
+    # the name and id for `ps aux | grep`; the store last: it is cut first when room is short
+    set_title(f"pydocklite __shim --name {name} {cid} --root {settings.data_root}",
+              comm="pydocklite-shim")
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    from pydocklite.shim.shim import Shim, log
+    try:
+        log(f"shim {os.getpid()} for container {cid} ({name})")
+        shim = Shim(settings, cid, ready_fd, exit_fd, attach)
+        signal.signal(signal.SIGWINCH, lambda _n, _f: shim.stdio and shim.stdio.resize_pty())
+        return shim.run()
+    except BaseException:  # noqa: BLE001 - the shim's log is where a failure is explained
+        import traceback
+        log(f"shim failed:\n{traceback.format_exc()}")
+        return 1
+
+
+def _preload() -> None:
+    import importlib
+    for name in _PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    from snapshotter.fuse_ll3 import load_libfuse3
+    load_libfuse3()
