@@ -127,7 +127,7 @@ def cmd_port(settings, argv) -> int:
     p.add_argument("container")
     p.add_argument("port", nargs="?")
     args = p.parse_args(argv)
-    from pydocklite.shim.ports import PortMapping
+    from pydocklite.shim.port_spec import PortMapping
     state = _service(settings).store.get(args.container)
     lines = []
     for m in state.config.get("PortBindings", []):

@@ -11,7 +11,7 @@ def container_json(settings, state) -> dict:
     cfg = state.config
     c = cfg.get("Config", {})
     args = cfg.get("Args", [])
-    from pydocklite.shim.ports import PortMapping, inspect_ports
+    from pydocklite.shim.port_spec import PortMapping, inspect_ports
     ports = inspect_ports([PortMapping(**m) for m in cfg.get("PortBindings", [])])
     cdir = settings.layout.containers_dir / state.id
     return {

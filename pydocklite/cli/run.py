@@ -136,7 +136,7 @@ def prepare(settings, opts):
 def _ports(opts, image_config) -> list:
     if not opts.publish and not opts.publish_all:
         return []
-    from pydocklite.shim.ports import parse_publish, publish_all, unprivileged_port_start
+    from pydocklite.shim.port_spec import parse_publish, publish_all, unprivileged_port_start
     if opts.network == "host":
         sys.stderr.write("WARNING: Published ports are discarded when using host network mode\n")
         return []

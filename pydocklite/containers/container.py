@@ -57,7 +57,7 @@ class ContainerService:
     # --- create -----------------------------------------------------------------------
     def create(self, opts: RunOptions, image_record, image_config: dict,
                ports: list) -> ContainerState:
-        from pydocklite.containers.image_files import read_image_file
+        from pydocklite.containers.image_files import read_image_files
         from pydocklite.containers.spec_builder import build_spec
         from snapshotter.snapshots import Snapshotter
         self.layout.ensure()
@@ -76,8 +76,9 @@ class ContainerService:
         try:
             snap = Snapshotter(self.layout, self.settings.storage_driver)
             snap.prepare(cid, list(image_record.diff_ids))
-            passwd = read_image_file(self.layout, image_record.diff_ids, "/etc/passwd")
-            group = read_image_file(self.layout, image_record.diff_ids, "/etc/group")
+            files = read_image_files(self.layout, image_record.diff_ids,
+                                     ("/etc/passwd", "/etc/group"))
+            passwd, group = files["/etc/passwd"], files["/etc/group"]
             hostname = opts.hostname or cid[:12]
             extra = self._etc_files(cdir, hostname, opts)
             if opts.init:
@@ -364,10 +365,10 @@ class ContainerService:
                   cwd=workdir or spec["process"].get("cwd", "/"), stdio=(stdin, 1, 2))
         if user is not None:
             from pydocklite.containers.spec_builder import resolve_user
-            from pydocklite.containers.image_files import read_image_file
+            from pydocklite.containers.image_files import read_image_files
             diff = state.config.get("diff_ids", [])
-            uid, gid, _ = resolve_user(user, read_image_file(self.layout, diff, "/etc/passwd"),
-                                       read_image_file(self.layout, diff, "/etc/group"))
+            files = read_image_files(self.layout, diff, ("/etc/passwd", "/etc/group"))
+            uid, gid, _ = resolve_user(user, files["/etc/passwd"], files["/etc/group"])
             kw.update(uid=uid, gid=gid)
         return api.exec_process(state.id, list(args), tty=tty, **kw)
 

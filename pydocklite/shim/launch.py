@@ -30,7 +30,7 @@ _PRELOAD = ("pydocklite.runtime.api", "pydocklite.runtime.process", "pydocklite.
             "pydocklite.runtime.mounts", "pydocklite.runtime.security",
             "pydocklite.runtime.seccomp_load", "pydocklite.runtime.cgroups",
             "pydocklite.shim.shim", "pydocklite.shim.stdio", "pydocklite.shim.logs",
-            "pydocklite.shim.outbound", "pydocklite.proctitle",
+            "pydocklite.shim.outbound", "pydocklite.shim.ports", "pydocklite.proctitle",
             "snapshotter.mounter", "snapshotter.fuse_fs", "snapshotter.union",
             "snapshotter.merge", "snapshotter.upper", "snapshotter.mmap_blob",
             "snapshotter.fuse_ll3", "socket", "resource", "termios", "subprocess", "array",

@@ -4,7 +4,6 @@ Parsing only; the forwarder that serves the mappings is `pydocklite.shim.ports`.
 """
 from __future__ import annotations
 
-import socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
@@ -80,6 +79,7 @@ def parse_publish(spec: str) -> List[PortMapping]:
             raise PortError(f'invalid port spec "{spec}": put an IPv6 address in brackets')
     if ip:
         try:
+            import socket
             socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
         except OSError:
             raise PortError(f'invalid IP address "{ip}" in "{spec}"') from None
