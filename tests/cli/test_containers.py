@@ -241,6 +241,27 @@ def test_kill_cli_mid_run_and_kill_shim(cli, busybox):
     assert leftovers(cli.home) == NOTHING
 
 
+def test_failed_run_leaves_no_waiting_shim(cli, busybox):
+    """`run` forks its shim before it creates the container: when creating fails (no such
+    image, a bad flag value found late), the waiting shim must go away with the CLI."""
+    uid = unpriv.test_user().pw_uid
+
+    def waiting(marker: str) -> list:
+        return [p for p in os.listdir("/proc") if p.isdigit() and
+                os.stat(f"/proc/{p}").st_uid == uid and marker in _cmdline(int(p))]
+    r = cli("run", "--pull", "never", "--name", "neverstarted", busybox + "-nosuch", "true")
+    assert r.returncode == 125 and "No such image" in r.stderr
+    r = cli("run", "-d", "--rm", "--restart", "always", "--name", "neverstarted", busybox,
+            "true")
+    assert r.returncode != 0 and "--restart and --rm" in r.stderr
+    deadline = time.time() + 5
+    while waiting("neverstarted") and time.time() < deadline:
+        time.sleep(0.05)
+    assert not waiting("neverstarted")
+    assert ok(cli("ps", "-a", "-q")).stdout == ""
+    assert leftovers(cli.home) == NOTHING
+
+
 def test_many_containers_at_once(cli, busybox):
     procs = [cli.popen("run", "-d", "--name", f"m{i}", busybox, "sleep", "300",
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
