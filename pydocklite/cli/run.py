@@ -209,7 +209,8 @@ def cmd_run(settings, argv) -> int:
     opts = options_from_args(args)
     # the shim is forked now: it loads the runtime while we prepare the container
     pending, exit_r = fork_shim(settings, attached=not opts.detach,
-                                interactive=opts.interactive)
+                                interactive=opts.interactive,
+                                ports=bool(opts.publish or opts.publish_all))
     try:
         state = prepare(settings, opts)
         from pydocklite.containers.container import ContainerService
@@ -226,16 +227,17 @@ def cmd_run(settings, argv) -> int:
         pending.cancel()
 
 
-def fork_shim(settings, attached: bool, interactive: bool, preload: bool = True):
+def fork_shim(settings, attached: bool, interactive: bool, preload: bool = True,
+              ports: bool = False):
     """A shim forked ahead (launch.fork_ahead) and, when attached, the read end of its exit
     pipe; the shim holds our stdio (stdin only with -i)."""
     from pydocklite.shim.launch import fork_ahead
     if not attached:
-        return fork_ahead(settings, preload=preload), None
+        return fork_ahead(settings, preload=preload, ports=ports), None
     exit_r, exit_w = os.pipe()
     stdin_fd = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
     try:
-        pending = fork_ahead(settings, exit_w, [stdin_fd, 1, 2], preload=preload)
+        pending = fork_ahead(settings, exit_w, [stdin_fd, 1, 2], preload=preload, ports=ports)
     finally:
         os.close(exit_w)          # the shim has its copy: EOF here means it is gone
         if stdin_fd != 0:

@@ -28,9 +28,9 @@ PR_SET_CHILD_SUBREAPER = 36
 _PRELOAD = ("pydocklite.runtime.api", "pydocklite.runtime.process", "pydocklite.runtime.plan",
             "pydocklite.runtime.spec", "pydocklite.runtime.idmap", "pydocklite.runtime.hooks",
             "pydocklite.runtime.mounts", "pydocklite.runtime.security",
-            "pydocklite.runtime.seccomp_load", "pydocklite.runtime.cgroups",
+            "pydocklite.runtime.seccomp_load",
             "pydocklite.shim.shim", "pydocklite.shim.stdio", "pydocklite.shim.logs",
-            "pydocklite.shim.outbound", "pydocklite.shim.ports", "pydocklite.proctitle",
+            "pydocklite.shim.outbound", "pydocklite.proctitle",
             "snapshotter.mounter", "snapshotter.fuse_fs", "snapshotter.union",
             "snapshotter.merge", "snapshotter.upper", "snapshotter.mmap_blob",
             "snapshotter.fuse_ll3", "socket", "resource", "termios", "subprocess", "array",
@@ -63,9 +63,11 @@ class PendingShim:
 
 
 def fork_ahead(settings: Settings, exit_fd: Optional[int] = None,
-               attach: Optional[List[int]] = None, preload: bool = True) -> PendingShim:
+               attach: Optional[List[int]] = None, preload: bool = True,
+               ports: bool = False) -> PendingShim:
     """Fork a shim now, for a container created later (go()). exit_fd and the attach fds
-    (stdin, stdout, stderr of a foreground CLI) are ours: the shim gets copies."""
+    (stdin, stdout, stderr of a foreground CLI) are ours: the shim gets copies. preload:
+    import what a start needs while waiting (ports: the port forwarder's code too)."""
     go_r, go_w = os.pipe()
     ready_r, ready_w = os.pipe()
     sys.stdout.flush()
@@ -76,7 +78,9 @@ def fork_ahead(settings: Settings, exit_fd: Optional[int] = None,
         try:
             os.setsid()
             if os.fork() == 0:
-                code = _shim_process(settings, go_r, ready_w, exit_fd, attach, preload)
+                code = _shim_process(settings, go_r, ready_w, exit_fd, attach,
+                                     (_PRELOAD + (("pydocklite.shim.ports",) if ports else ()))
+                                     if preload else ())
             else:
                 code = 0
         finally:
@@ -96,7 +100,7 @@ def spawn(settings: Settings, cid: str, name: str, exit_fd: Optional[int] = None
 
 
 def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optional[int],
-                  attach: Optional[List[int]], preload: bool) -> int:
+                  attach: Optional[List[int]], preload: tuple) -> int:
     """The shim's life, in the forked grandchild; never returns to the CLI's code."""
     import fcntl
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -119,7 +123,7 @@ def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optiona
     for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGWINCH):
         signal.signal(sig, signal.SIG_DFL)
     if preload:
-        _preload()
+        _preload(preload)
     line = b""
     while not line.endswith(b"\n"):
         chunk = os.read(go_r, 512)
@@ -154,9 +158,9 @@ def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optiona
         return 1
 
 
-def _preload() -> None:
+def _preload(modules: tuple) -> None:
     import importlib
-    for name in _PRELOAD:
+    for name in modules:
         try:
             importlib.import_module(name)
         except ImportError:
