@@ -30,7 +30,7 @@ _PRELOAD = ("pydocklite.runtime.api", "pydocklite.runtime.process", "pydocklite.
             "pydocklite.runtime.mounts", "pydocklite.runtime.security",
             "pydocklite.runtime.seccomp_load",
             "pydocklite.shim.shim", "pydocklite.shim.stdio", "pydocklite.shim.logs",
-            "pydocklite.shim.outbound", "pydocklite.proctitle",
+            "pydocklite.shim.outbound", "pydocklite.proctitle", "pydocklite.userns_exec",
             "snapshotter.mounter", "snapshotter.fuse_fs", "snapshotter.union",
             "snapshotter.merge", "snapshotter.upper", "snapshotter.mmap_blob",
             "snapshotter.fuse_ll3", "socket", "resource", "termios", "subprocess", "array",

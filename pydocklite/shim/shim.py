@@ -55,6 +55,7 @@ class Shim:
         self.stdin_w: Optional[int] = None
         self.stdio: Optional[StdioRelay] = None       # built once the log is open
         self.outbound = None         # pasta/slirp4netns serving the private network
+        self.dying: List[int] = []   # killed FUSE servers not reaped yet
 
     # --- state helpers ----------------------------------------------------------------
     def update(self, **changes):
@@ -101,9 +102,7 @@ class Shim:
                 code = self.wait_container(pid)
                 again = not (self.cdir / STOP_MARKER).exists() and \
                     self.should_restart(policy, code, restarts)
-                # the last time, the network stack is not waited for (it takes ~30 ms to
-                # go, told to quit already): whoever inherits it reaps it
-                self.cleanup_container(reap_network=again)
+                self.cleanup_container(final=not again)
                 if not again:
                     break
                 restarts += 1
@@ -120,6 +119,7 @@ class Shim:
             if self.state.config.get("HostConfig", {}).get("AutoRemove"):
                 self.remove_container()
             _send(self.exit_fd, {"exit_code": code})
+            self.reap_late()
         return 0
 
     def _close_ready(self) -> None:
@@ -311,10 +311,22 @@ class Shim:
                         return True
         return False
 
-    def cleanup_container(self, reap_network: bool = True) -> None:
+    def cleanup_container(self, final: bool = False) -> None:
+        """Undo one run of the container. What takes a while to go (the network stack
+        releasing its tap device, the FUSE servers' exit) is told first and waited for last,
+        or, the final time, after the CLI has its exit code (reap_late())."""
         from pydocklite.runtime import api
+        # the servers' mount namespace holds nothing else: killing them drops their mounts
         if self.outbound is not None:
-            self.outbound.stop()          # it takes a while to go: reaped below
+            self.outbound.stop()
+        killed = []
+        for pid in self.fuse_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
+        self.fuse_pids = []
         try:
             api.delete(self.cid, root=self.runtime_root, force=True)
         except Exception as e:  # noqa: BLE001 - already gone is fine; anything else is logged
@@ -323,24 +335,26 @@ class Shim:
         if self.outbound is None:
             from pydocklite.shim.outbound import stop_by_pid_file
             stop_by_pid_file(str(self.run_dir / "outbound.pid"))
-        # The servers' mount namespace holds nothing else: killing them outright drops
-        # their mounts with it, and costs no graceful-exit wait.
-        for pid in self.fuse_pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-        self.fuse_pids = []
+        self.dying = killed
+        if not final or self.fuse_leaves:   # their leaf cgroup goes only once they have
+            self.reap_late(network=not final)
         if self.fuse_leaves:
             from pydocklite.shim.fuse_cgroup import remove_leaves
             remove_leaves(self.fuse_leaves)
             self.fuse_leaves = []
+
+    def reap_late(self, network: bool = False) -> None:
+        """Reap the killed FUSE servers; and the network stack only when asked: the last
+        time it is left to whoever inherits it (it takes ~30 ms to release its tap device,
+        told to quit already)."""
+        for pid in self.dying:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.dying = []
         if self.outbound is not None:
-            if reap_network:
+            if network:
                 self.outbound.reap()
             self.outbound = None
 

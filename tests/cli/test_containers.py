@@ -24,8 +24,19 @@ def data_dir(home: Path) -> Path:
     return home / ".local" / "share" / "pydocklite"
 
 
-def leftovers(home: Path) -> dict:
-    """What a removed container could leak: records, snapshot dirs, processes, mounts."""
+def leftovers(home: Path, grace: float = 1.0) -> dict:
+    """What a removed container could leak: records, snapshot dirs, processes, mounts. A
+    process gets `grace` seconds to finish exiting (a shim reaps its killed FUSE servers
+    after the CLI has the exit code)."""
+    deadline = time.monotonic() + grace
+    while True:
+        found = _leftovers(home)
+        if not found["processes"] or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.05)
+
+
+def _leftovers(home: Path) -> dict:
     d = data_dir(home)
     containers = [p.name for p in (d / "containers").iterdir() if not p.name.startswith(".")] \
         if (d / "containers").is_dir() else []
@@ -136,7 +147,7 @@ def test_detached_lifecycle_ps_logs_exec_stop_rm(cli, busybox):
                                            "/proc/self/ns/net"]),
                           capture_output=True, text=True, timeout=30))
     assert r.stdout.strip() == netns
-    shims = [p for p in leftovers(cli.home)["processes"] if "__shim" in p]
+    shims = [p for p in leftovers(cli.home, grace=0)["processes"] if "__shim" in p]
     # the shim (and the FUSE server it forked) are found by name and id, as with containerd
     assert shims and all("--name tick" in p and cid in p for p in shims)
     t = time.monotonic()
