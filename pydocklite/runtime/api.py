@@ -81,13 +81,17 @@ def _cgroup_of(facts_cgroup):
 
 def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str = None,
            prepare_rootfs=None, pid_file: str = None, _start_by_pipe: bool = False,
-           _own_console: bool = False, cgroup_base=None, on_namespaces=None) -> Created:
+           _own_console: bool = False, cgroup_base=None, on_namespaces=None,
+           made_userns: str = None) -> Created:
     """Set up container `cid` from `bundle`; its init waits for start(). Returns its pid.
 
     cgroup_base: delegated cgroup dir(s) (a list or "a:b") for the container's cgroup,
     as cgroups.create(base=...) takes; None = let cgroups.detect() find one.
     on_namespaces(pid): see process.launch (the container's namespaces exist, its rootfs
-    is not prepared yet)."""
+    is not prepared yet).
+    made_userns: the path of a user namespace made ahead for this container, with exactly
+    the mappings its spec asks for (or the default ones) written: joined instead of
+    creating it (the shim makes one while the CLI prepares the container)."""
     from . import idmap, plan, process
     from .hooks import run_hooks
     from .spec import load_spec
@@ -110,6 +114,8 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
                          "'pydocklite runtime spec --rootless')")
     the_plan = plan.make_plan(spec, default_maps)
     warnings.extend(the_plan.warnings)
+    if made_userns and the_plan.userns is not None and not the_plan.userns.path:
+        the_plan = the_plan._replace(userns=the_plan.userns._replace(path=made_userns))
     if the_plan.userns is not None and not the_plan.userns.path and os.geteuid() != 0:
         idmap.check_owned(the_plan.userns.uid_maps, os.geteuid(), "/etc/subuid", "uid")
         idmap.check_owned(the_plan.userns.gid_maps, os.getegid(), "/etc/subgid", "gid")

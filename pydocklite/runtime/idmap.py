@@ -144,11 +144,17 @@ def _finish_helper(child: int, r: int) -> tuple:
 
 def apply(pid: int, uid_maps, gid_maps) -> None:
     """Write the maps of the user namespace of `pid` (called from the parent namespace)."""
+    start(pid, uid_maps, gid_maps)()
+
+
+def start(pid: int, uid_maps, gid_maps):
+    """Begin writing the maps of the user namespace of `pid`: the setuid helpers run while
+    the caller does something else; the returned finish() waits for them (IdMapError)."""
     uid, gid = os.geteuid(), os.getegid()
     if uid == 0:
         _write(f"/proc/{pid}/uid_map", uid_maps)
         _write(f"/proc/{pid}/gid_map", gid_maps)
-        return
+        return lambda: None
     check_owned(uid_maps, uid, "/etc/subuid", "uid")
     check_owned(gid_maps, gid, "/etc/subgid", "gid")
     procs = []      # both helpers run at once
@@ -156,6 +162,10 @@ def apply(pid: int, uid_maps, gid_maps) -> None:
         procs.append(("newuidmap", uid_maps, _spawn_helper("newuidmap", pid, uid_maps)))
     if not _only_self(gid_maps, gid):
         procs.append(("newgidmap", gid_maps, _spawn_helper("newgidmap", pid, gid_maps)))
+    return lambda: _finish(pid, uid_maps, gid_maps, uid, gid, procs)
+
+
+def _finish(pid: int, uid_maps, gid_maps, uid: int, gid: int, procs: list) -> None:
     errors = []
     for name, maps, (child, r) in procs:
         code, err = _finish_helper(child, r)

@@ -122,12 +122,20 @@ def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optiona
         signal.signal(sig, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGWINCH):
         signal.signal(sig, signal.SIG_DFL)
+    holder = None
+    if preload and os.geteuid() != 0:
+        holder = UserNsHolder.start()     # its id-map helpers run during the preload
     if preload:
         _preload(preload)
+    if holder is not None and not holder.finish():
+        holder = None
     line = b""
     while not line.endswith(b"\n"):
         chunk = os.read(go_r, 512)
         if not chunk:
+            if holder is not None:
+                holder.release()
+                holder.reap()
             return 0            # the CLI did not create the container: nothing to do
         line += chunk
     os.close(go_r)
@@ -149,7 +157,7 @@ def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optiona
     from pydocklite.shim.shim import Shim, log
     try:
         log(f"shim {os.getpid()} for container {cid} ({name})")
-        shim = Shim(settings, cid, ready_fd, exit_fd, attach)
+        shim = Shim(settings, cid, ready_fd, exit_fd, attach, userns_holder=holder)
         signal.signal(signal.SIGWINCH, lambda _n, _f: shim.stdio and shim.stdio.resize_pty())
         return shim.run()
     except BaseException:  # noqa: BLE001 - the shim's log is where a failure is explained
@@ -167,3 +175,85 @@ def _preload(modules: tuple) -> None:
             pass
     from snapshotter.fuse_ll3 import load_libfuse3
     load_libfuse3()
+
+
+class UserNsHolder:
+    """A user namespace made ahead for the container (a forked process that unshared it and
+    waits), its id maps written by newuidmap/newgidmap while the shim preloads; the runtime
+    joins it (api.create(made_userns=...)) instead of making one on the critical path."""
+
+    def __init__(self, pid: int, keep_w: int, finish):
+        self.pid, self.keep_w, self._finish = pid, keep_w, finish
+
+    @classmethod
+    def start(cls) -> Optional[UserNsHolder]:
+        """None when the namespace can't be made ahead (the runtime will make it)."""
+        from pydocklite.runtime import idmap
+        from pydocklite.runtime import syscalls as sc
+        keep_r, keep_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(keep_w)
+                os.close(ready_r)
+                for fd in range(3, max(keep_r, ready_w) + 64):
+                    if fd not in (keep_r, ready_w):
+                        try:
+                            os.close(fd)
+                        except OSError:
+                            pass
+                sc.unshare(sc.CLONE_NEWUSER)
+                os.write(ready_w, b"1")
+                os.read(keep_r, 1)       # until the shim lets go (or dies)
+            finally:
+                os._exit(0)
+        os.close(keep_r)
+        os.close(ready_w)
+        try:
+            ok = os.read(ready_r, 1) == b"1"
+        finally:
+            os.close(ready_r)
+        holder = cls(pid, keep_w, None)
+        try:
+            if not ok:
+                raise OSError("the user namespace holder failed")
+            uid_maps, gid_maps, _warn = idmap.default_mappings()
+            holder._finish = idmap.start(pid, uid_maps, gid_maps)
+        except Exception:  # noqa: BLE001 - the runtime makes the namespace itself, as usual
+            holder.release()
+            holder.reap()
+            return None
+        return holder
+
+    def finish(self) -> bool:
+        """Wait for the id maps; False (holder released) when they failed."""
+        try:
+            self._finish()
+            return True
+        except Exception:  # noqa: BLE001 - see start()
+            self.release()
+            self.reap()
+            return False
+
+    @property
+    def path(self) -> str:
+        return f"/proc/{self.pid}/ns/user"
+
+    def release(self) -> None:
+        """The container has joined (or won't): the holder goes. Killed, not told: every
+        process forked meanwhile (the container's init until it execs, its FUSE servers)
+        holds a copy of the pipe it waits on."""
+        if self.keep_w >= 0:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.close(self.keep_w)
+            self.keep_w = -1
+
+    def reap(self) -> None:
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass

@@ -37,7 +37,7 @@ def log(msg: str) -> None:
 
 class Shim:
     def __init__(self, settings: Settings, cid: str, ready_fd: Optional[int],
-                 exit_fd: Optional[int], attach: Optional[List[int]]):
+                 exit_fd: Optional[int], attach: Optional[List[int]], userns_holder=None):
         self.settings = settings
         self.layout = settings.layout
         self.store = ContainerStore(self.layout.containers_dir)
@@ -56,6 +56,7 @@ class Shim:
         self.stdio: Optional[StdioRelay] = None       # built once the log is open
         self.outbound = None         # pasta/slirp4netns serving the private network
         self.dying: List[int] = []   # killed FUSE servers not reaped yet
+        self.holder = userns_holder  # launch.UserNsHolder: the first start's user namespace
 
     # --- state helpers ----------------------------------------------------------------
     def update(self, **changes):
@@ -186,11 +187,19 @@ class Shim:
         private = self.cfg.get("HostConfig", {}).get("NetworkMode") == "private"
         log("creating the container")
         try:
+            holder, self.holder = self.holder, None
+            made = None
+            if holder is not None and not (spec.get("linux") or {}).get("uidMappings") and \
+                    not (spec.get("linux") or {}).get("gidMappings"):
+                made = holder.path       # made ahead with the default maps, as asked
             created = api.create(str(self.cdir), self.cid, root=self.runtime_root, stdio=stdio,
                                  console_socket=console_path, prepare_rootfs=prepare_rootfs,
                                  cgroup_base=self._cgroup_base(spec),
-                                 on_namespaces=start_network if private else None)
+                                 on_namespaces=start_network if private else None,
+                                 made_userns=made)
         finally:
+            if holder is not None:      # the container's processes hold the namespace now;
+                holder.release()        # the holder exits, wait_container() reaps it
             os.close(pid_w)
             for fd in child_fds:
                 os.close(fd)

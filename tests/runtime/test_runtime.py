@@ -498,3 +498,42 @@ def test_run_detached_kill_by_name_and_errors(rt, make_bundle, cid):
     assert r.returncode == 1 and "does not exist" in r.stderr
     r = rt("state", "bad/id")
     assert r.returncode == 1 and "invalid container id" in r.stderr
+
+
+def test_library_create_joins_a_user_namespace_made_ahead(rt, make_bundle, cid):
+    """api.create(made_userns=PATH): the shim makes the user namespace (and its id maps)
+    while the CLI prepares the container; the runtime joins it instead of making one."""
+    b = make_bundle(["sh", "-c", "cat /proc/self/uid_map | wc -l; id -u"])
+    script = f"""
+import os, sys, time
+from pydocklite.runtime import api, idmap, syscalls as sc
+keep_r, keep_w = os.pipe()
+ready_r, ready_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(keep_w)
+    sc.unshare(sc.CLONE_NEWUSER)
+    os.write(ready_w, b"1")
+    os.read(keep_r, 1)
+    os._exit(0)
+os.close(keep_r)
+assert os.read(ready_r, 1) == b"1"
+uid_maps, gid_maps, _ = idmap.default_mappings()
+idmap.start(pid, uid_maps, gid_maps)()
+made = f"/proc/{{pid}}/ns/user"
+want = os.readlink(made)
+created = api.create({str(b)!r}, {cid!r}, root={str(rt.root)!r}, made_userns=made)
+os.kill(pid, 9)                        # the holder may go: the container holds the ns
+os.waitpid(pid, 0)
+got = os.readlink(f"/proc/{{created.pid}}/ns/user")
+api.start({cid!r}, root={str(rt.root)!r})
+deadline = time.time() + 20
+while api.state({cid!r}, root={str(rt.root)!r})["status"] != "stopped":
+    assert time.time() < deadline
+    time.sleep(0.02)
+api.delete({cid!r}, root={str(rt.root)!r})
+print("same" if got == want else f"different {{got}} {{want}}")
+"""
+    r = unpriv.python_as_user(["-c", script], rt.home)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["2", "0", "same"], r.stdout
