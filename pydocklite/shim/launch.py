@@ -195,17 +195,15 @@ class UserNsHolder:
         pid = os.fork()
         if pid == 0:
             try:
-                os.close(keep_w)
-                os.close(ready_r)
-                for fd in range(3, max(keep_r, ready_w) + 64):
-                    if fd not in (keep_r, ready_w):
-                        try:
-                            os.close(fd)
-                        except OSError:
-                            pass
+                os.dup2(keep_r, 0)
+                os.closerange(3, ready_w)
+                os.closerange(ready_w + 1, max(keep_r, keep_w, ready_r) + 64)
                 sc.unshare(sc.CLONE_NEWUSER)
                 os.write(ready_w, b"1")
-                os.read(keep_r, 1)       # until the shim lets go (or dies)
+                os.close(ready_w)
+                # a shell waiting on the pipe, not this copy of the shim: an exec drops the
+                # memory shared with the shim, which would otherwise copy every page it writes
+                os.execv("/bin/sh", ["sh", "-c", "read _"])
             finally:
                 os._exit(0)
         os.close(keep_r)
