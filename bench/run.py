@@ -160,7 +160,7 @@ def main() -> int:
             res["run --rm busybox true"] = statistics.median(
                 t.timed("run", "--rm", busybox, "true") for _ in range(args.reps))
             ready, stops, ps_t, logs_t = [], [], [], []
-            for i in range(max(3, args.reps // 4)):
+            for i in range(max(5, args.reps // 2)):
                 port = free_port()
                 t0 = time.monotonic()
                 t.run("run", "-d", "--name", f"web{i}", "-p", f"{port}:80", nginx)

@@ -11,7 +11,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
-    from typing import Callable, List, Optional, Set
+    from typing import List, Optional, Set
 
 from pydocklite.errors import ImageError, ImageInUseError, ImageNotFoundError
 from pydocklite.image_db import ImageDB, ImageRecord, ImageStore
@@ -313,6 +313,15 @@ class ImageService:
                 except Exception:
                     pass
                 layers.remove(diff_id)
+        cached = self.layout.root / "image-files"      # containers.image_files' cache
+        if cached.is_dir():
+            keep_ids = {r.id.partition(":")[2] for r in db.images.values()}
+            for p in cached.iterdir():
+                if p.suffix == ".json" and p.stem not in keep_ids:
+                    try:
+                        p.unlink()
+                    except OSError:
+                        pass
         blobs_dir = self.layout.blobs_dir
         if blobs_dir.is_dir():
             for p in blobs_dir.iterdir():

@@ -57,7 +57,7 @@ class ContainerService:
     # --- create -----------------------------------------------------------------------
     def create(self, opts: RunOptions, image_record, image_config: dict,
                ports: list) -> ContainerState:
-        from pydocklite.containers.image_files import read_image_files
+        from pydocklite.containers.image_files import image_user_files
         from pydocklite.containers.spec_builder import build_spec
         from snapshotter.snapshots import Snapshotter
         self.layout.ensure()
@@ -76,8 +76,7 @@ class ContainerService:
         try:
             snap = Snapshotter(self.layout, self.settings.storage_driver)
             snap.prepare(cid, list(image_record.diff_ids))
-            files = read_image_files(self.layout, image_record.diff_ids,
-                                     ("/etc/passwd", "/etc/group"))
+            files = image_user_files(self.layout, image_record.id, image_record.diff_ids)
             passwd, group = files["/etc/passwd"], files["/etc/group"]
             hostname = opts.hostname or cid[:12]
             extra = self._etc_files(cdir, hostname, opts)

@@ -42,3 +42,28 @@ def read_image_files(layout, diff_ids: Sequence[str], paths: Sequence[str],
         found[path] = ""
     return found
 
+
+
+USER_FILES = ("/etc/passwd", "/etc/group")
+
+
+def image_user_files(layout, image_id: str, diff_ids: Sequence[str]) -> Dict[str, str]:
+    """/etc/passwd and /etc/group of an image (what USER names resolve against), kept in
+    image-files/<id>.json after the first read: an image never changes, and reading them
+    means loading layer indexes (~4 ms for a 10,000-file layer) on every create."""
+    import json
+    cache = layout.root / "image-files" / f"{image_id.partition(':')[2] or image_id}.json"
+    try:
+        files = json.loads(cache.read_text())
+        if isinstance(files, dict) and all(isinstance(files.get(p), str) for p in USER_FILES):
+            return files
+    except (OSError, ValueError):
+        pass
+    files = read_image_files(layout, diff_ids, USER_FILES)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        from pydocklite.atomic import atomic_write_json
+        atomic_write_json(cache, files)
+    except OSError:
+        pass                    # a cache that can't be written just stays cold
+    return files

@@ -318,10 +318,15 @@ def test_nginx_published_port(cli, nginx_image):
 
 def test_rmi_refused_while_a_container_uses_it(cli, busybox):
     ok(cli("create", "--name", "holder", busybox, "true"))
+    # the image's /etc/passwd and /etc/group, read for USER names, are kept per image...
+    image_id = ok(cli("image", "inspect", "--format", "{{.Id}}", busybox)).stdout.strip()
+    cached = data_dir(cli.home) / "image-files" / f"{image_id.partition(':')[2]}.json"
+    assert "root:x:0:0" in json.loads(cached.read_text())["/etc/passwd"]
     r = cli("rmi", busybox)
     assert r.returncode == 1 and "container" in r.stderr
     ok(cli("rm", "holder"))
     ok(cli("rmi", busybox))
+    assert not cached.exists()          # ...and go with it
 
 
 def test_privileged_host_port_is_a_clear_error(cli, busybox):
