@@ -74,6 +74,7 @@ class FuseBufvec(ctypes.Structure):   # struct fuse_bufvec with one buffer
 
 _BUF_IS_FD, _BUF_FD_SEEK = 1 << 1, 1 << 2            # enum fuse_buf_flags
 _CAP_SPLICE_WRITE, _CAP_SPLICE_MOVE = 1 << 7, 1 << 8  # FUSE_CAP_*
+_CAP_CACHE_SYMLINKS = 1 << 23
 _CONN_CAPABLE, _CONN_WANT = 5, 6                     # fuse_conn_info: unsigned fields 5 and 6
 
 
@@ -210,9 +211,11 @@ class ReadOnlyServer:
 
         def call_init(userdata, conn):
             # file data goes from the layer blob to the kernel by splice when it can
-            # (fuse_reply_data with an fd buffer): no copy through Python
+            # (fuse_reply_data with an fd buffer: no copy through Python), and the kernel
+            # caches symlink targets (they never change here)
             info = ctypes.cast(conn, ctypes.POINTER(ctypes.c_uint))
-            info[_CONN_WANT] |= info[_CONN_CAPABLE] & (_CAP_SPLICE_WRITE | _CAP_SPLICE_MOVE)
+            info[_CONN_WANT] |= info[_CONN_CAPABLE] & (_CAP_SPLICE_WRITE | _CAP_SPLICE_MOVE |
+                                                      _CAP_CACHE_SYMLINKS)
             if self.ready_fd is not None:
                 os.write(self.ready_fd, b"ok\n")
                 os.close(self.ready_fd)
