@@ -6,7 +6,6 @@ into place: nothing half-written is ever visible under blobs/.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -16,7 +15,7 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import List, Optional
 
 from snapshotter.errors import BlobNotFoundError, DigestMismatchError, StoreError
-from snapshotter.layout import StoreLayout, digest_hex
+from snapshotter.layout import StoreLayout, digest_hex, sha256_hex
 from snapshotter.ondisk import fsync_dir, io_error
 
 
@@ -33,6 +32,7 @@ class BlobWriter:
         fcntl.flock(fd, fcntl.LOCK_EX)
         self._tmp = Path(tmp)
         self._file = os.fdopen(fd, "wb")
+        import hashlib
         self._hash = hashlib.sha256()
         self.size = 0
         self._state = "open"
@@ -122,13 +122,14 @@ class ContentStore:
             raise BlobNotFoundError(f"blob {digest} is not in the store {self.layout.root}") from None
         except OSError as e:
             raise io_error(e, f"reading blob {digest}", p) from e
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        actual = "sha256:" + sha256_hex(data)
         if actual != digest:
             raise DigestMismatchError(f"stored blob {p} (corrupt store: remove it and pull again)",
                                       digest, actual)
         return data
 
     def write(self, digest: str, data: bytes) -> Path:
+        import hashlib
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise DigestMismatchError(f"blob {digest}", digest, actual)
@@ -153,3 +154,4 @@ class ContentStore:
         except FileNotFoundError:
             return []
         return sorted("sha256:" + n for n in names if re.fullmatch(r"[0-9a-f]{64}", n))
+

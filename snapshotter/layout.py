@@ -25,6 +25,17 @@ def digest_hex(digest: str) -> str:
     return m.group(1)
 
 
+def sha256_hex(data: bytes) -> str:
+    """Hex SHA-256 of a small input (an image config, a chain of layer ids) on a start's path:
+    CPython's built-in implementation where it loads faster than hashlib's OpenSSL
+    (~0.5 vs ~3 ms on 3.11)."""
+    try:
+        from _sha256 import sha256           # CPython <= 3.11
+    except ImportError:
+        from hashlib import sha256
+    return sha256(data).hexdigest()
+
+
 def default_root() -> Path:
     """$XDG_DATA_HOME/pydocklite, default ~/.local/share/pydocklite."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")

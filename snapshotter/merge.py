@@ -17,7 +17,6 @@ merged tree is cached on disk by `load_or_build`, so a mount costs a few ms, not
 """
 from __future__ import annotations
 
-import hashlib
 import marshal
 import os
 import stat
@@ -30,6 +29,7 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Dict, List, Optional, Sequence
 
 from .errors import LayerCorruptError
+from .layout import sha256_hex
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -349,7 +349,7 @@ class MergedTree:
 
 
 def chain_key(diff_ids: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(diff_ids).encode()).hexdigest()
+    return sha256_hex("\n".join(diff_ids).encode())
 
 
 def load_or_build(index_paths: Sequence[Path], cache_path: Optional[Path] = None) -> MergedTree:

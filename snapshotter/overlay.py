@@ -8,7 +8,6 @@ CAP_SYS_ADMIN in the user namespace owning the current mount namespace — i.e. 
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 from collections import namedtuple
@@ -25,7 +24,13 @@ MNT_DETACH = 2
 
 
 def _libc():
+    import ctypes     # not at import time: the CLI imports this module to pick a driver
     return ctypes.CDLL(None, use_errno=True)
+
+
+def _errno() -> int:
+    import ctypes
+    return ctypes.get_errno()
 
 
 def overlay_options(lowerdirs: Sequence[str], upperdir: str, workdir: str) -> Tuple[str, ...]:
@@ -37,7 +42,7 @@ def overlay_options(lowerdirs: Sequence[str], upperdir: str, workdir: str) -> Tu
 def mount_overlay(target: str, options: Sequence[str]) -> None:
     data = ",".join(options).encode()
     if _libc().mount(b"overlay", str(target).encode(), b"overlay", 0, data) != 0:
-        err = ctypes.get_errno()
+        err = _errno()
         hint = ("run it inside a user+mount namespace (CAP_SYS_ADMIN there)" if err == errno.EPERM
                 else "needs Linux >= 5.11 for overlayfs in a user namespace; use "
                      "--storage-driver fuse")
@@ -46,7 +51,7 @@ def mount_overlay(target: str, options: Sequence[str]) -> None:
 
 def umount(target: str) -> None:
     if _libc().umount2(str(target).encode(), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
+        err = _errno()
         if err not in (errno.EINVAL, errno.ENOENT):
             raise MountError(f"cannot unmount {target}: {os.strerror(err)}")
 
@@ -85,10 +90,19 @@ def fuse_available() -> Tuple[bool, str]:
     return (not why), why
 
 
+# where distributions put libfuse3's soname: finding it there spares the CLI loading ctypes
+# and the library just to pick a driver (the FUSE server loads it, and says so if it can't)
+_LIBFUSE3_FILES = tuple(f"{d}/libfuse3.so.3" for d in (
+    "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+    "/lib/aarch64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib", "/usr/local/lib"))
+
+
 def readonly_fuse_available() -> Tuple[bool, str]:
     """Can this user serve the read-only layer view (libfuse3 low-level, else fusepy)?"""
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         return False, "/dev/fuse is missing or not read-writable for this user"
+    if any(os.path.exists(p) for p in _LIBFUSE3_FILES):
+        return True, "libfuse3"
     from .fuse_ll3 import load_libfuse3
     if load_libfuse3() is not None:
         return True, "libfuse3"

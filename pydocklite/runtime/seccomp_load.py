@@ -20,6 +20,11 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 
 from .errors import RuntimeErr
 
+try:        # CPython's built-in BLAKE2: hashlib would load OpenSSL (~3 ms) in the container's init
+    from _blake2 import blake2b
+except ImportError:   # pragma: no cover - another Python
+    from hashlib import blake2b
+
 
 class SeccompError(RuntimeErr):
     """A profile pydocklite cannot compile or a filter the kernel refused (message says which)."""
@@ -42,7 +47,6 @@ def native_arch() -> str:
 # --- the cache ----------------------------------------------------------------------------
 
 def cache_key(profile: dict, arch: str) -> str:
-    from hashlib import blake2b         # built in (no OpenSSL to load, unlike sha256)
     from .minijson import dumps
     return blake2b((arch + "\n" + dumps(profile)).encode(), digest_size=20).hexdigest()
 
