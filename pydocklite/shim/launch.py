@@ -33,8 +33,8 @@ _PRELOAD = ("pydocklite.runtime.api", "pydocklite.runtime.process", "pydocklite.
             "pydocklite.shim.outbound", "pydocklite.proctitle", "pydocklite.userns_exec",
             "snapshotter.mounter", "snapshotter.fuse_fs", "snapshotter.union",
             "snapshotter.merge", "snapshotter.upper", "snapshotter.mmap_blob",
-            "snapshotter.fuse_ll3", "socket", "resource", "termios", "subprocess", "array",
-            "struct", "fcntl")
+            "snapshotter.fuse_ll3", "socket", "resource", "termios", "array", "struct",
+            "fcntl")
 
 
 class PendingShim:

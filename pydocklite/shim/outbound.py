@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
@@ -40,10 +39,73 @@ def outbound_tool() -> Tuple[str, str]:
     return "", "neither slirp4netns nor pasta (package passt) is installed"
 
 
+class Child:
+    """A started program: subprocess.Popen's few parts used here, on posix_spawn (importing
+    subprocess costs a container start ~2 ms)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.returncode = pid, None
+
+    @classmethod
+    def spawn(cls, argv: list, pass_fds=()) -> "Child":
+        """argv[0] from PATH, stdin and stdout /dev/null, stderr ours, in a new session,
+        with pass_fds open in it."""
+        path = shutil.which(argv[0])
+        if path is None:
+            raise FileNotFoundError(f"{argv[0]} not found")
+        for fd in pass_fds:
+            os.set_inheritable(fd, True)
+        try:
+            # the shim ignores SIGPIPE, SIGINT, SIGHUP, SIGQUIT: not the program (pasta
+            # refuses to run with a signal it can't handle)
+            import signal
+            defaults = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+            devnull = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                       (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]
+            return cls(os.posix_spawn(path, argv, os.environ, setsid=True, setsigmask=(),
+                                      setsigdef=defaults, file_actions=devnull))
+        finally:
+            for fd in pass_fds:
+                os.set_inheritable(fd, False)
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = 255
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+        """The exit status, or None when `timeout` ran out first."""
+        if timeout is None:
+            if self.returncode is None:
+                try:
+                    self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+                except ChildProcessError:
+                    self.returncode = 255
+            return self.returncode
+        import time
+        deadline = time.monotonic() + timeout
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
+                pass
+
+
 class Outbound:
     """The helper serving a container's outbound traffic, from start to reaped."""
 
-    def __init__(self, tool: str, proc: subprocess.Popen, log, ready_r: int = -1,
+    def __init__(self, tool: str, proc: Child, log, ready_r: int = -1,
                  exit_w: int = -1, pid_file: str = ""):
         self.tool, self.proc, self.log = tool, proc, log
         self.ready_r, self.exit_w, self.pid_file = ready_r, exit_w, pid_file
@@ -61,10 +123,7 @@ class Outbound:
         else:
             # without --foreground pasta configures the namespace, then daemonizes: the
             # exit of the process we started means the network is ready
-            try:
-                ok = self.proc.wait(timeout) == 0
-            except subprocess.TimeoutExpired:
-                ok = False
+            ok = self.proc.wait(timeout) == 0
             daemon = _read_pid(self.pid_file) if ok else None
             ok = daemon is not None
             self.pid = daemon or 0
@@ -95,9 +154,7 @@ class Outbound:
         if self.ready_r >= 0:
             os.close(self.ready_r)
             self.ready_r = -1
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        if self.proc.wait(timeout) is None:
             self.proc.kill()
             self.proc.wait()
         if self.tool == "pasta" and self.pid and self.pid != self.proc.pid:
@@ -133,8 +190,7 @@ def start_outbound(ns_pid: int, log, pid_file: str) -> Optional[Outbound]:
                     "--userns", f"/proc/self/fd/{user}", "--netns", f"/proc/self/fd/{net}"]
         try:
             # stderr is the shim's log; slirp4netns chats about its tap fd on stdout
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    pass_fds=tuple(fds), start_new_session=True)
+            proc = Child.spawn(argv, pass_fds=fds)
         except OSError as e:
             log(f"network: {tool} failed to start ({e}); the container has no outbound "
                 "traffic")
