@@ -45,7 +45,7 @@ class ImageService:
     # --- stores (imported lazily: `images` must not pay for zstandard) ----------------
 
     def _content(self):
-        from snapshotter.store import ContentStore
+        from snapshotter.content_store import ContentStore   # not store: `run` reads a config
         self.layout.ensure()
         return ContentStore(self.layout)
 

@@ -7,7 +7,7 @@ import signal
 import sys
 
 from pydocklite.cli.common import Parser
-from pydocklite.errors import UsageError
+from pydocklite.errors import ImageNotFoundError, UsageError
 
 
 def add_create_flags(p) -> None:
@@ -106,8 +106,10 @@ def ensure_image(settings, opts):
     service = ImageService(settings)
     record = None
     if opts.pull != "always":
-        if service.exists(opts.image):
+        try:
             record = service.lookup(opts.image)
+        except ImageNotFoundError:
+            record = None
     if record is None:
         if opts.pull == "never":
             raise UsageError(f"No such image: {opts.image}: pull it first or use --pull missing")
