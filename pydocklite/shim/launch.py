@@ -7,8 +7,9 @@ the CLI has already.
 
 `run` forks it ahead (fork_ahead), before the container exists: while the CLI looks the
 image up and writes the container's record, the shim imports the runtime and the mount
-code and loads libfuse3 on the other CPU; go(ID, NAME) then sets it off. A CLI that fails
-(or dies) before go() closes the pipe, and the waiting shim just exits.
+code, loads libfuse3 and makes the container's user namespace (UserNsHolder, id maps
+written) on the other CPU; go(ID, NAME) then sets it off. A CLI that fails (or dies) before
+go() closes the pipe, and the waiting shim just exits.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The per-container shim: one small process per container that owns it for its whole life.
 
-Forked detached by the CLI (spawn(): its own session, renamed `pydocklite __shim --name
+Forked detached by the CLI (launch.py: its own session, renamed `pydocklite __shim --name
 NAME ID --root DIR`, so `ps aux | grep NAME` finds it), it: starts the container through
 the runtime (the rootfs is mounted by the snapshotter inside the container's user+mount
 namespace, its FUSE servers become the shim's children), relays stdio to the json-file log
