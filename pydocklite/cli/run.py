@@ -211,8 +211,7 @@ def cmd_run(settings, argv) -> int:
     opts = options_from_args(args)
     # the shim is forked now: it loads the runtime while we prepare the container
     pending, exit_r = fork_shim(settings, attached=not opts.detach,
-                                interactive=opts.interactive,
-                                ports=bool(opts.publish or opts.publish_all))
+                                interactive=opts.interactive)
     try:
         state = prepare(settings, opts)
         from pydocklite.containers.container import ContainerService
@@ -229,17 +228,16 @@ def cmd_run(settings, argv) -> int:
         pending.cancel()
 
 
-def fork_shim(settings, attached: bool, interactive: bool, preload: bool = True,
-              ports: bool = False):
+def fork_shim(settings, attached: bool, interactive: bool, preload: bool = True):
     """A shim forked ahead (launch.fork_ahead) and, when attached, the read end of its exit
     pipe; the shim holds our stdio (stdin only with -i)."""
     from pydocklite.shim.launch import fork_ahead
     if not attached:
-        return fork_ahead(settings, preload=preload, ports=ports), None
+        return fork_ahead(settings, preload=preload), None
     exit_r, exit_w = os.pipe()
     stdin_fd = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
     try:
-        pending = fork_ahead(settings, exit_w, [stdin_fd, 1, 2], preload=preload, ports=ports)
+        pending = fork_ahead(settings, exit_w, [stdin_fd, 1, 2], preload=preload)
     finally:
         os.close(exit_w)          # the shim has its copy: EOF here means it is gone
         if stdin_fd != 0:

@@ -156,22 +156,22 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
     if not by_pipe:
         os.close(r)
     # everything imported lazily later must be loaded before pivot_root
+    import _socket
     if plan.new_net_ns or plan.proc.terminal:
-        import _socket  # noqa: F401
         import fcntl  # noqa: F401
         import struct  # noqa: F401
     ctx = security.preload(plan.proc,
                            os.path.join(os.path.dirname(cfg["cdir"]), ".seccomp-cache"))
     start = None
     proc = plan.proc
-    if not by_pipe or cfg.get("console_fd") is not None:
+    if cfg.get("console_fd") is not None:
         import array  # noqa: F401
         import socket
         import termios  # noqa: F401
     # both sockets were opened by the parent: the container's root may have no access to
     # the state dir or to the console socket's directory (a uid map without host root)
     if not by_pipe:
-        start = socket.socket(fileno=cfg["start_fd"])
+        start = _socket.socket(fileno=cfg["start_fd"])
     console = None
     if cfg.get("console_fd") is not None:
         console = socket.socket(fileno=cfg["console_fd"])
@@ -210,7 +210,8 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
             os._exit(0)             # the parent gave up: never run the process
         os.close(r)
     else:
-        conn, _ = start.accept()
+        fd, _ = start._accept()
+        conn = _socket.socket(fileno=fd)
         conn.recv(1)
     if state is not None and hooks.start_container:
         _run_hooks_here(hooks.start_container, dict(state, status="created"), "startContainer")
@@ -302,12 +303,12 @@ def _parent_sockets(cfg: dict, cdir: str, start_by_pipe: bool, console_socket) -
     console socket here, with the caller's access rights; the init inherits the fds."""
     if start_by_pipe and not console_socket:
         return []
-    import socket
+    import _socket       # the C module: `socket` costs ~2 ms to import (its enums)
     keep = []
     socks = []
     try:
         if not start_by_pipe:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             socks.append(s)
             s.bind(_unix_path(cdir, INIT_SOCK, keep))
             s.listen(1)
@@ -407,9 +408,9 @@ def _kill_quietly(pid: int) -> None:
 
 def signal_start(cdir: str) -> None:
     """Tell a created container's init to exec (connect to its init.sock)."""
-    import socket
+    import _socket       # the C module: `socket` costs ~2 ms to import (its enums)
     keep = []
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         s.connect(_unix_path(cdir, INIT_SOCK, keep))
         s.sendall(b"s")

@@ -25,17 +25,20 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 
 PR_SET_CHILD_SUBREAPER = 36
 
-# what a container's start needs beyond what the CLI has loaded (imported ahead by run)
-_PRELOAD = ("pydocklite.runtime.api", "pydocklite.runtime.process", "pydocklite.runtime.plan",
-            "pydocklite.runtime.spec", "pydocklite.runtime.idmap", "pydocklite.runtime.hooks",
-            "pydocklite.runtime.mounts", "pydocklite.runtime.security",
-            "pydocklite.runtime.seccomp_load",
-            "pydocklite.shim.shim", "pydocklite.shim.stdio", "pydocklite.shim.logs",
-            "pydocklite.shim.outbound", "pydocklite.proctitle", "pydocklite.userns_exec",
+# what a container's start needs beyond what the CLI has loaded (imported ahead by run);
+# not what comes after the container's process starts (the port forwarder, the removal):
+# the preload must be done before the CLI's preparation is, or the start waits for it
+_PRELOAD = (("pydocklite.runtime.api", "pydocklite.runtime.process", "pydocklite.runtime.plan",
+             "pydocklite.runtime.spec", "pydocklite.runtime.idmap", "pydocklite.runtime.hooks",
+             "pydocklite.runtime.mounts", "pydocklite.runtime.security",
+             "pydocklite.runtime.seccomp_load"),
+            # (the user namespace's id maps are started in between)
+            ("pydocklite.shim.shim", "pydocklite.shim.stdio", "pydocklite.shim.logs",
+            "pydocklite.shim.outbound", "pydocklite.proctitle",
             "snapshotter.mounter", "snapshotter.fuse_fs", "snapshotter.union",
             "snapshotter.merge", "snapshotter.upper", "snapshotter.mmap_blob",
-            "snapshotter.fuse_ll3", "socket", "resource", "termios", "array", "struct",
-            "fcntl")
+            "snapshotter.fuse_ll3", "_socket", "resource", "termios", "array", "struct",
+            "fcntl"))
 
 
 class PendingShim:
@@ -64,11 +67,10 @@ class PendingShim:
 
 
 def fork_ahead(settings: Settings, exit_fd: Optional[int] = None,
-               attach: Optional[List[int]] = None, preload: bool = True,
-               ports: bool = False) -> PendingShim:
+               attach: Optional[List[int]] = None, preload: bool = True) -> PendingShim:
     """Fork a shim now, for a container created later (go()). exit_fd and the attach fds
     (stdin, stdout, stderr of a foreground CLI) are ours: the shim gets copies. preload:
-    import what a start needs while waiting (ports: the port forwarder's code too)."""
+    import what a start needs while waiting."""
     go_r, go_w = os.pipe()
     ready_r, ready_w = os.pipe()
     sys.stdout.flush()
@@ -79,9 +81,7 @@ def fork_ahead(settings: Settings, exit_fd: Optional[int] = None,
         try:
             os.setsid()
             if os.fork() == 0:
-                code = _shim_process(settings, go_r, ready_w, exit_fd, attach,
-                                     (_PRELOAD + (("pydocklite.shim.ports",) if ports else ()))
-                                     if preload else ())
+                code = _shim_process(settings, go_r, ready_w, exit_fd, attach, preload)
             else:
                 code = 0
         finally:
@@ -101,7 +101,7 @@ def spawn(settings: Settings, cid: str, name: str, exit_fd: Optional[int] = None
 
 
 def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optional[int],
-                  attach: Optional[List[int]], preload: tuple) -> int:
+                  attach: Optional[List[int]], preload: bool) -> int:
     """The shim's life, in the forked grandchild; never returns to the CLI's code."""
     import fcntl
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -124,12 +124,18 @@ def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optiona
     for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGWINCH):
         signal.signal(sig, signal.SIG_DFL)
     holder = None
-    if preload and os.geteuid() != 0:
-        holder = UserNsHolder.start()     # its id-map helpers run during the preload
     if preload:
-        _preload(preload)
-    if holder is not None and not holder.finish():
-        holder = None
+        # the user namespace is made while the modules load: its holder unshares while the
+        # first ones do, newuidmap/newgidmap run during the others
+        holder = UserNsHolder.fork() if os.geteuid() != 0 else None
+        _preload(_PRELOAD[0])
+        if holder is not None:
+            holder = holder.map()
+        _preload(_PRELOAD[1])
+        from snapshotter.fuse_ll3 import load_libfuse3
+        load_libfuse3()
+        if holder is not None and not holder.finish():
+            holder = None
     line = b""
     while not line.endswith(b"\n"):
         chunk = os.read(go_r, 512)
@@ -174,8 +180,6 @@ def _preload(modules: tuple) -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    from snapshotter.fuse_ll3 import load_libfuse3
-    load_libfuse3()
 
 
 class UserNsHolder:
@@ -183,13 +187,15 @@ class UserNsHolder:
     waits), its id maps written by newuidmap/newgidmap while the shim preloads; the runtime
     joins it (api.create(made_userns=...)) instead of making one on the critical path."""
 
-    def __init__(self, pid: int, keep_w: int, finish):
-        self.pid, self.keep_w, self._finish = pid, keep_w, finish
+    def __init__(self, pid: int, keep_w: int, ready_r: int):
+        self.pid, self.keep_w, self.ready_r = pid, keep_w, ready_r
+        self._finish = None
 
     @classmethod
-    def start(cls) -> Optional[UserNsHolder]:
-        """None when the namespace can't be made ahead (the runtime will make it)."""
-        from pydocklite.runtime import idmap
+    def fork(cls) -> Optional[UserNsHolder]:
+        """Start the holder; map() then writes its id maps, finish() waits for them. None
+        (and at any later step) when the namespace can't be made ahead: the runtime makes
+        it then, as usual."""
         from pydocklite.runtime import syscalls as sc
         keep_r, keep_w = os.pipe()
         ready_r, ready_w = os.pipe()
@@ -209,28 +215,32 @@ class UserNsHolder:
                 os._exit(0)
         os.close(keep_r)
         os.close(ready_w)
+        return cls(pid, keep_w, ready_r)
+
+    def map(self) -> Optional[UserNsHolder]:
+        """Once the holder has its namespace, start writing the default id maps."""
+        from pydocklite.runtime import idmap
         try:
-            ok = os.read(ready_r, 1) == b"1"
-        finally:
-            os.close(ready_r)
-        holder = cls(pid, keep_w, None)
-        try:
+            try:
+                ok = os.read(self.ready_r, 1) == b"1"
+            finally:
+                os.close(self.ready_r)
             if not ok:
                 raise OSError("the user namespace holder failed")
             uid_maps, gid_maps, _warn = idmap.default_mappings()
-            holder._finish = idmap.start(pid, uid_maps, gid_maps)
+            self._finish = idmap.start(self.pid, uid_maps, gid_maps)
         except Exception:  # noqa: BLE001 - the runtime makes the namespace itself, as usual
-            holder.release()
-            holder.reap()
+            self.release()
+            self.reap()
             return None
-        return holder
+        return self
 
     def finish(self) -> bool:
         """Wait for the id maps; False (holder released) when they failed."""
         try:
             self._finish()
             return True
-        except Exception:  # noqa: BLE001 - see start()
+        except Exception:  # noqa: BLE001 - see fork()
             self.release()
             self.reap()
             return False
