@@ -6,6 +6,18 @@ from __future__ import annotations
 import os
 
 
+def recv_fd(conn, bufsize: int = 64):
+    """The one fd a peer sent over the unix socket `conn` with SCM_RIGHTS, or None."""
+    import array
+    import socket
+    fds = array.array("i")
+    _msg, anc, _flags, _addr = conn.recvmsg(bufsize, socket.CMSG_SPACE(fds.itemsize))
+    for level, typ, data in anc:
+        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+            fds.frombytes(data[:fds.itemsize])
+    return fds[0] if fds else None
+
+
 class ConsoleReceiver:
     """A listening unix socket in the container's state dir; the init connects and sends
     the pty master with SCM_RIGHTS (buffered, so no accept() is needed until after create)."""
@@ -18,21 +30,15 @@ class ConsoleReceiver:
         self._sock.listen(1)
 
     def receive(self, timeout: float = 30.0) -> int:
-        import array
-        import socket
         self._sock.settimeout(timeout)
         conn, _ = self._sock.accept()
         try:
-            fds = array.array("i")
-            _msg, anc, _flags, _addr = conn.recvmsg(64, socket.CMSG_LEN(fds.itemsize))
-            for level, typ, data in anc:
-                if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-                    fds.frombytes(data[:fds.itemsize])
-            if not fds:
-                raise OSError("the container sent no terminal")
-            return fds[0]
+            fd = recv_fd(conn)
         finally:
             conn.close()
+        if fd is None:
+            raise OSError("the container sent no terminal")
+        return fd
 
     def close(self) -> None:
         self._sock.close()

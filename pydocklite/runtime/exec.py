@@ -31,14 +31,14 @@ def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=N
     tty: the process gets a new pty of the container's devpts as its controlling terminal;
     we relay our stdin/stdout to it (runc exec -t)."""
     from . import security
-    from .process import _exec
+    from .process import _attach_terminal, _exec
     pair = None
     if tty:
         import array  # noqa: F401  (imports must happen before setns into the mount ns)
         import fcntl  # noqa: F401
         import socket
         import termios  # noqa: F401
-        from .console import relay
+        from .console import recv_fd, relay
         pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     s = st.load(root, cid)
     if s.status != "running" and s.status != "created":
@@ -79,7 +79,8 @@ def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=N
                 try:
                     os.chdir("/")
                     if pair is not None:
-                        _take_new_pty(pair[1])
+                        # a pty of the container's (its /dev/ptmx), master sent to us
+                        _attach_terminal(pair[1], None)
                     security.apply_credentials(proc, lambda m: None, ctx)
                     os.chdir(proc.cwd)
                     security.apply_final(proc, lambda m: None, ctx)
@@ -99,41 +100,11 @@ def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=N
     from .api import wait_exit
     if pair is not None:
         pair[1].close()
-        master = _receive_fd(pair[0])
+        try:
+            master = recv_fd(pair[0], 1)
+        except OSError:
+            master = None
         pair[0].close()
         if master is not None:
             relay(master)
     return wait_exit(pid)
-
-
-def _take_new_pty(sock) -> None:
-    """In the exec'd child: open a pty (the container's /dev/ptmx), send the master to the
-    parent, make the slave our controlling terminal and stdio."""
-    import array
-    import fcntl
-    import socket
-    import termios
-    master, slave = os.openpty()
-    sock.sendmsg([b"t"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]))])
-    sock.close()
-    os.close(master)
-    os.setsid()
-    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    if slave > 2:
-        os.close(slave)
-
-
-def _receive_fd(sock):
-    import array
-    import socket
-    fds = array.array("i")
-    try:
-        _msg, anc, _f, _a = sock.recvmsg(1, socket.CMSG_LEN(fds.itemsize))
-    except OSError:
-        return None
-    for level, typ, data in anc:
-        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-            fds.frombytes(data[:fds.itemsize])
-    return fds[0] if fds else None

@@ -26,19 +26,14 @@ def send_json(fd: Optional[int], msg: dict) -> None:
 
 def receive_console(listener) -> int:
     """The pty master the runtime sends over its --console-socket (SCM_RIGHTS)."""
-    import array
-    import socket
+    from pydocklite.runtime.console import recv_fd
     listener.settimeout(30)
     conn, _ = listener.accept()
     with conn:
-        fds = array.array("i")
-        _msg, anc, _, _ = conn.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
-        for level, typ, data in anc:
-            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-                fds.frombytes(data[:fds.itemsize])
-    if not fds:
+        fd = recv_fd(conn, 4096)
+    if fd is None:
         raise RuntimeError("the runtime sent no terminal over the console socket")
-    return fds[0]
+    return fd
 
 
 class StdioRelay:
