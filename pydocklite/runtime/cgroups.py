@@ -48,7 +48,7 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _write(path: str, value: str) -> None:
+def write_value(path: str, value: str) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:
         os.write(fd, value.encode())
@@ -103,7 +103,7 @@ class Cgroup:
     def add_pid(self, pid: int) -> None:
         for d in self._dirs():
             try:
-                _write(os.path.join(d, "cgroup.procs"), str(pid))
+                write_value(os.path.join(d, "cgroup.procs"), str(pid))
             except OSError as e:
                 raise CgroupError(f"cannot move pid {pid} into cgroup {d}: {e.strerror}; "
                                   "the cgroup must be writable by this user and the process "
@@ -126,12 +126,12 @@ class Cgroup:
                 out.append(NotApplied(w.limit, f"{f} does not exist (this kernel lacks it)"))
                 continue
             try:
-                _write(f, w.value)
+                write_value(f, w.value)
             except OSError as e:
                 retry.append((w, f, e))
         for w, f, first in retry:   # e.g. memsw before limit, quota before period
             try:
-                _write(f, w.value)
+                write_value(f, w.value)
             except OSError as e:
                 out.append(NotApplied(w.limit, f"writing {w.value!r} to {f} failed: "
                                                f"{e.strerror or first.strerror}"))
@@ -183,7 +183,7 @@ class Cgroup:
                 raise CgroupError(f"cgroup {self.name}: no freezer hierarchy to freeze with")
             f, v = os.path.join(d, "freezer.state"), "FROZEN" if frozen else "THAWED"
         try:
-            _write(f, v)
+            write_value(f, v)
         except OSError as e:
             raise CgroupError(f"cannot {'freeze' if frozen else 'thaw'} {f}: {e.strerror}") from None
 
@@ -191,7 +191,7 @@ class Cgroup:
         """SIGKILL every process in the cgroup (and below) and wait until it is empty."""
         if self.version == "v2":
             try:
-                _write(os.path.join(self.path, "cgroup.kill"), "1")
+                write_value(os.path.join(self.path, "cgroup.kill"), "1")
             except OSError:
                 pass        # kernel < 5.14, or cgroup gone: fall back to signalling pids
         deadline = time.monotonic() + timeout
@@ -319,7 +319,7 @@ def _enable_controllers(base: str, controllers: list) -> Optional[OSError]:
     last = None
     for c in controllers:
         try:
-            _write(os.path.join(base, "cgroup.subtree_control"), "+" + c)
+            write_value(os.path.join(base, "cgroup.subtree_control"), "+" + c)
         except OSError as e:
             last = e
     return last
@@ -335,7 +335,7 @@ def _move_procs_to_leaf(base: str) -> None:
             return
         for pid in pids:
             try:
-                _write(os.path.join(leaf, "cgroup.procs"), str(pid))
+                write_value(os.path.join(leaf, "cgroup.procs"), str(pid))
             except OSError as e:
                 if e.errno != errno.ESRCH:
                     raise CgroupError(f"cannot move pid {pid} out of {base} into {leaf} "
@@ -386,7 +386,7 @@ def _init_cpuset(parent: str, d: str) -> Optional[str]:
             value = _read(os.path.join(parent, f)).strip()
             if not value:
                 return f"{parent}/{f} is empty: set it before creating cgroups below"
-            _write(os.path.join(d, f), value)
+            write_value(os.path.join(d, f), value)
         except OSError as e:
             return f"cannot initialise {d}/{f}: {e.strerror}"
     return None

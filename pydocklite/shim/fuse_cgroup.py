@@ -12,15 +12,8 @@ from __future__ import annotations
 import os
 from typing import Callable, List, Sequence
 
-LEAF = "pydocklite-leaf"       # the name runtime/cgroups.py uses for processes of a v2 base
-
-
-def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
+# the name the runtime uses for the processes of a v2 base, and its cgroup file writer
+from pydocklite.runtime.cgroups import LEAF, write_value
 
 
 def _inherit_cpuset(parent: str, leaf: str) -> None:
@@ -31,7 +24,7 @@ def _inherit_cpuset(parent: str, leaf: str) -> None:
                 if f.read().strip():
                     continue
             with open(theirs) as f:
-                _write(mine, f.read().strip())
+                write_value(mine, f.read().strip())
 
 
 def move_out(cgroup_paths: Sequence, pids: Sequence[int], log: Callable[[str], None]
@@ -46,7 +39,7 @@ def move_out(cgroup_paths: Sequence, pids: Sequence[int], log: Callable[[str], N
             _inherit_cpuset(os.path.dirname(d), leaf)
             for pid in pids:
                 try:
-                    _write(os.path.join(leaf, "cgroup.procs"), str(pid))
+                    write_value(os.path.join(leaf, "cgroup.procs"), str(pid))
                 except ProcessLookupError:
                     pass
         except OSError as e:
