@@ -10,11 +10,11 @@ Facts come from two places:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import List, Tuple
+
+from pydocklite.atomic import atomic_write_json
 
 MAX_REPOS = 16
 
@@ -74,17 +74,7 @@ class BlobInfoStore:
         doc = [{"digest": k.digest, "mediaType": k.media_type, "size": k.size,
                 "repos": list(k.repos)} for k in merged]
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".bi-", dir=str(self.dir))
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f)
-            os.replace(tmp, self._path(diff_id))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write_json(self._path(diff_id), doc)
 
 
 def candidates(service, record, diff_ids) -> List[List[KnownBlob]]:
