@@ -16,10 +16,10 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 
 from snapshotter.errors import BlobNotFoundError, DigestMismatchError, StoreError
 from snapshotter.layout import StoreLayout, digest_hex, sha256_hex
-from snapshotter.ondisk import fsync_dir, io_error
+from snapshotter.ondisk import CommitOnExit, fsync_dir, io_error
 
 
-class BlobWriter:
+class BlobWriter(CommitOnExit):
     """Streams one blob into ingest/, verifies its digest (and size), publishes atomically.
     Context manager: commit on a clean exit, abort on an exception."""
 
@@ -90,15 +90,6 @@ class BlobWriter:
         if self._state == "open":
             self._state = "aborted"
             self._close()
-
-    def __enter__(self) -> "BlobWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 class ContentStore:

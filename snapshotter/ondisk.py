@@ -50,6 +50,19 @@ def rmtree(path: Path) -> None:
         pass
 
 
+class CommitOnExit:
+    """A writer as a context manager: commit() when the block ends well, abort() if not."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
 class FileLock:
     """Exclusive (or shared) flock on a lock file; a context manager, reentrant per object."""
 

@@ -28,8 +28,8 @@ from snapshotter.errors import (DigestMismatchError, LayerCorruptError,  # noqa:
 from snapshotter.layer_index import LayerIndex
 from snapshotter.layout import StoreLayout, digest_hex
 from snapshotter.mmap_blob import MmapBlob
-from snapshotter.ondisk import (STALE_AGE, FileLock, cleanup_ingest, fsync_dir,  # noqa: F401
-                                io_error, lock_path, rmtree)
+from snapshotter.ondisk import (STALE_AGE, CommitOnExit, FileLock,  # noqa: F401
+                                cleanup_ingest, fsync_dir, io_error, lock_path, rmtree)
 from snapshotter.tar_indexer import TarIndexer
 
 __all__ = ["LayerStore", "LayerWriter", "LayerInfo", "ContentStore", "BlobWriter", "FileLock",
@@ -41,7 +41,7 @@ class LayerInfo(namedtuple("LayerInfo", "diff_id size entries")):
     __slots__ = ()
 
 
-class LayerWriter:
+class LayerWriter(CommitOnExit):
     """One pass over a compressed layer: decompress -> sha256 + TarIndexer + blob file.
     commit() verifies the diff_id, fsyncs, and renames the directory into layers/.
     Context manager: commit on a clean exit (if not done yet), abort on an exception.
@@ -156,15 +156,6 @@ class LayerWriter:
         """Drop everything written so far; idempotent."""
         if self._state == "open":
             self._finish("aborted")
-
-    def __enter__(self) -> "LayerWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 class LayerStore:
