@@ -66,14 +66,17 @@ def load_cached(cache_dir: str, key: str) -> Optional[Tuple[bytes, int]]:
 
 def store_cached(cache_dir: str, key: str, bpf: bytes, flags: int) -> None:
     """Best effort: a cache that can't be written just stays cold."""
+    tmp = os.path.join(cache_dir, f".{key}.{os.getpid()}")
     try:
         os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-        tmp = os.path.join(cache_dir, f".{key}.{os.getpid()}")
         with open(tmp, "wb") as f:
             f.write(_FLAGS.pack(flags) + bpf)
         os.replace(tmp, os.path.join(cache_dir, key))
     except OSError:
-        pass
+        try:
+            os.unlink(tmp)      # a full disk leaves no half-written file behind
+        except OSError:
+            pass
 
 
 def compiled(profile: dict, cache_dir: str = "") -> Tuple[bytes, int]:
