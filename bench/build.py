@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.pull import write_section  # noqa: E402
+from bench.pull import prepare_host, write_section  # noqa: E402
 from tests.fixtures.podman import configure_podman  # noqa: E402
 from tests import unpriv  # noqa: E402
 from tests.fixtures import images  # noqa: E402
@@ -91,20 +91,14 @@ def fresh_home(base: Path, name: str) -> Path:
 
 def kill_strays(home: Path) -> None:
     """Processes of the test user still naming this home (FUSE servers, helpers), by pid."""
-    uid = unpriv.test_user().pw_uid
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid, cmd in unpriv.user_processes():
         try:
-            if os.stat(f"/proc/{pid}").st_uid != uid:
-                continue
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             env = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
         except OSError:
             continue
         if str(home) in cmd or f"HOME={home}\0" in env:
             try:
-                os.kill(int(pid), 9)
+                os.kill(pid, 9)
             except OSError:
                 pass
 
@@ -184,9 +178,7 @@ def main() -> int:
     ap.add_argument("--no-podman", action="store_true")
     ap.add_argument("--zipapp", default=str(REPO / "pydocklite.pyz"))
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: the tools run as the unprivileged test user via setpriv")
-    subprocess.run(["bash", str(REPO / "tests" / "setup_host.sh")], check=True)
+    prepare_host()
     zipapp = Path(args.zipapp)
     if zipapp == REPO / "pydocklite.pyz" and stale(zipapp):
         subprocess.run([str(REPO / "build.sh")], check=True)

@@ -73,9 +73,7 @@ def main() -> int:
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--zipapp", default=str(REPO / "pydocklite.pyz"))
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: the tools run as the unprivileged test user via setpriv")
-    subprocess.run(["bash", str(REPO / "tests" / "setup_host.sh")], check=True)
+    prepare_host()
     zipapp = Path(args.zipapp)
     if not zipapp.exists():
         subprocess.run([str(REPO / "build.sh")], check=True)
@@ -120,6 +118,14 @@ def main() -> int:
                       f"{time.strftime('%Y-%m-%d')}, load average "
                       f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs).\n\n{table}\n")
     return 0
+
+
+def prepare_host() -> None:
+    """What every bench needs first: root (the tools run as the test user through setpriv)
+    and the host set up as for the tests (tests/setup_host.sh)."""
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the tools run as the unprivileged test user via setpriv")
+    subprocess.run(["bash", str(REPO / "tests" / "setup_host.sh")], check=True)
 
 
 def write_section(name: str, body: str) -> None:

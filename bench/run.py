@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.pull import write_section  # noqa: E402
+from bench.pull import prepare_host, write_section  # noqa: E402
 from tests.fixtures.podman import configure_podman  # noqa: E402
 from tests import unpriv  # noqa: E402
 from tests.fixtures import images  # noqa: E402
@@ -73,15 +73,9 @@ def helper_pss_kb(home: Path, podman: bool) -> int:
     """Memory of the test user's helper processes (not the container's own), as PSS: pages
     shared between processes (a shim and the servers it forked share most of theirs) are
     split between them instead of counted once per process as RSS would."""
-    uid = unpriv.test_user().pw_uid
     total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid, cmd in unpriv.user_processes():
         try:
-            if os.stat(f"/proc/{pid}").st_uid != uid:
-                continue
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
         except OSError:
             continue
@@ -127,9 +121,7 @@ def main() -> int:
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--zipapp", default=str(REPO / "pydocklite.pyz"))
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: the tools run as the unprivileged test user via setpriv")
-    subprocess.run(["bash", str(REPO / "tests" / "setup_host.sh")], check=True)
+    prepare_host()
     work = Path(tempfile.mkdtemp(prefix="pdl-bench-run-", dir="/var/tmp"))
     os.chmod(work, 0o755)
     app = work / "pydocklite.pyz"

@@ -91,6 +91,24 @@ def python_as_user(args: list, home: Path, **kw) -> subprocess.CompletedProcess:
     return run_as_user([SYSTEM_PYTHON, *args], home, **kw)
 
 
+def user_processes() -> list:
+    """(pid, command line with spaces for its NULs) of each process of the test user now
+    (zombies show an empty command line)."""
+    uid = test_user().pw_uid
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            raw = Path(f"/proc/{name}/cmdline").read_bytes()
+        except OSError:
+            continue
+        found.append((int(name), raw.replace(b"\0", b" ").decode(errors="replace")))
+    return found
+
+
 if __name__ == "__main__":  # quick manual check
     h = make_user_dir(Path("/tmp/pdl-unpriv-check"))
     print(python_as_user(["-c", "import os, requests; print(os.getuid())"], h).stdout)

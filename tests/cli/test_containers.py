@@ -43,19 +43,8 @@ def _leftovers(home: Path) -> dict:
     snaps = [p.name for p in (d / "snapshots").iterdir()
              if p.name not in ("metadata.db", "metadata.db-wal", "metadata.db-shm", "trees")] \
         if (d / "snapshots").is_dir() else []
-    uid = unpriv.test_user().pw_uid
-    procs = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{pid}").st_uid != uid:
-                continue
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if str(home) in cmd:     # shims, their servers, and pasta (its --pid file is there)
-            procs.append(cmd)
+    # shims, their servers, and pasta (its --pid file is there)
+    procs = [cmd for _pid, cmd in unpriv.user_processes() if str(home) in cmd]
     mounts = [line for line in Path("/proc/mounts").read_text().splitlines()
               if str(home) in line]
     return {"containers": containers, "snapshots": snaps, "processes": procs,
@@ -370,20 +359,11 @@ def test_no_outbound_network_when_turned_off(cli, busybox):
 def _helpers_of(tool: str, wait: float = 0, only=None) -> list:
     """The test user's processes running `tool` (after up to `wait` s for those of `only`,
     or all, to go: a network stack told to quit takes ~30 ms to release its tap device)."""
-    uid = unpriv.test_user().pw_uid
     deadline = time.monotonic() + wait
     while True:
-        found = []
-        for pid in os.listdir("/proc"):
-            try:
-                if not pid.isdigit() or os.stat(f"/proc/{pid}").st_uid != uid:
-                    continue
-                argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if argv0.endswith(tool.encode()) and state != "Z":
-                found.append(pid)
+        # (a zombie's command line is empty: it doesn't count)
+        found = [str(pid) for pid, cmd in unpriv.user_processes()
+                 if cmd.split(" ", 1)[0].endswith(tool)]
         if not (set(found) & set(only) if only is not None else found) or \
                 time.monotonic() >= deadline:
             return found
