@@ -31,7 +31,7 @@ def _parser() -> Parser:
 
 
 def options_from_argv(argv):
-    from pydocklite.build.builder import BuildOptions, source_date_epoch
+    from pydocklite.builder.builder import BuildOptions, source_date_epoch
     args = _parser().parse_args(argv)
     if args.path == "-" or "://" in args.path:
         raise UsageError(f"build context {args.path!r}: only a local directory is supported")
@@ -64,8 +64,8 @@ def options_from_argv(argv):
 
 
 def cmd_build(settings, argv) -> int:
-    from pydocklite.build.builder import Builder
-    from pydocklite.build.errors import BuildError
+    from pydocklite.builder.builder import Builder
+    from pydocklite.builder.errors import BuildError
     from pydocklite.images import familiar
     args, opts = options_from_argv(argv)
     quiet = args.quiet

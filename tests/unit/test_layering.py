@@ -2,7 +2,7 @@
 lazy ones inside functions included):
 
     pydocklite/ ──► registry/, snapshotter/   (those two never import pydocklite/ or each other)
-    inside pydocklite: cli → build/containers/images/distribution → shim → runtime
+    inside pydocklite: cli → builder/containers/images/distribution → shim → runtime
     runtime/ never imports anything above it.
 """
 from __future__ import annotations
@@ -38,10 +38,10 @@ FORBIDDEN = {
     "registry": ("pydocklite", "snapshotter"),
     "snapshotter": ("pydocklite", "registry"),
     "pydocklite/runtime": ("pydocklite.cli", "pydocklite.containers", "pydocklite.shim",
-                           "pydocklite.images", "pydocklite.build", "pydocklite.distribution",
+                           "pydocklite.images", "pydocklite.builder", "pydocklite.distribution",
                            "registry", "snapshotter"),
-    "pydocklite/shim": ("pydocklite.cli", "pydocklite.build", "pydocklite.distribution"),
-    "pydocklite/containers": ("pydocklite.cli", "pydocklite.build"),
+    "pydocklite/shim": ("pydocklite.cli", "pydocklite.builder", "pydocklite.distribution"),
+    "pydocklite/containers": ("pydocklite.cli", "pydocklite.builder"),
 }
 
 

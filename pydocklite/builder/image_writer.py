@@ -139,7 +139,7 @@ class ImageWriter:
         config = json.loads(config_raw)
         for ref in layers:     # a layer without a compressed blob (base image stored raw)
             if not ref.digest:
-                from pydocklite.build.errors import BuildError
+                from pydocklite.builder.errors import BuildError
                 raise BuildError(f"layer {ref.diff_id} has no compressed blob")
         manifest = {
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,

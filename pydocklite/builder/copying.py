@@ -10,11 +10,11 @@ import posixpath
 import time
 from typing import Dict, List, Optional, Tuple
 
-from pydocklite.build.context import DIR, REG, FileEntry
-from pydocklite.build.copier import CopyItem, parent_dirs, plan_copy, write_tar
-from pydocklite.build.errors import ContextError, DockerfileError
-from pydocklite.build.imagefs import ImageFS
-from pydocklite.build.steps import words
+from pydocklite.builder.context import DIR, REG, FileEntry
+from pydocklite.builder.copier import CopyItem, parent_dirs, plan_copy, write_tar
+from pydocklite.builder.errors import ContextError, DockerfileError
+from pydocklite.builder.imagefs import ImageFS
+from pydocklite.builder.steps import words
 
 
 def _stage_fs(builder, state) -> ImageFS:
@@ -49,7 +49,7 @@ def _source_fs(builder, ins, env):
     src = ins.flag("from")
     if not src:
         return builder.ctx, False
-    from pydocklite.build.shellwords import expand
+    from pydocklite.builder.shellwords import expand
     name = expand(src, env, builder.df.escape)
     j = builder.df.stage_index(name)
     if j is not None and j in builder.states:
@@ -67,7 +67,7 @@ def plan_for(builder, state, ins, env: Dict[str, str]) -> List[CopyItem]:
     if dest.endswith("/") and not dest_abs.endswith("/"):
         dest_abs += "/"
     chmod = None
-    from pydocklite.build.shellwords import expand
+    from pydocklite.builder.shellwords import expand
     chmod_text = expand(ins.flag("chmod") or "", env, builder.df.escape)
     if chmod_text:
         try:
@@ -160,7 +160,7 @@ def _heredoc_item(builder, ins, src: str, dest: str, dest_is_dir, owner, chmod, 
 
 def _expand_text(text: str, env) -> str:
     """$VAR / ${VAR...} in a heredoc body; quotes and backslashes stay as they are."""
-    from pydocklite.build.shellwords import _dollar
+    from pydocklite.builder.shellwords import _dollar
     out, i = [], 0
     while i < len(text):
         if text[i] == "$":

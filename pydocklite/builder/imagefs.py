@@ -9,7 +9,7 @@ from __future__ import annotations
 import stat as st
 from typing import Iterator, List, Optional, Sequence
 
-from pydocklite.build.context import DIR, REG, SYMLINK, FileEntry
+from pydocklite.builder.context import DIR, REG, SYMLINK, FileEntry
 
 CHUNK = 1 << 20
 _TYPES = {"f": REG, "d": DIR, "l": SYMLINK, "h": REG}

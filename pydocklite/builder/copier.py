@@ -16,8 +16,8 @@ import tarfile
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from pydocklite.build.context import DIR, REG, SYMLINK, FileEntry, clean_rel
-from pydocklite.build.errors import ContextError
+from pydocklite.builder.context import DIR, REG, SYMLINK, FileEntry, clean_rel
+from pydocklite.builder.errors import ContextError
 
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 

@@ -18,7 +18,7 @@ import os
 import threading
 from typing import Callable, List, Optional, Sequence
 
-from pydocklite.build.errors import BuildError, StepFailedError
+from pydocklite.builder.errors import BuildError, StepFailedError
 
 # Files the runtime bind-mounts over (created empty in the upper dir as mount points).
 MOUNT_POINTS = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
@@ -59,9 +59,9 @@ def _fake_root(spec_path) -> None:
 
 def run_instruction(builder, state, ins):
     """A RUN step of `builder` on stage `state`: the command's changes as a stored LayerRef."""
-    from pydocklite.build import steps
-    from pydocklite.build.errors import DockerfileError
-    from pydocklite.build.runmounts import parse_mount, to_mappings
+    from pydocklite.builder import steps
+    from pydocklite.builder.errors import DockerfileError
+    from pydocklite.builder.runmounts import parse_mount, to_mappings
     df = builder.df
 
     def bad(msg: str) -> DockerfileError:
@@ -222,7 +222,7 @@ class _LowerNames:
     """Which of the mount-point paths the image below already has (read before forking)."""
 
     def __init__(self, layout, diff_ids: Sequence[str]) -> None:
-        from pydocklite.build.imagefs import ImageFS
+        from pydocklite.builder.imagefs import ImageFS
         fs = ImageFS(layout, diff_ids)
         try:
             self.present = {p for p in MOUNT_POINTS + ("etc",) if fs.stat(p) is not None}

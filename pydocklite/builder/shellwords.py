@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import List, Mapping, Optional, Tuple
 
-from pydocklite.build.errors import BuildError
+from pydocklite.builder.errors import BuildError
 
 _NAME_START = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
 _NAME_CHARS = _NAME_START + "0123456789"

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pydocklite.build import steps
-from pydocklite.build.context import ContextFS, clean_rel
-from pydocklite.build.copier import parent_dirs, plan_copy, plan_hash, write_tar
-from pydocklite.build.dockerfile import parse, parse_instruction
-from pydocklite.build.dockerignore import IgnoreMatcher, parse_ignore
-from pydocklite.build.errors import ContextError, DockerfileError
-from pydocklite.build.shellwords import ExpansionError, expand, split, split_raw
+from pydocklite.builder import steps
+from pydocklite.builder.context import ContextFS, clean_rel
+from pydocklite.builder.copier import parent_dirs, plan_copy, plan_hash, write_tar
+from pydocklite.builder.dockerfile import parse, parse_instruction
+from pydocklite.builder.dockerignore import IgnoreMatcher, parse_ignore
+from pydocklite.builder.errors import ContextError, DockerfileError
+from pydocklite.builder.shellwords import ExpansionError, expand, split, split_raw
 
 
 # --- parser --------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from pydocklite.build.errors import DockerfileError
-from pydocklite.build.shellwords import ExpansionError, split_raw
+from pydocklite.builder.errors import DockerfileError
+from pydocklite.builder.shellwords import ExpansionError, split_raw
 
 INSTRUCTIONS = ("FROM", "RUN", "CMD", "ENTRYPOINT", "COPY", "ADD", "ENV", "ARG", "WORKDIR",
                 "USER", "EXPOSE", "LABEL", "VOLUME", "STOPSIGNAL", "HEALTHCHECK", "SHELL",

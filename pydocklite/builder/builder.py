@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from pydocklite.build import steps
-from pydocklite.build.dockerfile import Dockerfile, Instruction, Stage, parse, parse_instruction
-from pydocklite.build.errors import BuildError
+from pydocklite.builder import steps
+from pydocklite.builder.dockerfile import Dockerfile, Instruction, Stage, parse, parse_instruction
+from pydocklite.builder.errors import BuildError
 from pydocklite.errors import PydockliteError
-from pydocklite.build.image_writer import BuildCache, ImageWriter, LayerRef, canonical_json
+from pydocklite.builder.image_writer import BuildCache, ImageWriter, LayerRef, canonical_json
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class Builder:
 
     # --- the whole build -----------------------------------------------------------------
     def build(self, opts: BuildOptions) -> BuildResult:
-        from pydocklite.build.context import ContextFS
+        from pydocklite.builder.context import ContextFS
         steps.check_platform(opts.platform)
         dockerfile_path = Path(opts.dockerfile) if opts.dockerfile else \
             Path(opts.context) / "Dockerfile"
@@ -163,7 +163,7 @@ class Builder:
 
     def image_fs(self, diff_ids, name: str):
         """A read-only view of a chain of layers, open until the build ends."""
-        from pydocklite.build.imagefs import ImageFS
+        from pydocklite.builder.imagefs import ImageFS
         key = tuple(diff_ids)
         if key not in self._views:
             self._views[key] = ImageFS(self.writer.layout, key, name)
@@ -188,7 +188,7 @@ class Builder:
     def _arg_decls(self, ins: Instruction, env: Dict[str, str], scope: Dict[str, str]):
         """(name, value) of each name an ARG declares; build args override defaults; a bare
         name takes its value from `scope` (the global ARGs), else None (declared, unset)."""
-        from pydocklite.build.shellwords import expand, split_raw
+        from pydocklite.builder.shellwords import expand, split_raw
         for word in split_raw(ins.args, self.df.escape):
             name, eq, default = word.partition("=")
             if name in self.build_args:
@@ -217,7 +217,7 @@ class Builder:
         return sorted(need)
 
     def _expand_meta(self, text: str) -> str:
-        from pydocklite.build.shellwords import expand
+        from pydocklite.builder.shellwords import expand
         return expand(text, {k: v for k, v in self.meta.items() if v is not None},
                       self.df.escape)
 
@@ -318,8 +318,8 @@ class Builder:
         """What the cache key needs before running: the COPY/ADD plan and its content hash."""
         if ins.keyword not in ("COPY", "ADD"):
             return {}
-        from pydocklite.build.copier import plan_hash
-        from pydocklite.build.copying import plan_for
+        from pydocklite.builder.copier import plan_hash
+        from pydocklite.builder.copying import plan_for
         items = plan_for(self, state, ins, env)
         return {"items": items, "hash": plan_hash(items)}
 
@@ -330,12 +330,12 @@ class Builder:
         if kw == "RUN":
             layer = self._run(state, ins, env)
         elif kw in ("COPY", "ADD"):
-            from pydocklite.build.copying import copy_layer
+            from pydocklite.builder.copying import copy_layer
             layer = copy_layer(self, state, prepared["items"])
         elif kw == "WORKDIR":
             state.config = steps.apply_config(state.config, ins, env, state.shell,
                                               self.df.escape, self.df.filename, state.cmd_set)
-            from pydocklite.build.copying import workdir_layer
+            from pydocklite.builder.copying import workdir_layer
             layer = workdir_layer(self, state, state.config["config"]["WorkingDir"])
         elif kw == "ARG":
             pass
@@ -359,7 +359,7 @@ class Builder:
                                   "diff_ids": [r.diff_id for r in state.layers]}
 
     def _run(self, state: _State, ins: Instruction, env: Dict[str, str]) -> LayerRef:
-        from pydocklite.build.runstep import run_instruction
+        from pydocklite.builder.runstep import run_instruction
         return run_instruction(self, state, ins)
 
     def current_id(self, state: _State) -> str:

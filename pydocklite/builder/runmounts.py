@@ -9,7 +9,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import List, Sequence
 
-from pydocklite.build.errors import BuildError
+from pydocklite.builder.errors import BuildError
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def cache_dir_name(mount: RunMount) -> str:
 
 def to_mappings(mounts: Sequence[RunMount], cache_root, context_fs) -> List[object]:
     """containers.options.Mapping values for the RUN container."""
-    from pydocklite.build.context import clean_rel
+    from pydocklite.builder.context import clean_rel
     from pydocklite.containers.options import Mapping
     out = []
     for m in mounts:

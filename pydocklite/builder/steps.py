@@ -13,9 +13,9 @@ import posixpath
 import re
 from typing import Dict, List, Mapping, Optional
 
-from pydocklite.build.dockerfile import Instruction
-from pydocklite.build.errors import DockerfileError
-from pydocklite.build.shellwords import ExpansionError, expand, split_raw
+from pydocklite.builder.dockerfile import Instruction
+from pydocklite.builder.errors import DockerfileError
+from pydocklite.builder.shellwords import ExpansionError, expand, split_raw
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

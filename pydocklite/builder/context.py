@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional
 
-from pydocklite.build.dockerignore import IgnoreMatcher, parse_ignore
-from pydocklite.build.errors import ContextError
+from pydocklite.builder.dockerignore import IgnoreMatcher, parse_ignore
+from pydocklite.builder.errors import ContextError
 
 REG, DIR, SYMLINK = "f", "d", "l"
 CHUNK = 1 << 20
