@@ -136,8 +136,30 @@ def rmtree(path: Path) -> None:
 
 
 # --- running scenario steps as the unprivileged user ---------------------------------------
-USERNS_IDMAP = {"uids": [[0, 1001, 1], [1, 100000, 65535]],
-                "gids": [[0, 1001, 1], [1, 100000, 65535]]}
+def _test_ids():
+    """The test user's uid and the start of its subordinate range (tests/setup_host.sh; each
+    engineer's suite runs with its own user and range)."""
+    import pwd
+    from unpriv import TEST_USER
+    try:
+        uid = pwd.getpwnam(TEST_USER).pw_uid
+    except KeyError:
+        return 1001, 100000
+    sub = 100000
+    try:
+        for line in Path("/etc/subuid").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in (TEST_USER, str(uid)):
+                sub = int(rest.split(":")[0])
+                break
+    except (OSError, ValueError):
+        pass
+    return uid, sub
+
+
+TEST_UID, TEST_SUBID = _test_ids()
+USERNS_IDMAP = {"uids": [[0, TEST_UID, 1], [1, TEST_SUBID, 65535]],
+                "gids": [[0, TEST_UID, 1], [1, TEST_SUBID, 65535]]}
 
 PRELUDE = """
 import json, os, stat, subprocess, sys, time

@@ -14,8 +14,8 @@ import tarfile
 
 import pytest
 
-from fsutil import (C, D, F, H, L, O, P, USERNS_IDMAP, W, UserSession, make_tar,
-                    read_only_binding, rmtree, user_tmpdir)
+from fsutil import (C, D, F, H, L, O, P, TEST_SUBID, TEST_UID, USERNS_IDMAP, W, UserSession,
+                    make_tar, read_only_binding, rmtree, user_tmpdir)
 
 BACKENDS = ["fuse", "overlay", "vfs"]
 
@@ -60,7 +60,7 @@ def mounted(s, driver, key, chain, body, prepare=True, parent_kind="chain"):
     mnt = s.base / f"mnt-{key}"
     if not mnt.exists():
         mnt.mkdir()
-        os.chown(mnt, 1001, 1001)
+        os.chown(mnt, TEST_UID, TEST_UID)
     import textwrap
     body = textwrap.indent(textwrap.dedent(body), "    ")
     head = (f"snap = Snapshotter(StoreLayout(Path(STORE)), driver={driver!r})\n"
@@ -139,7 +139,7 @@ def test_copy_up_preserves_mode_owner_xattrs(session, driver):
         out(Snapshotter(StoreLayout(Path(STORE))).stat("k1").path)
     """, userns=False)
     up = os.path.join(info, "fs" if driver == "vfs" else "upper", "home/u/notes")
-    assert os.lstat(up).st_uid == 100000 + 1000 - 1
+    assert os.lstat(up).st_uid == TEST_SUBID + 1000 - 1
     assert os.getxattr(up, "user.tag") == b"v1"
 
 

@@ -7,7 +7,8 @@ import stat
 
 import pytest
 
-from fsutil import C, D, F, H, L, O, P, W, index_to_files, make_tar, rmtree, user_tmpdir
+from fsutil import (C, D, F, H, L, O, P, TEST_UID, W, index_to_files, make_tar, rmtree,
+                    user_tmpdir)
 from snapshotter.layer_index import LayerIndex
 from snapshotter.merge import LOWER_INO_BASE, LowerData, MergedTree
 from snapshotter.union import Union
@@ -149,12 +150,12 @@ def test_union_overrides_when_chown_is_denied(tmp_path):
     tree, data = build(base, [BASE])
     up = base / "upper"
     up.mkdir()
-    os.chown(up, 1001, 1001)
+    os.chown(up, TEST_UID, TEST_UID)
     pid = os.fork()
     if pid == 0:
         try:
-            os.setgid(1001)
-            os.setuid(1001)
+            os.setgid(TEST_UID)
+            os.setuid(TEST_UID)
             u = Union(tree, data, UpperDir(up))
             u.chmod("etc/passwd", 0o600)
             a = u.getattr("etc/passwd")

@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from fsutil import (C, D, F, H, L, P, W, UserSession, index_to_files, make_tar,
+from fsutil import (C, D, F, H, L, P, TEST_UID, W, UserSession, index_to_files, make_tar,
                     read_only_binding, rmtree, user_tmpdir)
 from test_conformance import BACKENDS, ingest, mounted
 
@@ -132,7 +132,7 @@ def test_index_past_blob_end_gives_eio_and_server_survives(session, binding):
     LayerIndex(entries).save(idx_path)
     mnt = session.base / "mnt"
     mnt.mkdir()
-    os.chown(mnt, 1001, 1001)
+    os.chown(mnt, TEST_UID, TEST_UID)
     r = session.py(f"""
         from snapshotter.fuse_fs import spawn_fuse
         srv = spawn_fuse({str(mnt)!r}, [(Path({str(idx_path)!r}), Path({str(blob)!r}))], None)
@@ -199,7 +199,7 @@ def test_host_mount_with_fusermount(session):
     chain = ingest(session, [LAYER])
     mnt = session.base / "hostmnt"
     mnt.mkdir()
-    os.chown(mnt, 1001, 1001)
+    os.chown(mnt, TEST_UID, TEST_UID)
     r = session.py(f"""
         snap = Snapshotter(StoreLayout(Path(STORE)), driver="fuse")
         active = mount_all(snap.view("v", {chain!r}), {str(mnt)!r}, allow_other=False)
@@ -248,7 +248,7 @@ def test_host_mount_of_a_container_snapshot(session):
     """)
     mnt = session.base / "hostmnt2"
     mnt.mkdir()
-    os.chown(mnt, 1001, 1001)
+    os.chown(mnt, TEST_UID, TEST_UID)
     r = session.py(f"""
         from snapshotter.mounter import host_mount, host_unmount
         snap = Snapshotter(StoreLayout(Path(STORE)))
