@@ -136,30 +136,20 @@ def rmtree(path: Path) -> None:
 
 
 # --- running scenario steps as the unprivileged user ---------------------------------------
-def _test_ids():
-    """The test user's uid and the start of its subordinate range (tests/setup_host.sh; each
-    engineer's suite runs with its own user and range)."""
-    import pwd
-    from unpriv import TEST_USER
-    try:
-        uid = pwd.getpwnam(TEST_USER).pw_uid
-    except KeyError:
-        return 1001, 100000
-    sub = 100000
-    try:
-        for line in Path("/etc/subuid").read_text().splitlines():
-            name, _, rest = line.partition(":")
-            if name in (TEST_USER, str(uid)):
-                sub = int(rest.split(":")[0])
-                break
-    except (OSError, ValueError):
-        pass
-    return uid, sub
+def userns_idmap() -> dict:
+    """The id map `unshare --map-auto -r` gives the test user: 0 -> the user, 1.. -> its
+    subordinate range (read from /etc/subuid and /etc/subgid, not assumed)."""
+    from unpriv import subid_start, test_ids
+    uid, gid = test_ids()
+    return {"uids": [[0, uid, 1], [1, subid_start("/etc/subuid"), 65535]],
+            "gids": [[0, gid, 1], [1, subid_start("/etc/subgid"), 65535]]}
 
 
-TEST_UID, TEST_SUBID = _test_ids()
-USERNS_IDMAP = {"uids": [[0, TEST_UID, 1], [1, TEST_SUBID, 65535]],
-                "gids": [[0, TEST_UID, 1], [1, TEST_SUBID, 65535]]}
+def chown_to_user(path) -> None:
+    """Give `path` to the test user (mount points its FUSE servers mount on)."""
+    import os
+    from unpriv import test_ids
+    os.chown(path, *test_ids())
 
 PRELUDE = """
 import json, os, stat, subprocess, sys, time

@@ -7,8 +7,7 @@ import stat
 
 import pytest
 
-from fsutil import (C, D, F, H, L, O, P, TEST_UID, W, index_to_files, make_tar, rmtree,
-                    user_tmpdir)
+from fsutil import C, D, F, H, L, O, P, W, index_to_files, make_tar, rmtree, user_tmpdir
 from snapshotter.layer_index import LayerIndex
 from snapshotter.merge import LOWER_INO_BASE, LowerData, MergedTree
 from snapshotter.union import Union
@@ -150,12 +149,14 @@ def test_union_overrides_when_chown_is_denied(tmp_path):
     tree, data = build(base, [BASE])
     up = base / "upper"
     up.mkdir()
-    os.chown(up, TEST_UID, TEST_UID)
+    from unpriv import test_ids
+    uid, gid = test_ids()
+    os.chown(up, uid, gid)
     pid = os.fork()
     if pid == 0:
         try:
-            os.setgid(TEST_UID)
-            os.setuid(TEST_UID)
+            os.setgid(gid)
+            os.setuid(uid)
             u = Union(tree, data, UpperDir(up))
             u.chmod("etc/passwd", 0o600)
             a = u.getattr("etc/passwd")
