@@ -226,6 +226,9 @@ class ContainerService:
             raise ContainerStateError(f"cannot kill container: {ref}: container "
                                       f"{state.id[:12]} is not running")
         os.kill(state.init_pid, signal_number(sig))
+        if state.paused:                 # it acts on the signal once it runs again
+            from pydocklite.containers.pause import resume_if_paused
+            resume_if_paused(self.settings, state)
         return state
 
     def stop(self, ref: str, timeout: Optional[int] = None, sig=None) -> ContainerState:
@@ -244,6 +247,9 @@ class ContainerService:
             os.kill(state.init_pid, sig)
         except ProcessLookupError:
             pass
+        if state.paused:                 # it acts on the signal once it runs again
+            from pydocklite.containers.pause import resume_if_paused
+            resume_if_paused(self.settings, state)
         if not self._wait_exit(state, timeout):
             try:
                 os.kill(state.init_pid, signal.SIGKILL)
@@ -304,6 +310,9 @@ class ContainerService:
                 os.kill(state.init_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            if state.paused:             # a frozen cgroup (v1) only dies once thawed
+                from pydocklite.containers.pause import resume_if_paused
+                resume_if_paused(self.settings, state)
             self._wait_exit(state, 10)
         if st.shim_alive:
             deadline = time.monotonic() + 10
@@ -367,6 +376,9 @@ class ContainerService:
         state = self.store.get(ref)
         if not state.status().running:
             raise ContainerStateError(f"container {state.id[:12]} is not running")
+        if state.status().state == "paused":
+            raise ContainerStateError(f"Container {state.id} is paused, unpause the container "
+                                      f"before exec")
         spec = json.loads((self.store.container_dir(state.id) / "config.json").read_text())
         full_env = list(spec["process"]["env"])
         for e in env:

@@ -229,7 +229,8 @@ class Shim:
         log("started")
         self.state = self.update(init_pid=pid, init_start_time=process_start_time(pid) or 0,
                                  started_at=now_rfc3339(), exit_code=None, restarting=False,
-                                 finished_at="0001-01-01T00:00:00Z", oom_killed=False)
+                                 finished_at="0001-01-01T00:00:00Z", oom_killed=False,
+                                 paused=False)
         self.start_ports(pid)
         return pid
 
