@@ -24,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Optional, Set, Tuple
 
-from .layer_index import INTERNAL_XATTR_PREFIXES
+from .layer_index import INTERNAL_XATTR_PREFIXES  # (diff.py and union.py take it from here)
 from .merge import DIR, FIFO, REG, SYMLINK, CHAR, BLOCK, Inode, LowerData
 
 OPAQUE_XATTR = "user.overlay.opaque"
@@ -173,6 +173,8 @@ class UpperDir:
     def set_xattrs(self, rel: str, xattrs: dict) -> None:
         p = self.path(rel)
         for name, value in xattrs.items():
+            if name.startswith(INTERNAL_XATTR_PREFIXES):
+                continue        # our own markers come from us, never from a layer
             try:
                 os.setxattr(p, name, value, follow_symlinks=False)
             except OSError as exc:
