@@ -140,3 +140,23 @@ def test_pause_with_a_delegated_cgroup_freezes_it(cli, busybox):
             ok(cli("pause", "box", env=env))
         finally:
             ok(cli("rm", "-f", "box", env=env))
+
+
+def test_commit_pauses_a_running_container_and_lets_it_go_on(cli, busybox):
+    ok(cli("run", "-d", "--name", "box", busybox, "sh", "-c", COUNTER))
+    try:
+        n = _wait_count(cli, 1)
+        image_id = ok(cli("commit", "box", "box:one")).stdout.strip()
+        assert image_id.startswith("sha256:")
+        assert _status(cli)["Status"] == "running"        # unpaused after the walk
+        n = _wait_count(cli, n)
+        ok(cli("commit", "--pause=false", "box", "box:two"))
+        ok(cli("pause", "box"))
+        ok(cli("commit", "box", "box:three"))              # already paused: stays paused
+        assert _status(cli)["Status"] == "paused"
+        ok(cli("unpause", "box"))
+        _wait_count(cli, n)
+        r = ok(cli("run", "--rm", "box:three", "cat", "/tmp/n"))
+        assert int(r.stdout) >= n
+    finally:
+        ok(cli("rm", "-f", "box"))
