@@ -41,7 +41,8 @@ COMMANDS = {
     "commit": ("dist", "cmd_commit", "Create a new image from a container's changes"),
     "history": ("dist", "cmd_history", "Show the history of an image"),
     "image": ("images", "cmd_image", "Manage images (ls, pull, push, rm, tag, inspect, prune, "
-              "save, load, import, history)"),
+              "save, load, import, history, sign)"),
+    "key": ("trust", "cmd_key", "Manage image signing keys (generate)"),
     "container": ("container", "cmd_container", "Manage containers"),
     "system": ("system", "cmd_system", "Manage pydocklite (df, info)"),
     "info": ("system", "cmd_info", "Display system-wide information"),
