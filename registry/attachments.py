@@ -22,8 +22,8 @@ import json
 from typing import Iterable, List, Optional, Tuple
 
 from .errors import ManifestError, NotFoundError
-from .model import (OCI_CONFIG, OCI_MANIFEST, Descriptor, Manifest, build_manifest,
-                    parse_manifest, sha256_digest)
+from .model import (ACCEPT_MANIFESTS, OCI_CONFIG, OCI_MANIFEST, Descriptor, Manifest,
+                    build_manifest, parse_manifest, sha256_digest)
 from .reference import Reference, validate_digest
 
 MAX_ATTACHMENT_BYTES = 1 << 20
@@ -84,7 +84,8 @@ def fetch_attachments(client, ref: Reference, digest: str) -> Optional[Attachmen
     what = f"signature attachment {ref.repository}:{tag}"
     try:
         resp, raw = client._get_small(ref.domain, f"/v2/{ref.path}/manifests/{tag}", what,
-                                      {"Accept": OCI_MANIFEST}, limit=MAX_ATTACHMENT_BYTES)
+                                      {"Accept": ", ".join(ACCEPT_MANIFESTS)},
+                                      limit=MAX_ATTACHMENT_BYTES)
     except NotFoundError:
         return None
     if len(raw) > MAX_ATTACHMENT_BYTES:
