@@ -125,8 +125,16 @@ class ImageService:
         ref = Reference.parse(name)
         want = Platform.parse(platform) if platform else None
         policy = load_policy(signature_policy)
-        with self.client(tls_verify=tls_verify, host=ref.domain) as client:
-            return self._pull(client, ref, want, emit, policy)
+        preload = None
+        if policy is not None and policy.for_docker(ref).needs_signatures:
+            from pydocklite.trust.verify import start_preload
+            preload = start_preload()      # cryptography's import overlaps the registry's replies
+        try:
+            with self.client(tls_verify=tls_verify, host=ref.domain) as client:
+                return self._pull(client, ref, want, emit, policy)
+        finally:
+            if preload is not None:
+                preload.join()
 
     def _pull(self, client, ref, want, emit: ProgressFn, policy=None) -> ImageRecord:
         resolved = client.resolve(ref, platform=want)   # checks config diff_ids vs layers

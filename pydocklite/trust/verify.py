@@ -152,6 +152,23 @@ def _judge(item, digest: str, keys, rule, image_identity):
     return SignatureCheck(digest, claim.docker_reference, key.fingerprint, key.kind), ""
 
 
+def start_preload():
+    """A thread importing what signature checks need (`cryptography`'s ECDSA part, ~17 ms
+    of CPU) while the caller talks to the registry; join it before leaving."""
+    import threading
+    thread = threading.Thread(target=_preload, name="trust-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+def _preload() -> None:
+    try:
+        from pydocklite.trust import identity, keys  # noqa: F401
+        keys.preload()
+    except Exception:  # noqa: BLE001 - the check imports again and reports what fails
+        pass
+
+
 def check_registry_image(policy, client, ref, resolved) -> Verdict:
     """The policy's verdict on an image about to be pulled: `resolved` is the registry's
     ResolvedImage (manifests and config in memory, nothing stored yet)."""

@@ -7,6 +7,7 @@ import base64
 import functools
 import json
 import os
+from pathlib import Path
 
 import nacl.secret
 import pytest
@@ -171,6 +172,28 @@ def test_signatures_cross_verify(kind):
     assert not pub.verify(data, sig[:-2])
     assert not pub.verify(data, b"")
     assert not pub.verify(data, os.urandom(len(sig)))
+
+
+def test_ecdsa_verification_imports_only_what_it_needs():
+    """keys.py's import diet, in a fresh interpreter: verifying with an ECDSA key loads
+    neither cryptography's OpenSSL backend (ec.ECDSA's __init__ would) nor the
+    serialization package's SSH code, and still tells good signatures from bad."""
+    import subprocess
+    import sys
+    theirs = indep.Keypair.generate()
+    data = b"payload"
+    code = (
+        "import sys, json; from pydocklite.trust import keys\n"
+        "k = keys.load_public_key(bytes.fromhex(sys.argv[1]), 'k')\n"
+        "ok = k.verify(b'payload', bytes.fromhex(sys.argv[2]))\n"
+        "bad = k.verify(b'payloaD', bytes.fromhex(sys.argv[2]))\n"
+        "print(json.dumps([ok, bad, [m for m in ('cryptography.hazmat.backends.openssl.backend',"
+        " 'cryptography.hazmat.primitives.serialization.ssh') if m in sys.modules]]))\n")
+    r = subprocess.run([sys.executable, "-c", code, theirs.public_pem().hex(),
+                        theirs.sign(data).hex()], capture_output=True, text=True,
+                       cwd=str(Path(__file__).resolve().parents[2]))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [True, False, []]
 
 
 def test_rsa_pss_signatures_verify():

@@ -55,16 +55,10 @@ def test_import_direction(package):
     assert not bad, "\n".join(bad)
 
 
-# Modules that ARE a heavy library's wrapper may import it at their top, provided that no
-# module imports them at its top (checked below): they stay as lazy as the library itself.
-HEAVY_WRAPPERS = {"pydocklite/trust/keys.py": "pydocklite.trust.keys"}
-
-
 def test_heavy_libraries_are_imported_lazily():
     """requests, zstandard, cryptography and fuse only inside functions, never at module
     level, so `--help`, `ps` and `images` start fast."""
     heavy = ("requests", "zstandard", "cryptography", "fuse", "mfusepy", "urllib3")
-    wrappers = set(HEAVY_WRAPPERS.values())
     bad = []
     for package in ("pydocklite", "registry", "snapshotter"):
         for path in sorted((REPO / package).rglob("*.py")):
@@ -75,11 +69,7 @@ def test_heavy_libraries_are_imported_lazily():
                     names = [a.name for a in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.module:
                     names = [node.module]
-                rel = str(path.relative_to(REPO))
                 for n in names:
-                    if n.split(".")[0] in heavy and rel not in HEAVY_WRAPPERS:
-                        bad.append(f"{rel}:{node.lineno} imports {n}")
-                    if n in wrappers or (isinstance(node, ast.ImportFrom) and any(
-                            f"{n}.{a.name}" in wrappers for a in node.names)):
-                        bad.append(f"{rel}:{node.lineno} imports {n} (a heavy wrapper)")
+                    if n.split(".")[0] in heavy:
+                        bad.append(f"{path.relative_to(REPO)}:{node.lineno} imports {n}")
     assert not bad, "\n".join(bad)
