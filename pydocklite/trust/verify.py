@@ -105,7 +105,7 @@ def _sigstore(req, index, selection, image_identity, candidates, attached, refus
             accepted, reason = _judge(item, digest, keys, req.identity, image_identity)
             if accepted is not None:
                 return accepted
-            reasons.append(f"signature {seen}: {reason}")
+            reasons.append(f"signature {seen}: {_clip(reason)}")
     if not seen:
         where = " or ".join(d.replace(":", "-", 1) + ".sig" for d in candidates)
         detail = (f": its attachments hold {other} item(s) of other media types" if other
@@ -117,6 +117,12 @@ def _sigstore(req, index, selection, image_identity, candidates, attached, refus
         shown.append(f"and {len(reasons) - MAX_REASONS} more")
     raise refuse("sigstoreSigned: " + ("; ".join(shown) if len(reasons) > 1 else
                                        reasons[0][reasons[0].index(": ") + 2:]))
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """A reason quotes what a registry sent (a claimed identity, field names): keep the
+    one-line error one readable line."""
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
 
 
 def _judge(item, digest: str, keys, rule, image_identity):
@@ -147,8 +153,9 @@ def _judge(item, digest: str, keys, rule, image_identity):
         return None, (f"it is for manifest {claim.manifest_digest}, not {digest}: a signature "
                       "of another image")
     if not identity.matches(rule, image_identity, claim.docker_reference):
-        return None, (f"it claims identity {claim.docker_reference!r}, which signedIdentity "
-                      f"{rule.type} does not accept for {image_identity or 'this image'}")
+        return None, (f"it claims identity {_clip(claim.docker_reference, 200)!r}, which "
+                      f"signedIdentity {rule.type} does not accept for "
+                      f"{image_identity or 'this image'}")
     return SignatureCheck(digest, claim.docker_reference, key.fingerprint, key.kind), ""
 
 
@@ -187,4 +194,5 @@ def check_archive(policy, transport: str, path: str) -> Verdict:
     """The verdict on images loaded from an archive (docker-archive, oci-archive) or a
     layout directory (oci, dir): these carry no signatures."""
     selection = policy.for_path(transport, path)
-    return check(selection, None, (), lambda digest: None, what=f"from {transport}:{path}")
+    return check(selection, None, (), lambda digest: None,
+                 what=f"from {transport}:{path}" if path else f"from {transport} on stdin")
