@@ -40,10 +40,10 @@ def int_to_ip(value: int) -> str:
 def parse_cidr(text: str, what: str = "subnet") -> Tuple[int, int]:
     """'10.1.0.0/16' -> (network int, prefix length); host bits must be zero."""
     ip, sep, bits = text.partition("/")
-    if not sep or not bits.isdigit() or not 0 <= int(bits) <= 32:
-        raise IpamError(f"invalid {what} {text!r}: use CIDR notation, e.g. 10.1.0.0/16")
     if ":" in ip:
         raise IpamError(f"invalid {what} {text!r}: only IPv4 networks are supported")
+    if not sep or not bits.isdigit() or not 0 <= int(bits) <= 32:
+        raise IpamError(f"invalid {what} {text!r}: use CIDR notation, e.g. 10.1.0.0/16")
     prefix = int(bits)
     addr = ip_to_int(ip)
     net = addr & mask(prefix)
