@@ -54,6 +54,15 @@ class HostClient:
             raise NsHostError(reply.get("error") or f"namespace host: {op} failed")
         return reply.get("result")
 
+    def send(self, op: str, **args) -> None:
+        """A request without a reply (its failure is only logged by the host)."""
+        args["op"] = op
+        args["noreply"] = True
+        try:
+            self.sock.sendall(json.dumps(args).encode() + b"\n")
+        except OSError:
+            pass
+
     def fileno(self) -> int:
         return self.sock.fileno()
 

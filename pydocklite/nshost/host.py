@@ -318,7 +318,7 @@ class Host:
             current = None
         if current is None:
             try:
-                current = lowers.mount(self.files.lower(key), layers, cache, self.log)
+                current = lowers.mount(key, self.files.lower(key), layers, cache, self.log)
             except Exception as e:  # noqa: BLE001 - MountError and friends: to the client
                 raise HostError(f"the shared image mount failed: {e}") from None
         holders = dict(current.holders)

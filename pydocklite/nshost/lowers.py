@@ -25,7 +25,7 @@ from pydocklite.nshost.state import Lower
 MNT_DETACH = 2
 
 
-def mount(path: Path, layer_dirs: Sequence[str], tree_cache: str, log) -> Lower:
+def mount(key: str, path: Path, layer_dirs: Sequence[str], tree_cache: str, log) -> Lower:
     """Start the FUSE server of a chain's merged view at `path`; its Lower (no holders)."""
     from snapshotter.fuse_fs import spawn_fuse
     from pydocklite.runtime.state import proc_start_time
@@ -34,7 +34,7 @@ def mount(path: Path, layer_dirs: Sequence[str], tree_cache: str, log) -> Lower:
     srv = spawn_fuse(str(path), lowers, None, allow_other=True, fsname="pydocklite-lower",
                      tree_cache=Path(tree_cache) if tree_cache else None)
     log(f"lower {path.name}: FUSE server {srv.pid} for {len(lowers)} layer(s)")
-    return Lower(path.name, str(path), srv.pid, proc_start_time(srv.pid) or 0, {})
+    return Lower(key, str(path), srv.pid, proc_start_time(srv.pid) or 0, {})
 
 
 def unmount(lower: Lower, log) -> None:

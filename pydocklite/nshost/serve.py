@@ -254,6 +254,8 @@ class Server:
             line, _, rest = bytes(buf).partition(b"\n")
             buf[:] = rest
             reply = self._handle(line)
+            if reply is None:
+                continue                  # a request that asked for no reply
             try:
                 conn.setblocking(True)
                 conn.settimeout(5)
@@ -268,17 +270,23 @@ class Server:
         self.sel.unregister(conn)
         conn.close()
 
-    def _handle(self, line: bytes) -> dict:
+    def _handle(self, line: bytes):
+        req = {}
         try:
             req = json.loads(line)
             op = req.get("op")
             result = self._op(op, req)
-            return {"ok": True, "result": result}
+            return None if req.get("noreply") else {"ok": True, "result": result}
         except HostError as e:
+            if req.get("noreply"):
+                self.log(f"{req.get('op')}: {e}")
+                return None
             return {"ok": False, "error": str(e)}
         except Exception as e:  # noqa: BLE001 - reported to the client and logged
             import traceback
             self.log(f"request failed: {traceback.format_exc()}")
+            if req.get("noreply") if isinstance(req, dict) else False:
+                return None
             return {"ok": False, "error": f"namespace host: {type(e).__name__}: {e}"}
 
     def _op(self, op: str, req: dict):

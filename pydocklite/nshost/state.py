@@ -15,6 +15,7 @@ $XDG_RUNTIME_DIR/pydocklite/nshost/   (HostFiles)
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 TYPE_CHECKING = False
@@ -197,5 +198,10 @@ def read_state(files: HostFiles) -> Optional[HostState]:
 
 
 def write_state(files: HostFiles, state: HostState) -> None:
-    from pydocklite.atomic import atomic_write_json
-    atomic_write_json(files.state, state.to_json())
+    """Temp file + rename, without fsync: the file lives in the runtime directory (per
+    boot) and is rewritten on every request, where an fsync would cost the start of a
+    container up to tens of ms on a busy disk."""
+    tmp = files.dir / f".state.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(state.to_json(), f)
+    os.replace(tmp, files.state)
