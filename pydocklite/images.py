@@ -107,19 +107,19 @@ class ImageService:
 
     # --- pull -------------------------------------------------------------------------
 
-    def client(self, *, tls_verify: Optional[bool] = None, host: str = ""):
+    def client(self, *, tls_verify: Optional[bool] = None, host: str = "", auth=None):
         from pydocklite.registry_access import make_client
-        return make_client(self.settings, tls_verify=tls_verify, insecure_host=host)
+        return make_client(self.settings, tls_verify=tls_verify, insecure_host=host, auth=auth)
 
     def pull(self, name: str, *, platform: Optional[str] = None,
-             progress: Optional[ProgressFn] = None, tls_verify: Optional[bool] = None
-             ) -> ImageRecord:
+             progress: Optional[ProgressFn] = None, tls_verify: Optional[bool] = None,
+             auth=None) -> ImageRecord:
         from registry.model import Platform
         from registry.reference import Reference
         emit = progress or (lambda ev: None)
         ref = Reference.parse(name)
         want = Platform.parse(platform) if platform else None
-        with self.client(tls_verify=tls_verify, host=ref.domain) as client:
+        with self.client(tls_verify=tls_verify, host=ref.domain, auth=auth) as client:
             return self._pull(client, ref, want, emit)
 
     def _pull(self, client, ref, want, emit: ProgressFn) -> ImageRecord:

@@ -148,3 +148,127 @@ def _extract(stream, dest: str) -> None:
                 if member.name.startswith("/") or ".." in member.name.split("/"):
                     raise OSError(f"refusing unsafe path {member.name!r}")
                 tar.extract(member, base)
+
+
+# --- the API's archive endpoints: the same confinement (a child in the container's user and
+# mount namespaces) with the tar stream handed to the caller instead of the host's disk ------
+
+def _in_container(pid: int, work, inp=None, parent_end=None):
+    """Fork a child that joins the container's namespaces and runs work(out_fd, inp) (inp:
+    a pipe's read end the parent feeds through parent_end); returns (child pid, read end of
+    its output)."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            os.close(r)
+            if parent_end is not None:
+                os.close(parent_end)
+            _enter(pid)
+            code = work(w, inp) or 0
+        except BaseException as e:   # reported through the exit status and stderr
+            try:
+                os.write(w, b"\0ERR" + str(e).encode(errors="replace"))
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    os.close(w)
+    if inp is not None:
+        os.close(inp)
+    return child, r
+
+
+def path_stat(pid: int, path: str) -> dict:
+    """name, size, mode (Go's os.FileMode bits), mtime, linkTarget of `path` as the
+    container sees it (lstat); FileNotFoundError when absent."""
+    import json
+
+    def work(out, _inp):
+        st = os.lstat(path)
+        import stat as S
+        mode = S.S_IMODE(st.st_mode)
+        if S.S_ISDIR(st.st_mode):
+            mode |= 1 << 31
+        elif S.S_ISLNK(st.st_mode):
+            mode |= 1 << 27
+        elif S.S_ISFIFO(st.st_mode):
+            mode |= 1 << 25
+        elif S.S_ISSOCK(st.st_mode):
+            mode |= 1 << 24
+        elif S.S_ISCHR(st.st_mode):
+            mode |= (1 << 26) | (1 << 21)
+        elif S.S_ISBLK(st.st_mode):
+            mode |= 1 << 26
+        link = os.readlink(path) if S.S_ISLNK(st.st_mode) else ""
+        t = time.gmtime(st.st_mtime)
+        doc = {"name": os.path.basename(path.rstrip("/")) or "/", "size": st.st_size,
+               "mode": mode, "mtime": time.strftime("%Y-%m-%dT%H:%M:%S", t) + "Z",
+               "linkTarget": link}
+        os.write(out, json.dumps(doc).encode())
+        return 0
+    child, r = _in_container(pid, work)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(child, 0)
+    if data.startswith(b"\0ERR"):
+        msg = data[4:].decode(errors="replace")
+        if "No such file" in msg:
+            raise FileNotFoundError(f"Could not find the file {path} in container")
+        raise OSError(msg)
+    return json.loads(data)
+
+
+def tar_stream(pid: int, path: str):
+    """The tar of `path` (named by its last element) as the container sees it, in chunks."""
+    def work(out, _inp):
+        with os.fdopen(out, "wb") as f, tarfile.open(fileobj=f, mode="w|") as tar:
+            tar.add(path, arcname=os.path.basename(path.rstrip("/")) or ".")
+        return 0
+    child, r = _in_container(pid, work)
+    try:
+        with os.fdopen(r, "rb") as f:
+            while True:
+                chunk = f.read(65536)
+                if not chunk:
+                    break
+                yield chunk
+    finally:
+        _, status = os.waitpid(child, 0)
+    if status != 0:
+        raise OSError(f"could not read {path} in the container")
+
+
+def untar_into(pid: int, path: str, chunks) -> None:
+    """Extract a tar (an iterable of byte chunks) into the directory `path` of the
+    container, inside its namespaces (nothing can land outside its root)."""
+    in_r, in_w = os.pipe()
+
+    def work(out, inp):
+        with os.fdopen(inp, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            if not os.path.isdir(path):
+                raise FileNotFoundError(f"{path} is not a directory in the container")
+            for member in tar:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extract(member, path, filter="tar")
+                else:
+                    if member.name.startswith("/") or ".." in member.name.split("/"):
+                        raise OSError(f"refusing unsafe path {member.name!r}")
+                    tar.extract(member, path)
+        return 0
+    child, r = _in_container(pid, work, in_r, in_w)
+    try:
+        with os.fdopen(in_w, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+    except BrokenPipeError:
+        pass
+    with os.fdopen(r, "rb") as f:
+        err = f.read()
+    _, status = os.waitpid(child, 0)
+    if status != 0 or err.startswith(b"\0ERR"):
+        msg = err[4:].decode(errors="replace") or f"could not extract into {path}"
+        if "not a directory" in msg or "No such file" in msg:
+            raise FileNotFoundError(msg)
+        raise OSError(msg)
