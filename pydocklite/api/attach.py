@@ -32,7 +32,7 @@ def attach(ctx, req, resp, id):
         # registered before the 101 goes out: the client starts the container as soon as
         # it has the answer, and the start must find this session
         session = AttachSession(req.conn.sock, want["stdin"], want["stdout"], want["stderr"],
-                                tty)
+                                tty, state.config.get("ApiConsoleSize"))
         with ctx.lock:
             ctx.pending_attach.setdefault(state.id, []).append(session)
     try:
@@ -54,7 +54,7 @@ def attach(ctx, req, resp, id):
             return None
         try:
             while not session.started.wait(0.2):
-                if client_closed(sock):
+                if client_closed(sock, half_close_ok=True):
                     return None
         finally:
             _unregister(ctx, state.id, session)
@@ -87,7 +87,7 @@ def _send_logs(ctx, state, sock, tty, want, follow: bool, since=None) -> None:
     store = ctx.containers.store
 
     def stopped() -> bool:
-        if client_closed(sock):
+        if client_closed(sock, half_close_ok=True):
             return True
         try:
             return not store.load(state.id).status().running
@@ -171,10 +171,8 @@ def _start_message(res) -> str:
 def resize(ctx, state, h: int, w: int) -> None:
     """Size the terminal of a container attached through this service: our pty's size,
     then SIGWINCH to the shim, which copies it onto the container's pty."""
-    import fcntl
     import signal
-    import struct
-    import termios
+    from pydocklite.api.streams import set_winsize
     if h < 0 or w < 0 or h > 0xFFFF or w > 0xFFFF:
         raise HttpError(400, "invalid terminal size")
     if not state.config.get("Config", {}).get("Tty"):
@@ -183,10 +181,7 @@ def resize(ctx, state, h: int, w: int) -> None:
         session = ctx.ttys.get(state.id)
         if session is None or session.master is None:
             return              # no client of ours holds its terminal: nothing to size
-        try:
-            fcntl.ioctl(session.master, termios.TIOCSWINSZ, struct.pack("HHHH", h, w, 0, 0))
-        except OSError:
-            return
+        set_winsize(session.master, h, w)
     if state.status().shim_alive:
         try:
             os.kill(state.shim_pid, signal.SIGWINCH)

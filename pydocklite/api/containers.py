@@ -37,11 +37,18 @@ def summary(state) -> dict:
         "Created": unix_time(state.created), "Ports": ports,
         "Labels": c.get("Labels") or {}, "State": st.state, "Status": state.human_status(),
         "HostConfig": {"NetworkMode": mode},
-        "NetworkSettings": {"Networks": {mode: {"NetworkID": "", "IPAddress": ""}}},
+        "NetworkSettings": {"Networks": {mode: _endpoint(state)}},
         "Mounts": [{"Type": "bind", "Source": m.get("source"), "Destination": m.get("target"),
                     "RW": not m.get("readonly"), "Propagation": "rprivate"}
                    for m in cfg.get("Mounts", [])],
     }
+
+
+def _endpoint(state) -> dict:
+    return {"IPAMConfig": None, "Links": None, "Aliases": state.config.get("ApiAliases"),
+            "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
+            "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0, "MacAddress": "", "DriverOpts": None}
 
 
 def network_mode(state) -> str:
@@ -76,9 +83,10 @@ def inspect(ctx, req, resp, id):
     mode = network_mode(state)
     data["HostConfig"]["NetworkMode"] = mode
     ns = data.setdefault("NetworkSettings", {})
-    ns.setdefault("Networks", {mode: {"NetworkID": "", "EndpointID": "", "IPAddress": "",
-                                      "Gateway": "", "MacAddress": "",
-                                      "Aliases": state.config.get("ApiAliases") or None}})
+    ns.setdefault("Networks", {mode: _endpoint(state)})
+    for key in ("Gateway", "IPAddress", "MacAddress", "IPv6Gateway", "GlobalIPv6Address"):
+        ns.setdefault(key, "")
+    ns.setdefault("IPPrefixLen", 0)
     data["Config"].setdefault("Image", state.image)
     return data
 

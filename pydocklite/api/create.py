@@ -152,15 +152,27 @@ def create(ctx, req, resp):
     ports = resolve_ports(opts, image_config, warn=lambda text: warnings.append(text.strip()))
     state = ctx.containers.create(opts, record, image_config, ports)
     network = _network_name(body)
-    if network:
+    size = _console_size((body.get("HostConfig") or {}).get("ConsoleSize"))
+    if network or size:
         def remember(s):
             cfg = dict(s.config)
-            cfg["ApiNetwork"], cfg["ApiAliases"] = network
+            if network:
+                cfg["ApiNetwork"], cfg["ApiAliases"] = network
+            if size:
+                cfg["ApiConsoleSize"] = size
             return s._replace(config=cfg)
         state = ctx.containers.store.update(state.id, remember)
     from pydocklite.api.events import emit_container
     emit_container(ctx, "create", state)
     resp.json({"Id": state.id, "Warnings": warnings}, status=201)
+    return None
+
+
+def _console_size(value):
+    """HostConfig.ConsoleSize [height, width] (the CLI's terminal at create), or None."""
+    if isinstance(value, list) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v < 0x10000 for v in value):
+        return value
     return None
 
 

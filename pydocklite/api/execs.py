@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import threading
 
-from pydocklite.api.create import _field, _strings
+from pydocklite.api.create import _console_size, _field, _strings
 from pydocklite.api.http import HttpError
-from pydocklite.api.streams import STDERR, STDOUT, Pumps
+from pydocklite.api.streams import STDERR, STDOUT, Pumps, set_winsize
 
 MAX_EXECS = 1000
 
@@ -102,7 +102,7 @@ def start(ctx, req, resp, id):
     ctx.server.busy(+1)
     try:
         if tty:
-            _start_tty(ctx, session, sock, resp.leftover)
+            _start_tty(ctx, session, sock, resp.leftover, _console_size(body.get("ConsoleSize")))
         else:
             _start_pipes(ctx, session, sock, resp.leftover)
     finally:
@@ -124,11 +124,13 @@ def _start_pipes(ctx, session, sock, resp_leftover: bytes) -> None:
     pumps.wait()
 
 
-def _start_tty(ctx, session, sock, resp_leftover: bytes) -> None:
+def _start_tty(ctx, session, sock, resp_leftover: bytes, size) -> None:
     got = threading.Event()
     holder = {}
 
     def on_console(master: int) -> None:
+        if size:
+            set_winsize(master, *size)
         session.master = os.dup(master)
         pumps = Pumps(sock, [(master, STDOUT)], os.dup(master)
                       if session.config["AttachStdin"] else None, raw=True,
@@ -153,7 +155,7 @@ def _run(ctx, session, stdio, on_console, close_after) -> None:
     try:
         code = ctx.containers.exec(session.cid, list(c["Cmd"]), list(c["Env"]), c["User"],
                                    c["WorkingDir"], c["Tty"], c["AttachStdin"], stdio=stdio,
-                                   on_console=on_console)
+                                   on_console=on_console, new_session=True)
     except Exception as e:  # noqa: BLE001 - the client sees it on stderr, inspect the code
         try:
             os.write(stdio[2], f"exec failed: {e}\n".encode())
@@ -182,17 +184,11 @@ def _close(fds: list) -> None:
 
 
 def resize(ctx, req, resp, id):
-    import fcntl
-    import struct
-    import termios
     session = _session(ctx, id)
     h, w = req.int_arg("h", 0), req.int_arg("w", 0)
     if h < 0 or w < 0 or h > 0xFFFF or w > 0xFFFF:
         raise HttpError(400, "invalid terminal size")
     with session.lock:
         if session.master is not None:
-            try:
-                fcntl.ioctl(session.master, termios.TIOCSWINSZ, struct.pack("HHHH", h, w, 0, 0))
-            except OSError:
-                pass
+            set_winsize(session.master, h, w)
     return None

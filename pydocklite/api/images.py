@@ -81,6 +81,7 @@ def inspect(ctx, req, resp, name):
     from pydocklite.image_json import inspect_image
     data = inspect_image(ctx.images, ctx.images.lookup(name))
     data["Created"] = data["Created"] or "1970-01-01T00:00:00Z"
+    data["Metadata"] = {"LastTagTime": "0001-01-01T00:00:00Z"}   # Go clients parse it
     return data
 
 

@@ -128,10 +128,7 @@ class ApiServer:
         finally:
             with self.lock:
                 self.connections -= 1
-            try:
-                sock.close()
-            except OSError:
-                pass
+            _lingering_close(sock)
 
     def _early_error(self, conn, e) -> None:
         body = ('{"message": %s}\n' % _json_str(e.message)).encode()
@@ -200,6 +197,28 @@ class ApiServer:
                 resp.send(204)
             else:
                 resp.json(result)
+
+
+def _lingering_close(sock: socket.socket) -> None:
+    """Close so that a response already sent reaches a client that is still sending: our
+    side shut, then what it sends drained for a bounded time (closing with unread input
+    would reset the connection and could destroy the response in flight)."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(1.0)
+        deadline = time.monotonic() + 2.0
+        drained = 0
+        while drained < (4 << 20) and time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                break
+            drained += len(data)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 def _is_engine_error(e: BaseException) -> bool:

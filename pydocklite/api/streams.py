@@ -17,6 +17,15 @@ import threading
 STDOUT, STDERR = 1, 2
 
 
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    import fcntl
+    import termios
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    except OSError:
+        pass
+
+
 def frame(stream: int, data: bytes) -> bytes:
     return struct.pack(">BxxxL", stream, len(data)) + data
 
@@ -114,8 +123,9 @@ class AttachSession:
     then starts): its pipes are handed to the shim at the start."""
 
     def __init__(self, sock: socket.socket, stdin: bool, stdout: bool, stderr: bool,
-                 tty: bool):
+                 tty: bool, size=None):
         self.sock = sock
+        self.size = size             # [rows, columns] of the client's terminal
         self.stdin, self.stdout, self.stderr, self.tty = stdin, stdout, stderr, tty
         self.started = threading.Event()
         self.pumps = None
@@ -131,6 +141,8 @@ class AttachSession:
             import tty
             master, slave = os.openpty()
             tty.setraw(slave)
+            if self.size:
+                set_winsize(master, *self.size)
             self.master = os.dup(master)            # for resize, closed by close()
             stdin = slave if self.stdin else os.open(os.devnull, os.O_RDONLY)
             fds = [stdin, slave, slave]

@@ -41,8 +41,21 @@ def unix_time(rfc3339: str) -> int:
     return int(t.timestamp()) if t else 0
 
 
-def client_closed(sock: socket.socket) -> bool:
-    """Has the client closed its side (or reset)? Data it sent meanwhile is left unread."""
+def client_closed(sock: socket.socket, half_close_ok: bool = False) -> bool:
+    """Has the client gone away? Data it sent meanwhile is left unread.
+
+    half_close_ok: for hijacked streams, where a client shuts its writing side when it has
+    no more input (the docker CLI does so at once when it attaches without stdin) and still
+    reads: then only a hang-up counts (both directions closed, or an error)."""
+    if half_close_ok:
+        import select as sel
+        poller = sel.poll()
+        poller.register(sock, sel.POLLHUP | sel.POLLERR)
+        try:
+            return any(ev & (sel.POLLHUP | sel.POLLERR | sel.POLLNVAL)
+                       for _, ev in poller.poll(0))
+        except OSError:
+            return True
     try:
         ready, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):

@@ -168,10 +168,12 @@ def _in_container(pid: int, work, inp=None, parent_end=None):
             _enter(pid)
             code = work(w, inp) or 0
         except BaseException as e:   # reported through the exit status and stderr
-            try:
-                os.write(w, b"\0ERR" + str(e).encode(errors="replace"))
-            except OSError:
-                pass
+            text = f"{type(e).__name__}: {e}".encode(errors="replace")
+            for fd, prefix in ((w, b"\0ERR"), (2, b"in the container: ")):
+                try:
+                    os.write(fd, prefix + text + (b"\n" if fd == 2 else b""))
+                except OSError:
+                    pass
         finally:
             os._exit(code)
     os.close(w)

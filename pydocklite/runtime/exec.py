@@ -25,14 +25,15 @@ def _process_plan(spec, args, env, cwd, uid, gid):
 
 
 def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=None,
-            stdio=None, tty: bool = False, on_console=None) -> int:
+            stdio=None, tty: bool = False, on_console=None, new_session: bool = False) -> int:
     """Run args inside container cid; returns its exit code (128+N if killed by signal N).
 
     tty: the process gets a new pty of the container's devpts as its controlling terminal;
     we relay our stdin/stdout to it (runc exec -t), or hand its master to on_console(fd)
     (a server relaying it elsewhere; the fd is then the callee's).
     The forked helper keeps only the fds it needs: a server's other clients' sockets must
-    not live on in it for as long as the process runs."""
+    not live on in it for as long as the process runs. new_session: the helper (and so the
+    process) leaves our session and process group (a server's Ctrl-C must not reach it)."""
     from . import security
     from .process import _attach_terminal, _exec
     pair = None
@@ -67,6 +68,8 @@ def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=N
     if pid == 0:
         code = 1
         try:
+            if new_session:
+                os.setsid()
             if stdio is not None:
                 for i, fd in enumerate(stdio):
                     if fd is not None and fd != i:
