@@ -1,5 +1,6 @@
 """/containers/{id}/archive: HEAD (stat), GET (a tar of a path), PUT (extract a tar into a
-directory), all inside the container's namespaces (containers.procs)."""
+directory): translations to the container files service (containers/fs_access.py, whose
+confined helper does the work inside the container)."""
 from __future__ import annotations
 
 import base64
@@ -8,60 +9,47 @@ import json
 from pydocklite.api.http import HttpError
 
 
-def _running(ctx, ref: str):
-    state = ctx.containers.store.get(ref)
-    if not state.status().running:
-        raise HttpError(409, f"container {state.id[:12]} is not running: copying needs a "
-                             "running container here")
-    return state
-
-
 def _path(req) -> str:
     path = req.arg("path")
     if not path:
         raise HttpError(400, "archive needs ?path=PATH")
-    return path if path.startswith("/") else "/" + path
+    return path
 
 
-def _stat_header(ctx, state, path: str) -> tuple:
-    from pydocklite.containers.procs import path_stat
-    try:
-        st = path_stat(state.init_pid, path)
-    except FileNotFoundError:
-        raise HttpError(404, f"Could not find the file {path} in container "
-                             f"{state.name}") from None
-    return ("X-Docker-Container-Path-Stat",
-            base64.b64encode(json.dumps(st).encode()).decode())
+def _stat_header(ctx, ref: str, path: str) -> tuple:
+    from pydocklite.containers.fs_access import docker_path_stat, stat_path
+    st = docker_path_stat(stat_path(ctx.settings, ref, path))
+    return ("X-Docker-Container-Path-Stat", base64.b64encode(json.dumps(st).encode()).decode())
 
 
 def stat(ctx, req, resp, id):
-    state = _running(ctx, id)
-    header = _stat_header(ctx, state, _path(req))
-    resp.send(200, b"", headers=[header])
+    resp.send(200, b"", headers=[_stat_header(ctx, id, _path(req))])
     return None
 
 
 def get(ctx, req, resp, id):
-    from pydocklite.containers.procs import tar_stream
-    state = _running(ctx, id)
+    from pydocklite.containers.fs_access import open_archive
     path = _path(req)
-    header = _stat_header(ctx, state, path)
-    stream = resp.start_stream(200, "application/x-tar", headers=[header])
-    for chunk in tar_stream(state.init_pid, path):
-        stream.write(chunk)
+    header = _stat_header(ctx, id, path)
+    with open_archive(ctx.settings, id, path) as tar:
+        stream = resp.start_stream(200, "application/x-tar", headers=[header])
+        while True:
+            chunk = tar.read(1 << 20)
+            if not chunk:
+                break
+            stream.write(chunk)
     stream.close()
     return None
 
 
 def put(ctx, req, resp, id):
-    from pydocklite.containers.procs import untar_into
-    state = _running(ctx, id)
-    path = _path(req)
-    try:
-        untar_into(state.init_pid, path, req.chunks())
-    except FileNotFoundError as e:
-        raise HttpError(404, str(e)) from None
-    except OSError as e:
-        raise HttpError(400, f"could not extract the archive into {path}: {e}") from None
+    from pydocklite.containers.fs_access import put_tar
+    chunks = req.chunks()
+
+    def feed(write):
+        for chunk in chunks:
+            write(chunk)
+    put_tar(ctx.settings, id, _path(req), feed,
+            copy_ids=req.flag("copyUIDGID"))
     resp.send(200)
     return None

@@ -9,11 +9,8 @@ and the Dockerfile named by `dockerfile` must be inside it.
 from __future__ import annotations
 
 import os
-import tarfile
 
 from pydocklite.api.http import HttpError
-
-MAX_CONTEXT_ENTRIES = 1_000_000
 
 
 class _Lines:
@@ -39,77 +36,36 @@ class _Lines:
 
 
 def _unpack(chunks, dest: str) -> None:
-    """Extract the context tar (plain, gzip, bzip2 or xz) into `dest` safely."""
-    import io
+    """Extract the context tar (plain or gzip) into `dest` with the one safe extractor:
+    nothing lands outside it, no link leads out, no device is made."""
+    import zlib
+    from pydocklite.tar_extract import extract_stream
+    it = iter(chunks)
+    state = {"buf": b"", "z": None, "first": True}
 
-    class Reader(io.RawIOBase):
-        def __init__(self, it):
-            self.it, self.buf = iter(it), b""
-
-        def readable(self):
-            return True
-
-        def readinto(self, b):
-            while not self.buf:
-                try:
-                    self.buf = next(self.it)
-                except StopIteration:
-                    return 0
-            n = min(len(b), len(self.buf))
-            b[:n] = self.buf[:n]
-            self.buf = self.buf[n:]
-            return n
-    root = os.path.realpath(dest)
-    count = 0
-    with tarfile.open(fileobj=io.BufferedReader(Reader(chunks), 1 << 16), mode="r|*") as tar:
-        for member in tar:
-            count += 1
-            if count > MAX_CONTEXT_ENTRIES:
-                raise HttpError(400, "build context has too many entries")
-            name = member.name.lstrip("./") if member.name not in (".", "./") else ""
-            parts = [p for p in name.split("/") if p not in ("", ".")]
-            if member.name.startswith("/") or ".." in parts:
-                raise HttpError(400, f"build context entry {member.name[:200]!r} points "
-                                     "outside the context")
-            if not parts:
-                continue
-            target = os.path.join(root, *parts)
-            if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-                continue                       # devices, fifos: never made on the host
-            parent = os.path.dirname(target)
-            if os.path.realpath(parent) != parent or not parent.startswith(root):
-                raise HttpError(400, f"build context entry {member.name[:200]!r} goes "
-                                     "through a link")
-            if member.islnk():
-                link = [p for p in member.linkname.split("/") if p not in ("", ".")]
-                if member.linkname.startswith("/") or ".." in link:
-                    raise HttpError(400, f"build context hard link {member.name[:200]!r} "
-                                         "points outside the context")
-                src = os.path.join(root, *link)
-                if os.path.lexists(target):
-                    os.unlink(target)
-                os.link(src, target, follow_symlinks=False)
-                continue
-            if member.issym():
-                if os.path.lexists(target):
-                    os.unlink(target)
-                os.symlink(member.linkname, target)   # resolved by the builder, in the context
-                continue
-            if member.isdir():
-                os.makedirs(target, mode=0o755, exist_ok=True)
-                os.chmod(target, (member.mode & 0o777) | 0o700)
-                continue
-            os.makedirs(parent, exist_ok=True)
-            src = tar.extractfile(member)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(target, flags, (member.mode & 0o777) | 0o600)
-            with os.fdopen(fd, "wb") as out:
-                while True:
-                    data = src.read(1 << 20)
-                    if not data:
+    def read(n: int) -> bytes:
+        while not state["buf"]:
+            try:
+                data = next(it)
+            except StopIteration:
+                if state["z"] is not None:
+                    tail, state["z"] = state["z"].flush(), None
+                    state["buf"] = tail
+                    if tail:
                         break
-                    out.write(data)
-            os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
+                return b""
+            if state["first"]:
+                state["first"] = False
+                if data[:2] == b"\x1f\x8b":
+                    state["z"] = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            state["buf"] = state["z"].decompress(data) if state["z"] is not None else data
+        out, state["buf"] = state["buf"][:n], state["buf"][n:]
+        return out
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        extract_stream(read, fd, what="build context")
+    finally:
+        os.close(fd)
 
 
 def _json_map(req, name: str) -> dict:

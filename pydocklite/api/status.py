@@ -12,7 +12,8 @@ STATUS_BY_CLASS = {
     "HttpError": None,                      # carries its own status
     "ContainerNotFoundError": 404, "ImageNotFoundError": 404, "ContainerNotFound": 404,
     "NotFoundError": 404, "SnapshotNotFoundError": 404, "PlatformNotFound": 404,
-    "VolumeNotFoundError": 404, "NetworkNotFoundError": 404,
+    "VolumeNotFoundError": 404, "NetworkNotFoundError": 404, "ContainerPathNotFoundError": 404,
+    "ContainerPathError": 400, "UnsafeArchiveError": 400,
     "NameConflictError": 409, "ContainerStateError": 409, "ImageInUseError": 409,
     "VolumeInUseError": 409, "ContainerExists": 409, "SnapshotExistsError": 409,
     "InvalidNameError": 400, "AmbiguousReferenceError": 400, "UsageError": 400,

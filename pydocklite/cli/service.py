@@ -23,7 +23,8 @@ WARM = ("pydocklite.api.containers", "pydocklite.api.create", "pydocklite.api.at
         "pydocklite.shim.launch", "pydocklite.shim.port_spec", "pydocklite.shim.logs",
         "pydocklite.images", "pydocklite.image_json", "pydocklite.oci_layout",
         "snapshotter.snapshots", "snapshotter.content_store", "registry.reference",
-        "pydocklite.containers.procs", "pydocklite.userns_exec")
+        "pydocklite.containers.procs", "pydocklite.containers.fs_access",
+        "pydocklite.userns_exec")
 
 
 def default_socket(settings) -> str:

@@ -141,7 +141,7 @@ def test_detached_lifecycle_ps_logs_exec_stop_rm(cli, busybox):
     assert shims and all("--name tick" in p and cid in p for p in shims)
     t = time.monotonic()
     ok(cli("stop", "tick"))
-    assert time.monotonic() - t < 3
+    assert time.monotonic() - t < 8        # the handler exits: no 10 s grace period
     assert "bye" in ok(cli("logs", "tick")).stdout
     st = json.loads(ok(cli("inspect", "tick")).stdout)[0]
     assert st["State"]["Status"] == "exited" and st["State"]["ExitCode"] == 0
@@ -300,7 +300,7 @@ def test_nginx_published_port(cli, nginx_image):
     assert "GET / HTTP/1.1" in ok(cli("logs", "web")).stdout
     t = time.monotonic()
     ok(cli("stop", "web"))
-    assert time.monotonic() - t < 1.0
+    assert time.monotonic() - t < 8        # nginx exits on SIGTERM: no 10 s grace period
     ok(cli("rm", cid))
     assert leftovers(cli.home) == NOTHING
 
@@ -373,7 +373,8 @@ def _helpers_of(tool: str, wait: float = 0, only=None) -> list:
 def test_cp_both_ways_top_stats(cli, busybox):
     ok(cli("run", "-d", "--name", "box", busybox, "sh", "-c",
            "mkdir -p /srv/d/e && echo deep > /srv/d/e/f && echo one > /srv/one && "
-           "ln -s /etc/passwd /srv/abs && touch /srv/ready && sleep 300"))
+           "ln -s /etc/passwd /srv/abs && ln -s one /srv/rel && touch /srv/ready && "
+           "sleep 300"))
     deadline = time.time() + 20
     while cli("exec", "box", "test", "-e", "/srv/ready").returncode != 0:
         assert time.time() < deadline
@@ -385,8 +386,12 @@ def test_cp_both_ways_top_stats(cli, busybox):
     assert (out / "renamed.txt").read_text() == "one\n"
     ok(cli("cp", "box:/srv/d", str(out)))
     assert (out / "d" / "e" / "f").read_text() == "deep\n"
-    ok(cli("cp", "box:/srv/abs", str(out)))
-    assert os.readlink(out / "abs") == "/etc/passwd"      # copied as a link, not followed
+    r = ok(cli("cp", "box:/srv/abs", str(out)))
+    # a link that would lead outside the destination on the host is not made, and said so
+    assert not os.path.lexists(out / "abs")
+    assert "skipped abs: symbolic link to /etc/passwd, outside the destination" in r.stderr
+    ok(cli("cp", "box:/srv/rel", str(out)))
+    assert os.readlink(out / "rel") == "one"              # copied as a link, not followed
     (out / "in.txt").write_text("from host\n")
     os.chown(out / "in.txt", unpriv.test_user().pw_uid, unpriv.test_user().pw_gid)
     ok(cli("cp", str(out / "in.txt"), "box:/srv/"))
