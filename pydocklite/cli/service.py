@@ -9,8 +9,9 @@ import sys
 from pydocklite.cli.common import Parser
 from pydocklite.errors import UsageError
 
+from pydocklite.hostinfo import API_SOCKET_NAME as SOCKET_NAME
+
 DEFAULT_IDLE = 5.0
-SOCKET_NAME = "docker.sock"
 
 # what a container's create and start need, imported once the service listens, so that no
 # request pays for them (the start path's own preload list included)

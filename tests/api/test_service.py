@@ -27,6 +27,8 @@ def test_socket_mode_stale_socket_and_idle_exit(cli):
     assert stat.S_IMODE(os.stat(os.path.dirname(sock)).st_mode) == 0o700
     api = Api(cli, proc, sock)
     assert api.alive()
+    info = ok(cli("info")).stdout
+    assert f"API socket:       unix://{sock} (listening)" in info
     # an open stream keeps it alive past --time
     s = api.connect()
     s.sendall(b"GET /events HTTP/1.1\r\nHost: d\r\n\r\n")
