@@ -45,6 +45,11 @@ FORBIDDEN = {
     "pydocklite/containers": ("pydocklite.cli", "pydocklite.api", "pydocklite.builder"),
     # the two faces never import each other: both call the services
     "pydocklite/api": ("pydocklite.cli",),
+    # the namespace host sits beside the shim: requests carry what it needs, it reads no
+    # container, image or network record
+    "pydocklite/nshost": ("pydocklite.cli", "pydocklite.builder", "pydocklite.distribution",
+                          "pydocklite.containers", "pydocklite.images", "pydocklite.networks",
+                          "pydocklite.volumes", "pydocklite.api"),
 }
 
 
