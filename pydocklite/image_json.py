@@ -35,6 +35,7 @@ def inspect_image(service, record) -> dict:
         "GraphDriver": {"Name": "pydocklite", "Data": {"ManifestDigest": record.manifest_digest}},
         "RootFS": {"Type": "layers", "Layers": list(record.diff_ids)},
         "Metadata": {"LastTagTime": ""},
+        "Trust": record.trust.to_json() if record.trust is not None else None,
     }
 
 

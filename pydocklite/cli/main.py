@@ -44,7 +44,8 @@ COMMANDS = {
     "network": ("network", "cmd_network", "Manage networks (create, ls, inspect, rm, prune, "
                 "connect, disconnect)"),
     "image": ("images", "cmd_image", "Manage images (ls, pull, push, rm, tag, inspect, prune, "
-              "save, load, import, history)"),
+              "save, load, import, history, sign)"),
+    "key": ("trust", "cmd_key", "Manage image signing keys (generate)"),
     "container": ("container", "cmd_container", "Manage containers"),
     "system": ("system", "cmd_system", "Manage pydocklite (df, info, service: the Docker Engine API)"),
     "info": ("system", "cmd_info", "Display system-wide information"),
