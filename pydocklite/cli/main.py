@@ -47,7 +47,7 @@ COMMANDS = {
               "save, load, import, history, sign)"),
     "key": ("trust", "cmd_key", "Manage image signing keys (generate)"),
     "container": ("container", "cmd_container", "Manage containers"),
-    "system": ("system", "cmd_system", "Manage pydocklite (df, info)"),
+    "system": ("system", "cmd_system", "Manage pydocklite (df, info, service: the Docker Engine API)"),
     "info": ("system", "cmd_info", "Display system-wide information"),
     "login": ("login", "cmd_login", "Log in to a registry"),
     "logout": ("login", "cmd_logout", "Log out from a registry"),
