@@ -107,23 +107,42 @@ class ImageService:
 
     # --- pull -------------------------------------------------------------------------
 
-    def client(self, *, tls_verify: Optional[bool] = None, host: str = ""):
+    def client(self, *, tls_verify: Optional[bool] = None, host: str = "", auth=None):
         from pydocklite.registry_access import make_client
-        return make_client(self.settings, tls_verify=tls_verify, insecure_host=host)
+        return make_client(self.settings, tls_verify=tls_verify, insecure_host=host, auth=auth)
 
     def pull(self, name: str, *, platform: Optional[str] = None,
-             progress: Optional[ProgressFn] = None, tls_verify: Optional[bool] = None
-             ) -> ImageRecord:
+             progress: Optional[ProgressFn] = None, tls_verify: Optional[bool] = None,
+             auth=None, signature_policy: Optional[str] = None) -> ImageRecord:
+        """Pull `name` into the store. When a signature policy applies (`signature_policy`,
+        else ~/.config/containers/policy.json, else /etc/containers/policy.json) the image
+        is checked against it after its manifests and config are read and before anything
+        is stored: a refused image raises trust.errors.SignatureRefused and leaves no trace.
+        auth: credentials a client sent (the API's X-Registry-Auth) instead of config.json."""
         from registry.model import Platform
         from registry.reference import Reference
+        from pydocklite.trust.policy import load_policy
         emit = progress or (lambda ev: None)
         ref = Reference.parse(name)
         want = Platform.parse(platform) if platform else None
-        with self.client(tls_verify=tls_verify, host=ref.domain) as client:
-            return self._pull(client, ref, want, emit)
+        policy = load_policy(signature_policy)
+        preload = None
+        if policy is not None and policy.for_docker(ref).needs_signatures:
+            from pydocklite.trust.verify import start_preload
+            preload = start_preload()      # cryptography's import overlaps the registry's replies
+        try:
+            with self.client(tls_verify=tls_verify, host=ref.domain, auth=auth) as client:
+                return self._pull(client, ref, want, emit, policy)
+        finally:
+            if preload is not None:
+                preload.join()
 
-    def _pull(self, client, ref, want, emit: ProgressFn) -> ImageRecord:
+    def _pull(self, client, ref, want, emit: ProgressFn, policy=None) -> ImageRecord:
         resolved = client.resolve(ref, platform=want)   # checks config diff_ids vs layers
+        verdict = None
+        if policy is not None:
+            from pydocklite.trust.verify import check_registry_image
+            verdict = check_registry_image(policy, client, ref, resolved)
         manifest = resolved.manifest
         config = resolved.config
         diff_ids = [str(d) for d in config.diff_ids]
@@ -157,6 +176,7 @@ class ImageService:
             repo_digests=(f"{ref.repository}@{repo_digest_src}",),
             added_at=time.time(),
             index_digest=str(resolved.index.digest) if resolved.index is not None else "",
+            trust=verdict,
         )
         names = [str(ref)] if ref.tag and not ref.digest else []
         self.db.add(record, names)

@@ -43,6 +43,9 @@ def add_create_flags(p) -> None:
     a("--pull", default="missing", choices=["missing", "always", "never"],
       help="Pull image before running")
     a("--rm", action="store_true", help="Automatically remove the container when it exits")
+    a("--signature-policy", metavar="FILE",
+      help="Signature policy for an image pulled now (default: "
+           "~/.config/containers/policy.json, else /etc/containers/policy.json)")
     a("--privileged", action="store_true", help="Give extended privileges to this container")
     a("--security-opt", action="append", default=[],
       help="Security options: seccomp=unconfined, no-new-privileges")
@@ -85,6 +88,8 @@ def options_from_args(args):
         elif not (key == "no-new-privileges" and value == "false"):
             raise UsageError(f"invalid --security-opt {opt!r}: supported are "
                              "seccomp=unconfined and no-new-privileges")
+    if args.signature_policy:
+        extra["signature_policy"] = args.signature_policy
     return RunOptions(
         extra=extra,
         image=args.image, command=tuple(args.command), name=args.name,
@@ -120,7 +125,8 @@ def ensure_image(settings, opts):
             from pydocklite.cli.pull import pull_image
             if opts.pull == "missing":
                 sys.stderr.write(f"Unable to find image '{opts.image}' locally\n")
-            record = pull_image(settings, opts.image, platform=opts.platform, out=sys.stderr)
+            record = pull_image(settings, opts.image, platform=opts.platform, out=sys.stderr,
+                                signature_policy=(opts.extra or {}).get("signature_policy"))
     return service, record
 
 
@@ -136,27 +142,8 @@ def prepare(settings, opts):
 
 
 def _ports(opts, image_config) -> list:
-    if not opts.publish and not opts.publish_all:
-        return []
-    from pydocklite.shim.port_spec import parse_publish, publish_all, unprivileged_port_start
-    if opts.network == "host":
-        sys.stderr.write("WARNING: Published ports are discarded when using host network mode\n")
-        return []
-    ports = []
-    for spec in opts.publish:
-        ports.extend(parse_publish(spec))
-    if opts.publish_all:
-        exposed = (image_config.get("config") or {}).get("ExposedPorts") or {}
-        have = {p.key for p in ports}
-        ports.extend(p for p in publish_all(exposed) if p.key not in have)
-    low = unprivileged_port_start()
-    for p in ports:
-        if p.host_port and p.host_port < low and os.geteuid() != 0:
-            raise UsageError(
-                f"cannot publish host port {p.host_port}: ports below {low} need privileges: "
-                f"use a port >= {low}, or let users bind them with "
-                f"'sudo sysctl -w net.ipv4.ip_unprivileged_port_start={p.host_port}'")
-    return ports
+    from pydocklite.containers.publish import resolve_ports
+    return resolve_ports(opts, image_config, warn=sys.stderr.write)
 
 
 BASE_FIX = ("or give pydocklite a cgroup you may write to: PYDOCKLITE_CGROUP_BASE=DIR[:DIR...] "

@@ -129,6 +129,11 @@ def cmd_system(settings, argv) -> int:
         return 0
     if argv and argv[0] == "info":
         return cmd_info(settings, argv[1:])
+    if argv and argv[0] == "service":
+        from pydocklite.cli.service import cmd_service
+        return cmd_service(settings, argv[1:])
     sys.stdout.write("Usage:  pydocklite system COMMAND\n\nManage pydocklite\n\nCommands:\n"
-                     "  df    Show pydocklite disk usage\n  info  Display system-wide information\n")
+                     "  df       Show pydocklite disk usage\n"
+                     "  info     Display system-wide information\n"
+                     "  service  Serve the Docker Engine API on a unix socket\n")
     return 0 if not argv or argv[0] in ("-h", "--help") else 125

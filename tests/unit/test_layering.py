@@ -2,7 +2,7 @@
 lazy ones inside functions included):
 
     pydocklite/ ──► registry/, snapshotter/   (those two never import pydocklite/ or each other)
-    inside pydocklite: cli → builder/containers/images/distribution → shim → runtime
+    inside pydocklite: cli, api → builder/containers/images/distribution → shim → runtime
     runtime/ never imports anything above it.
 """
 from __future__ import annotations
@@ -40,8 +40,16 @@ FORBIDDEN = {
     "pydocklite/runtime": ("pydocklite.cli", "pydocklite.containers", "pydocklite.shim",
                            "pydocklite.images", "pydocklite.builder", "pydocklite.distribution",
                            "registry", "snapshotter"),
-    "pydocklite/shim": ("pydocklite.cli", "pydocklite.builder", "pydocklite.distribution"),
-    "pydocklite/containers": ("pydocklite.cli", "pydocklite.builder"),
+    "pydocklite/shim": ("pydocklite.cli", "pydocklite.api", "pydocklite.builder",
+                        "pydocklite.distribution"),
+    "pydocklite/containers": ("pydocklite.cli", "pydocklite.api", "pydocklite.builder"),
+    # the two faces never import each other: both call the services
+    "pydocklite/api": ("pydocklite.cli",),
+    # the namespace host sits beside the shim: requests carry what it needs, it reads no
+    # container, image or network record
+    "pydocklite/nshost": ("pydocklite.cli", "pydocklite.builder", "pydocklite.distribution",
+                          "pydocklite.containers", "pydocklite.images", "pydocklite.networks",
+                          "pydocklite.volumes", "pydocklite.api"),
 }
 
 
