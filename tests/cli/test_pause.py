@@ -55,6 +55,15 @@ def _wait_count(cli, above: int, timeout: float = 20) -> int:
         time.sleep(0.1)
 
 
+@pytest.fixture
+def cleanup(cli):
+    """Whatever a test leaves behind (a failed assert included), `rm -f box` removes: the
+    container's own processes carry no path of the test's home, the stray sweep misses them."""
+    yield
+    cli("unpause", "box")
+    cli("rm", "-f", "box")
+
+
 def _status(cli) -> dict:
     return json.loads(ok(cli("inspect", "box")).stdout)[0]["State"]
 
@@ -81,7 +90,7 @@ def _pause_cycle(cli):
     assert r.returncode == 1 and "is not paused" in r.stderr, r.stderr
 
 
-def test_pause_without_a_cgroup_stops_every_process(cli, busybox):
+def test_pause_without_a_cgroup_stops_every_process(cli, busybox, cleanup):
     # --user: processes of another uid than the user's (a subordinate id): only signals
     # sent from inside the container's user namespace reach them
     ok(cli("run", "-d", "--name", "box", "--user", "1000", busybox, "sh", "-c",
@@ -102,7 +111,7 @@ def test_pause_without_a_cgroup_stops_every_process(cli, busybox):
     ok(cli("rm", "box"))
 
 
-def test_rm_force_of_a_paused_container(cli, busybox):
+def test_rm_force_of_a_paused_container(cli, busybox, cleanup):
     ok(cli("run", "-d", "--name", "box", busybox, "sh", "-c", COUNTER))
     _wait_count(cli, 1)
     ok(cli("pause", "box"))
@@ -142,7 +151,7 @@ def test_pause_with_a_delegated_cgroup_freezes_it(cli, busybox):
             ok(cli("rm", "-f", "box", env=env))
 
 
-def test_commit_pauses_a_running_container_and_lets_it_go_on(cli, busybox):
+def test_commit_pauses_a_running_container_and_lets_it_go_on(cli, busybox, cleanup):
     ok(cli("run", "-d", "--name", "box", busybox, "sh", "-c", COUNTER))
     try:
         n = _wait_count(cli, 1)
