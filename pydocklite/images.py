@@ -13,7 +13,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import List, Optional, Set
 
-from pydocklite.errors import ImageError, ImageInUseError, ImageNotFoundError
+from pydocklite.errors import (ConflictError, ImageError, ImageInUseError, ImageNotFoundError,
+                               UsageError)
 from pydocklite.image_db import ImageDB, ImageRecord, ImageStore
 from pydocklite.runtime.record import record as value_type
 from pydocklite.settings import Settings
@@ -75,7 +76,7 @@ class ImageService:
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1 and len(bare) < 64:
-                raise ImageError(f"image id prefix {name!r} is ambiguous: give more digits")
+                raise UsageError(f"image id prefix {name!r} is ambiguous: give more digits")
         from registry.reference import Reference
         try:
             ref = Reference.parse(name)
@@ -95,7 +96,7 @@ class ImageService:
     def exists(self, name: str) -> bool:
         try:
             return self._find(name, self.db.load()) is not None
-        except ImageError:
+        except (ImageError, UsageError):
             return False
 
     def config(self, record: ImageRecord):
@@ -217,7 +218,7 @@ class ImageService:
         from registry.reference import Reference
         ref = Reference.parse(target)
         if ref.digest:
-            raise ImageError(f"refusing to create a tag with a digest reference: {target}")
+            raise UsageError(f"refusing to create a tag with a digest reference: {target}")
         self.db.tag(record.id, str(ref))
 
     def images_in_use(self) -> Set[str]:
@@ -260,7 +261,7 @@ class ImageService:
                 f"conflict: unable to remove image {name} ({short_id(record.id)}): it is used by "
                 "a container: remove the container first or use -f")
         if not by_tag and len(tags) > 1 and not force:
-            raise ImageError(
+            raise ConflictError(
                 f"conflict: unable to delete {short_id(record.id)} (must be forced) - image is "
                 "referenced in multiple repositories")
         for t in tags:

@@ -94,16 +94,23 @@ def _print_aligned(table: list) -> None:
 
 
 def for_each(names, fn) -> int:
-    """Run fn per named object like docker: errors to stderr, exit 1 if any failed."""
+    """Run fn per named object like docker: errors to stderr, exit 1 if any failed; an
+    object already in the state asked for (a 304: start of a running container) counts
+    as done, its name printed, as the docker CLI does."""
+    from pydocklite.errors import classify
     status = 0
     for name in names:
         try:
             out = fn(name)
-            if out is not None:
-                sys.stdout.write(f"{out}\n")
         except Exception as e:
-            if type(e).__module__.split(".")[0] not in ("pydocklite", "registry", "snapshotter"):
+            outcome = classify(e)
+            if outcome is None:
                 raise
-            sys.stderr.write(f"Error response from daemon: {e}\n")
-            status = 1
+            if outcome.http_status != 304:
+                sys.stderr.write(f"Error response from daemon: {e}\n")
+                status = 1
+                continue
+            out = name
+        if out is not None:
+            sys.stdout.write(f"{out}\n")
     return status

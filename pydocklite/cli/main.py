@@ -109,11 +109,6 @@ def _fail(message: str, code: int = 125) -> int:
     return code
 
 
-def _is_ours(exc: BaseException) -> bool:
-    module = type(exc).__module__.split(".")[0]
-    return module in ("pydocklite", "registry", "snapshotter")
-
-
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     opts, verb, rest = _split_global(argv)
@@ -143,9 +138,12 @@ def main(argv=None) -> int:
             pass
         return 0
     except Exception as e:  # the one place that turns errors into a line and an exit code
-        if _is_ours(e):
-            sys.stderr.write(f"Error: {e}\n")
-            return int(getattr(e, "exit_code", 125))
+        from pydocklite.errors import classify
+        outcome = classify(e)
+        if outcome is not None:
+            if outcome.exit_code:
+                sys.stderr.write(f"Error: {e}\n")
+            return outcome.exit_code
         if isinstance(e, OSError) and e.filename:
             sys.stderr.write(f"Error: {e.strerror}: {e.filename}\n")
             return 125

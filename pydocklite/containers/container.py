@@ -17,7 +17,7 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 
 from pydocklite.containers.options import RunOptions
 from pydocklite.containers.state import ContainerState, ContainerStore, pid_alive
-from pydocklite.errors import ContainerStateError, UsageError
+from pydocklite.errors import ContainerNotModifiedError, ContainerStateError, UsageError
 from pydocklite.runtime.record import asdict, record
 from pydocklite.settings import Settings
 
@@ -181,7 +181,7 @@ class ContainerService:
         state = self.store.get(ref)
         st = state.status()
         if st.running:
-            raise ContainerStateError(f"container {state.name} is already running")
+            raise ContainerNotModifiedError(f"container {state.name} is already running")
         if st.shim_alive:
             raise ContainerStateError(f"container {state.name} is being handled by its shim "
                                       f"(pid {state.shim_pid}): wait or stop it first")

@@ -26,22 +26,23 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 from pydocklite.atomic import atomic_write_json  # noqa: F401 (part of this module's API)
 from pydocklite.containers.names import generate_name, is_valid_name, normalize_name
 from pydocklite.humanize import human_duration  # noqa: F401 (part of this module's API)
-from pydocklite.errors import ContainerError, ContainerNotFoundError
+from pydocklite.errors import (ConflictError, ContainerError, ContainerNotFoundError,
+                               UsageError)
 from pydocklite.runtime.record import Factory, record
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 SCHEMA = 1
 
 
-class NameConflictError(ContainerError):
+class NameConflictError(ContainerError, ConflictError):
     """A container name already taken by another container."""
 
 
-class InvalidNameError(ContainerError):
+class InvalidNameError(ContainerError, UsageError):
     pass
 
 
-class AmbiguousReferenceError(ContainerError):
+class AmbiguousReferenceError(ContainerError, UsageError):
     pass
 
 
@@ -395,7 +396,7 @@ class ContainerStore:
         with self.lock(cid):
             old = self.load(cid)
             if old.name == new_name:
-                raise ContainerError(f"Renaming a container with the same name as its current "
+                raise InvalidNameError(f"Renaming a container with the same name as its current "
                                      f"name: {new_name}")
             self.reserve_name(new_name, cid)
             new = old._replace(name=new_name)
