@@ -53,6 +53,7 @@ class ContainerService:
         self.settings = settings
         self.layout = settings.layout
         self.store = ContainerStore(self.layout.containers_dir)
+        self.run_layout = settings.runtime_layout
 
     # --- create -----------------------------------------------------------------------
     def create(self, opts: RunOptions, image_record, image_config: dict,
@@ -83,14 +84,14 @@ class ContainerService:
             if opts.init:
                 from pydocklite.embedded_init import INIT_PATH_IN_CONTAINER, init_binary
                 try:
-                    init = init_binary(self.settings.runtime_dir)
+                    init = init_binary(self.run_layout)
                 except FileNotFoundError as e:
                     raise UsageError(str(e)) from None
                 extra.append({"destination": INIT_PATH_IN_CONTAINER, "type": "bind",
                               "source": str(init), "options": ["rbind", "ro", "nosuid",
                                                                "nodev"]})
             mounts = self._volume_mounts(opts)
-            rootfs = str(self.settings.runtime_dir / cid[:12] / "rootfs")
+            rootfs = str(self.run_layout.rootfs(cid))
             spec = build_spec(cfg, opts._replace(mounts=tuple(mounts)),
                               container_id=cid, rootfs=rootfs, passwd=passwd, group=group,
                               hostname=hostname, extra_mounts=extra)
@@ -186,7 +187,7 @@ class ContainerService:
             raise ContainerStateError(f"container {state.name} is being handled by its shim "
                                       f"(pid {state.shim_pid}): wait or stop it first")
         (self.store.container_dir(state.id) / STOP_MARKER).unlink(missing_ok=True)
-        self.settings.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.run_layout.ensure()
         if pending is None:
             from pydocklite.shim.launch import spawn
             pending = spawn(self.settings, state.id, state.name, exit_fd, attach)
@@ -317,12 +318,12 @@ class ContainerService:
     def _runtime_cleanup(self, cid: str) -> None:
         from pydocklite.runtime import api
         try:
-            api.delete(cid, root=str(self.settings.runtime_dir / "runtime"), force=True)
+            api.delete(cid, root=str(self.run_layout.runtime_root), force=True)
         except Exception:  # noqa: BLE001 - nothing left in the runtime is the usual case
             pass
-        rundir = self.settings.runtime_dir / cid[:12]
+        rundir = self.run_layout.run_dir(cid)
         from pydocklite.shim.outbound import stop_by_pid_file
-        stop_by_pid_file(str(rundir / "outbound.pid"))      # the shim may have died
+        stop_by_pid_file(str(self.run_layout.outbound_pid(cid)))   # the shim may have died
         if rundir.exists():
             import shutil
             shutil.rmtree(rundir, ignore_errors=True)
@@ -360,7 +361,7 @@ class ContainerService:
             k = e.split("=", 1)[0]
             full_env = [x for x in full_env if not x.startswith(k + "=")] + [e]
         stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
-        kw = dict(root=str(self.settings.runtime_dir / "runtime"), env=full_env,
+        kw = dict(root=str(self.run_layout.runtime_root), env=full_env,
                   cwd=workdir or spec["process"].get("cwd", "/"), stdio=(stdin, 1, 2))
         if user is not None:
             from pydocklite.containers.spec_builder import resolve_user

@@ -14,7 +14,7 @@ CLONE_NEWNS = 0x00020000
 
 def container_pids(settings, cid: str) -> List[int]:
     from pydocklite.runtime import api
-    return api.processes(cid, root=str(settings.runtime_dir / "runtime"))
+    return api.processes(cid, root=str(settings.runtime_layout.runtime_root))
 
 
 def _stat(pid: int) -> List[str]:

@@ -46,8 +46,8 @@ class Shim:
         self.ready_fd = ready_fd
         self.exit_fd = exit_fd
         self.attach = attach                     # [stdin, stdout, stderr] of a foreground CLI
-        self.runtime_root = str(settings.runtime_dir / "runtime")
-        self.run_dir = settings.runtime_dir / cid[:12]
+        self.run_layout = settings.runtime_layout
+        self.runtime_root = str(self.run_layout.runtime_root)
         self.fuse_pids: List[int] = []
         self.fuse_leaves: List[str] = []          # cgroups the FUSE servers were moved to
         self.forwarder = None
@@ -162,8 +162,8 @@ class Shim:
         console = None
         child_fds: List[int] = []
         if tty:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            console_path = str(self.run_dir / "console.sock")
+            self.run_layout.ensure_run_dir(self.cid)
+            console_path = str(self.run_layout.console_socket(self.cid))
             if os.path.exists(console_path):
                 os.unlink(console_path)
             import socket
@@ -182,8 +182,9 @@ class Shim:
             stdio = (in_r, out_w, err_w)
         def start_network(ns_pid: int) -> None:
             from pydocklite.shim.outbound import start_outbound
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.outbound = start_outbound(ns_pid, log, str(self.run_dir / "outbound.pid"))
+            self.run_layout.ensure_run_dir(self.cid)
+            self.outbound = start_outbound(ns_pid, log,
+                                           str(self.run_layout.outbound_pid(self.cid)))
         private = self.cfg.get("HostConfig", {}).get("NetworkMode") == "private"
         log("creating the container")
         try:
@@ -343,7 +344,7 @@ class Shim:
                 log(f"runtime delete: {e}")
         if self.outbound is None:
             from pydocklite.shim.outbound import stop_by_pid_file
-            stop_by_pid_file(str(self.run_dir / "outbound.pid"))
+            stop_by_pid_file(str(self.run_layout.outbound_pid(self.cid)))
         self.dying = killed
         if not final or self.fuse_leaves:   # their leaf cgroup goes only once they have
             self.reap_late(network=not final)
