@@ -14,12 +14,18 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 
 def atomic_write_json(path: Path, data: Any) -> None:
     """Write JSON to `path` so readers see the old or the new file, never a torn one."""
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
+
+
+def atomic_write_text(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write `text` to `path` so readers see the old or the new file, never a torn one."""
+    path = Path(path)
     # a name of our own in the same directory (tempfile costs ~1 ms to import on every CLI)
     tmp = str(path.parent / f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -223,22 +223,11 @@ class ImageService:
 
     def images_in_use(self) -> Set[str]:
         """Image ids that some container (any state) was created from."""
-        used = set()
-        cdir = self.layout.containers_dir
-        if not cdir.is_dir():
-            return used
-        for entry in cdir.iterdir():
-            for fname in ("state.json", "container.json"):
-                try:
-                    with open(entry / fname) as f:
-                        data = json.load(f)
-                except (OSError, ValueError):
-                    continue
-                iid = data.get("image_id") or data.get("ImageID") or data.get("image", {})
-                if isinstance(iid, str) and iid:
-                    used.add(iid)
-                break
-        return used
+        return {st.image_id for st in self._containers()} - {""}
+
+    def _containers(self):
+        from pydocklite.state.store import ContainerStore
+        return ContainerStore(self.layout.containers_dir).list()
 
     def remove(self, name: str, *, force: bool = False) -> List[str]:
         """`rmi`: returns Docker's output lines (Untagged: ..., Deleted: ...)."""
@@ -346,18 +335,7 @@ class ImageService:
 
     def _layers_in_use(self) -> Set[str]:
         """Diff ids that containers' snapshots still stand on."""
-        used = set()
-        cdir = self.layout.containers_dir
-        if not cdir.is_dir():
-            return used
-        for entry in cdir.iterdir():
-            try:
-                with open(entry / "state.json") as f:
-                    data = json.load(f)
-            except (OSError, ValueError):
-                continue
-            used.update((data.get("config") or {}).get("diff_ids", ()) or ())
-        return used
+        return {d for st in self._containers() for d in st.config.get("diff_ids", ())}
 
     def list(self) -> List[tuple]:
         """[(record, [canonical tags])] for every image."""

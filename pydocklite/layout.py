@@ -12,7 +12,7 @@ $XDG_RUNTIME_DIR/pydocklite/  (RuntimeLayout; tmpfs, per boot; /tmp/pydocklite-U
   docker.sock                 the Engine API's default socket (`system service`)
 
 $XDG_DATA_HOME/pydocklite/containers/<id>/  (ContainerFiles)
-  state.json  lock  config.json (OCI spec)  shim.json (the shim's frozen configuration)
+  state.json  lock  op.lock  config.json (OCI spec)  shim.json (the shim's frozen configuration)
   json.log  shim.log  hostname  hosts  resolv.conf  stop-requested
 """
 from __future__ import annotations
@@ -98,7 +98,13 @@ class ContainerFiles(namedtuple("ContainerFiles", "dir")):
 
     @property
     def lock(self) -> Path:
+        """The record's lock (a read-modify-write of state.json)."""
         return self.dir / "lock"
+
+    @property
+    def op_lock(self) -> Path:
+        """The container's life lock (ContainerStore.operation)."""
+        return self.dir / "op.lock"
 
     @property
     def spec(self) -> Path:

@@ -13,7 +13,8 @@ def container_json(settings, state) -> dict:
     args = cfg.get("Args", [])
     from pydocklite.shim.port_spec import PortMapping, inspect_ports
     ports = inspect_ports([PortMapping(**m) for m in cfg.get("PortBindings", [])])
-    cdir = settings.layout.containers_dir / state.id
+    from pydocklite.layout import ContainerFiles
+    files = ContainerFiles(settings.layout.containers_dir / state.id)
     return {
         "Id": state.id,
         "Created": state.created,
@@ -27,9 +28,9 @@ def container_json(settings, state) -> dict:
             "FinishedAt": state.finished_at,
         },
         "Image": state.image_id,
-        "ResolvConfPath": str(cdir / "resolv.conf"),
-        "HostnamePath": str(cdir / "hostname"),
-        "HostsPath": str(cdir / "hosts"),
+        "ResolvConfPath": str(files.etc_file("resolv.conf")),
+        "HostnamePath": str(files.etc_file("hostname")),
+        "HostsPath": str(files.etc_file("hosts")),
         "LogPath": state.log_path,
         "ShimLogPath": state.shim_log_path,
         "ShimPid": state.shim_pid if st.shim_alive else 0,
@@ -71,7 +72,7 @@ def cmd_inspect(settings, argv) -> int:
 
 def _inspect(settings, names, fmt, images=True, containers=True) -> int:
     from pydocklite.cli.images import emit_inspect, inspect_image
-    from pydocklite.containers.state import ContainerStore
+    from pydocklite.state.store import ContainerStore
     from pydocklite.errors import ContainerNotFoundError, ImageNotFoundError
     store = ContainerStore(settings.layout.containers_dir)
     service = None

@@ -30,7 +30,7 @@ def cmd_logs(settings, argv) -> int:
     p.add_argument("--details", action="store_true", help="Show extra details")
     p.add_argument("container")
     args = p.parse_args(argv)
-    from pydocklite.containers.state import ContainerStore
+    from pydocklite.state.store import ContainerStore
     from pydocklite.errors import UsageError
     from pydocklite.shim.logs import copy_logs
     store = ContainerStore(settings.layout.containers_dir)

@@ -302,7 +302,7 @@ def run_attached(service, state, tty: bool, pending, exit_r: int) -> int:
 def _relay_resizes(service, cid: str) -> None:
     """On SIGWINCH (our terminal was resized) tell the shim, which copies the new size from
     the terminal it was handed onto the container's pty master."""
-    from pydocklite.containers.state import pid_alive
+    from pydocklite.state.container import pid_alive
     st = service.store.load(cid)
     shim_pid, start_time = st.shim_pid, st.shim_start_time
     if not shim_pid:

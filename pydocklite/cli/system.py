@@ -87,7 +87,7 @@ def _container_usage(settings):
     if not cdir.is_dir():
         return 0, 0, 0, 0
     try:
-        from pydocklite.containers.state import ContainerStore
+        from pydocklite.state.store import ContainerStore
         states = ContainerStore(cdir).list()
     except Exception:
         states = []

@@ -12,7 +12,7 @@ from pydocklite.errors import STATUS_TABLE, classify
 
 ERROR_MODULES = ("pydocklite.errors", "pydocklite.builder.errors",
                  "pydocklite.distribution.errors", "pydocklite.runtime.errors",
-                 "pydocklite.containers.state", "registry.errors", "snapshotter.errors")
+                 "pydocklite.state.store", "registry.errors", "snapshotter.errors")
 
 
 def _resolve(qualified: str):
@@ -64,7 +64,7 @@ def test_other_packages_map_through_the_same_table():
     from registry.errors import InvalidReferenceError, NotFoundError, TransportError
     from snapshotter.errors import SnapshotNotFoundError, StoreFullError
     from pydocklite.builder.errors import DockerfileError, StepFailedError
-    from pydocklite.containers.state import NameConflictError
+    from pydocklite.state.store import NameConflictError
     from pydocklite.runtime.errors import ContainerExists
     assert classify(InvalidReferenceError("x")).http_status == 400
     assert classify(NotFoundError("x")).http_status == 404

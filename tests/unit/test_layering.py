@@ -2,8 +2,10 @@
 lazy ones inside functions included):
 
     pydocklite/ ──► registry/, snapshotter/   (those two never import pydocklite/ or each other)
-    inside pydocklite: cli → builder/containers/images/distribution → shim → runtime
-    runtime/ never imports anything above it.
+    inside pydocklite: cli, api → builder → containers/images/distribution/... (the engine
+    services) → shim → state (container records) → runtime
+    runtime/ never imports anything above it; shim/ never imports the services (it reads its
+    frozen configuration, shim.json), state/ neither the shim nor the services.
 """
 from __future__ import annotations
 
@@ -34,14 +36,19 @@ def modules(package: str):
         yield path, imports_of(path)
 
 
+SERVICES_AND_ABOVE = ("pydocklite.cli", "pydocklite.api", "pydocklite.builder",
+                      "pydocklite.containers", "pydocklite.images", "pydocklite.distribution",
+                      "pydocklite.volumes", "pydocklite.networks", "pydocklite.system")
+
 FORBIDDEN = {
     "registry": ("pydocklite", "snapshotter"),
     "snapshotter": ("pydocklite", "registry"),
     "pydocklite/runtime": ("pydocklite.cli", "pydocklite.containers", "pydocklite.shim",
                            "pydocklite.images", "pydocklite.builder", "pydocklite.distribution",
                            "registry", "snapshotter"),
-    "pydocklite/shim": ("pydocklite.cli", "pydocklite.builder", "pydocklite.distribution"),
-    "pydocklite/containers": ("pydocklite.cli", "pydocklite.builder"),
+    "pydocklite/shim": SERVICES_AND_ABOVE,
+    "pydocklite/state": SERVICES_AND_ABOVE + ("pydocklite.shim", "registry", "snapshotter"),
+    "pydocklite/containers": ("pydocklite.cli", "pydocklite.api", "pydocklite.builder"),
 }
 
 
