@@ -20,6 +20,7 @@ from pydocklite.runtime.record import record as value_type
 from pydocklite.settings import Settings
 
 MAX_PARALLEL_LAYERS = 4
+UNPARSED = object()     # lookup(ref=...) not given: the name is parsed there
 
 
 @value_type
@@ -61,15 +62,16 @@ class ImageService:
         from registry.reference import Reference
         return str(Reference.parse(name))
 
-    def lookup(self, name: str, db: Optional[ImageDB] = None) -> ImageRecord:
-        """An image by name[:tag], name@digest, full or short id."""
+    def lookup(self, name: str, db: Optional[ImageDB] = None, ref=UNPARSED) -> ImageRecord:
+        """An image by name[:tag], name@digest, full or short id. `ref`: what
+        parse_reference(name) gave the caller, who parsed it already (run does, once)."""
         db = db or self.db.load()
-        found = self._find(name, db)
+        found = self._find(name, db, ref)
         if found is None:
             raise ImageNotFoundError(f"No such image: {name}")
         return found
 
-    def _find(self, name: str, db: ImageDB) -> Optional[ImageRecord]:
+    def _find(self, name: str, db: ImageDB, ref=UNPARSED) -> Optional[ImageRecord]:
         bare = name[len("sha256:"):] if name.startswith("sha256:") else name
         if bare and all(c in "0123456789abcdef" for c in bare) and len(bare) >= 3:
             matches = [r for iid, r in db.images.items() if iid[7:].startswith(bare)]
@@ -77,11 +79,10 @@ class ImageService:
                 return matches[0]
             if len(matches) > 1 and len(bare) < 64:
                 raise UsageError(f"image id prefix {name!r} is ambiguous: give more digits")
-        from registry.reference import Reference
-        try:
-            ref = Reference.parse(name)
-        except Exception:  # noqa: BLE001 - not a valid name: simply not found
-            return None
+        if ref is UNPARSED:
+            ref = parse_reference(name)
+        if ref is None:
+            return None           # not a valid name: simply not found
         if ref.digest is None:
             record_id = db.tags.get(str(ref))
             return db.images.get(record_id) if record_id else None
@@ -112,13 +113,14 @@ class ImageService:
         from pydocklite.registry_access import make_client
         return make_client(self.settings, tls_verify=tls_verify, insecure_host=host)
 
-    def pull(self, name: str, *, platform: Optional[str] = None,
+    def pull(self, name, *, platform: Optional[str] = None,
              progress: Optional[ProgressFn] = None, tls_verify: Optional[bool] = None
              ) -> ImageRecord:
+        """Pull `name` (a string, or a Reference parsed by the caller)."""
         from registry.model import Platform
         from registry.reference import Reference
         emit = progress or (lambda ev: None)
-        ref = Reference.parse(name)
+        ref = name if isinstance(name, Reference) else Reference.parse(name)
         want = Platform.parse(platform) if platform else None
         with self.client(tls_verify=tls_verify, host=ref.domain) as client:
             return self._pull(client, ref, want, emit)
@@ -341,6 +343,17 @@ class ImageService:
         """[(record, [canonical tags])] for every image."""
         db = self.db.load()
         return [(r, db.tags_of(iid)) for iid, r in db.images.items()]
+
+
+def parse_reference(name: str):
+    """`name` as a registry Reference, or None when it is not a valid reference (an image
+    id, a typo: lookups then simply find nothing)."""
+    from registry.errors import InvalidReferenceError
+    from registry.reference import Reference
+    try:
+        return Reference.parse(name)
+    except InvalidReferenceError:
+        return None
 
 
 def familiar(canonical: str) -> str:

@@ -101,26 +101,30 @@ def options_from_args(args):
 
 
 def ensure_image(settings, opts):
-    """The image record for opts.image, pulling it per --pull (messages on stderr)."""
-    from pydocklite.images import ImageService
+    """The image record for opts.image, pulling it per --pull (messages on stderr). The
+    name is parsed here, once: the lookup, the embedded image and the pull share it."""
+    from pydocklite.images import ImageService, parse_reference
     service = ImageService(settings)
+    ref = parse_reference(opts.image)
     record = None
     if opts.pull != "always":
         try:
-            record = service.lookup(opts.image)
+            record = service.lookup(opts.image, ref=ref)
         except ImageNotFoundError:
             record = None
     if record is None:
         if opts.pull == "never":
-            raise UsageError(f"No such image: {opts.image}: pull it first or use --pull missing")
+            raise ImageNotFoundError(f"No such image: {opts.image}: pull it first or use "
+                                     "--pull missing")
         if opts.pull == "missing":
             from pydocklite.oci_layout import load_embedded
-            record = load_embedded(settings, opts.image)
+            record = load_embedded(settings, ref)
         if record is None:
             from pydocklite.cli.pull import pull_image
             if opts.pull == "missing":
                 sys.stderr.write(f"Unable to find image '{opts.image}' locally\n")
-            record = pull_image(settings, opts.image, platform=opts.platform, out=sys.stderr)
+            record = pull_image(settings, opts.image, platform=opts.platform, out=sys.stderr,
+                                ref=ref)
     return service, record
 
 
