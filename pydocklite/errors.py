@@ -106,6 +106,7 @@ STATUS_TABLE = {
     "pydocklite.builder.errors.ContextError": (1, 400),
     "pydocklite.distribution.errors.ChangeError": (125, 400),
     "pydocklite.distribution.errors.ArchiveError": (125, 400),
+    "pydocklite.gotemplate_funcs.TemplateError": (125, 400),
     "pydocklite.runtime.errors.RuntimeErr": (125, 500),
     "pydocklite.runtime.errors.SpecError": (125, 400),
     "pydocklite.runtime.errors.ContainerNotFound": (125, 404),

@@ -123,7 +123,15 @@ class ImageService:
         ref = name if isinstance(name, Reference) else Reference.parse(name)
         want = Platform.parse(platform) if platform else None
         with self.client(tls_verify=tls_verify, host=ref.domain) as client:
-            return self._pull(client, ref, want, emit)
+            record = self._pull(client, ref, want, emit)
+        self.event("pull", familiar(str(ref)), name=familiar(ref.repository))
+        return record
+
+    def event(self, action: str, actor: str, **attributes: str) -> None:
+        """An image event in the user's journal (pydocklite/events.py)."""
+        from pydocklite import events
+        events.emit(self.settings.runtime_layout.events_dir, "image", action, actor,
+                    attributes)
 
     def _pull(self, client, ref, want, emit: ProgressFn) -> ImageRecord:
         resolved = client.resolve(ref, platform=want)   # checks config diff_ids vs layers
@@ -222,6 +230,7 @@ class ImageService:
         if ref.digest:
             raise UsageError(f"refusing to create a tag with a digest reference: {target}")
         self.db.tag(record.id, str(ref))
+        self.event("tag", record.id, name=familiar(str(ref)))
 
     def images_in_use(self) -> Set[str]:
         """Image ids that some container (any state) was created from."""
@@ -246,6 +255,7 @@ class ImageService:
         in_use = record.id in self.images_in_use()
         if by_tag and len(tags) > 1:
             self.db.untag(canon)
+            self.event("untag", record.id, name=familiar(canon))
             return [f"Untagged: {familiar(canon)}"]
         if in_use and not force:
             raise ImageInUseError(
@@ -263,8 +273,12 @@ class ImageService:
             # like docker: -f on an image a container uses untags it but keeps its data
             for t in tags:
                 self.db.untag(t)
+                self.event("untag", record.id, name=familiar(t))
             return lines
         self.db.remove(record.id)
+        for t in tags:
+            self.event("untag", record.id, name=familiar(t))
+        self.event("delete", record.id, name=familiar(tags[0]) if tags else record.id)
         lines.append(f"Deleted: {record.id}")
         self.gc()
         return lines
@@ -281,6 +295,7 @@ class ImageService:
                 victims.append(record)
         for record in victims:
             self.db.remove(record.id)
+            self.event("delete", record.id, name=record.id)
         freed = self.gc()
         return [r.id for r in victims], freed
 

@@ -148,7 +148,7 @@ def cmd_rename(settings, argv) -> int:
     p.add_argument("container")
     p.add_argument("new_name")
     args = p.parse_args(argv)
-    _service(settings).store.rename(args.container, args.new_name)
+    _service(settings).rename(args.container, args.new_name)
     return 0
 
 

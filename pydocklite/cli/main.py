@@ -43,7 +43,8 @@ COMMANDS = {
     "image": ("images", "cmd_image", "Manage images (ls, pull, push, rm, tag, inspect, prune, "
               "save, load, import, history)"),
     "container": ("container", "cmd_container", "Manage containers"),
-    "system": ("system", "cmd_system", "Manage pydocklite (df, info)"),
+    "system": ("system", "cmd_system", "Manage pydocklite (df, events, info, prune)"),
+    "events": ("events", "cmd_events", "Get real time events from pydocklite"),
     "info": ("system", "cmd_info", "Display system-wide information"),
     "login": ("login", "cmd_login", "Log in to a registry"),
     "logout": ("login", "cmd_logout", "Log out from a registry"),

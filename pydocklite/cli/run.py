@@ -269,6 +269,7 @@ def run_attached(service, state, tty: bool, pending, exit_r: int) -> int:
         restore = termios.tcgetattr(0)
         ttymod.setraw(0)
     try:
+        service.event(state, "attach")
         res = service.start(state.id, pending=pending)
         if not res.ok:
             if restore is not None:

@@ -120,6 +120,11 @@ def cmd_system(settings, argv) -> int:
         return 0
     if argv and argv[0] == "info":
         return cmd_info(settings, argv[1:])
+    if argv and argv[0] == "events":
+        from pydocklite.cli.events import cmd_events
+        return cmd_events(settings, argv[1:], prog="system events")
     sys.stdout.write("Usage:  pydocklite system COMMAND\n\nManage pydocklite\n\nCommands:\n"
-                     "  df    Show pydocklite disk usage\n  info  Display system-wide information\n")
+                     "  df      Show pydocklite disk usage\n"
+                     "  events  Get real time events from pydocklite\n"
+                     "  info    Display system-wide information\n")
     return 0 if not argv or argv[0] in ("-h", "--help") else 125

@@ -99,14 +99,14 @@ class ContainerService:
                               hostname=hostname, extra_mounts=extra)
             spec["linux"]["namespaces"].append({"type": "user"})
             spec["process"]["oomScoreAdj"] = 0
-            atomic_write_json(files.spec, spec)
+            atomic_write_json(files.spec, spec, durable=False)    # see atomic.py
             from pydocklite.shim import config as shim_config
-            shim_config.write(files.shim_config, shim_config.ShimConfig(
+            shim_config.write(files.shim_config, durable=False, config=shim_config.ShimConfig(
                 id=cid, name=state.name, bundle=str(files.dir), rootfs=rootfs,
                 storage_driver=snap.driver, log_path=str(files.log), restart=restart["Name"],
                 restart_max=restart["MaximumRetryCount"], auto_remove=opts.remove,
                 network=opts.network, ports=tuple(ports), tty=opts.tty,
-                open_stdin=opts.interactive,
+                open_stdin=opts.interactive, image=opts.image, labels=tuple(labels.items()),
                 # where the runtime puts the container's cgroup (a delegated subtree)
                 cgroup_base=":".join(self.settings.cgroup_base)
                 if spec["linux"].get("resources") else ""))
@@ -145,9 +145,16 @@ class ContainerService:
                 config=config, log_path=str(files.log), shim_log_path=str(files.shim_log)))
         except BaseException:
             from pydocklite.shim import teardown
-            teardown.remove(self.settings, self.store, cid)
+            teardown.remove(self.settings, self.store, cid, event=False)
             raise
+        self.event(state, "create")
         return state
+
+    def event(self, state: ContainerState, action: str, **extra) -> None:
+        """A container event in the user's journal (pydocklite/events.py)."""
+        from pydocklite import events
+        events.container(self.run_layout.events_dir, action, state.id, state.image,
+                         state.name, state.config.get("Config", {}).get("Labels"), **extra)
 
     def _etc_files(self, files, hostname: str, opts: RunOptions) -> list:
         hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -160,7 +167,7 @@ class ContainerService:
         for name, text in (("hostname", hostname + "\n"), ("hosts", hosts),
                            ("resolv.conf", resolv)):
             path = files.etc_file(name)
-            atomic_write_text(path, text, mode=0o644)
+            atomic_write_text(path, text, mode=0o644, durable=False)
             out.append({"destination": f"/etc/{name}", "type": "bind", "source": str(path),
                         "options": ["rbind", "rw"] if not opts.read_only else ["rbind", "ro"]})
         return out
@@ -185,6 +192,20 @@ class ContainerService:
                 out.append(m)
         return out
 
+    def rename(self, ref: str, new_name: str) -> ContainerState:
+        """Docker's rename: the record, the shim's configuration (its events name the
+        container), and a `rename` event with the old name."""
+        from pydocklite.shim import config as shim_config
+        with self.store.operation(ref) as old:
+            new = self.store.rename(old.id, new_name)
+            path = self.store.files(old.id).shim_config
+            try:
+                shim_config.write(path, shim_config.read(path)._replace(name=new.name))
+            except FileNotFoundError:
+                pass                      # a record whose create was cut short
+            self.event(new, "rename", oldName="/" + old.name)
+        return new
+
     # --- start ------------------------------------------------------------------------
     def start(self, ref: str, attach: Optional[List[int]] = None, exit_fd: Optional[int] = None,
               pending=None) -> StartResult:
@@ -199,7 +220,10 @@ class ContainerService:
         with self.store.operation(ref) as state:
             if state.status().running or state.status().state == "restarting":
                 state = self._stop(state, timeout)
-            return self._start(state)
+            result = self._start(state)
+            if result.ok:
+                self.event(state, "restart")
+            return result
 
     def _start(self, state: ContainerState, attach=None, exit_fd=None,
                pending=None) -> StartResult:
@@ -236,6 +260,7 @@ class ContainerService:
             if not state.status().running:
                 raise ContainerStateError(f"cannot kill container: {ref}: container "
                                           f"{state.id[:12]} is not running")
+            self.event(state, "kill", signal=str(number))
             os.kill(state.init_pid, number)
         return state
 
@@ -262,19 +287,22 @@ class ContainerService:
         self._signal_and_wait(state, signal_number(sig or cfg.get("StopSignal") or "SIGTERM"),
                               timeout)
         self._wait_shim_recorded(state.id, 10)
+        self.event(state, "stop")
         return self.store.load(state.id)
 
     def _request_stop(self, cid: str, why: str) -> None:
         """Tell the shim not to apply the restart policy (and, for "rm", not to remove a
         --rm container itself: the rm holding the life lock does)."""
-        atomic_write_text(self.store.files(cid).stop_marker, why + "\n")
+        atomic_write_text(self.store.files(cid).stop_marker, why + "\n", durable=False)
 
     def _signal_and_wait(self, state: ContainerState, sig: int, timeout: float) -> None:
+        self.event(state, "kill", signal=str(sig))
         try:
             os.kill(state.init_pid, sig)
         except ProcessLookupError:
             pass
         if not self._wait_exit(state, timeout) and sig != signal.SIGKILL:
+            self.event(state, "kill", signal=str(int(signal.SIGKILL)))
             try:
                 os.kill(state.init_pid, signal.SIGKILL)
             except ProcessLookupError:

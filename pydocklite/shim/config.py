@@ -51,6 +51,14 @@ class ShimConfig:
     default_idmap: bool = True      # the spec asks for the default id maps (a user namespace
                                     # made ahead by the shim fits it)
     healthcheck: Optional[HealthConfig] = None
+    image: str = ""                 # for the events the shim writes (start, die, health)
+    labels: Tuple[Tuple[str, str], ...] = ()
+
+    def event(self, events_dir, action: str, **extra) -> None:
+        """A container event about this container in the user's journal."""
+        from pydocklite import events
+        events.container(events_dir, action, self.id, self.image, self.name,
+                         dict(self.labels), **extra)
 
     def should_restart(self, code: int, restarts: int) -> bool:
         """Docker's restart policies, after an exit with `code` and `restarts` so far."""
@@ -70,6 +78,7 @@ class ShimConfig:
     def from_json(cls, data: dict) -> "ShimConfig":
         data = {k: v for k, v in data.items() if k in cls._fields}
         data["ports"] = tuple(PortMapping(**p) for p in data.get("ports") or ())
+        data["labels"] = tuple(tuple(kv) for kv in data.get("labels") or ())
         health = data.get("healthcheck")
         if health:
             health["test"] = tuple(health["test"])
@@ -82,6 +91,6 @@ def read(path) -> ShimConfig:
         return ShimConfig.from_json(json.load(f))
 
 
-def write(path, config: ShimConfig) -> None:
+def write(path, config: ShimConfig, durable: bool = True) -> None:
     from pydocklite.atomic import atomic_write_json
-    atomic_write_json(path, config.to_json())
+    atomic_write_json(path, config.to_json(), durable=durable)

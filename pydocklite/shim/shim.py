@@ -145,14 +145,17 @@ class Shim:
         except FileNotFoundError:
             return ""
 
-    def restart_wanted(self, code: int, restarts: int) -> bool:
-        """The restart policy as configured now (`update --restart` rewrites shim.json)."""
-        if self.stop_requested():
-            return False
+    def reload_config(self) -> None:
+        """shim.json as it is now: `update --restart` and `rename` rewrite it."""
         try:
             self.config = shim_config.read(self.files.shim_config)
         except (OSError, ValueError) as e:
-            log(f"cannot re-read {self.files.shim_config}: {e}; keeping the restart policy")
+            log(f"cannot re-read {self.files.shim_config}: {e}; keeping the configuration")
+
+    def restart_wanted(self, code: int, restarts: int) -> bool:
+        """The restart policy as configured now (wait_container reloaded shim.json)."""
+        if self.stop_requested():
+            return False
         return self.config.should_restart(code, restarts)
 
     def wait_to_restart(self, delay: float) -> bool:
@@ -260,6 +263,7 @@ class Shim:
         self.state = self.update(init_pid=pid, init_start_time=process_start_time(pid) or 0,
                                  started_at=now_rfc3339(), exit_code=None, restarting=False,
                                  finished_at=ZERO_TIME, oom_killed=False)
+        self.config.event(self.run_layout.events_dir, "start")
         self.start_ports(pid)
         return pid
 
@@ -312,6 +316,10 @@ class Shim:
         oom = self._oom_killed()
         self.state = self.update(exit_code=code, finished_at=now_rfc3339(), oom_killed=oom)
         log(f"container exited with code {code}")
+        self.reload_config()
+        if oom:
+            self.config.event(self.run_layout.events_dir, "oom")
+        self.config.event(self.run_layout.events_dir, "die", exitCode=str(code))
         return code
 
     def _container_cgroup(self) -> list:

@@ -36,17 +36,27 @@ def release_runtime(settings, cid: str, log: Optional[Callable[[str], None]] = N
     stop_by_pid_file(str(layout.outbound_pid(cid)))     # the shim may have died
 
 
-def remove(settings, store, cid: str, log: Optional[Callable[[str], None]] = None) -> None:
-    """Everything of stopped container `cid`; raises only when its record or files stay."""
+def remove(settings, store, cid: str, log: Optional[Callable[[str], None]] = None,
+           event: bool = True) -> None:
+    """Everything of stopped container `cid`; raises only when its record or files stay.
+    event: tell the journal (`destroy`), not for a create that failed (no `create` either)."""
     import shutil
+    from pydocklite.errors import ContainerNotFoundError
+    try:
+        state = store.load(cid) if event else None
+    except ContainerNotFoundError:
+        state = None
     release_runtime(settings, cid, log)
     shutil.rmtree(settings.runtime_layout.run_dir(cid), ignore_errors=True)
     discard_snapshot(settings, cid)
-    from pydocklite.errors import ContainerNotFoundError
     try:
         store.remove(cid)
     except ContainerNotFoundError:
-        pass
+        return
+    if state is not None:
+        from pydocklite import events
+        events.container(settings.runtime_layout.events_dir, "destroy", cid, state.image,
+                         state.name, state.config.get("Config", {}).get("Labels"))
 
 
 def discard_snapshot(settings, cid: str) -> None:

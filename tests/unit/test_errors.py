@@ -12,7 +12,8 @@ from pydocklite.errors import STATUS_TABLE, classify
 
 ERROR_MODULES = ("pydocklite.errors", "pydocklite.builder.errors",
                  "pydocklite.distribution.errors", "pydocklite.runtime.errors",
-                 "pydocklite.state.store", "registry.errors", "snapshotter.errors")
+                 "pydocklite.state.store", "pydocklite.gotemplate_funcs", "registry.errors",
+                 "snapshotter.errors", "pydocklite.shim.port_spec")
 
 
 def _resolve(qualified: str):
