@@ -76,6 +76,7 @@ class ContainerService:
             id="", name=opts.name or "", image=opts.image, image_id=image_record.id))
         cid = state.id
         files = self.store.files(cid)
+        volumes: List[tuple] = []          # (name, target) of the volumes it was recorded using
         try:
             snap = Snapshotter(self.layout, self.settings.storage_driver)
             snap.prepare(cid, list(image_record.diff_ids))
@@ -92,7 +93,7 @@ class ContainerService:
                 extra.append({"destination": INIT_PATH_IN_CONTAINER, "type": "bind",
                               "source": str(init), "options": ["rbind", "ro", "nosuid",
                                                                "nodev"]})
-            mounts = self._volume_mounts(opts)
+            mounts = self._volume_mounts(opts, cid, volumes)
             rootfs = str(self.run_layout.rootfs(cid))
             spec = build_spec(cfg, opts._replace(mounts=tuple(mounts)),
                               container_id=cid, rootfs=rootfs, passwd=passwd, group=group,
@@ -136,7 +137,10 @@ class ContainerService:
                 },
                 "PortBindings": [asdict(p) for p in ports],
                 "Args": spec["process"]["args"],
-                "Mounts": [asdict(m) for m in mounts],
+                # a volume's mount names it ("name"): inspect shows it as Type "volume"
+                "Mounts": [dict(asdict(m), **{"name": n for n, t in volumes if t == m.target})
+                           for m in mounts],
+                "Volumes": [n for n, _ in volumes],
                 "StorageDriver": snap.driver,
                 "diff_ids": list(image_record.diff_ids),
                 "Platform": image_record.os or "linux",
@@ -145,7 +149,8 @@ class ContainerService:
                 config=config, log_path=str(files.log), shim_log_path=str(files.shim_log)))
         except BaseException:
             from pydocklite.shim import teardown
-            teardown.remove(self.settings, self.store, cid, event=False)
+            teardown.remove(self.settings, self.store, cid, event=False,
+                            volumes=[n for n, _ in volumes], remove_anonymous=True)
             raise
         self.event(state, "create")
         return state
@@ -172,10 +177,16 @@ class ContainerService:
                         "options": ["rbind", "rw"] if not opts.read_only else ["rbind", "ro"]})
         return out
 
-    def _volume_mounts(self, opts: RunOptions) -> list:
+    def _volume_mounts(self, opts: RunOptions, cid: str, volumes: List[tuple]) -> list:
+        """The container's mounts with host paths: a volume (named, or anonymous for
+        `-v /dst`) becomes a bind of its _data, and (name, target) is added to `volumes` once
+        the volume service has recorded this container as its user."""
         from pydocklite.containers.options import Mapping
-        from pydocklite.state.container import new_id
+        from pydocklite.naming import check_volume_name
         out = []
+        for m in opts.mounts:
+            if m.kind == "volume" and m.source:
+                check_volume_name(m.source)     # before anything is made of it
         for m in opts.mounts:
             if m.kind == "bind":
                 src = os.path.abspath(m.source)
@@ -184,10 +195,10 @@ class ContainerService:
                                      f"{src}: create it first")
                 out.append(m._replace(source=src))
             elif m.kind == "volume":
-                name = m.source or new_id()
-                data = self.layout.root / "volumes" / name / "_data"
-                data.mkdir(parents=True, exist_ok=True)
-                out.append(Mapping("bind", str(data), m.target, m.readonly, m.options))
+                from pydocklite.volumes import VolumeService
+                vol = VolumeService(self.settings).attach(m.source, cid)
+                volumes.append((vol.name, m.target))
+                out.append(Mapping("bind", vol.mountpoint, m.target, m.readonly, m.options))
             else:
                 out.append(m)
         return out
@@ -374,16 +385,11 @@ class ContainerService:
             os.kill(state.shim_pid, signal.SIGKILL)
 
     def _teardown(self, state: ContainerState, volumes: bool = False) -> None:
-        """The one teardown (shim/teardown.py), then the anonymous volumes with -v."""
+        """The one teardown (shim/teardown.py): everything of the stopped container, its
+        volumes told it is gone; with `volumes` (`rm -v`) the anonymous ones nothing else
+        uses are deleted (Docker's rule: never a named volume, never a bind source)."""
         from pydocklite.shim import teardown
-        teardown.remove(self.settings, self.store, state.id)
-        if volumes:
-            for m in state.config.get("Mounts", []):
-                src = Path(m.get("source", ""))
-                vol_root = self.layout.root / "volumes"
-                if vol_root in src.parents and src.name == "_data":
-                    import shutil
-                    shutil.rmtree(src.parent, ignore_errors=True)
+        teardown.remove(self.settings, self.store, state.id, remove_anonymous=volumes)
 
     def prune(self) -> List[str]:
         """Remove every stopped container no operation is busy with; their ids."""

@@ -404,7 +404,7 @@ class Shim:
             return
         try:
             with self.store.operation(self.cid):
-                teardown.remove(self.settings, self.store, self.cid, log)
+                teardown.remove(self.settings, self.store, self.cid, log, remove_anonymous=True)
         except ContainerNotFoundError:
             pass                 # removed already
         except Exception as e:  # noqa: BLE001 - logged; `rm` can finish it

@@ -6,7 +6,9 @@ it exits, a `create` that failed half-way.
                                           a network helper whose shim died
     remove(settings, store, cid, log)     all of a stopped container: the above, its run
                                           dir, its snapshot (files under subordinate ids
-                                          deleted as root of a user namespace), its record
+                                          deleted as root of a user namespace), its record,
+                                          its volumes told it is gone (the anonymous ones
+                                          deleted with rm -v, --rm, a failed create)
 
 Each step goes on when an earlier one finds nothing to do (a half-made container, a second
 teardown): removal is idempotent. The caller holds the container's life lock
@@ -18,7 +20,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
-    from typing import Callable, Optional
+    from typing import Callable, Optional, Sequence
 
 
 def release_runtime(settings, cid: str, log: Optional[Callable[[str], None]] = None) -> None:
@@ -37,15 +39,20 @@ def release_runtime(settings, cid: str, log: Optional[Callable[[str], None]] = N
 
 
 def remove(settings, store, cid: str, log: Optional[Callable[[str], None]] = None,
-           event: bool = True) -> None:
+           event: bool = True, volumes: Optional[Sequence[str]] = None,
+           remove_anonymous: bool = False) -> None:
     """Everything of stopped container `cid`; raises only when its record or files stay.
-    event: tell the journal (`destroy`), not for a create that failed (no `create` either)."""
+    event: tell the journal (`destroy`), not for a create that failed (no `create` either).
+    volumes: the names of its volumes (None: those its record names); remove_anonymous:
+    delete the anonymous ones no other container uses (rm -v, --rm, as Docker)."""
     import shutil
     from pydocklite.errors import ContainerNotFoundError
     try:
-        state = store.load(cid) if event else None
+        state = store.load(cid)
     except ContainerNotFoundError:
         state = None
+    if volumes is None:
+        volumes = [str(n) for n in (state.config.get("Volumes") or ())] if state else []
     release_runtime(settings, cid, log)
     shutil.rmtree(settings.runtime_layout.run_dir(cid), ignore_errors=True)
     discard_snapshot(settings, cid)
@@ -53,7 +60,10 @@ def remove(settings, store, cid: str, log: Optional[Callable[[str], None]] = Non
         store.remove(cid)
     except ContainerNotFoundError:
         return
-    if state is not None:
+    if volumes:
+        from pydocklite.volumes import VolumeService
+        VolumeService(settings).detach(list(volumes), cid, remove_anonymous=remove_anonymous)
+    if state is not None and event:
         from pydocklite import events
         events.container(settings.runtime_layout.events_dir, "destroy", cid, state.image,
                          state.name, state.config.get("Config", {}).get("Labels"))
