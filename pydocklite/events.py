@@ -14,7 +14,8 @@ last events in memory; this survives the commands that wrote them, not a reboot)
 
 read() yields the events between two times, then (follow=True) those still to come, in
 the order they were appended; a follower that sees the journal rotated reads the old file
-to its end first (the rotation waited for every append to it).
+to its end first (the rotation waited for every append to it), and journal.1 when that is
+another one. A follower more than two rotations (~2 MiB of events) behind loses events.
 
 Cheap: emit() imports nothing beyond os and json; a failing journal (full disk, no runtime
 dir) never fails the command that emits.
@@ -116,10 +117,6 @@ def read(events_dir, *, since_ns: Optional[int] = None, until_ns: Optional[int] 
             (until_ns is None or t <= until_ns) and keep(e)
 
     f = None
-    if since_ns is not None or not follow:
-        for e in _events_of(journal + ".1"):
-            if wanted(e):
-                yield e
     try:
         try:
             f = open(journal, "rb")
@@ -127,6 +124,12 @@ def read(events_dir, *, since_ns: Optional[int] = None, until_ns: Optional[int] 
                 f.seek(0, os.SEEK_END)      # only what comes from now on
         except FileNotFoundError:
             f = None
+        if since_ns is not None or not follow:
+            # the older file after opening the newer one: a rotation in between makes
+            # journal.1 the file we hold (skipped: read below), never loses one
+            for e in _events_of(journal + ".1", unless_file=f):
+                if wanted(e):
+                    yield e
         buf = b""
         while True:
             chunk = f.read(65536) if f is not None else b""
@@ -146,6 +149,10 @@ def read(events_dir, *, since_ns: Optional[int] = None, until_ns: Optional[int] 
                 return
             if _rotated(f, journal):        # drained the old file: on to the new one
                 if f is not None:
+                    # rotated more than once since: the one in between is journal.1 now
+                    for e in _events_of(journal + ".1", unless_file=f):
+                        if wanted(e):
+                            yield e
                     f.close()
                 try:
                     f = open(journal, "rb")
@@ -170,9 +177,14 @@ def _rotated(f, journal: str) -> bool:
     return (st.st_ino, st.st_dev) != (mine.st_ino, mine.st_dev)
 
 
-def _events_of(path: str) -> List[dict]:
+def _events_of(path: str, unless_file=None) -> List[dict]:
+    """The events of the file at `path` ([] if it is `unless_file`, one already read)."""
     try:
         with open(path, "rb") as f:
+            if unless_file is not None:
+                a, b = os.fstat(f.fileno()), os.fstat(unless_file.fileno())
+                if (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev):
+                    return []
             data = f.read()
     except FileNotFoundError:
         return []

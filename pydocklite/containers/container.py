@@ -331,13 +331,15 @@ class ContainerService:
         return not pid_alive(state.init_pid, state.init_start_time)
 
     def _wait_shim_recorded(self, cid: str, timeout: float) -> None:
-        """Until the shim has written the exit status (or is gone)."""
+        """Until the shim has written the exit status, and told the journal (`die`: it
+        does so under the record's lock), or is gone."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             s = self.store.load(cid)
             if s.status().state not in ("running", "restarting") or \
                     (s.exit_code is not None and not pid_alive(s.init_pid, s.init_start_time)):
-                return
+                with self.store.lock(cid, shared=True):
+                    return
             time.sleep(0.005)
 
     def wait(self, ref: str, timeout: Optional[float] = None) -> int:

@@ -314,12 +314,16 @@ class Shim:
                 break
         self.stdio.join()
         oom = self._oom_killed()
-        self.state = self.update(exit_code=code, finished_at=now_rfc3339(), oom_killed=oom)
-        log(f"container exited with code {code}")
         self.reload_config()
-        if oom:
-            self.config.event(self.run_layout.events_dir, "oom")
-        self.config.event(self.run_layout.events_dir, "die", exitCode=str(code))
+        events_dir = self.run_layout.events_dir
+
+        def told(_state) -> None:      # under the record's lock: see ContainerStore.update
+            if oom:
+                self.config.event(events_dir, "oom")
+            self.config.event(events_dir, "die", exitCode=str(code))
+        self.state = self.store.update(self.cid, lambda s: s._replace(
+            exit_code=code, finished_at=now_rfc3339(), oom_killed=oom), then=told)
+        log(f"container exited with code {code}")
         return code
 
     def _container_cgroup(self) -> list:

@@ -213,11 +213,16 @@ class ContainerStore:
             raise ContainerNotFoundError(f"No such container: {state.id}")
         atomic_write_json(self.state_path(state.id), state.to_json())
 
-    def update(self, cid: str, change: Callable[[ContainerState], ContainerState]) -> ContainerState:
-        """Locked read-modify-write: `change(old)` returns the new state."""
+    def update(self, cid: str, change: Callable[[ContainerState], ContainerState],
+               then: Optional[Callable[[ContainerState], None]] = None) -> ContainerState:
+        """Locked read-modify-write: `change(old)` returns the new state; then(new) runs
+        before the lock is let go (a reader taking the lock after seeing the new state
+        knows it has run: the shim's `die` event is in the journal)."""
         with self.lock(cid):
             new = change(self.load(cid))
             self.save(new)
+            if then is not None:
+                then(new)
             return new
 
     def ids(self) -> List[str]:
