@@ -14,7 +14,10 @@ Library code raises; only the faces print (cli/main.py, the API's error handler)
     ├── ContainerError                  container lifecycle problems
     │   ├── ContainerNotFoundError      (NotFound)
     │   ├── ContainerStateError         e.g. kill of a stopped container (Conflict)
-    │   └── ContainerNotModifiedError   start of a running one, stop of a stopped one
+    │   ├── ContainerNotModifiedError   start of a running one, stop of a stopped one
+    │   └── ContainerPathError          a path in a container: not a directory... 400
+    │       └── ContainerPathNotFoundError                                        404
+    ├── UnsafeArchiveError              a tar stream tried to leave its destination 400
     └── HostFeatureError                a host feature is missing; the message names the fix
 
 The categories are mixins (as dockerd's errdefs interfaces): a package's own error may be
@@ -86,6 +89,18 @@ class ContainerNotModifiedError(ContainerError, NotModifiedError):
     pass
 
 
+class ContainerPathError(ContainerError):
+    pass
+
+
+class ContainerPathNotFoundError(ContainerPathError):
+    pass
+
+
+class UnsafeArchiveError(PydockliteError):
+    pass
+
+
 class HostFeatureError(PydockliteError):
     pass
 
@@ -101,6 +116,9 @@ STATUS_TABLE = {
     "pydocklite.errors.ConflictError": (125, 409),
     "pydocklite.errors.NotModifiedError": (0, 304),
     "pydocklite.errors.NotImplementedError_": (125, 501),
+    "pydocklite.errors.ContainerPathError": (125, 400),
+    "pydocklite.errors.ContainerPathNotFoundError": (125, 404),
+    "pydocklite.errors.UnsafeArchiveError": (125, 400),
     "pydocklite.builder.errors.BuildError": (1, 500),
     "pydocklite.builder.errors.DockerfileError": (1, 400),
     "pydocklite.builder.errors.ContextError": (1, 400),
