@@ -6,6 +6,7 @@ $XDG_RUNTIME_DIR/pydocklite/  (RuntimeLayout; tmpfs, per boot; /tmp/pydocklite-U
   runtime/                    the OCI runtime's state root (runtime/state.py's ROOT)
   <id[:12]>/                  a container's run dir: rootfs/ (mount point), console.sock,
                               attach.sock, outbound.pid
+  fs-<id[:12]>-<pid>/         a stopped container's files, mounted for cp/export/diff
   mounts/<image id[:12]>/     `pydocklite mount IMAGE`
   init                        an executable copy of the embedded init (when needed)
   events/                     the per-user events journal (pydocklite/events.py)
@@ -49,6 +50,11 @@ class RuntimeLayout(namedtuple("RuntimeLayout", "root")):
 
     def outbound_pid(self, cid: str) -> Path:
         return self.run_dir(cid) / "outbound.pid"
+
+    def sandbox_dir(self, cid: str, pid: int) -> Path:
+        """Where a stopped container's files are mounted for process `pid` to reach them
+        (containers/fs_sandbox.py)."""
+        return self.root / f"fs-{cid[:12]}-{pid}"
 
     @property
     def mounts_dir(self) -> Path:

@@ -14,8 +14,9 @@ destination.
     skipped = put_archive(settings, "web", "/tmp", read)      # a tar from read(n) into /tmp
     copy_from_container(...) / copy_to_container(...)         # `cp`'s host side
 
-The container must be running (or created: its init waits) -- a stopped one has no
-mounted filesystem to enter.
+A running (or paused) container is joined; one without processes (created, exited) has its
+snapshot mounted for the helper in a private sandbox (fs_sandbox.py), the container locked
+meanwhile.
 """
 from __future__ import annotations
 
@@ -75,22 +76,50 @@ def docker_path_stat(ps: PathStat) -> dict:
 def _container(settings, ref: str):
     from pydocklite.state.store import ContainerStore
     state = ContainerStore(settings.layout.containers_dir).get(ref)
-    if not state.status().running:
-        raise ContainerStateError(f"container {state.name} is not running: start it first "
-                                  f"(files of a stopped container can't be reached yet)")
+    st = state.status()
+    if st.state in ("removing", "dead"):
+        raise ContainerStateError(f"container {state.name} is {st.state}: its files can't be "
+                                  f"reached")
     return state
 
 
 def _start(settings, state, fn, stdin=None, stdout=None):
+    """A helper running fn in the container: joining it when it runs, else in a sandbox with
+    its snapshot mounted (the container locked meanwhile: a `start` waits)."""
     from pydocklite.runtime import confined
     from pydocklite.runtime.errors import StateError
     # what the helper runs must be imported before it enters the container
     from pydocklite.containers import fs_inside  # noqa: F401
+    if state.status().running:
+        try:
+            return confined.start_in_running(str(settings.runtime_layout.runtime_root),
+                                             state.id, fn, stdin, stdout, HELPER_NAME)
+        except StateError:
+            pass                        # it stopped meanwhile: its files are still there
+    from pydocklite.containers.fs_sandbox import Sandbox
+    from pydocklite.state.store import ContainerStore
+    store = ContainerStore(settings.layout.containers_dir)
+    # the container's life lock: no start (or rm) while its files are reached this way
+    lock = store.operation(state.id)
+    state = lock.__enter__()
     try:
-        return confined.start_in_running(str(settings.runtime_layout.runtime_root), state.id, fn,
-                                         stdin, stdout, HELPER_NAME)
-    except StateError as e:
-        raise ContainerStateError(f"container {state.name}: {e}") from None
+        if state.status().running:
+            raise ContainerStateError(f"container {state.name} started while its files were "
+                                      f"being reached: try again")
+        sandbox = Sandbox(settings, state)
+        try:
+            conf = confined.confinement_of(sandbox.spec,
+                                           str(settings.runtime_layout.runtime_root /
+                                               ".seccomp-cache"), sandbox.full_map)
+            helper = confined.start(fn, sandbox, conf, stdin, stdout, HELPER_NAME)
+        except BaseException:
+            sandbox.close()
+            raise
+    except BaseException:
+        lock.__exit__(None, None, None)
+        raise
+    helper.cleanups += [lambda: lock.__exit__(None, None, None), sandbox.close]
+    return helper
 
 
 def _failed(e, state, path: str) -> Exception:
@@ -191,10 +220,9 @@ class ArchiveStream:
     def abort(self) -> None:
         """Stop early: kill the helper, no error."""
         self.helper.kill()
-        try:
-            self.close()
-        except ContainerPathError:
-            pass
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def __enter__(self) -> "ArchiveStream":
         return self

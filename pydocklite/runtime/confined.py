@@ -118,9 +118,15 @@ def _name_buf(name: bytes) -> int:
 
 def run_child(fn, stdio, conf: Confinement, enter, name: bytes) -> None:
     """In a freshly forked child: own session, not dumpable, stdio = (in, out, status), the
-    rest closed; then `enter()` (joins or sets up the container's namespaces; runs with
-    imports locked), a fork so the function runs in the container's pid namespace, then
-    confine() and fn(). Never returns."""
+    rest closed; then the `enter` object's steps (see JoinRunning), a fork so that the
+    function runs in the container's pid namespace, then confine() and fn(). Never returns.
+
+    enter.prepare()  here, with the host's files still ours: set up what needs them;
+    enter.fds()      descriptors to keep through the clean-up of the inherited ones;
+    enter.join()     here: switch into the container (imports locked first if the switch
+                     makes the container's files ours);
+    enter.inside()   in the child that runs fn, before confine();
+    enter.after()    here, once that child is gone."""
     code = 1
     try:
         os.setsid()
@@ -129,14 +135,14 @@ def run_child(fn, stdio, conf: Confinement, enter, name: bytes) -> None:
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64) for fd in stdio]
         for target, fd in enumerate(high):
             os.dup2(fd, target)         # the copies above 64 are closed just below
-        keep = enter.fds() | {0, 1, 2}
-        keep_only_fds(keep)
-        lock_imports()
-        enter()
+        enter.prepare()
+        keep_only_fds(enter.fds() | {0, 1, 2})
+        enter.join()
         inner = os.fork()
         if inner == 0:
             icode = 1
             try:
+                enter.inside()
                 confine(conf, name)
                 fn()
                 icode = 0
@@ -149,8 +155,10 @@ def run_child(fn, stdio, conf: Confinement, enter, name: bytes) -> None:
         if code < 0:
             os.write(2, b"0 the helper was killed by signal %d" % -code)
             code = 1
+        enter.after()
     except BaseException as e:  # noqa: BLE001
         _report(e)
+        code = code or 1
     finally:
         os._exit(code)
 
@@ -164,7 +172,8 @@ def _report(e: BaseException) -> None:
 
 
 class JoinRunning:
-    """enter() for a running container: its namespaces, opened on the host beforehand."""
+    """The `enter` steps (run_child) for a running container: join its namespaces, opened on
+    the host beforehand (user first, mount last; the fork after them enters its pid one)."""
 
     def __init__(self, root: str, cid: str, spec) -> None:
         from . import state as st
@@ -194,7 +203,17 @@ class JoinRunning:
     def fds(self) -> set:
         return {fd for _, fd in self.ns} | ({self.root_fd} if self.root_fd is not None else set())
 
-    def __call__(self) -> None:
+    def prepare(self) -> None:
+        pass
+
+    def inside(self) -> None:
+        pass
+
+    def after(self) -> None:
+        pass
+
+    def join(self) -> None:
+        lock_imports()                  # the container's files are about to be ours
         for typ, fd in self.ns:
             sc.setns(fd, sc.NS_FLAGS[typ])
             os.close(fd)
@@ -225,12 +244,16 @@ def _setgroups_allowed(pid: int) -> bool:
 
 
 class Helper:
-    """A started helper: wait() for it; raises ConfinedError with what it reported."""
+    """A started helper: wait() for it; raises ConfinedError with what it reported.
+    `cleanups`: callables run once it is gone (whatever happened)."""
 
     def __init__(self, pid: int, status_r: int) -> None:
         self.pid, self.status_r = pid, status_r
+        self.cleanups = []
 
     def wait(self) -> None:
+        if self.status_r < 0:
+            return                      # waited for already
         data = b""
         try:
             while len(data) < STATUS_MAX:
@@ -240,7 +263,10 @@ class Helper:
                 data += chunk
         finally:
             os.close(self.status_r)
+            self.status_r = -1
             _, status = os.waitpid(self.pid, 0)
+            while self.cleanups:
+                self.cleanups.pop()()
         if status == 0 and not data:
             return
         err, _, msg = data.partition(b" ")
@@ -254,9 +280,16 @@ class Helper:
         raise ConfinedError(errno_, text)
 
     def kill(self) -> None:
+        """Stop it now (its sandbox, if any, goes with it) and reap it; no error."""
+        if self.status_r < 0:
+            return
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
+            pass
+        try:
+            self.wait()
+        except ConfinedError:
             pass
 
 

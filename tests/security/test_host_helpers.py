@@ -202,3 +202,30 @@ def test_a_hostile_stream_from_the_helper_is_refused_on_the_host(cli, hostile, t
                             capture_output=True, cwd=str(cli.home)))
     names = tarfile.open(fileobj=io.BytesIO(raw.stdout)).getnames()
     assert names == ["x", "x/..a", "x/..a/f"]
+
+
+def test_cp_with_containers_that_have_no_processes(cli, busybox):
+    """Created (never started) and exited containers: their snapshot is mounted for the
+    helper in a private sandbox, which leaves nothing behind."""
+    ok(cli("create", "--name", "later", busybox, "cat", "/etc/config.txt"))
+    src = cli.home / "config.txt"
+    src.write_text("configured before start\n")
+    os.chown(src, unpriv.test_user().pw_uid, unpriv.test_user().pw_gid)
+    ok(cli("cp", str(src), "later:/etc/config.txt"))
+    st = ok(cli("start", "-a", "later"))
+    assert st.stdout == "configured before start\n"
+    ok(cli("wait", "later"))
+    out = cli.home / "back"
+    ok(cli("cp", "later:/etc/config.txt", str(out)))
+    assert out.read_text() == "configured before start\n"
+    r = cli("cp", "later:/nope", str(out))
+    assert r.returncode == 125 and "Could not find the file /nope in container later" in r.stderr
+    procs = [cmd for _pid, cmd in unpriv.user_processes() if str(cli.home) in cmd]
+    assert procs == []
+    mounts = [line for line in Path("/proc/mounts").read_text().splitlines()
+              if str(cli.home) in line]
+    assert mounts == []
+    run_dir = cli.home / "run" / "pydocklite"
+    assert not [p for p in run_dir.iterdir() if p.name.startswith("fs-")] if run_dir.is_dir() \
+        else True
+    ok(cli("rm", "later"))
