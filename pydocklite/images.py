@@ -114,16 +114,30 @@ class ImageService:
         return make_client(self.settings, tls_verify=tls_verify, insecure_host=host)
 
     def pull(self, name, *, platform: Optional[str] = None,
-             progress: Optional[ProgressFn] = None, tls_verify: Optional[bool] = None
-             ) -> ImageRecord:
-        """Pull `name` (a string, or a Reference parsed by the caller)."""
+             progress: Optional[ProgressFn] = None, tls_verify: Optional[bool] = None,
+             signature_policy: Optional[str] = None) -> ImageRecord:
+        """Pull `name` (a string, or a Reference parsed by the caller) into the store. When
+        a signature policy applies (`signature_policy`, else ~/.config/containers/policy.json,
+        else /etc/containers/policy.json) the image is checked against it after its manifests
+        and config are read and before anything is stored: a refused image raises
+        trust.errors.SignatureRefused and leaves no trace."""
         from registry.model import Platform
         from registry.reference import Reference
+        from pydocklite.trust.policy import load_policy
         emit = progress or (lambda ev: None)
         ref = name if isinstance(name, Reference) else Reference.parse(name)
         want = Platform.parse(platform) if platform else None
-        with self.client(tls_verify=tls_verify, host=ref.domain) as client:
-            record = self._pull(client, ref, want, emit)
+        policy = load_policy(signature_policy)
+        preload = None
+        if policy is not None and policy.for_docker(ref).needs_signatures:
+            from pydocklite.trust.verify import start_preload
+            preload = start_preload()      # cryptography's import overlaps the registry's replies
+        try:
+            with self.client(tls_verify=tls_verify, host=ref.domain) as client:
+                record = self._pull(client, ref, want, emit, policy)
+        finally:
+            if preload is not None:
+                preload.join()
         self.event("pull", familiar(str(ref)), name=familiar(ref.repository))
         return record
 
@@ -133,8 +147,12 @@ class ImageService:
         events.emit(self.settings.runtime_layout.events_dir, "image", action, actor,
                     attributes)
 
-    def _pull(self, client, ref, want, emit: ProgressFn) -> ImageRecord:
+    def _pull(self, client, ref, want, emit: ProgressFn, policy=None) -> ImageRecord:
         resolved = client.resolve(ref, platform=want)   # checks config diff_ids vs layers
+        verdict = None
+        if policy is not None:
+            from pydocklite.trust.verify import check_registry_image
+            verdict = check_registry_image(policy, client, ref, resolved)
         manifest = resolved.manifest
         config = resolved.config
         diff_ids = [str(d) for d in config.diff_ids]
@@ -168,6 +186,7 @@ class ImageService:
             repo_digests=(f"{ref.repository}@{repo_digest_src}",),
             added_at=time.time(),
             index_digest=str(resolved.index.digest) if resolved.index is not None else "",
+            trust=verdict,
         )
         names = [str(ref)] if ref.tag and not ref.digest else []
         self.db.add(record, names)

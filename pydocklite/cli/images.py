@@ -155,6 +155,7 @@ def inspect_image(service, record) -> dict:
         "GraphDriver": {"Name": "pydocklite", "Data": {"ManifestDigest": record.manifest_digest}},
         "RootFS": {"Type": "layers", "Layers": list(record.diff_ids)},
         "Metadata": {"LastTagTime": ""},
+        "Trust": record.trust.to_json() if record.trust is not None else None,
     }
 
 
@@ -226,6 +227,9 @@ def cmd_image(settings, argv) -> int:
     if argv and argv[0] == "pull":
         from pydocklite.cli.pull import cmd_pull
         return cmd_pull(settings, argv[1:])
+    if argv and argv[0] == "sign":
+        from pydocklite.cli.trust import cmd_image_sign
+        return cmd_image_sign(settings, argv[1:])
     if argv and argv[0] in DIST_SUBCOMMANDS:
         from pydocklite.cli import dist
         return getattr(dist, f"cmd_{argv[0]}")(settings, argv[1:])
@@ -240,6 +244,7 @@ def cmd_image(settings, argv) -> int:
                          "  import   Create an image from a rootfs tarball\n"
                          "  history  Show the history of an image\n"
                          "  rm       Remove one or more images\n"
+                         "  sign     Sign images in a registry (sigstore signatures)\n"
                          "  tag      Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE\n")
         return 0 if not argv or argv[0] in ("-h", "--help") else 125
     return IMAGE_SUBCOMMANDS[argv[0]](settings, argv[1:])

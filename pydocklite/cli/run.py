@@ -43,6 +43,9 @@ def add_create_flags(p) -> None:
     a("--pull", default="missing", choices=["missing", "always", "never"],
       help="Pull image before running")
     a("--rm", action="store_true", help="Automatically remove the container when it exits")
+    a("--signature-policy", metavar="FILE",
+      help="Signature policy for an image pulled now (default: "
+           "~/.config/containers/policy.json, else /etc/containers/policy.json)")
     a("--privileged", action="store_true", help="Give extended privileges to this container")
     a("--security-opt", action="append", default=[],
       help="Security options: seccomp=unconfined, no-new-privileges")
@@ -85,6 +88,8 @@ def options_from_args(args):
         elif not (key == "no-new-privileges" and value == "false"):
             raise UsageError(f"invalid --security-opt {opt!r}: supported are "
                              "seccomp=unconfined and no-new-privileges")
+    if args.signature_policy:
+        extra["signature_policy"] = args.signature_policy
     return RunOptions(
         extra=extra,
         image=args.image, command=tuple(args.command), name=args.name,
@@ -124,7 +129,8 @@ def ensure_image(settings, opts):
             if opts.pull == "missing":
                 sys.stderr.write(f"Unable to find image '{opts.image}' locally\n")
             record = pull_image(settings, opts.image, platform=opts.platform, out=sys.stderr,
-                                ref=ref)
+                                ref=ref, signature_policy=(opts.extra or {}).get(
+                                    "signature_policy"))
     return service, record
 
 

@@ -53,6 +53,9 @@ FORBIDDEN = {
     # the volumes service is a leaf the one teardown (shim/teardown.py) calls: a container
     # removed by its shim (--rm) lets go of its volumes as one removed by `rm` does
     "pydocklite/volumes.py": SERVICES_AND_ABOVE + ("pydocklite.shim", "pydocklite.state"),
+    # the namespace host sits beside the shim: requests carry what it needs, it reads no
+    # container, image or network record
+    "pydocklite/nshost": SERVICES_AND_ABOVE + ("pydocklite.volumes",),
 }
 
 
