@@ -109,18 +109,19 @@ class ImageService:
 
     # --- pull -------------------------------------------------------------------------
 
-    def client(self, *, tls_verify: Optional[bool] = None, host: str = ""):
+    def client(self, *, tls_verify: Optional[bool] = None, host: str = "", auth=None):
         from pydocklite.registry_access import make_client
-        return make_client(self.settings, tls_verify=tls_verify, insecure_host=host)
+        return make_client(self.settings, tls_verify=tls_verify, insecure_host=host, auth=auth)
 
     def pull(self, name, *, platform: Optional[str] = None,
              progress: Optional[ProgressFn] = None, tls_verify: Optional[bool] = None,
-             signature_policy: Optional[str] = None) -> ImageRecord:
+             auth=None, signature_policy: Optional[str] = None) -> ImageRecord:
         """Pull `name` (a string, or a Reference parsed by the caller) into the store. When
         a signature policy applies (`signature_policy`, else ~/.config/containers/policy.json,
         else /etc/containers/policy.json) the image is checked against it after its manifests
         and config are read and before anything is stored: a refused image raises
-        trust.errors.SignatureRefused and leaves no trace."""
+        trust.errors.SignatureRefused and leaves no trace. auth: credentials a client sent
+        (the API's X-Registry-Auth) instead of config.json."""
         from registry.model import Platform
         from registry.reference import Reference
         from pydocklite.trust.policy import load_policy
@@ -133,7 +134,7 @@ class ImageService:
             from pydocklite.trust.verify import start_preload
             preload = start_preload()      # cryptography's import overlaps the registry's replies
         try:
-            with self.client(tls_verify=tls_verify, host=ref.domain) as client:
+            with self.client(tls_verify=tls_verify, host=ref.domain, auth=auth) as client:
                 record = self._pull(client, ref, want, emit, policy)
         finally:
             if preload is not None:

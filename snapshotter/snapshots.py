@@ -92,10 +92,21 @@ class Snapshotter:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         con = sqlite3.connect(str(self.db_path), timeout=30, isolation_level=None)
         try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")   # WAL: consistent after a crash
-            con.executescript(_SCHEMA)
-            con.execute("BEGIN IMMEDIATE")
+            for attempt in range(20):
+                try:
+                    con.execute("PRAGMA journal_mode=WAL")
+                    con.execute("PRAGMA synchronous=NORMAL")   # WAL: consistent after a crash
+                    con.executescript(_SCHEMA)
+                    con.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as e:
+                    # SQLITE_PROTOCOL: the WAL index kept changing under us while other
+                    # processes (shims removing containers, a service) opened and closed
+                    # the database; nothing was done yet, so trying again is safe
+                    if "locking protocol" not in str(e) or attempt == 19:
+                        raise
+                    import time
+                    time.sleep(0.005 * (attempt + 1))
             try:
                 yield con
             except BaseException:

@@ -47,7 +47,8 @@ COMMANDS = {
               "save, load, import, history, sign)"),
     "key": ("trust", "cmd_key", "Manage image signing keys (generate)"),
     "container": ("container", "cmd_container", "Manage containers"),
-    "system": ("system", "cmd_system", "Manage pydocklite (df, events, info, prune)"),
+    "system": ("system", "cmd_system", "Manage pydocklite (df, events, info, prune, service: "
+               "the Docker Engine API)"),
     "events": ("events", "cmd_events", "Get real time events from pydocklite"),
     "info": ("system", "cmd_info", "Display system-wide information"),
     "login": ("login", "cmd_login", "Log in to a registry"),

@@ -146,27 +146,8 @@ def prepare(settings, opts):
 
 
 def _ports(opts, image_config) -> list:
-    if not opts.publish and not opts.publish_all:
-        return []
-    from pydocklite.shim.port_spec import parse_publish, publish_all, unprivileged_port_start
-    if opts.network == "host":
-        sys.stderr.write("WARNING: Published ports are discarded when using host network mode\n")
-        return []
-    ports = []
-    for spec in opts.publish:
-        ports.extend(parse_publish(spec))
-    if opts.publish_all:
-        exposed = (image_config.get("config") or {}).get("ExposedPorts") or {}
-        have = {p.key for p in ports}
-        ports.extend(p for p in publish_all(exposed) if p.key not in have)
-    low = unprivileged_port_start()
-    for p in ports:
-        if p.host_port and p.host_port < low and os.geteuid() != 0:
-            raise UsageError(
-                f"cannot publish host port {p.host_port}: ports below {low} need privileges: "
-                f"use a port >= {low}, or let users bind them with "
-                f"'sudo sysctl -w net.ipv4.ip_unprivileged_port_start={p.host_port}'")
-    return ports
+    from pydocklite.containers.publish import resolve_ports
+    return resolve_ports(opts, image_config, warn=sys.stderr.write)
 
 
 BASE_FIX = ("or give pydocklite a cgroup you may write to: PYDOCKLITE_CGROUP_BASE=DIR[:DIR...] "

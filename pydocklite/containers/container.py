@@ -411,7 +411,12 @@ class ContainerService:
 
     # --- exec -------------------------------------------------------------------------
     def exec(self, ref: str, args: List[str], env: List[str], user: Optional[str],
-             workdir: Optional[str], tty: bool, interactive: bool) -> int:
+             workdir: Optional[str], tty: bool, interactive: bool, stdio=None,
+             on_console=None, new_session: bool = False) -> int:
+        """Run args in the running container; its exit code. stdio: the process's fds
+        (default: ours, stdin only when interactive); with tty, on_console(master) gets the
+        pty's master instead of our terminal relaying it; new_session: the process leaves
+        our session (a service's Ctrl-C must not reach it)."""
         from pydocklite.runtime import api
         state = self.store.get(ref)
         if not state.status().running:
@@ -421,9 +426,11 @@ class ContainerService:
         for e in env:
             k = e.split("=", 1)[0]
             full_env = [x for x in full_env if not x.startswith(k + "=")] + [e]
-        stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
+        if stdio is None:
+            stdio = (0 if interactive else os.open(os.devnull, os.O_RDONLY), 1, 2)
         kw = dict(root=str(self.run_layout.runtime_root), env=full_env,
-                  cwd=workdir or spec["process"].get("cwd", "/"), stdio=(stdin, 1, 2))
+                  cwd=workdir or spec["process"].get("cwd", "/"), stdio=tuple(stdio),
+                  on_console=on_console, new_session=new_session)
         if user is not None:
             from pydocklite.containers.spec_builder import resolve_user
             from pydocklite.containers.image_files import read_image_files

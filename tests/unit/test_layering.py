@@ -5,7 +5,8 @@ lazy ones inside functions included):
     inside pydocklite: cli, api → builder → containers/images/distribution/... (the engine
     services) → shim → state (container records) → runtime
     runtime/ never imports anything above it; shim/ never imports the services (it reads its
-    frozen configuration, shim.json), state/ neither the shim nor the services.
+    frozen configuration, shim.json), state/ neither the shim nor the services; the two faces
+    never import each other.
 """
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ FORBIDDEN = {
     # the volumes service is a leaf the one teardown (shim/teardown.py) calls: a container
     # removed by its shim (--rm) lets go of its volumes as one removed by `rm` does
     "pydocklite/volumes.py": SERVICES_AND_ABOVE + ("pydocklite.shim", "pydocklite.state"),
+    # the two faces never import each other: both call the services
+    "pydocklite/api": ("pydocklite.cli",),
     # the namespace host sits beside the shim: requests carry what it needs, it reads no
     # container, image or network record
     "pydocklite/nshost": SERVICES_AND_ABOVE + ("pydocklite.volumes",),
