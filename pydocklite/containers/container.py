@@ -393,8 +393,9 @@ class ContainerService:
         from pydocklite.shim import teardown
         teardown.remove(self.settings, self.store, state.id, remove_anonymous=volumes)
 
-    def prune(self) -> List[str]:
-        """Remove every stopped container no operation is busy with; their ids."""
+    def prune(self, select=None) -> List[str]:
+        """Remove every stopped container no operation is busy with (and, given a
+        select(state, status) predicate, that it selects: `--filter`); their ids."""
         from pydocklite.errors import ConflictError, ContainerNotFoundError
         removed = []
         for listed in self.store.list():
@@ -402,6 +403,8 @@ class ContainerService:
                 with self.store.operation(listed.id, wait=False) as state:
                     st = state.status()
                     if st.running or st.shim_alive or st.state == "restarting":
+                        continue
+                    if select is not None and not select(state, st):
                         continue
                     self._teardown(state)
                     removed.append(state.id)

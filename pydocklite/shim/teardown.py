@@ -76,6 +76,9 @@ def discard_snapshot(settings, cid: str) -> None:
     try:
         info = snap.stat(cid)
     except SnapshotNotFoundError:
+        # none recorded: a create killed while it made the snapshot may have left its
+        # directory behind (rare: this is the only time the snapshots dir is scanned)
+        snap.sweep()
         return
     if info.path:
         # files the container made belong to its subordinate ids: delete them as root of a
