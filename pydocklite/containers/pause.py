@@ -24,7 +24,7 @@ FREEZE_WAIT = 10.0        # seconds for a cgroup to report FROZEN / every proces
 
 
 def _runtime_root(settings) -> str:
-    return str(settings.runtime_dir / "runtime")
+    return str(settings.runtime_layout.runtime_root)
 
 
 def _cgroup(settings, cid: str):
@@ -157,51 +157,54 @@ def thaw(settings, state) -> None:
         _signal_all(settings, state, signal.SIGCONT)
 
 
+def _event(settings, state, action: str) -> None:
+    """Docker's `pause` / `unpause` container events, in the user's journal."""
+    from pydocklite import events
+    events.container(settings.runtime_layout.events_dir, action, state.id, state.image,
+                     state.name, state.config.get("Config", {}).get("Labels"))
+
+
 def _store(settings):
-    from pydocklite.containers.state import ContainerStore
+    from pydocklite.state.store import ContainerStore
     return ContainerStore(settings.layout.containers_dir)
 
 
 def pause(settings, ref: str):
-    """Pause container `ref` (Docker's errors: not running, already paused)."""
+    """Pause container `ref` (Docker's errors: not running, already paused), holding its
+    life lock (no start, stop or rm meanwhile)."""
     store = _store(settings)
-    state = store.get(ref)
-    with store.lock(state.id):
-        state = store.load(state.id)
+    with store.operation(ref) as state:
         st = state.status()
         if st.state == "paused":
             raise ContainerStateError(f"Container {state.id} is already paused")
         if st.state != "running":
             raise ContainerStateError(f"Container {state.id} is not running")
         freeze(settings, state)
-        state = state._replace(paused=True)
-        store.save(state)
-    return state
+        new = store.update(state.id, lambda s: s._replace(paused=True))
+        _event(settings, new, "pause")
+        return new
 
 
 def unpause(settings, ref: str):
     """Let paused container `ref` go on (Docker's error: not paused)."""
     store = _store(settings)
-    state = store.get(ref)
-    with store.lock(state.id):
-        state = store.load(state.id)
+    with store.operation(ref) as state:
         if state.status().state != "paused":
             raise ContainerStateError(f"Container {state.id} is not paused")
         thaw(settings, state)
-        state = state._replace(paused=False)
-        store.save(state)
-    return state
+        new = store.update(state.id, lambda s: s._replace(paused=False))
+        _event(settings, new, "unpause")
+        return new
 
 
 def resume_if_paused(settings, state) -> None:
-    """For kill/stop/rm -f of a paused container: after the signal, let the processes run so
-    they act on it (Docker does the same); the paused mark goes."""
+    """For kill/stop/rm -f of a paused container (the caller holds its life lock): after the
+    signal, let the processes run so they act on it (Docker does the same); the paused mark
+    goes."""
     if not state.paused:
         return
     try:
         thaw(settings, state)
     except ContainerStateError:
         pass
-    store = _store(settings)
-    with store.lock(state.id):
-        store.save(store.load(state.id)._replace(paused=False))
+    _store(settings).update(state.id, lambda s: s._replace(paused=False))
