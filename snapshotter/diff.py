@@ -145,7 +145,7 @@ class _TarOut:
         xattrs = tuple(_fd_xattrs(o.fd).items()) if o.fd >= 0 else ()
         if stat.S_ISREG(mode) and stat.S_ISREG(st.st_mode):
             if not o.own:
-                return                  # not the file that was listed any more
+                return                  # gone, or no longer a file, since the listing
             key = (st.st_dev, st.st_ino)
             if st.st_nlink > 1 and key in self.links:
                 self.w.add(rel, HARDLINK, linkname=self.links[key], **common)

@@ -43,7 +43,9 @@ def lstat_at(dir_fd: int, name: str) -> os.stat_result:
 
 
 def open_regular(e: Entry):
-    """(fd, fstat) of entry e if it is (still) the regular file that was listed, else None."""
+    """(fd, fstat) of the regular file now at entry e's name (opened without following a
+    link: if a file was swapped in since the listing, it is that one, described by its own
+    fstat), or None when there is no regular file there any more."""
     try:
         fd = os.open(e.name, _FILE_FLAGS, dir_fd=e.dir_fd)
     except OSError as err:
@@ -51,7 +53,7 @@ def open_regular(e: Entry):
             return None
         raise
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (e.st.st_dev, e.st.st_ino):
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         return None
     os.set_blocking(fd, True)

@@ -142,10 +142,10 @@ class _At:
 
 
 def _proc(fd: int, name: str) -> str:
-    """A path naming exactly (fd, name), for the calls that take no dir fd (xattrs): the
-    magic link is the directory we hold; the last name is never followed by the l*xattr and
-    O_PATH+chmod callers below."""
-    return f"/proc/self/fd/{fd}/{name}" if name != "." else f"/proc/self/fd/{fd}"
+    """A path naming exactly (directory fd, name), for the calls that take no dir fd
+    (xattrs): the magic link is the directory we hold, and the last name ("." for the
+    directory itself) is never followed by the l*xattr callers below."""
+    return f"/proc/self/fd/{fd}/{name}"
 
 
 class UpperDir:
@@ -292,7 +292,7 @@ class UpperDir:
             pfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
         try:
             if not stat.S_ISLNK(os.fstat(pfd).st_mode):
-                os.chmod(_proc(pfd, "."), mode)      # exactly that inode
+                os.chmod(f"/proc/self/fd/{pfd}", mode)     # exactly that inode
         finally:
             os.close(pfd)
 

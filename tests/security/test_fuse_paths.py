@@ -128,3 +128,18 @@ def test_rename_races_never_lead_outside(tmp_path):
         t.join()
     assert SECRET.encode() not in seen
     assert sorted(os.listdir(outside)) == ["secret.txt"]
+
+
+def test_the_upper_roots_own_markers_are_its_own(tmp_path):
+    """The root directory's markers (opaque, override) are read from and written to the
+    directory itself, not to the /proc link that names it."""
+    from snapshotter.upper import OPAQUE_XATTR, UpperDir
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    os.setxattr(upper, OPAQUE_XATTR, b"y")
+    u = UpperDir(upper)
+    assert "" in u.opaque
+    u.set_override("", 0, 0, 0o40755, 0)
+    assert u.override("") == (0, 0, 0o40755, 0)
+    assert os.getxattr(upper, "user.pydocklite.override") == b"0:0:16877:0"
+    u.close()
