@@ -16,6 +16,7 @@ STATUS_BY_CLASS = {
     "ContainerPathError": 400, "UnsafeArchiveError": 400,
     "NameConflictError": 409, "ContainerStateError": 409, "ImageInUseError": 409,
     "VolumeInUseError": 409, "ContainerExists": 409, "SnapshotExistsError": 409,
+    "NetworkConflictError": 409, "IpamError": 400, "SignatureRefused": 403,
     "InvalidNameError": 400, "AmbiguousReferenceError": 400, "UsageError": 400,
     "InvalidReferenceError": 400, "PortError": 400, "DockerfileError": 400,
     "ContextError": 400, "ArchiveError": 400, "UnsafeLayerEntryError": 400,
