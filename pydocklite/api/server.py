@@ -148,8 +148,7 @@ class ApiServer:
             self._early_error(conn, e)
             return False
         resp = http.Responder(req, self.common_headers)
-        if self.debug:
-            self.log(f"{req.method} {req.target}")
+        started = time.monotonic()
         try:
             self._dispatch(req, resp)
         except http.ClientGone:
@@ -166,6 +165,10 @@ class ApiServer:
                 resp.error(status, message_of(e))
             except http.ClientGone:
                 return False
+        finally:
+            if self.debug:
+                self.log(f"{req.method} {req.target} "
+                         f"{(time.monotonic() - started) * 1000:.1f} ms")
         if req.hijacked or not req.keep_alive:
             return False
         if not req.body_done and not req.discard_body():

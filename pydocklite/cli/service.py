@@ -17,7 +17,7 @@ DEFAULT_IDLE = 5.0
 # request pays for them (the start path's own preload list included)
 WARM = ("pydocklite.api.containers", "pydocklite.api.create", "pydocklite.api.attach",
         "pydocklite.api.streams", "pydocklite.api.execs", "pydocklite.api.images",
-        "pydocklite.api.system", "pydocklite.api.events",
+        "pydocklite.api.system", "pydocklite.api.events", "pydocklite.api.worker",
         "pydocklite.containers.container", "pydocklite.containers.spec_builder",
         "pydocklite.containers.image_files", "pydocklite.containers.inspect_json",
         "pydocklite.containers.publish", "pydocklite.containers.query",
