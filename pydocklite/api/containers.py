@@ -127,8 +127,10 @@ def kill(ctx, req, resp, id):
 
 
 def remove(ctx, req, resp, id):
+    from pydocklite.api.attach import cancel_pending
     from pydocklite.errors import ContainerNotFoundError
     state = _state(ctx, id)
+    cancel_pending(ctx, state.id)
     try:
         ctx.containers.remove(state.id, force=req.flag("force"), volumes=req.flag("v"))
     except ContainerNotFoundError:

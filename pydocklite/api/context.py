@@ -25,6 +25,7 @@ class ApiContext:
         self.pending_attach = {}   # cid -> [streams.AttachSession] waiting for the start
         self.execs = {}            # exec id -> execs.ExecSession
         self.ttys = {}             # cid -> the AttachSession holding its terminal (resize)
+        self.pending_starts = {}   # cid -> attach.PendingStart (a shim forked at create)
         self._containers = None
         self._images = None
         from pydocklite.api.events import EventLog

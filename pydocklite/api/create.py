@@ -164,6 +164,8 @@ def create(ctx, req, resp):
         state = ctx.containers.store.update(state.id, remember)
     from pydocklite.api.events import emit_container
     emit_container(ctx, "create", state)
+    from pydocklite.api.attach import fork_ahead
+    fork_ahead(ctx, state)      # before the answer: the start that follows must find it
     resp.json({"Id": state.id, "Warnings": warnings}, status=201)
     return None
 

@@ -148,6 +148,18 @@ def _progress_line(ev) -> dict:
     return line
 
 
+def _progress_to(emit):
+    """A pull's or push's progress callback (called from its layer threads) -> emit()."""
+    import threading
+    lock = threading.Lock()
+
+    def progress(ev):
+        if ev.layer:
+            with lock:
+                emit(_progress_line(ev))
+    return progress
+
+
 def create(ctx, req, resp):
     """Pull (fromImage) or import (fromSrc)."""
     if req.arg("fromSrc") is not None:
@@ -168,16 +180,9 @@ def create(ctx, req, resp):
     settings = ctx.settings
 
     def pull(emit):
-        import threading
         from pydocklite.images import ImageService
-        lock = threading.Lock()
-
-        def progress(ev):
-            if ev.layer:
-                with lock:
-                    emit(_progress_line(ev))
-        record = ImageService(settings).pull(str(ref), platform=platform, progress=progress,
-                                             auth=auth)
+        record = ImageService(settings).pull(str(ref), platform=platform,
+                                             progress=_progress_to(emit), auth=auth)
         return {"id": record.id, "digests": list(record.repo_digests)}
     stream = resp.start_stream(200, "application/json")
     stream.json({"status": f"Pulling from {familiar(ref.repository)}",
@@ -254,16 +259,9 @@ def push(ctx, req, resp, name):
     settings = ctx.settings
 
     def push(emit):
-        import threading
         from pydocklite.distribution.push import push_image
         from pydocklite.images import ImageService
-        lock = threading.Lock()
-
-        def progress(ev):
-            if ev.layer:
-                with lock:
-                    emit(_progress_line(ev))
-        r = push_image(ImageService(settings), str(ref), progress=progress, auth=auth)
+        r = push_image(ImageService(settings), str(ref), progress=_progress_to(emit), auth=auth)
         return {"tag": r.tag, "digest": r.digest, "size": r.size}
     stream = resp.start_stream(200, "application/json")
     stream.json({"status": f"The push refers to repository [{familiar(ref.repository)}]"})
