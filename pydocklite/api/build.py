@@ -112,9 +112,9 @@ def build(ctx, req, resp):
         stream = resp.start_stream(200, "application/json")
         out = _Lines(stream, quiet)
 
-        def pull(name):
+        def pull(name, ref=None):       # ref: `name` as the builder parsed it (once)
             out.write(f"Pulling {name}\n")
-            return ctx.images.pull(name)
+            return ctx.images.pull(ref or name)
         try:
             result = Builder(ctx.settings, out=out, pull=pull).build(opts)
         except (BuildError, Exception) as e:  # noqa: BLE001 - the stream has begun

@@ -106,27 +106,31 @@ def options_from_args(args):
 
 
 def ensure_image(settings, opts):
-    """The image record for opts.image, pulling it per --pull (messages on stderr)."""
-    from pydocklite.images import ImageService
+    """The image record for opts.image, pulling it per --pull (messages on stderr). The
+    name is parsed here, once: the lookup, the embedded image and the pull share it."""
+    from pydocklite.images import ImageService, parse_reference
     service = ImageService(settings)
+    ref = parse_reference(opts.image)
     record = None
     if opts.pull != "always":
         try:
-            record = service.lookup(opts.image)
+            record = service.lookup(opts.image, ref=ref)
         except ImageNotFoundError:
             record = None
     if record is None:
         if opts.pull == "never":
-            raise UsageError(f"No such image: {opts.image}: pull it first or use --pull missing")
+            raise ImageNotFoundError(f"No such image: {opts.image}: pull it first or use "
+                                     "--pull missing")
         if opts.pull == "missing":
             from pydocklite.oci_layout import load_embedded
-            record = load_embedded(settings, opts.image)
+            record = load_embedded(settings, ref)
         if record is None:
             from pydocklite.cli.pull import pull_image
             if opts.pull == "missing":
                 sys.stderr.write(f"Unable to find image '{opts.image}' locally\n")
             record = pull_image(settings, opts.image, platform=opts.platform, out=sys.stderr,
-                                signature_policy=(opts.extra or {}).get("signature_policy"))
+                                ref=ref, signature_policy=(opts.extra or {}).get(
+                                    "signature_policy"))
     return service, record
 
 
@@ -252,6 +256,7 @@ def run_attached(service, state, tty: bool, pending, exit_r: int) -> int:
         restore = termios.tcgetattr(0)
         ttymod.setraw(0)
     try:
+        service.event(state, "attach")
         res = service.start(state.id, pending=pending)
         if not res.ok:
             if restore is not None:
@@ -289,7 +294,7 @@ def run_attached(service, state, tty: bool, pending, exit_r: int) -> int:
 def _relay_resizes(service, cid: str) -> None:
     """On SIGWINCH (our terminal was resized) tell the shim, which copies the new size from
     the terminal it was handed onto the container's pty master."""
-    from pydocklite.containers.state import pid_alive
+    from pydocklite.state.container import pid_alive
     st = service.store.load(cid)
     shim_pid, start_time = st.shim_pid, st.shim_start_time
     if not shim_pid:

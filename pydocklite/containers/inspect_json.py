@@ -21,7 +21,8 @@ def container_json(settings, state) -> dict:
     args = cfg.get("Args", [])
     from pydocklite.shim.port_spec import PortMapping, inspect_ports
     ports = inspect_ports([PortMapping(**m) for m in cfg.get("PortBindings", [])])
-    cdir = settings.layout.containers_dir / state.id
+    from pydocklite.layout import ContainerFiles
+    files = ContainerFiles(settings.layout.containers_dir / state.id)
     return {
         "Id": state.id,
         "Created": state.created,
@@ -35,9 +36,9 @@ def container_json(settings, state) -> dict:
             "FinishedAt": state.finished_at,
         },
         "Image": state.image_id,
-        "ResolvConfPath": str(cdir / "resolv.conf"),
-        "HostnamePath": str(cdir / "hostname"),
-        "HostsPath": str(cdir / "hosts"),
+        "ResolvConfPath": str(files.etc_file("resolv.conf")),
+        "HostnamePath": str(files.etc_file("hostname")),
+        "HostsPath": str(files.etc_file("hosts")),
         "LogPath": state.log_path,
         "ShimLogPath": state.shim_log_path,
         "ShimPid": state.shim_pid if st.shim_alive else 0,
