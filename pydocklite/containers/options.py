@@ -52,6 +52,13 @@ class RunOptions:
     platform: Optional[str] = None
     pull: str = "missing"
     privileged: bool = False
+    # the health check (containers/healthcheck.py): () / None = the image's
+    health_test: Tuple[str, ...] = ()         # ("CMD-SHELL", cmd), ("CMD", ...), ("NONE",)
+    health_interval: Optional[int] = None     # nanoseconds
+    health_timeout: Optional[int] = None
+    health_start_period: Optional[int] = None
+    health_start_interval: Optional[int] = None
+    health_retries: Optional[int] = None
     extra: dict = Factory(dict, compare=False)
 
 

@@ -62,6 +62,7 @@ class Shim:
         self.dying: List[int] = []   # killed FUSE servers not reaped yet
         self.holder = userns_holder  # launch.UserNsHolder: the first start's user namespace
         self.op = None               # the life lock, held while restarting the container
+        self.checker = None          # health.Checker while a container with a check runs
 
     # --- state helpers ----------------------------------------------------------------
     def update(self, **changes):
@@ -265,7 +266,27 @@ class Shim:
                                  finished_at=ZERO_TIME, oom_killed=False)
         self.config.event(self.run_layout.events_dir, "start")
         self.start_ports(pid)
+        self.start_health()
         return pid
+
+    def start_health(self) -> None:
+        """The health check's thread, for a container that has one (else nothing at all)."""
+        if self.config.healthcheck is None:
+            return
+        from pydocklite.shim.health import Checker
+        events_dir = self.run_layout.events_dir
+
+        def record(health: dict) -> None:
+            try:
+                self.update(health=health)
+            except Exception as e:  # noqa: BLE001 - removed meanwhile (rm -f): nothing to tell
+                log(f"health: cannot record the result: {e}")
+
+        def told(status: str) -> None:
+            self.config.event(events_dir, f"health_status: {status}")
+        self.checker = Checker(self.config.healthcheck, self.cid, self.runtime_root, record,
+                               told, log)
+        self.checker.start()
 
     def _cgroup_base(self):
         """The delegated cgroup dir(s) given at create time (or now, to the shim), else None."""
@@ -306,12 +327,17 @@ class Shim:
                 log(msg)
                 self.state = self.update(error=msg)
                 continue
+            if self.checker is not None and self.checker.reaped(got, status):
+                continue
             if got == pid:
                 code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") \
                     else (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status))
                 if code < 0:
                     code = 128 - code
                 break
+        if self.checker is not None:
+            self.checker.stop()
+            self.checker = None
         self.stdio.join()
         oom = self._oom_killed()
         self.reload_config()
