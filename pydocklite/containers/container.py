@@ -110,6 +110,8 @@ class ContainerService:
                 restart_max=restart["MaximumRetryCount"], auto_remove=opts.remove,
                 network=opts.network, ports=tuple(ports), tty=opts.tty,
                 open_stdin=opts.interactive, image=opts.image, labels=tuple(labels.items()),
+                stdin_once=opts.interactive and (not opts.detach if opts.stdin_once is None
+                                                 else opts.stdin_once),
                 healthcheck=healthcheck.shim_config(health),
                 # where the runtime puts the container's cgroup (a delegated subtree)
                 cgroup_base=":".join(self.settings.cgroup_base)

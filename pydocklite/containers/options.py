@@ -26,6 +26,7 @@ class RunOptions:
     detach: bool = False
     remove: bool = False
     interactive: bool = False
+    stdin_once: Optional[bool] = None         # None: Docker's CLI rule (run -i attached)
     tty: bool = False
     env: Tuple[str, ...] = ()                 # "K=V" after --env-file and -e merging
     entrypoint: Optional[str] = None          # "" clears the image's entrypoint

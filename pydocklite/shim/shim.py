@@ -56,13 +56,13 @@ class Shim:
         self.fuse_leaves: List[str] = []          # cgroups the FUSE servers were moved to
         self.forwarder = None
         self.helper = None
-        self.stdin_w: Optional[int] = None
         self.stdio: Optional[StdioRelay] = None       # built once the log is open
         self.outbound = None         # pasta/slirp4netns serving the private network
         self.dying: List[int] = []   # killed FUSE servers not reaped yet
         self.holder = userns_holder  # launch.UserNsHolder: the first start's user namespace
         self.op = None               # the life lock, held while restarting the container
         self.checker = None          # health.Checker while a container with a check runs
+        self.attach_server = None    # attach.AttachServer: later attachments (attach.py)
 
     # --- state helpers ----------------------------------------------------------------
     def update(self, **changes):
@@ -99,6 +99,7 @@ class Shim:
                     _send(self.ready_fd, {"ok": True, "pid": pid})
                     self._close_ready()
                     first = False
+                    self.serve_attach()
                 self._release_op()
                 code = self.wait_container(pid)
                 again = self.restart_wanted(code, restarts)
@@ -113,6 +114,8 @@ class Shim:
         finally:
             self._release_op()
             self._close_ready()
+            if self.attach_server is not None:
+                self.attach_server.close()
             if self.forwarder is not None:
                 self.forwarder.close()
             if self.helper is not None:
@@ -207,7 +210,7 @@ class Shim:
             stdio = None
         else:
             if interactive:
-                in_r, self.stdin_w = os.pipe()
+                in_r, self.stdio.stdin_w = os.pipe()
             else:
                 in_r = os.open(os.devnull, os.O_RDONLY)
             out_r, out_w = os.pipe()
@@ -254,7 +257,7 @@ class Shim:
             self.stdio.relay(out_r, "stdout")
             self.stdio.relay(err_r, "stderr")
             if interactive:
-                self.stdio.feed_stdin(self.stdin_w)
+                self.stdio.feed_stdin(self.stdio.stdin_w)
         pid = created.pid
         log(f"created, init pid {pid}")
         if self.outbound is not None and not self.outbound.wait_ready():
@@ -268,6 +271,16 @@ class Shim:
         self.start_ports(pid)
         self.start_health()
         return pid
+
+    def serve_attach(self) -> None:
+        """The attach socket (attach.py), served by a thread of its own from now on."""
+        from pydocklite.shim.attach import AttachServer
+        cfg, stdio, events_dir = self.config, self.stdio, self.run_layout.events_dir
+        self.attach_server = AttachServer(
+            str(self.run_layout.attach_socket(self.cid)), stdio, cfg.tty, stdio.stdin_target,
+            cfg.stdin_once, lambda: stdio.pty_master,
+            lambda: self.config.event(events_dir, "attach"), log)
+        self.attach_server.start()
 
     def start_health(self) -> None:
         """The health check's thread, for a container that has one (else nothing at all)."""
@@ -339,6 +352,7 @@ class Shim:
             self.checker.stop()
             self.checker = None
         self.stdio.join()
+        self.stdio.close_stdin()
         oom = self._oom_killed()
         self.reload_config()
         events_dir = self.run_layout.events_dir
