@@ -115,7 +115,7 @@ def signed_overhead(zipapp: Path, ref: str, base: Path, reps: int) -> dict:
 
 
 def overhead_table(times: dict) -> str:
-    rows, notes = [], []
+    rows = []
     for i, what in ((0, "wall"), (1, "CPU")):
         u = [x[i] for x in times["unsigned"]]
         s = [x[i] for x in times["signed"]]
@@ -131,6 +131,18 @@ def overhead_table(times: dict) -> str:
         "sigstoreSigned, verified: median (range) | signed - unsigned, median of pairs | "
         "pairs range | difference of medians |",
         "|---|---|---|---|---|---|", *rows])
+
+
+def bench_podman(ref: str, base: Path) -> float:
+    home = fresh_home(base, "podman")
+    configure_podman(home)
+    return timed(["podman", "pull", "-q", "--tls-verify=false", ref], home)
+
+
+def bench_skopeo(ref: str, base: Path) -> float:
+    home = fresh_home(base, "skopeo")
+    return timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
+                  f"oci:{home}/layout:img"], home)
 
 
 def main() -> int:

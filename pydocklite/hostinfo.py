@@ -138,7 +138,7 @@ API_SOCKET_NAME = "docker.sock"
 def api_socket(settings) -> dict:
     """Where `system service` listens by default, and whether a service answers there."""
     import socket
-    path = str(settings.runtime_dir / API_SOCKET_NAME)
+    path = str(settings.runtime_layout.api_socket)
     state = "not running (start it with `pydocklite system service`)"
     if os.path.exists(path):
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

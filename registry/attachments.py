@@ -130,14 +130,14 @@ def put_signatures(client, ref: Reference, digest: str,
         except (ValueError, AttributeError, TypeError):
             raise AttachmentError(f"the config of {ref.repository}:{tag} is not a JSON "
                                   "image config: delete the attachment and sign again") from None
-    for media_type, payload, annotations in signatures:
+    for media_type, payload, notes in signatures:
         pdigest = sha256_digest(payload)
-        if any(_same(d, media_type, pdigest, annotations) for d in layers):
+        if any(_same(d, media_type, pdigest, notes) for d in layers):
             continue
         if not client.blob_exists(repo, pdigest):
             client.upload_blob(repo, payload, digest=pdigest)
         layers.append(Descriptor(media_type, pdigest, len(payload),
-                                 annotations=tuple(sorted(annotations.items()))))
+                                 annotations=tuple(sorted(notes.items()))))
         config["rootfs"]["diff_ids"].append(pdigest)
     if len(layers) > MAX_SIGNATURES:
         raise AttachmentError(f"{ref.repository}:{tag} would hold {len(layers)} signatures, "

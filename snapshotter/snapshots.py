@@ -290,6 +290,23 @@ class Snapshotter:
         from .merge import MergedTree
         return MergedTree([LayerIndex.load(self.layout.layer_index(x)) for x in chain])
 
+    def sweep(self) -> List[str]:
+        """Delete snapshot directories no snapshot records whose creator is gone: a process
+        killed between making a snapshot's directory and recording it (_create) leaves one.
+        The name says who made it ("<time>-<pid>"); a live creator's are left alone.
+        Returns the directories deleted."""
+        with self._db() as con:
+            known = {row[0] for row in con.execute("SELECT dir FROM snapshots")}
+            gone = []
+            for entry in os.scandir(self.root):
+                stem, dash, pid = entry.name.rpartition("-")
+                if not dash or not pid.isdigit() or not entry.is_dir(follow_symlinks=False) \
+                        or entry.path in known or _alive(int(pid)):
+                    continue
+                _rmtree(Path(entry.path))
+                gone.append(entry.path)
+        return gone
+
     def remove(self, key: str) -> None:
         """Delete the snapshot's directory, then forget it (refused while anything from it is
         mounted in this mount namespace). Removing a committed snapshot keeps its layers.
@@ -323,6 +340,16 @@ def mounted_under(path: str) -> List[str]:
                     root == base or root.startswith(base + "/"):
                 out.append(mp)
     return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _rmtree(path: Path) -> None:

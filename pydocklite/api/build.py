@@ -116,9 +116,9 @@ def build(ctx, req, resp):
             opts = BuildOptions(source_date_epoch=source_date_epoch(), **wanted)
             out = _Lines(emit, quiet)
 
-            def pull(name):
+            def pull(name, ref=None):   # ref: `name` as the builder parsed it (once)
                 out.write(f"Pulling {name}\n")
-                return ImageService(settings).pull(name)
+                return ImageService(settings).pull(ref or name)
             try:
                 result = Builder(settings, out=out, pull=pull).build(opts)
             except BuildError:

@@ -145,22 +145,16 @@ def rename(ctx, req, resp, id):
     name = req.arg("name")
     if not name:
         raise HttpError(400, "rename needs the new name: ?name=NEW_NAME")
-    ctx.containers.store.rename(id, name)
+    ctx.containers.rename(id, name)
     return None
 
 
 def prune(ctx, req, resp):
     from pydocklite.containers.query import matches
     filters = filters_arg(req)
-    removed = []
-    for st in ctx.containers.store.list():
-        s = st.status()
-        if s.running or s.shim_alive:
-            continue
-        if filters and not matches(st, s, [f for f in filters if f.startswith("label")]):
-            continue
-        ctx.containers.remove_record(st.id)
-        removed.append(st.id)
+    labels = [f for f in filters if f.startswith("label")]
+    removed = ctx.containers.prune(
+        select=(lambda st, s: matches(st, s, labels)) if labels else None)
     ctx.notify()
     return {"ContainersDeleted": removed, "SpaceReclaimed": 0}
 

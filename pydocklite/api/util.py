@@ -36,7 +36,7 @@ def filter_values(filters: list, key: str) -> list:
 
 
 def unix_time(rfc3339: str) -> int:
-    from pydocklite.containers.state import parse_rfc3339
+    from pydocklite.state.container import parse_rfc3339
     t = parse_rfc3339(rfc3339)
     return int(t.timestamp()) if t else 0
 

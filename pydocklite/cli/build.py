@@ -74,9 +74,9 @@ def cmd_build(settings, argv) -> int:
     quiet = args.quiet
     out = io.StringIO() if quiet else sys.stdout
 
-    def pull(name):
+    def pull(name, ref=None):
         from pydocklite.cli.pull import pull_image
-        return pull_image(settings, name, quiet=quiet, out=out,
+        return pull_image(settings, name, quiet=quiet, out=out, ref=ref,
                           signature_policy=args.signature_policy)
     started = time.monotonic()
     builder = Builder(settings, out=out, pull=pull)

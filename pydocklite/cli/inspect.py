@@ -31,7 +31,7 @@ def cmd_inspect(settings, argv) -> int:
 
 def _inspect(settings, names, fmt, images=True, containers=True) -> int:
     from pydocklite.cli.images import emit_inspect, inspect_image
-    from pydocklite.containers.state import ContainerStore
+    from pydocklite.state.store import ContainerStore
     from pydocklite.errors import ContainerNotFoundError, ImageNotFoundError
     store = ContainerStore(settings.layout.containers_dir)
     service = None

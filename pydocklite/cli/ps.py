@@ -28,7 +28,7 @@ def _ports(state) -> str:
 
 def container_rows(states, trunc: bool = True) -> list:
     from datetime import datetime, timezone
-    from pydocklite.containers.state import human_duration, parse_rfc3339
+    from pydocklite.state.container import human_duration, parse_rfc3339
     now = datetime.now(timezone.utc)
     rows = []
     for s in states:
@@ -69,7 +69,7 @@ def cmd_ps(settings, argv) -> int:
     p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
     p.add_argument("-s", "--size", action="store_true", help="Display total file sizes")
     args = p.parse_args(argv)
-    from pydocklite.containers.state import ContainerStore
+    from pydocklite.state.store import ContainerStore
     states = ContainerStore(settings.layout.containers_dir).list()
     show_all = args.all or args.last > 0 or args.latest or any(
         f.startswith("status=") or f.startswith("exited=") for f in args.filter)

@@ -8,12 +8,14 @@ from pydocklite.cli.progress import LayerProgress
 
 
 def pull_image(settings, name: str, *, quiet: bool = False, platform=None,
-               tls_verify=None, out=None, signature_policy=None) -> object:
-    """Pull with docker's messages; shared by `pull` and the implicit pull of `run`/`create`."""
+               tls_verify=None, out=None, ref=None, signature_policy=None) -> object:
+    """Pull with docker's messages; shared by `pull` and the implicit pull of `run`/`create`
+    (which passes `ref`, `name` parsed once where it entered)."""
     from pydocklite.images import ImageService, familiar
     from registry.reference import Reference
     out = out or sys.stdout
-    ref = Reference.parse(name)
+    if ref is None:
+        ref = Reference.parse(name)
     service = ImageService(settings)
     previous = service.db.load()
     old = previous.tags.get(str(ref))
@@ -26,7 +28,7 @@ def pull_image(settings, name: str, *, quiet: bool = False, platform=None,
         out.write(f"{ref.digest or ref.tag}: Pulling from {path}\n")
         out.flush()
     progress = None if quiet else LayerProgress(out, out.isatty(), "Downloading")
-    record = service.pull(name, platform=platform, progress=progress, tls_verify=tls_verify,
+    record = service.pull(ref, platform=platform, progress=progress, tls_verify=tls_verify,
                           signature_policy=signature_policy)
     if not quiet:
         digest = record.repo_digests[0].rsplit("@", 1)[-1] if record.repo_digests else ""

@@ -49,6 +49,17 @@ def add_create_flags(p) -> None:
     a("--privileged", action="store_true", help="Give extended privileges to this container")
     a("--security-opt", action="append", default=[],
       help="Security options: seccomp=unconfined, no-new-privileges")
+    a("--health-cmd", help="Command to run to check health")
+    a("--health-interval", help="Time between running the check (ms|s|m|h) (default 0s)")
+    a("--health-retries", type=int, help="Consecutive failures needed to report unhealthy")
+    a("--health-start-period", help="Start period for the container to initialize before "
+      "starting health-retries countdown (ms|s|m|h) (default 0s)")
+    a("--health-start-interval", help="Time between running the check during the start "
+      "period (ms|s|m|h) (default 0s)")
+    a("--health-timeout", help="Maximum time to allow one check to run (ms|s|m|h) "
+      "(default 0s)")
+    a("--no-healthcheck", action="store_true", help="Disable any container-specified "
+      "HEALTHCHECK")
     a("--help", action="help", help="Print usage")
     a("image")
     a("command", nargs="...")
@@ -90,7 +101,21 @@ def options_from_args(args):
                              "seccomp=unconfined and no-new-privileges")
     if args.signature_policy:
         extra["signature_policy"] = args.signature_policy
+    from pydocklite.containers.healthcheck import parse_duration
+
+    def duration(flag: str):
+        value = getattr(args, flag.replace("-", "_"))
+        return None if value is None else parse_duration(value, "--" + flag)
+    if args.no_healthcheck and args.health_cmd:
+        raise UsageError("--no-healthcheck conflicts with --health-* options")
+    health_test = ("NONE",) if args.no_healthcheck else \
+        (("CMD-SHELL", args.health_cmd) if args.health_cmd else ())
     return RunOptions(
+        health_test=health_test, health_interval=duration("health-interval"),
+        health_timeout=duration("health-timeout"),
+        health_start_period=duration("health-start-period"),
+        health_start_interval=duration("health-start-interval"),
+        health_retries=args.health_retries,
         extra=extra,
         image=args.image, command=tuple(args.command), name=args.name,
         detach=getattr(args, "detach", False), remove=args.rm, interactive=args.interactive,
@@ -106,27 +131,31 @@ def options_from_args(args):
 
 
 def ensure_image(settings, opts):
-    """The image record for opts.image, pulling it per --pull (messages on stderr)."""
-    from pydocklite.images import ImageService
+    """The image record for opts.image, pulling it per --pull (messages on stderr). The
+    name is parsed here, once: the lookup, the embedded image and the pull share it."""
+    from pydocklite.images import ImageService, parse_reference
     service = ImageService(settings)
+    ref = parse_reference(opts.image)
     record = None
     if opts.pull != "always":
         try:
-            record = service.lookup(opts.image)
+            record = service.lookup(opts.image, ref=ref)
         except ImageNotFoundError:
             record = None
     if record is None:
         if opts.pull == "never":
-            raise UsageError(f"No such image: {opts.image}: pull it first or use --pull missing")
+            raise ImageNotFoundError(f"No such image: {opts.image}: pull it first or use "
+                                     "--pull missing")
         if opts.pull == "missing":
             from pydocklite.oci_layout import load_embedded
-            record = load_embedded(settings, opts.image)
+            record = load_embedded(settings, ref)
         if record is None:
             from pydocklite.cli.pull import pull_image
             if opts.pull == "missing":
                 sys.stderr.write(f"Unable to find image '{opts.image}' locally\n")
             record = pull_image(settings, opts.image, platform=opts.platform, out=sys.stderr,
-                                signature_policy=(opts.extra or {}).get("signature_policy"))
+                                ref=ref, signature_policy=(opts.extra or {}).get(
+                                    "signature_policy"))
     return service, record
 
 
@@ -252,6 +281,7 @@ def run_attached(service, state, tty: bool, pending, exit_r: int) -> int:
         restore = termios.tcgetattr(0)
         ttymod.setraw(0)
     try:
+        service.event(state, "attach")
         res = service.start(state.id, pending=pending)
         if not res.ok:
             if restore is not None:
@@ -289,7 +319,7 @@ def run_attached(service, state, tty: bool, pending, exit_r: int) -> int:
 def _relay_resizes(service, cid: str) -> None:
     """On SIGWINCH (our terminal was resized) tell the shim, which copies the new size from
     the terminal it was handed onto the container's pty master."""
-    from pydocklite.containers.state import pid_alive
+    from pydocklite.state.container import pid_alive
     st = service.store.load(cid)
     shim_pid, start_time = st.shim_pid, st.shim_start_time
     if not shim_pid:

@@ -29,7 +29,7 @@ WARM = ("pydocklite.api.containers", "pydocklite.api.create", "pydocklite.api.at
 
 
 def default_socket(settings) -> str:
-    return str(settings.runtime_dir / SOCKET_NAME)
+    return str(settings.runtime_layout.api_socket)
 
 
 def cmd_service(settings, argv) -> int:

@@ -21,23 +21,18 @@ def container_json(settings, state) -> dict:
     args = cfg.get("Args", [])
     from pydocklite.shim.port_spec import PortMapping, inspect_ports
     ports = inspect_ports([PortMapping(**m) for m in cfg.get("PortBindings", [])])
-    cdir = settings.layout.containers_dir / state.id
+    from pydocklite.layout import ContainerFiles
+    files = ContainerFiles(settings.layout.containers_dir / state.id)
     return {
         "Id": state.id,
         "Created": state.created,
         "Path": args[0] if args else "",
         "Args": args[1:],
-        "State": {
-            "Status": st.state, "Running": st.running, "Paused": st.state == "paused",
-            "Restarting": st.state == "restarting", "OOMKilled": state.oom_killed,
-            "Dead": st.state == "dead", "Pid": st.pid if st.running else 0,
-            "ExitCode": st.exit_code, "Error": st.error, "StartedAt": state.started_at,
-            "FinishedAt": state.finished_at,
-        },
+        "State": state.inspect_state(),
         "Image": state.image_id,
-        "ResolvConfPath": str(cdir / "resolv.conf"),
-        "HostnamePath": str(cdir / "hostname"),
-        "HostsPath": str(cdir / "hosts"),
+        "ResolvConfPath": str(files.etc_file("resolv.conf")),
+        "HostnamePath": str(files.etc_file("hostname")),
+        "HostsPath": str(files.etc_file("hosts")),
         "LogPath": state.log_path,
         "ShimLogPath": state.shim_log_path,
         "ShimPid": state.shim_pid if st.shim_alive else 0,

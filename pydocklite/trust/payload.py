@@ -47,13 +47,18 @@ def make_payload(docker_reference: str, manifest_digest: str,
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
-def _no_duplicates(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise PayloadError(f"duplicate field {k!r}")
-        out[k] = v
-    return out
+def strict_json(data: bytes, duplicate_error):
+    """json.loads refusing an object with a repeated field (`duplicate_error(name)` is
+    raised): Go's decoder keeps the last value, ours would too, and a document meaning two
+    things is refused by containers/image for payloads and policies alike."""
+    def pairs_hook(pairs):
+        out = {}
+        for k, v in pairs:
+            if k in out:
+                raise duplicate_error(k)
+            out[k] = v
+        return out
+    return json.loads(data, object_pairs_hook=pairs_hook)
 
 
 def _exact(obj, fields, where: str) -> dict:
@@ -71,7 +76,7 @@ def _exact(obj, fields, where: str) -> dict:
 def parse_payload(data: bytes) -> Payload:
     from registry.reference import validate_digest
     try:
-        doc = json.loads(data, object_pairs_hook=_no_duplicates)
+        doc = strict_json(data, lambda k: PayloadError(f"duplicate field {k!r}"))
     except PayloadError:
         raise
     except (ValueError, UnicodeDecodeError, RecursionError) as e:

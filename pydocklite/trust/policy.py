@@ -161,16 +161,10 @@ def load_policy(explicit: "Optional[str]" = None) -> "Optional[Policy]":
 
 
 def parse_policy(data: bytes, path: str) -> Policy:
-    def no_dups(pairs):
-        out = {}
-        for k, v in pairs:
-            if k in out:
-                raise PolicyError(f"signature policy {path}: duplicate field {k!r}: the file "
-                                  "must be fixed")
-            out[k] = v
-        return out
+    from pydocklite.trust.payload import strict_json
     try:
-        doc = json.loads(data, object_pairs_hook=no_dups)
+        doc = strict_json(data, lambda k: PolicyError(
+            f"signature policy {path}: duplicate field {k!r}: the file must be fixed"))
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         if isinstance(e, PolicyError):
             raise

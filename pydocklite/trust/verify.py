@@ -170,7 +170,7 @@ def start_preload():
 
 def _preload() -> None:
     try:
-        from pydocklite.trust import identity, keys  # noqa: F401
+        from pydocklite.trust import keys
         keys.preload()
     except Exception:  # noqa: BLE001 - the check imports again and reports what fails
         pass

@@ -7,12 +7,8 @@ verifies with the independent verifier; and `cryptography` stays unimported when
 signature is needed."""
 from __future__ import annotations
 
-import base64
 import json
 import os
-import re
-import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -21,90 +17,7 @@ from tests import unpriv
 from tests.fixtures import images
 from tests.fixtures.cli_runner import ok
 from tests.trust import indep
-
-SIG_TYPE = indep.SIG_MEDIA
-
-
-class Trust:
-    """One test's view: its home, the registry, a trusted key pair, policy writing, checks."""
-
-    def __init__(self, cli, registry, image_cache, name: str) -> None:
-        self.cli, self.registry, self.cache = cli, registry, image_cache
-        self.url, self.host = registry.url, registry.host
-        self.prefix = "trust/" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] + \
-            "-" + uuid.uuid4().hex[:6]
-        self.key = indep.Keypair.generate()
-        self.pub = self.write("trusted.pub", self.key.public_pem())
-
-    def write(self, name: str, data: bytes) -> Path:
-        path = self.cli.home / name
-        unpriv.make_user_dir(path.parent) if os.geteuid() == 0 else path.parent.mkdir(
-            parents=True, exist_ok=True)
-        path.write_bytes(data)
-        if os.geteuid() == 0:
-            os.chown(path, unpriv.test_user().pw_uid, unpriv.test_user().pw_gid)
-        return path
-
-    def policy(self, docker: dict = None, default=None, **transports) -> Path:
-        doc = {"default": default or [{"type": "reject"}], "transports": {}}
-        if docker is not None:
-            doc["transports"]["docker"] = docker
-        for name, scopes in transports.items():
-            doc["transports"][name.replace("_", "-")] = scopes
-        return self.write(".config/containers/policy.json", json.dumps(doc).encode())
-
-    def sigstore(self, pub: Path = None, identity: dict = None) -> list:
-        req = {"type": "sigstoreSigned", "keyPath": str(pub or self.pub)}
-        if identity:
-            req["signedIdentity"] = identity
-        return [req]
-
-    def repo(self, name: str) -> str:
-        return f"{self.prefix}/{name}"
-
-    def scope(self, name: str) -> str:
-        """The policy scope of a repository: fully expanded, with the registry host."""
-        return f"{self.host}/{self.repo(name)}"
-
-    def push_busybox(self, name: str, tag: str = "v1") -> str:
-        return images.push(images.build_busybox_image(self.cache), self.url, self.repo(name), tag)
-
-    def ref(self, name: str, tag: str = "v1") -> str:
-        return f"{self.host}/{self.repo(name)}:{tag}"
-
-    def sign(self, name: str, digest: str, claim: str = None, key=None, **kw) -> bytes:
-        claim = claim or self.ref(name)
-        return indep.sign_image(self.url, self.repo(name), digest, key or self.key, claim, **kw)
-
-    def data_root(self) -> Path:
-        return self.cli.home / ".local" / "share" / "pydocklite"
-
-    def assert_nothing_stored(self) -> None:
-        root = self.data_root()
-        for sub in ("blobs/sha256", "layers/sha256", "ingest"):
-            d = root / sub
-            left = sorted(p.name for p in d.iterdir()) if d.is_dir() else []
-            assert not left, f"{sub} holds {left} after a refused image"
-        db = root / "images.json"
-        if db.exists():
-            doc = json.loads(db.read_text())
-            assert not doc.get("images") and not doc.get("tags"), doc
-        assert ok(self.cli("images", "-q")).stdout == ""
-
-    def refused(self, *args, expect: str, entry: str = None) -> str:
-        r = self.cli(*args)
-        assert r.returncode == 125, f"rc={r.returncode}\n{r.stdout}\n{r.stderr}"
-        err = r.stderr
-        assert "refused by signature policy" in err or "signature policy" in err, err
-        assert re.search(expect, err), f"wanted {expect!r} in:\n{err}"
-        if entry:
-            assert entry in err, err
-        errors = [line for line in err.splitlines() if line.startswith("Error")]
-        assert len(errors) == 1 and "refused" in errors[0] or "policy" in errors[0], \
-            f"not one error line:\n{err}"
-        assert "Traceback" not in err
-        return err
-
+from tests.trust.trust_env import Trust
 
 @pytest.fixture
 def t(cli, registry, image_cache, request) -> Trust:
@@ -275,7 +188,7 @@ def test_identity_rules_on_pulls(t):
     t.policy({t.scope("id"): t.sigstore(identity={
         "type": "remapIdentity", "prefix": f"{t.host}/{t.prefix}",
         "signedPrefix": "vendor.example.com/mirror"})})
-    t.sign("id", digest, claim=f"vendor.example.com/mirror/id:v1")
+    t.sign("id", digest, claim="vendor.example.com/mirror/id:v1")
     ok(t.cli("pull", "-q", t.ref("id")))
     assert _inspect_trust(t.cli, t.ref("id"))["Signatures"][0]["Identity"] == \
         "vendor.example.com/mirror/id:v1"
@@ -373,17 +286,9 @@ def test_key_generate_writes_what_skopeo_reads(t):
 
 
 def test_push_signs_and_the_independent_verifier_agrees(t):
-    t.write("pw", b"pw\n")
-    ok(t.cli("key", "generate", "--output-prefix", str(t.cli.home / "k"),
-             "--passphrase-file", str(t.cli.home / "pw")))
-    t.push_busybox("src")
-    ok(t.cli("pull", "-q", t.ref("src")))
+    out, digest = t.signed_push("signed")
     dest = t.ref("signed")
-    ok(t.cli("tag", t.ref("src"), dest))
-    out = ok(t.cli("push", "--sign-by-sigstore-private-key", str(t.cli.home / "k.private"),
-                   "--sign-passphrase-file", str(t.cli.home / "pw"), dest)).stdout
     assert "Signing manifest using a sigstore signature" in out
-    digest = re.search(r"digest: (sha256:[0-9a-f]{64})", out).group(1)
     pub = (t.cli.home / "k.pub").read_bytes()
     (claim,) = indep.verify_image(t.url, t.repo("signed"), digest, pub)
     assert claim["critical"]["identity"]["docker-reference"] == dest
@@ -396,17 +301,14 @@ def test_push_signs_and_the_independent_verifier_agrees(t):
     claims = indep.verify_image(t.url, t.repo("signed"), digest, pub)
     assert sorted(c["critical"]["identity"]["docker-reference"] for c in claims) == \
         sorted([dest, t.ref("signed", "release")])
-    ok(t.cli("rmi", dest, t.ref("src")))
     t.policy({t.scope("signed"): t.sigstore(pub=t.cli.home / "k.pub")})
     ok(t.cli("pull", "-q", dest))
     assert _inspect_trust(t.cli, dest)["Verified"]
 
 
 def test_unusable_signing_keys_fail_before_any_upload(t):
-    t.write("pw", b"right\n")
+    t.generate_key()
     t.write("bad", b"wrong\n")
-    ok(t.cli("key", "generate", "--output-prefix", str(t.cli.home / "k"),
-             "--passphrase-file", str(t.cli.home / "pw")))
     t.write("cut.private", (t.cli.home / "k.private").read_bytes()[:120])
     t.push_busybox("src")
     ok(t.cli("pull", "-q", t.ref("src")))

@@ -21,7 +21,7 @@ from tests import unpriv
 from tests.fixtures.cli_runner import ok
 from tests.fixtures.podman import configure_podman
 from tests.trust import indep
-from tests.trust.test_cli_trust import Trust
+from tests.trust.trust_env import Trust
 
 ATTACHMENTS = "default-docker:\n  use-sigstore-attachments: true\n"
 
@@ -29,20 +29,6 @@ ATTACHMENTS = "default-docker:\n  use-sigstore-attachments: true\n"
 @pytest.fixture
 def t(cli, registry, image_cache, request) -> Trust:
     return Trust(cli, registry, image_cache, request.node.name)
-
-
-def _signed_push(t: Trust, name: str) -> str:
-    """pydocklite generates a key and pushes busybox as `name`:v1, signed; the digest."""
-    t.write("pw", b"pw\n")
-    ok(t.cli("key", "generate", "--output-prefix", str(t.cli.home / "k"),
-             "--passphrase-file", str(t.cli.home / "pw")))
-    t.push_busybox("src")
-    ok(t.cli("pull", "-q", t.ref("src")))
-    ok(t.cli("tag", t.ref("src"), t.ref(name)))
-    out = ok(t.cli("push", "--sign-by-sigstore-private-key", str(t.cli.home / "k.private"),
-                   "--sign-passphrase-file", str(t.cli.home / "pw"), t.ref(name))).stdout
-    ok(t.cli("rmi", t.ref("src"), t.ref(name)))
-    return out.rsplit("digest: ", 1)[1].split()[0]
 
 
 def _skopeo(t: Trust, *args: str):
@@ -56,7 +42,7 @@ def _skopeo(t: Trust, *args: str):
 @pytest.mark.skipif(not shutil.which("skopeo"), reason="skopeo is not installed (.ci/run "
                     "installs it)")
 def test_skopeo_copies_the_signature_and_the_moved_one_is_judged(t):
-    digest = _signed_push(t, "orig")
+    digest = t.signed_push("orig")[1]
     regd = t.write("registries.d/default.yaml", ATTACHMENTS.encode()).parent
     src, dst = f"docker://{t.ref('orig')}", f"docker://{t.ref('mirror')}"
     r = _skopeo(t, "copy", "--registries.d", str(regd), "--src-tls-verify=false",
@@ -88,7 +74,7 @@ def test_skopeo_copies_the_signature_and_the_moved_one_is_judged(t):
 @pytest.mark.skipif(not shutil.which("podman"), reason="podman is not installed (.ci/run "
                     "installs it)")
 def test_podman_pulls_our_signed_image_and_keeps_the_signature(t):
-    digest = _signed_push(t, "forpodman")
+    digest = t.signed_push("forpodman")[1]
     home = t.cli.home / "podman"
     configure_podman(home)
     t.write("podman/.config/containers/registries.d/default.yaml", ATTACHMENTS.encode())

@@ -365,7 +365,7 @@ R = "reg.example/app"
     (IdentityRule("matchRepoDigestOrExact"), f"{R}:1", f"{R}:2", False),
     (IdentityRule("matchRepoDigestOrExact"), f"{R}:1", R, False),
     (IdentityRule("matchRepoDigestOrExact"), f"{R}@{D1}", f"{R}:2", True),
-    (IdentityRule("matchRepoDigestOrExact"), f"{R}@{D1}", f"other/app:2", False),
+    (IdentityRule("matchRepoDigestOrExact"), f"{R}@{D1}", "other/app:2", False),
     (IdentityRule("matchRepoDigestOrExact"), "busybox:latest", "docker.io/library/busybox",
      False),
     (IdentityRule("matchRepoDigestOrExact"), "docker.io/library/busybox:latest", "busybox:latest",
