@@ -50,7 +50,7 @@ def attach(ctx, req, resp, id):
         if not stream:
             return None
         if session is None:
-            _send_logs(ctx, state, sock, tty, want, follow=True, since=time.time())
+            _attach_running(ctx, req, state, sock, want, resp.leftover)
             return None
         try:
             while not session.started.wait(0.2):
@@ -67,6 +67,49 @@ def attach(ctx, req, resp, id):
     finally:
         ctx.server.busy(-1)
     return None
+
+
+def _attach_running(ctx, req, state, sock, want, leftover: bytes) -> None:
+    """A running container: the engine's attach service (its shim's attach socket) gives
+    Docker's stream, copied both ways; the client's half-close is passed on."""
+    import socket
+    import threading
+    from pydocklite.containers.attach import connect
+    kw = {"detach_keys": req.arg("detachKeys")} if req.arg("detachKeys") else {}
+    attached = connect(ctx.settings, state.id, stdin=want["stdin"], stdout=want["stdout"],
+                       stderr=want["stderr"], **kw)
+    inner = attached.sock
+
+    def client_to_container():
+        data = leftover
+        try:
+            while True:
+                if data:
+                    inner.sendall(data)
+                data = sock.recv(65536)
+                if not data:
+                    break
+        except OSError:
+            pass
+        try:
+            inner.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+    threading.Thread(target=client_to_container, daemon=True, name="attach-in").start()
+    try:
+        while True:
+            data = inner.recv(65536)
+            if not data:
+                break
+            sock.sendall(data)
+    except OSError:
+        pass
+    finally:
+        inner.close()
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _unregister(ctx, cid: str, session) -> None:
@@ -207,16 +250,16 @@ def start_container(ctx, state) -> None:
         if session is not None:
             session.fail(res.error)
         raise HttpError(_start_status(res), _start_message(res))
-    ctx.watch_exit(state, exit_r)
-    from pydocklite.api.events import emit_container
-    emit_container(ctx, "start", state)
+    kept = None
+    if session is None and stdio is not None:
+        # nobody attached: the shim just logs; with -i the container's stdin stays open
+        kept = stdio.close(keep_stdin=bool(state.config.get("Config", {}).get("OpenStdin")))
+    ctx.watch_exit(state, exit_r, close_at_exit=kept)
     if session is not None:
         session.begin(stdio)
         if session.master is not None:
             with ctx.lock:
                 ctx.ttys[state.id] = session
-    elif stdio is not None:
-        stdio.close()               # nobody attached: the shim just logs
     ctx.notify()
 
 
@@ -246,8 +289,15 @@ def resize(ctx, state, h: int, w: int) -> None:
     with ctx.lock:
         session = ctx.ttys.get(state.id)
         if session is None or session.master is None:
-            return              # no client of ours holds its terminal: nothing to size
-        set_winsize(session.master, h, w)
+            session = None
+        else:
+            set_winsize(session.master, h, w)
+    if session is None:
+        # a client attached through the shim's attach socket: the shim sizes it
+        from pydocklite.containers.attach import resize as shim_resize
+        if state.status().running and h and w:
+            shim_resize(ctx.settings, state.id, h, w)
+        return
     if state.status().shim_alive:
         try:
             os.kill(state.shim_pid, signal.SIGWINCH)

@@ -139,7 +139,8 @@ def build(ctx, req, resp):
             for tag in result["tags"]:
                 stream.json({"stream": f"Successfully tagged {familiar(tag)}\n"})
         stream.close()
-        ctx.events.emit("image", "build", result["id"], {"name": ",".join(tags)})
+        from pydocklite.api.events import emit_image
+        emit_image(ctx, "build", result["id"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return None

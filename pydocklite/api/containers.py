@@ -135,8 +135,6 @@ def remove(ctx, req, resp, id):
         ctx.containers.remove(state.id, force=req.flag("force"), volumes=req.flag("v"))
     except ContainerNotFoundError:
         pass                # its shim removed it meanwhile (--rm): gone as asked
-    from pydocklite.api.events import emit_container
-    emit_container(ctx, "destroy", state)
     ctx.notify()
     return None
 

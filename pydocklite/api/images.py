@@ -196,7 +196,6 @@ def create(ctx, req, resp):
     stream.json({"status": f"Status: Image is up to date for {shown}" if old == result["id"]
                  else f"Status: Downloaded newer image for {shown}"})
     stream.close()
-    ctx.events.emit("image", "pull", shown, {"name": shown})
     return None
 
 
@@ -273,7 +272,8 @@ def push(ctx, req, resp, name):
     stream.json({"progressDetail": {}, "aux": {"Tag": result["tag"], "Digest": result["digest"],
                                                "Size": result["size"]}})
     stream.close()
-    ctx.events.emit("image", "push", familiar(str(ref)), {"name": familiar(str(ref))})
+    from pydocklite.api.events import emit_image
+    emit_image(ctx, "push", familiar(str(ref)))
     return None
 
 

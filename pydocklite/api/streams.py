@@ -149,9 +149,14 @@ class Stdio:
             os.close(fd)
         self.shim_fds = []
 
-    def close(self) -> None:
-        """Nobody attached: our ends go (the container's stdin sees EOF)."""
+    def close(self, keep_stdin: bool = False):
+        """Nobody attached: our ends go (the container's stdin sees EOF), but with
+        keep_stdin the stdin end is returned, kept open (Docker's -i without attaching:
+        stdin stays open for a later `attach`)."""
         self.shim_has_them()
+        kept = None
+        if keep_stdin and self.in_w is not None:
+            kept, self.in_w = self.in_w, None
         for fd in (self.in_w, self.out_r, self.err_r, self.master):
             if fd is not None:
                 try:
@@ -159,6 +164,7 @@ class Stdio:
                 except OSError:
                     pass
         self.in_w = self.out_r = self.err_r = self.master = None
+        return kept
 
 
 class AttachSession:
