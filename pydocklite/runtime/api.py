@@ -92,15 +92,15 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
     made_userns: the path of a user namespace made ahead for this container, with exactly
     the mappings its spec asks for (or the default ones) written: joined instead of
     creating it (the shim makes one while the CLI prepares the container)."""
-    from . import idmap, plan, process
+    from . import idmap, plan, process, spec_fields
     from .hooks import run_hooks
     from .spec import load_spec
 
     root = _root(root)
     cdir = st.container_dir(root, cid)
     bundle = os.path.abspath(bundle)
-    spec, _raw = load_spec(bundle)
-    warnings = []
+    spec, raw = load_spec(bundle)
+    warnings = spec_fields.check(raw)      # refused fields raise: nothing is made yet
     default_maps = None
     if any(n.type == "user" and not n.path for n in spec.linux.namespaces) and \
             (not spec.linux.uid_mappings or not spec.linux.gid_mappings):
@@ -112,7 +112,11 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
         raise RuntimeErr("config.json: rootless containers need a user namespace: add "
                          "{\"type\": \"user\"} to linux.namespaces (or run "
                          "'pydocklite runtime spec --rootless')")
-    the_plan = plan.make_plan(spec, default_maps)
+    host_lsm = None
+    if plan.needs_lsm(spec):
+        from . import lsm
+        host_lsm = lsm.detect()
+    the_plan = plan.make_plan(spec, default_maps, host_lsm)
     warnings.extend(the_plan.warnings)
     if made_userns and the_plan.userns is not None and not the_plan.userns.path:
         the_plan = the_plan._replace(userns=the_plan.userns._replace(path=made_userns))

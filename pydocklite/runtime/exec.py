@@ -21,7 +21,9 @@ def _process_plan(spec, args, env, cwd, uid, gid):
                        additional_gids=p.user.additional_gids if uid is None else (),
                        umask=p.user.umask, rlimits=(), caps=p.capabilities,
                        no_new_privileges=p.no_new_privileges, oom_score_adj=None,
-                       seccomp=spec.linux.seccomp, terminal=False, console_size=None)
+                       seccomp=spec.linux.seccomp, terminal=False, console_size=None,
+                       apparmor_profile=p.apparmor_profile, selinux_label=p.selinux_label,
+                       personality=spec.linux.personality)
 
 
 def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=None,

@@ -16,6 +16,7 @@ verbs:
   run [-d] [--bundle DIR] [--pid-file F] [--console-socket S] ID
   exec [--cwd D] [--env K=V]... [--user UID[:GID]] ID CMD [ARG...]
   spec [--rootless] [--bundle DIR]
+  features                 (the runtime-spec features JSON: what this runtime implements)
 """
 
 # flags taking a value, per verb ("*" = global)
@@ -184,6 +185,10 @@ def _cmd(verb: str, opts: dict, pos: list, root: str) -> int:
         return api.exec_process(pos[0], pos[1:], root, env=opts.get("--env"),
                                 cwd=opts.get("--cwd"), uid=uid, gid=gid,
                                 tty=bool(opts.get("-t") or opts.get("--tty")))
+    if verb == "features":
+        from .spec_fields import features
+        _print_json(features())
+        return 0
     if verb == "spec":
         from .spec_template import write_spec
         bundle = opts.get("--bundle") or opts.get("-b") or "."

@@ -190,7 +190,7 @@ def test_ro_bind_is_bind_then_remount():
 
 def test_parse_options():
     flags, prop, data = pl.parse_options(["ro", "rw", "nosuid", "noexec", "exec", "mode=755",
-                                          "size=64k", "rslave", "tmpcopyup"])
+                                          "size=64k", "rslave", "defaults"])
     assert flags == sc.MS_NOSUID
     assert prop == sc.MS_SLAVE | sc.MS_REC
     assert data == "mode=755,size=64k"
