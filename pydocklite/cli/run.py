@@ -45,7 +45,8 @@ def add_create_flags(p) -> None:
     a("--rm", action="store_true", help="Automatically remove the container when it exits")
     a("--privileged", action="store_true", help="Give extended privileges to this container")
     a("--security-opt", action="append", default=[],
-      help="Security options: seccomp=unconfined, no-new-privileges")
+      help="Security options: apparmor=PROFILE, label=user:U|role:R|type:T|level:L|disable, "
+           "seccomp=unconfined, no-new-privileges")
     a("--help", action="help", help="Print usage")
     a("image")
     a("command", nargs="...")
@@ -75,16 +76,8 @@ def options_from_args(args):
     swap = None
     if args.memory_swap:
         swap = -1 if args.memory_swap == "-1" else parse_bytes(args.memory_swap)
-    extra = {}
-    for opt in args.security_opt:
-        key, _, value = opt.replace(":", "=", 1).partition("=")
-        if key == "seccomp" and value == "unconfined":
-            extra["seccomp"] = "unconfined"
-        elif key == "no-new-privileges" and value in ("", "true"):
-            extra["no_new_privileges"] = True
-        elif not (key == "no-new-privileges" and value == "false"):
-            raise UsageError(f"invalid --security-opt {opt!r}: supported are "
-                             "seccomp=unconfined and no-new-privileges")
+    from pydocklite.containers.options import parse_security_opts
+    extra = parse_security_opts(args.security_opt)
     return RunOptions(
         extra=extra,
         image=args.image, command=tuple(args.command), name=args.name,
