@@ -79,20 +79,20 @@ def check(apparmor_profile: str, selinux_label: str, mount_label: str, host: Hos
     """Refuse settings this host can't apply (SpecError naming the setting and the fix)."""
     if apparmor_profile:
         if not host.apparmor:
-            raise SpecError(f"config.json: process.apparmorProfile {apparmor_profile!r} is "
+            raise SpecError(f"config.json: process.apparmorProfile \"{apparmor_profile}\" is "
                             f"specified, but AppArmor is disabled or not supported on this "
                             f"host: refusing to run the container unconfined (remove the "
                             f"setting, or run it on a host with AppArmor enabled)")
         if host.apparmor_profiles is not None and \
                 apparmor_profile not in host.apparmor_profiles and \
                 apparmor_profile != "unconfined":
-            raise SpecError(f"config.json: process.apparmorProfile {apparmor_profile!r}: no "
+            raise SpecError(f"config.json: process.apparmorProfile \"{apparmor_profile}\": no "
                             f"such AppArmor profile is loaded on this host (load it with "
                             f"apparmor_parser, see {_AA_FS}/profiles)")
     for name, value in (("process.selinuxLabel", selinux_label),
                         ("linux.mountLabel", mount_label)):
         if value and not host.selinux:
-            raise SpecError(f"config.json: {name} {value!r} is specified, but SELinux is "
+            raise SpecError(f"config.json: {name} \"{value}\" is specified, but SELinux is "
                             f"disabled or not supported on this host: refusing to run the "
                             f"container unlabelled (remove the setting, or run it on a host "
                             f"with SELinux enabled)")
@@ -132,6 +132,6 @@ def set_exec_label(fd: int, kind: str, value: str) -> None:
         os.write(fd, data)
     except OSError as e:
         what = "AppArmor profile" if kind == "apparmor" else "SELinux label"
-        raise OSError(e.errno, f"cannot apply the {what} {value!r}: {e.strerror}") from None
+        raise OSError(e.errno, f"cannot apply the {what} \"{value}\": {e.strerror}") from None
     finally:
         os.close(fd)

@@ -85,8 +85,39 @@ def _signal(s: str) -> int:
         raise UsageError(f"unknown signal {s!r}") from None
 
 
+class _Log:
+    """runc's --log FILE --log-format text|json: warnings and the error go there as well as
+    to stderr (containerd reads the last error from log.json; Docker shows it to the user).
+    json: {"level": "error", "msg": "...", "time": "2026-12-07T04:00:00Z"} per line;
+    text: time="..." level=error msg="..." (logrus's, as runc writes them)."""
+    path = None
+    json = False
+
+    @classmethod
+    def write(cls, level: str, msg: str) -> None:
+        if not cls.path:
+            return
+        import time
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        from .minijson import dumps
+        if cls.json:
+            line = dumps({"level": level, "msg": msg, "time": now})
+        else:
+            line = f"time={dumps(now)} level={level} msg={dumps(msg)}"
+        try:
+            fd = os.open(cls.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
+            sys.stderr.write(f"pydocklite runtime: cannot write the log {cls.path}: "
+                             f"{e.strerror}\n")
+
+
 def _warn(msg: str) -> None:
     sys.stderr.write(f"pydocklite runtime: warning: {msg}\n")
+    _Log.write("warning", msg)
 
 
 def _single_id_warning_once(root: str, warnings: list) -> list:
@@ -211,15 +242,19 @@ def main(argv: list) -> int:
     from .errors import RuntimeErr
     from .state import default_root
     root = opts.get("--root") or default_root()
+    _Log.path = opts.get("--log") or None
+    _Log.json = opts.get("--log-format") == "json"
     try:
         return _cmd(verb, opts, rest, root)
     except UsageError as e:
         sys.stderr.write(f"pydocklite runtime {verb}: {e}\n{USAGE}")
+        _Log.write("error", f"{verb}: {e}")
         return 1
     except (RuntimeErr, OSError) as e:
         msg = str(e) if not isinstance(e, OSError) or not e.filename else \
             f"{e.filename}: {e.strerror}"
         sys.stderr.write(f"pydocklite runtime {verb}: {msg}\n")
+        _Log.write("error", f"{verb} failed: {msg}")
         return 1
     except KeyboardInterrupt:
         return 130
