@@ -28,7 +28,7 @@ import os
 import time
 
 from . import state as st
-from .errors import ContainerExists, RuntimeErr, StateError
+from .errors import ContainerExists, ContainerNotFound, RuntimeErr, StateError
 from .record import Record
 
 
@@ -48,8 +48,8 @@ def _cgroups_setup(spec, cid: str, warnings: list, base=None, made=None):
     if resources.get("devices") and any(n.type == "user" for n in spec.linux.namespaces):
         # a user namespace can't make device nodes at all: the rules would add nothing
         resources = {k: v for k, v in resources.items() if k != "devices"}
-    if not resources:
-        return None
+    if not resources and not spec.linux.cgroups_path:
+        return None     # an engine names a cgroupsPath: it reads metrics there, even unlimited
     try:
         from . import cgroups
     except ImportError:
@@ -64,7 +64,8 @@ def _cgroups_setup(spec, cid: str, warnings: list, base=None, made=None):
             made.extend(new_dirs)
         return cg
     except Exception as e:  # noqa: BLE001 - CgroupError: limits unenforced, told to the user
-        warnings.append(f"resource limits not applied: {e}")
+        warnings.append(f"resource limits not applied: {e}" if resources else
+                        f"linux.cgroupsPath {spec.linux.cgroups_path} not made: {e}")
         return None
 
 
@@ -82,7 +83,7 @@ def _cgroup_of(facts_cgroup):
 def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str = None,
            prepare_rootfs=None, pid_file: str = None, _start_by_pipe: bool = False,
            _own_console: bool = False, cgroup_base=None, on_namespaces=None,
-           made_userns: str = None) -> Created:
+           made_userns: str = None, preserve_fds: int = 0) -> Created:
     """Set up container `cid` from `bundle`; its init waits for start(). Returns its pid.
 
     cgroup_base: delegated cgroup dir(s) (a list or "a:b") for the container's cgroup,
@@ -91,7 +92,9 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
     is not prepared yet).
     made_userns: the path of a user namespace made ahead for this container, with exactly
     the mappings its spec asks for (or the default ones) written: joined instead of
-    creating it (the shim makes one while the CLI prepares the container)."""
+    creating it (the shim makes one while the CLI prepares the container).
+    preserve_fds: fds 3..3+N-1 reach the container process (runc's --preserve-fds); every
+    other inherited fd is closed at its exec."""
     from . import idmap, plan, process, spec_fields
     from .hooks import run_hooks
     from .spec import load_spec
@@ -170,6 +173,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
             the_plan, bundle=bundle, cdir=cdir, rootfs=spec.root.path, stdio=stdio,
             console_socket=console_socket, prepare_rootfs=prepare_rootfs, on_sync=on_sync,
             start_by_pipe=_start_by_pipe, hooks=spec.hooks, on_namespaces=on_namespaces,
+            preserve_fds=preserve_fds,
             state={"ociVersion": st.OCI_VERSION, "id": cid, "bundle": bundle,
                    "annotations": spec.annotations})
         warnings.extend(child_warnings)
@@ -316,11 +320,19 @@ def _ns_inode(pid: int, ns: str):
         return None
 
 
+_LIVE = ("created", "running", "paused")
+
+
 def processes(cid: str, root: str = None) -> list:
-    """Host pids of every process in the container's pid namespace (init first)."""
+    """Host pids of every process in the container (init first): its cgroup's when it has
+    one (runc's answer: exec'd processes included), else its pid namespace's."""
     s = st.load(_root(root), cid)
-    if s.status not in ("created", "running"):
+    if s.status not in _LIVE:
         return []
+    if s.cgroup:
+        from .control import cgroup_pids
+        pids = cgroup_pids(cid, _root(root)) or []
+        return [s.pid] + [p for p in pids if p != s.pid]
     ino = _ns_inode(s.pid, "pid")
     own = _ns_inode(os.getpid(), "pid")
     if ino is None or ino == own:
@@ -335,8 +347,10 @@ def processes(cid: str, root: str = None) -> list:
 def kill(cid: str, sig: int = 15, root: str = None,
          all_processes: bool = False) -> None:
     s = st.load(_root(root), cid)
-    if s.status not in ("created", "running"):
-        raise StateError(f"container {cid!r} is {s.status}: nothing to signal")
+    if s.status not in _LIVE:
+        # "container not running": the words containerd's shim looks for
+        raise StateError(f"cannot signal container {cid!r}: container not running "
+                         f"({s.status})")
     targets = processes(cid, root) if all_processes else [s.pid]
     for pid in targets:
         try:
@@ -350,10 +364,20 @@ def delete(cid: str, root: str = None, force: bool = False, _hooks=None) -> list
     warnings (the ones that failed)."""
     from .hooks import run_hooks_warning
     root = _root(root)
-    s = st.load(root, cid)
     cdir = st.container_dir(root, cid)
-    if s.status in ("created", "running", "creating") and s.pid:
-        if s.status in ("running", "created") and not force:
+    try:
+        s = st.load(root, cid)
+    except ContainerNotFound:
+        if not force:
+            raise
+        _remove_dir(cdir)       # what a create killed before its first state write left
+        return []               # runc: delete --force of a container that is gone succeeds
+    if s.status == "paused" and force:
+        from .control import resume
+        resume(cid, root)       # a frozen v1 task can't act on SIGKILL until thawed
+        s = st.load(root, cid)
+    if s.status in ("created", "running", "creating", "paused") and s.pid:
+        if s.status in ("running", "created", "paused") and not force:
             # runtime-spec: deleting a container that is not stopped is an error (a created
             # one too: its process exists, waiting for start)
             raise StateError(f"container {cid!r} is {s.status}, not stopped: "
@@ -393,7 +417,8 @@ def wait_exit(pid: int) -> int:
 
 
 def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str = None,
-        prepare_rootfs=None, on_warning=None, detach: bool = False, pid_file: str = None) -> int:
+        prepare_rootfs=None, on_warning=None, detach: bool = False, pid_file: str = None,
+        preserve_fds: int = 0) -> int:
     """create + start + wait (foreground) + delete; returns the container's exit code.
 
     detach=True returns 0 once started (the container keeps running, delete it later).
@@ -405,7 +430,7 @@ def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str
         become_subreaper()
     created = create(bundle, cid, root, stdio=stdio, console_socket=console_socket,
                      prepare_rootfs=prepare_rootfs, pid_file=pid_file, _start_by_pipe=True,
-                     _own_console=not detach)
+                     _own_console=not detach, preserve_fds=preserve_fds)
     if on_warning:
         for w in created.warnings:
             on_warning(w)
@@ -468,13 +493,19 @@ def _forward(pid: int, sig: int) -> None:
         pass
 
 
+def saved_spec(cid: str, root: str = None):
+    """The Spec a container was created with (its state dir's copy of config.json)."""
+    root = _root(root)
+    spec = _saved_spec(st.container_dir(root, cid))
+    if spec is None:
+        st.load(root, cid)          # ContainerNotFound ("does not exist") first
+        raise RuntimeErr(f"container {cid!r}: its saved config.json is unreadable")
+    return spec
+
+
 def exec_process(cid: str, args, root: str = None, env=None, cwd: str = None, uid: int = None,
                  gid: int = None, tty: bool = False, stdio=None) -> int:
     """Run args in running container cid (its namespaces, user, capabilities); exit code."""
     from .exec import exec_in
     root = _root(root)
-    spec = _saved_spec(st.container_dir(root, cid))
-    if spec is None:
-        st.load(root, cid)
-        raise RuntimeErr(f"container {cid!r}: its saved config.json is unreadable")
-    return exec_in(root, cid, spec, args, env, cwd, uid, gid, stdio, tty)
+    return exec_in(root, cid, saved_spec(cid, root), args, env, cwd, uid, gid, stdio, tty)

@@ -18,13 +18,16 @@ import errno
 import os
 import signal
 import time
-from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
 
 from .cgroup_detect import (LEAF, USED_V1, CgroupInfo, detect,  # noqa: F401 (public API)
                             hierarchy_of)
 from .cgroup_resources import NotApplied, plan
 from .errors import RuntimeErr
+from .record import Factory, record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: typing costs ~2 ms to import on every start
+    from typing import Optional, Sequence, Union
 
 V2_CONTROLLERS = ("memory", "io", "hugetlb", "cpu", "cpuset", "pids")   # domain ones first
 V1_CONTROLLERS = tuple(sorted(USED_V1))
@@ -34,7 +37,7 @@ class CgroupError(RuntimeErr):
     """A cgroup could not be created, joined or removed (message names it and the fix)."""
 
 
-@dataclass(frozen=True)
+@record
 class CgroupStats:
     memory_usage: Optional[int]     # bytes
     memory_limit: Optional[int]     # bytes, None = unlimited/unknown
@@ -71,13 +74,13 @@ def _int_or_none(text: str) -> Optional[int]:
     return None if v < 0 or v >= 0x7FFFFFFFFFFFF000 else v
 
 
-@dataclass(frozen=True)
+@record
 class Cgroup:
     """One container's cgroup. `paths`: ((controller, dir), ...); on v2 one entry ("", dir)."""
     name: str
     version: str                                  # "v1" | "v2"
     paths: tuple
-    resources: dict = field(default_factory=dict, compare=False, hash=False)
+    resources: dict = Factory(dict, compare=False)
     missing: tuple = ()                           # ((controller, reason), ...)
 
     @property

@@ -137,15 +137,23 @@ def _attach_terminal(console, size) -> None:
 
 
 def _exec(proc) -> None:
+    """execve the process, searching the container's PATH for a bare name ourselves:
+    os.execvpe imports `warnings`, which can't be loaded once the host's library is out of
+    reach (after pivot_root, or with the runtime started with `python3 -S`)."""
     env = dict(e.split("=", 1) for e in proc.env if "=" in e)
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    try:
-        if "/" in proc.args[0]:
-            os.execve(proc.args[0], list(proc.args), env)
-        os.execvpe(proc.args[0], list(proc.args), env)
-    except OSError as e:
-        os.write(2, f"pydocklite runtime: exec {proc.args[0]}: {e.strerror}\n".encode())
-        os._exit(127 if e.errno in (2, 20) else 126)
+    name, argv = proc.args[0], list(proc.args)
+    candidates = [name] if "/" in name else \
+        [os.path.join(d or ".", name) for d in env["PATH"].split(":")]
+    err = None
+    for path in candidates:
+        try:
+            os.execve(path, argv, env)
+        except OSError as e:
+            if err is None or e.errno not in (2, 20):   # keep EACCES over a later ENOENT
+                err = e
+    os.write(2, f"pydocklite runtime: exec {name}: {err.strerror}\n".encode())
+    os._exit(127 if err.errno in (2, 20) else 126)
 
 
 def _init(plan, cfg: dict, w: int, r: int) -> None:
@@ -220,7 +228,25 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
         conn.send(b"k")
         conn.close()
         start.close()
+    close_extra_fds(3 + cfg.get("preserve_fds", 0))
     _exec(proc)
+
+
+def close_extra_fds(first: int) -> None:
+    """Mark every fd from `first` up close-on-exec (runc's --preserve-fds keeps 3..first-1):
+    descriptors an engine's process left open must not reach the container."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:             # no /proc in the container: close them instead
+        os.closerange(first, 1 << 16)
+        return
+    for name in names:
+        fd = int(name)
+        if fd >= first:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
 
 
 def _run_hooks_here(hooks, state: dict, phase: str) -> None:
@@ -269,7 +295,7 @@ def _child_main(fn, plan, cfg: dict, w: int, r: int) -> None:
 
 def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_socket=None,
            prepare_rootfs=None, on_sync=None, start_by_pipe: bool = False, hooks=None,
-           state: dict = None, on_namespaces=None) -> tuple:
+           state: dict = None, on_namespaces=None, preserve_fds: int = 0) -> tuple:
     """Fork the container; returns (init pid, warnings, start_fd) once the init waits.
 
     The init waits on ROOT/<id>/init.sock for `start` (start_fd None), or with
@@ -288,7 +314,8 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
                          "that receives the pty master), or set terminal to false")
     cfg = {"bundle": bundle, "cdir": cdir, "rootfs": rootfs, "console_socket": console_socket,
            "prepare_rootfs": prepare_rootfs, "start_by_pipe": start_by_pipe, "hooks": hooks,
-           "state": state, "ns_notify": on_namespaces is not None}
+           "state": state, "ns_notify": on_namespaces is not None,
+           "preserve_fds": preserve_fds}
     socks = _parent_sockets(cfg, cdir, start_by_pipe, console_socket if plan.proc.terminal
                             else None)
     try:
