@@ -55,11 +55,15 @@ else:
 SH_HEADER = """\
 #!/bin/sh
 # %(name)s: a pydocklite zipapp (tools/zipapp_fastpath.py --copy); sh only starts it faster
+if [ -z "$HOME$SHIV_ROOT" ]; then  # engines may give no HOME (rootless Podman's conmon)
+  [ -n "$XDG_RUNTIME_DIR" ] && export SHIV_ROOT="$XDG_RUNTIME_DIR/.shiv" ||
+    export SHIV_ROOT="${TMPDIR:-/tmp}/.shiv-$(id -u)"
+fi
 s="${SHIV_ROOT:-$HOME/.shiv}/${0##*/}_%(build_id)s/site-packages" p=/usr/bin/python3
 [ -x $p ] || p=python3
 [ -z "$SHIV_ENTRY_POINT$SHIV_INTERPRETER$SHIV_FORCE_EXTRACT$SHIV_COMPILE_PYC$SHIV_COMPILE_WORKERS\\
 $SHIV_EXTEND_PYTHONPATH$SHIV_PRESERVE_LD" ] || s=
-[ -n "$HOME$SHIV_ROOT" ] && [ -n "$s" ] && [ -d "$s" ] && exec $p -E -S -c \\
+[ -n "$s" ] && [ -d "$s" ] && exec $p -E -S -c \\
  'import sys;sys.path.insert(0,sys.argv.pop(1));from %(module)s import %(function)s;%(function)s()' "$s" "$@"
 exec $p "$0" "$@"
 """
