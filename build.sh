@@ -100,7 +100,7 @@ SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800} "$venv/bin/shiv" --reproducibl
 # header starts it straight from the extracted copy (tools/zipapp_fastpath.py --copy)
 runtime_out=$(dirname "$output")/pydocklite-runtime
 "$py" tools/zipapp_fastpath.py "$output.tmp" "$entry" --copy "$runtime_out.tmp" \
-  pydocklite.runtime.runc_cli:entry
+  pydocklite.runtime.runc_cli:entry --prelude tools/runtime_prelude.sh
 mv -f "$output.tmp" "$output"
 mv -f "$runtime_out.tmp" "$runtime_out"
 

@@ -1,6 +1,7 @@
 """Give a shiv zipapp a fast start: replace its __main__.py (build.sh step).
 
-Usage: python3 tools/zipapp_fastpath.py ZIPAPP MODULE:FUNCTION [--copy OUT MODULE:FUNCTION]
+Usage: python3 tools/zipapp_fastpath.py ZIPAPP MODULE:FUNCTION
+           [--copy OUT MODULE:FUNCTION [--prelude SH_FILE]]
 
 shiv's own bootstrap imports zipfile, json, hashlib, compileall, subprocess, pathlib... on
 every start (~45 ms here) just to find the directory it extracted itself to. The new
@@ -55,7 +56,7 @@ else:
 SH_HEADER = """\
 #!/bin/sh
 # %(name)s: a pydocklite zipapp (tools/zipapp_fastpath.py --copy); sh only starts it faster
-if [ -z "$HOME$SHIV_ROOT" ]; then  # engines may give no HOME (rootless Podman's conmon)
+%(prelude)sif [ -z "$HOME$SHIV_ROOT" ]; then  # engines may give no HOME (rootless Podman's conmon)
   [ -n "$XDG_RUNTIME_DIR" ] && export SHIV_ROOT="$XDG_RUNTIME_DIR/.shiv" ||
     export SHIV_ROOT="${TMPDIR:-/tmp}/.shiv-$(id -u)"
 fi
@@ -69,7 +70,7 @@ exec $p "$0" "$@"
 """
 
 
-def rewrite(zipapp: str, entry_point: str, out_path: str = None) -> None:
+def rewrite(zipapp: str, entry_point: str, out_path: str = None, prelude: str = "") -> None:
     """Give ZIPAPP the fast __main__.py (in place), or write a copy to out_path with another
     entry point (environment.json's too, for shiv's first-run bootstrap) and the sh header."""
     module, function = entry_point.split(":")
@@ -88,7 +89,7 @@ def rewrite(zipapp: str, entry_point: str, out_path: str = None) -> None:
             env["entry_point"] = entry_point
             name = os.path.basename(out_path)
             name = name[:-len(".tmp")] if name.endswith(".tmp") else name
-            header = (SH_HEADER % {"name": name, "module": module,
+            header = (SH_HEADER % {"name": name, "module": module, "prelude": prelude,
                                    "function": function, "build_id": env["build_id"]}).encode()
         with open(tmp, "wb") as out:
             out.write(header)
@@ -106,9 +107,14 @@ def rewrite(zipapp: str, entry_point: str, out_path: str = None) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[3] == "--copy":
-        rewrite(sys.argv[1], sys.argv[5], sys.argv[4])
+    if len(sys.argv) in (6, 8) and sys.argv[3] == "--copy":
+        text = ""
+        if len(sys.argv) == 8 and sys.argv[6] == "--prelude":
+            with open(sys.argv[7]) as f:
+                text = f.read()
+        rewrite(sys.argv[1], sys.argv[5], sys.argv[4], text)
     elif len(sys.argv) == 3:
         rewrite(sys.argv[1], sys.argv[2])
     else:
-        sys.exit("usage: zipapp_fastpath.py ZIPAPP MODULE:FUNCTION [--copy OUT MODULE:FUNCTION]")
+        sys.exit("usage: zipapp_fastpath.py ZIPAPP MODULE:FUNCTION "
+                 "[--copy OUT MODULE:FUNCTION [--prelude SH_FILE]]")

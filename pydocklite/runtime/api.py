@@ -134,7 +134,9 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
                               f"('pydocklite runtime delete {cid}')") from None
     facts = {"id": cid, "pid": 0, "bundle": bundle, "rootfs": spec.root.path,
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "annotations": spec.annotations, "owner": _owner(), "cgroup": None}
+             "annotations": spec.annotations, "owner": _owner(), "cgroup": None,
+             # phases with hooks: start and delete parse config.json only when needed
+             "hooks": [k for k in spec.hooks.__slots__ if getattr(spec.hooks, k)]}
     cgroup = None
     receiver = None
     master = None
@@ -164,7 +166,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
                     warnings.append(f"limit {limit} not applied: {reason}")
 
         if _start_by_pipe:
-            open(os.path.join(cdir, process.INIT_WAIT), "w").close()
+            open(os.path.join(cdir, init_sock.INIT_WAIT), "w").close()
         if _own_console and spec.process.terminal and not console_socket:
             from .console import ConsoleReceiver
             receiver = ConsoleReceiver(cdir)
@@ -270,19 +272,21 @@ def _remove_dir(cdir: str, cgroup=None) -> None:
 
 def start(cid: str, root: str = None) -> list:
     """Let the created container's process run; returns warnings (failed poststart hooks)."""
-    from . import process
-    from .hooks import run_hooks_warning
+    from . import init_sock
     root = _root(root)
     s = st.load(root, cid)
     if s.status != "created":
         raise StateError(f"container {cid!r} is {s.status}, not created: cannot start it")
     cdir = st.container_dir(root, cid)
     try:
-        process.signal_start(cdir)
+        init_sock.signal_start(cdir)
     except OSError as e:
         raise StateError(f"container {cid!r}: its init is not waiting ({e.strerror})") from None
+    if s.hook_phases is not None and "poststart" not in s.hook_phases:
+        return []       # known to have none: no need to parse config.json (engines' start)
     spec = _saved_spec(cdir)
     if spec is not None and spec.hooks.poststart:
+        from .hooks import run_hooks_warning
         return run_hooks_warning(spec.hooks.poststart, st.oci_state(st.load(root, cid)),
                                  "poststart")
     return []
@@ -391,7 +395,7 @@ def delete(cid: str, root: str = None, force: bool = False, _hooks=None) -> list
             cgroup.kill_all()
         except Exception as e:  # noqa: BLE001 - reported, the state dir stays for a retry
             raise StateError(f"container {cid!r}: {e}") from None
-    if _hooks is None:
+    if _hooks is None and (s.hook_phases is None or "poststop" in s.hook_phases):
         spec = _saved_spec(cdir)
         _hooks = spec.hooks if spec is not None else None
     oci = st.oci_state(s._replace(status="stopped"))
@@ -467,7 +471,7 @@ def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str
 
 
 def _start_by_pipe(cid: str, root: str, fd: int, hooks) -> list:
-    from . import process
+    from . import init_sock
     from .hooks import run_hooks_warning
     cdir = st.container_dir(root, cid)
     try:
@@ -477,7 +481,7 @@ def _start_by_pipe(cid: str, root: str, fd: int, hooks) -> list:
     finally:
         os.close(fd)
         try:
-            os.unlink(os.path.join(cdir, process.INIT_WAIT))
+            os.unlink(os.path.join(cdir, init_sock.INIT_WAIT))
         except FileNotFoundError:
             pass
     if hooks.poststart:

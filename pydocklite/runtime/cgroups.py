@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
 
 from .cgroup_detect import (LEAF, USED_V1, CgroupInfo, detect,  # noqa: F401 (public API)
@@ -204,7 +203,7 @@ class Cgroup:
                 return
             for pid in pids:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, 9)      # SIGKILL (the signal module costs ms)
                 except ProcessLookupError:
                     pass
                 except PermissionError as e:

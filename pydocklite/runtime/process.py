@@ -21,22 +21,11 @@ from . import security
 from . import syscalls as sc
 from .errors import SetupError
 
-INIT_SOCK = "init.sock"
-INIT_WAIT = "init.wait"     # marker while an init started by pipe (run) waits
+from .init_sock import INIT_SOCK, INIT_WAIT, unix_path as _unix_path  # noqa: F401
 
 
 def _send(w: int, msg: dict) -> None:
     os.write(w, (minijson.dumps(msg) + "\n").encode())
-
-
-def _unix_path(dirpath: str, name: str, keep: list) -> str:
-    """A path for bind/connect that fits sun_path (108 bytes), via /proc/self/fd if long."""
-    full = os.path.join(dirpath, name)
-    if len(full.encode()) < 100:
-        return full
-    fd = os.open(dirpath, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    keep.append(fd)
-    return f"/proc/self/fd/{fd}/{name}"
 
 
 def _open_ns(join) -> list:
@@ -430,23 +419,4 @@ def _kill_quietly(pid: int) -> None:
     try:
         os.waitpid(pid, 0)
     except ChildProcessError:
-        pass
-
-
-def signal_start(cdir: str) -> None:
-    """Tell a created container's init to exec (connect to its init.sock)."""
-    import _socket       # the C module: `socket` costs ~2 ms to import (its enums)
-    keep = []
-    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        s.connect(_unix_path(cdir, INIT_SOCK, keep))
-        s.sendall(b"s")
-        s.recv(1)
-    finally:
-        s.close()
-        for fd in keep:
-            os.close(fd)
-    try:
-        os.unlink(os.path.join(cdir, INIT_SOCK))
-    except FileNotFoundError:
         pass

@@ -85,13 +85,13 @@ def _parse(args: list) -> tuple:
             continue
         name, eq, val = a.partition("=") if a.startswith("--") else (a, "", "")
         table = _VERB_FLAGS.get(verb, {})
-        if name in _GLOBAL:
-            key, takes = name, _GLOBAL[name]
-            dest = glob
-        elif name + "=" in table:
+        if name + "=" in table:          # the verb's own first: `spec --rootless` is a bool
             key, takes, dest = table[name + "="], True, opts
         elif name in table:
             key, takes, dest = table[name], False, opts
+        elif name in _GLOBAL:
+            key, takes = name, _GLOBAL[name]
+            dest = glob
         elif name in ("-h", "--help", "-v", "--version"):
             key, takes, dest = name, False, glob
         else:

@@ -23,7 +23,7 @@ _ID_CHARS = _ID_FIRST | frozenset("_.+-")
 
 class ContainerState(Record):
     __slots__ = ("id", "pid", "pid_start", "bundle", "rootfs", "created", "annotations", "cgroup",
-                 "owner", "status")
+                 "owner", "status", "hook_phases")
 
 
 def default_root() -> str:
@@ -103,7 +103,7 @@ def load(root: str, cid: str) -> ContainerState:
                           created=facts.get("created", ""),
                           annotations=facts.get("annotations") or {},
                           cgroup=facts.get("cgroup"), owner=facts.get("owner", ""),
-                          status=derive_status(cdir, facts))
+                          status=derive_status(cdir, facts), hook_phases=facts.get("hooks"))
 
 
 def oci_state(st: ContainerState) -> dict:
