@@ -95,7 +95,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
     creating it (the shim makes one while the CLI prepares the container).
     preserve_fds: fds 3..3+N-1 reach the container process (runc's --preserve-fds); every
     other inherited fd is closed at its exec."""
-    from . import idmap, plan, process, spec_fields
+    from . import idmap, init_sock, plan, process, spec_fields
     from .hooks import run_hooks
     from .spec import load_spec
 

@@ -46,13 +46,22 @@ def _single_id_warning_once(root: str, warnings: list) -> list:
     return warnings
 
 
+def _pretty(obj, pad: str = "") -> str:
+    """json.dumps(obj, indent=2) without importing json (its re and decoder cost ~10 ms of
+    CPU on `state`, which engines call often)."""
+    from .minijson import dumps
+    inner = pad + "  "
+    if isinstance(obj, dict) and obj:
+        items = (f"{inner}{dumps(str(k))}: {_pretty(v, inner)}" for k, v in obj.items())
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, (list, tuple)) and obj:
+        return "[\n" + ",\n".join(inner + _pretty(v, inner) for v in obj) + "\n" + pad + "]"
+    return dumps(obj)
+
+
 def _print_json(obj, indent: bool = True) -> None:
     from . import minijson
-    if indent:
-        import json
-        sys.stdout.write(json.dumps(obj, indent=2) + "\n")
-    else:
-        sys.stdout.write(minijson.dumps(obj) + "\n")
+    sys.stdout.write((_pretty(obj) if indent else minijson.dumps(obj)) + "\n")
 
 
 def _int_flag(opts: dict, key: str) -> int:
