@@ -98,6 +98,10 @@ def test_memory_limit_enforced_and_shown_by_stats(dockerd):
     assert "32MiB" in stats, stats
     with open(f"/sys/fs/cgroup/memory/docker/{cid}/memory.limit_in_bytes") as f:
         assert int(f.read()) == 32 * 1024 * 1024
+    # inside, /sys/fs/cgroup shows the container's own cgroups (what JVMs & co. read)
+    inside = dockerd.docker("exec", "mem", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                            check=True).stdout
+    assert int(inside) == 32 * 1024 * 1024
     dockerd.docker("rm", "-f", "mem", check=True)
     r = dockerd.docker("run", "--rm", *RT, "--memory", "32m", "--memory-swap", "32m", "busybox",
                        "sh", "-c", 'x=$(head -c 100000000 /dev/zero | tr "\\0" a); echo survived')
