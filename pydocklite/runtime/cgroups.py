@@ -346,8 +346,10 @@ def _move_procs_to_leaf(base: str) -> None:
 
 def _create_v1(name: str, resources: Optional[dict], bases: Sequence[str]) -> Cgroup:
     paths, missing, have = [], {}, set()
+    from .cgroup_detect import cgroup_mounts
+    mounts = cgroup_mounts()        # once, not once per hierarchy
     for b in bases:
-        controllers = hierarchy_of(b)
+        controllers = hierarchy_of(b, mounts)
         if not set(controllers) & USED_V1:
             continue
         d = os.path.join(b, name)
