@@ -94,16 +94,36 @@ def rmtree_as_root(*paths: str) -> None:
 
 def _rmtree_own(path: str) -> None:
     """Delete a tree whose directories are ours, whatever their modes (overlayfs leaves a
-    mode-000 work/work); raises OSError at the first thing we may not delete."""
+    mode-000 work/work); raises OSError at the first thing we may not delete.
+
+    The tree may hold what a container made (a volume, an upper dir): every directory is
+    opened relative to its parent's fd with O_NOFOLLOW, so a symlink swapped in for a
+    directory is unlinked, never followed to the host's files."""
     import stat
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(path)
-        return
-    if st.st_mode & 0o700 != 0o700:
-        os.chmod(path, 0o700)
-    with os.scandir(path) as it:
-        names = [e.path for e in it]
-    for name in names:
-        _rmtree_own(name)
-    os.rmdir(path)
+    parent, name = os.path.split(os.path.normpath(path))
+    pfd = os.open(parent or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _rmtree_at(pfd, name, stat)
+    finally:
+        os.close(pfd)
+
+
+def _rmtree_at(dir_fd: int, name: str, stat) -> None:
+    # O_PATH: no read permission needed (a mode-000 directory), and the inode is pinned
+    pin = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        mode = os.fstat(pin).st_mode
+        if not stat.S_ISDIR(mode):
+            os.unlink(name, dir_fd=dir_fd)
+            return
+        if mode & 0o700 != 0o700:
+            os.chmod(f"/proc/self/fd/{pin}", 0o700)      # that very directory
+        fd = os.open(f"/proc/self/fd/{pin}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    finally:
+        os.close(pin)
+    try:
+        for entry in os.listdir(fd):
+            _rmtree_at(fd, entry, stat)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)

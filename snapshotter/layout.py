@@ -89,6 +89,10 @@ class StoreLayout(namedtuple("StoreLayout", "root")):
     def containers_dir(self) -> Path:
         return self.root / "containers"
 
+    @property
+    def volumes_dir(self) -> Path:
+        return self.root / "volumes"
+
     def ensure(self) -> "StoreLayout":
         """Create the directories (root 0700, the rest 0755 under it); idempotent."""
         try:

@@ -27,6 +27,24 @@ def test_user() -> pwd.struct_passwd:
         ) from None
 
 
+def test_ids() -> tuple:
+    """(uid, gid) of the test user (each engineer's suite may run as its own user)."""
+    user = test_user()
+    return user.pw_uid, user.pw_gid
+
+
+def subid_start(path: str = "/etc/subuid") -> int:
+    """First id of the test user's subordinate range in /etc/subuid (or /etc/subgid): useradd
+    may have picked it, whatever PDL_TEST_SUBID asked setup_host.sh for."""
+    user = test_user()
+    with open(path) as f:
+        for line in f:
+            name, _, rest = line.strip().partition(":")
+            if name in (user.pw_name, str(user.pw_uid)) and rest:
+                return int(rest.split(":")[0])
+    raise RuntimeError(f"{user.pw_name} has no range in {path}: run tests/setup_host.sh")
+
+
 def site_packages() -> str:
     """The site-packages of the interpreter running pytest (holds requests, zstandard...)."""
     return sysconfig.get_paths()["purelib"]

@@ -82,7 +82,8 @@ def cmd_build(settings, argv) -> int:
         if quiet:
             sys.stderr.write(out.getvalue())
         sys.stdout.flush()
-        sys.stderr.write(f"Error: {e}\n")
+        from pydocklite.termsafe import escape
+        sys.stderr.write(f"Error: {escape(str(e))}\n")      # names text from the Dockerfile
         return 1
     except Exception:
         if quiet:

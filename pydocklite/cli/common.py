@@ -7,6 +7,7 @@ import sys
 from datetime import datetime, timezone
 
 from pydocklite.errors import UsageError
+from pydocklite.termsafe import escape, escape_line
 from pydocklite.humanize import human_duration, human_size, time_ago  # noqa: F401 (re-exported)
 
 
@@ -53,7 +54,7 @@ def print_table(rows: list, columns: list, fmt: str = None, quiet_field: str = N
             for row in rows:
                 out.write(json.dumps(row, separators=(",", ":")) + "\n")
             return
-        rendered = [gotemplate.render(body, row) for row in rows]
+        rendered = [escape(gotemplate.render(body, row)) for row in rows]
         if is_table:
             _print_aligned([header.split("\t")] + [r.split("\t") for r in rendered])
         else:
@@ -62,7 +63,7 @@ def print_table(rows: list, columns: list, fmt: str = None, quiet_field: str = N
         return
     table = [[title for _, title in columns]]
     for row in rows:
-        table.append([str(row.get(key, "")) for key, _ in columns])
+        table.append([escape_line(str(row.get(key, ""))) for key, _ in columns])
     _print_aligned(table)
 
 
@@ -93,6 +94,13 @@ def _print_aligned(table: list) -> None:
         sys.stdout.write("".join(cells).rstrip() + "\n")
 
 
+def confirm(warning: str) -> bool:
+    """Docker's prune prompt: the warning, then y/N read from stdin."""
+    sys.stdout.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
 def for_each(names, fn) -> int:
     """Run fn per named object like docker: errors to stderr, exit 1 if any failed."""
     status = 0
@@ -104,6 +112,6 @@ def for_each(names, fn) -> int:
         except Exception as e:
             if type(e).__module__.split(".")[0] not in ("pydocklite", "registry", "snapshotter"):
                 raise
-            sys.stderr.write(f"Error response from daemon: {e}\n")
+            sys.stderr.write(f"Error response from daemon: {escape(str(e))}\n")
             status = 1
     return status

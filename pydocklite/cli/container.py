@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from pydocklite.cli.common import Parser, for_each as _each
+from pydocklite.cli.common import Parser, confirm, for_each as _each
 
 
 def _service(settings):
@@ -157,12 +157,8 @@ def cmd_container_prune(settings, argv) -> int:
     p = Parser("container prune", "container prune [OPTIONS]", "Remove all stopped containers")
     p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
     args = p.parse_args(argv)
-    if not args.force:
-        sys.stdout.write("WARNING! This will remove all stopped containers.\n"
-                         "Are you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
+    if not args.force and not confirm("WARNING! This will remove all stopped containers."):
+        return 0
     service = _service(settings)
     removed = []
     for st in service.store.list():

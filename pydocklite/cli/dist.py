@@ -161,10 +161,11 @@ def cmd_load(settings, argv) -> int:
     finally:
         if tmp:
             os.unlink(tmp)
+    from pydocklite.termsafe import escape_line
     for item in loaded:
         if item.names:
-            for n in item.names:
-                sys.stdout.write(f"Loaded image: {n}\n")
+            for n in item.names:            # names from the archive's own manifest
+                sys.stdout.write(f"Loaded image: {escape_line(n)}\n")
         else:
             sys.stdout.write(f"Loaded image ID: {item.image_id}\n")
     return 0

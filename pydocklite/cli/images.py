@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from pydocklite.cli.common import (Parser, for_each, human_size, parse_time, print_table,
+from pydocklite.cli.common import (Parser, confirm, for_each, human_size, parse_time, print_table,
                                    rfc3339, time_ago)
 
 IMAGE_COLUMNS = [("Repository", "REPOSITORY"), ("Tag", "TAG"), ("ID", "IMAGE ID"),
@@ -202,15 +202,10 @@ def cmd_image_prune(settings, argv) -> int:
                    help="Remove all unused images, not just dangling ones")
     p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
     args = p.parse_args(argv)
-    if not args.force:
-        what = ("all images without at least one container associated to them" if args.all
-                else "all dangling images")
-        sys.stdout.write(f"WARNING! This will remove {what}.\n"
-                         "Are you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        answer = sys.stdin.readline().strip().lower()
-        if answer not in ("y", "yes"):
-            return 0
+    what = ("all images without at least one container associated to them" if args.all
+            else "all dangling images")
+    if not args.force and not confirm(f"WARNING! This will remove {what}."):
+        return 0
     ids, freed = _service(settings).prune(all_images=args.all)
     if ids:
         sys.stdout.write("Deleted Images:\n" + "".join(f"deleted: {i}\n" for i in ids) + "\n")

@@ -6,6 +6,17 @@ import sys
 from pydocklite.cli.common import Parser
 
 
+def mount_json(m: dict) -> dict:
+    """A recorded mount in Docker's inspect shape (a volume's names it, Driver "local")."""
+    if m.get("name"):
+        return {"Type": "volume", "Name": m["name"], "Source": m.get("source"),
+                "Destination": m.get("target"), "Driver": "local", "Mode": "z",
+                "RW": not m.get("readonly"), "Propagation": ""}
+    return {"Type": m.get("kind", "bind"), "Source": m.get("source"),
+            "Destination": m.get("target"), "Mode": "", "RW": not m.get("readonly"),
+            "Propagation": "rprivate" if m.get("kind", "bind") == "bind" else ""}
+
+
 def container_json(settings, state) -> dict:
     st = state.status()
     cfg = state.config
@@ -38,9 +49,7 @@ def container_json(settings, state) -> dict:
         "Driver": cfg.get("StorageDriver", ""),
         "Platform": cfg.get("Platform", "linux"),
         "HostConfig": {**cfg.get("HostConfig", {}), "PortBindings": ports},
-        "Mounts": [{"Type": "bind", "Source": m.get("source"), "Destination": m.get("target"),
-                    "RW": not m.get("readonly"), "Propagation": "rprivate"}
-                   for m in cfg.get("Mounts", [])],
+        "Mounts": [mount_json(m) for m in cfg.get("Mounts", [])],
         "Config": {**c, "Cmd": c.get("Cmd"), "Entrypoint": c.get("Entrypoint")},
         "NetworkSettings": {"Ports": ports,
                             "NetworkMode": cfg.get("HostConfig", {}).get("NetworkMode", "")},

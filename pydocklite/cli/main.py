@@ -40,6 +40,7 @@ COMMANDS = {
                "image"),
     "commit": ("dist", "cmd_commit", "Create a new image from a container's changes"),
     "history": ("dist", "cmd_history", "Show the history of an image"),
+    "volume": ("volume", "cmd_volume", "Manage volumes (create, ls, inspect, rm, prune)"),
     "image": ("images", "cmd_image", "Manage images (ls, pull, push, rm, tag, inspect, prune, "
               "save, load, import, history)"),
     "container": ("container", "cmd_container", "Manage containers"),
@@ -143,11 +144,13 @@ def main(argv=None) -> int:
             pass
         return 0
     except Exception as e:  # the one place that turns errors into a line and an exit code
+        # messages carry names and text from registries, images, archives: escaped
+        from pydocklite.termsafe import escape
         if _is_ours(e):
-            sys.stderr.write(f"Error: {e}\n")
+            sys.stderr.write(f"Error: {escape(str(e))}\n")
             return int(getattr(e, "exit_code", 125))
         if isinstance(e, OSError) and e.filename:
-            sys.stderr.write(f"Error: {e.strerror}: {e.filename}\n")
+            sys.stderr.write(f"Error: {e.strerror}: {escape(str(e.filename))}\n")
             return 125
         import traceback
         traceback.print_exc()

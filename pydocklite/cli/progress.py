@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from pydocklite.humanize import human_size
+from pydocklite.termsafe import escape_line
 
 
 class LayerProgress:
@@ -24,11 +25,11 @@ class LayerProgress:
             return
         with self.lock:
             if self.tty:
-                self._redraw(ev.layer, self._text(ev))
+                self._redraw(ev.layer, escape_line(self._text(ev)))
             elif (ev.status != self.active or self.print_active) \
                     and self.last.get(ev.layer) != ev.status:
                 self.last[ev.layer] = ev.status
-                self.out.write(f"{ev.layer}: {ev.status}\n")
+                self.out.write(escape_line(f"{ev.layer}: {ev.status}") + "\n")
             self.out.flush()
 
     def _text(self, ev) -> str:

@@ -74,6 +74,7 @@ class ContainerService:
             id="", name=opts.name or "", image=opts.image, image_id=image_record.id))
         cid = state.id
         cdir = self.store.container_dir(cid)
+        volumes: List[tuple] = []          # (name, target) of the volumes it was recorded using
         try:
             snap = Snapshotter(self.layout, self.settings.storage_driver)
             snap.prepare(cid, list(image_record.diff_ids))
@@ -90,7 +91,7 @@ class ContainerService:
                 extra.append({"destination": INIT_PATH_IN_CONTAINER, "type": "bind",
                               "source": str(init), "options": ["rbind", "ro", "nosuid",
                                                                "nodev"]})
-            mounts = self._volume_mounts(opts)
+            mounts = self._volume_mounts(opts, cid, volumes)
             rootfs = str(self.settings.runtime_dir / cid[:12] / "rootfs")
             spec = build_spec(cfg, opts._replace(mounts=tuple(mounts)),
                               container_id=cid, rootfs=rootfs, passwd=passwd, group=group,
@@ -127,7 +128,10 @@ class ContainerService:
                 },
                 "PortBindings": [asdict(p) for p in ports],
                 "Args": spec["process"]["args"],
-                "Mounts": [asdict(m) for m in mounts],
+                # a volume's mount names it ("name"): inspect shows it as Type "volume"
+                "Mounts": [dict(asdict(m), **{"name": n for n, t in volumes if t == m.target})
+                           for m in mounts],
+                "Volumes": [n for n, _ in volumes],
                 "StorageDriver": snap.driver,
                 "diff_ids": list(image_record.diff_ids),
                 "Platform": image_record.os or "linux",
@@ -137,6 +141,10 @@ class ContainerService:
                 shim_log_path=str(cdir / "shim.log")))
         except BaseException:
             self._discard(cid)
+            if volumes:
+                from pydocklite.volumes import VolumeService
+                VolumeService(self.settings).detach([n for n, _ in volumes], cid,
+                                                    remove_anonymous=True)
             raise
         return state
 
@@ -154,10 +162,16 @@ class ContainerService:
                  "options": ["rbind", "rw"] if not opts.read_only else ["rbind", "ro"]}
                 for n in ("hostname", "hosts", "resolv.conf")]
 
-    def _volume_mounts(self, opts: RunOptions) -> list:
+    def _volume_mounts(self, opts: RunOptions, cid: str, volumes: List[tuple]) -> list:
+        """The container's mounts with host paths: a volume (named, or anonymous for
+        `-v /dst`) becomes a bind of its _data, and (name, target) is added to `volumes` once
+        the volume service has recorded this container as its user."""
         from pydocklite.containers.options import Mapping
-        from pydocklite.containers.state import new_id
+        from pydocklite.naming import check_volume_name
         out = []
+        for m in opts.mounts:
+            if m.kind == "volume" and m.source:
+                check_volume_name(m.source)     # before anything is made of it
         for m in opts.mounts:
             if m.kind == "bind":
                 src = os.path.abspath(m.source)
@@ -166,10 +180,10 @@ class ContainerService:
                                      f"{src}: create it first")
                 out.append(m._replace(source=src))
             elif m.kind == "volume":
-                name = m.source or new_id()
-                data = self.layout.root / "volumes" / name / "_data"
-                data.mkdir(parents=True, exist_ok=True)
-                out.append(Mapping("bind", str(data), m.target, m.readonly, m.options))
+                from pydocklite.volumes import VolumeService
+                vol = VolumeService(self.settings).attach(m.source, cid)
+                volumes.append((vol.name, m.target))
+                out.append(Mapping("bind", vol.mountpoint, m.target, m.readonly, m.options))
             else:
                 out.append(m)
         return out
@@ -303,17 +317,16 @@ class ContainerService:
         return state.name
 
     def remove_record(self, cid: str, volumes: bool = False) -> None:
-        """Delete everything of a stopped container: runtime state, snapshot, record."""
+        """Delete everything of a stopped container: runtime state, snapshot, record; then
+        forget it as a user of its volumes, and with `volumes` (`rm -v`) delete the anonymous
+        ones nothing else uses (Docker's rule: never a named volume, never a bind source)."""
         state = self.store.load(cid)
         self._runtime_cleanup(cid)
         self._discard(cid)
-        if volumes:
-            for m in state.config.get("Mounts", []):
-                src = Path(m.get("source", ""))
-                vol_root = self.layout.root / "volumes"
-                if vol_root in src.parents and src.name == "_data":
-                    import shutil
-                    shutil.rmtree(src.parent, ignore_errors=True)
+        names = [str(n) for n in state.config.get("Volumes") or ()]
+        if names:
+            from pydocklite.volumes import VolumeService
+            VolumeService(self.settings).detach(names, cid, remove_anonymous=volumes)
 
     def _runtime_cleanup(self, cid: str) -> None:
         from pydocklite.runtime import api

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import random
-import re
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Optional
 
-# Docker's rule for user-given names (the leading "/" of the API is stripped first).
-VALID_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
 ADJECTIVES = (
     "agile", "amber", "ancient", "ardent", "azure", "bold", "brave", "breezy", "bright",
@@ -55,4 +52,6 @@ def normalize_name(name: str) -> str:
 
 
 def is_valid_name(name: str) -> bool:
-    return bool(VALID_NAME.match(name))
+    """Docker's rule for user-given names (the leading "/" of the API is stripped first)."""
+    from pydocklite.naming import is_valid
+    return is_valid(name)

@@ -93,6 +93,9 @@ def parse_volume(spec: str) -> Mapping:
     kind = "bind" if source.startswith("/") or source.startswith(".") else "volume"
     if not source:
         raise UsageError(f"invalid volume specification: '{spec}': empty source")
+    if kind == "volume":
+        from pydocklite.naming import check_volume_name
+        check_volume_name(source)       # one path component under the volumes directory
     return Mapping(kind, source, _abs(target, spec), "ro" in opts,
                    tuple(o for o in opts if o not in ("ro", "rw", "z", "Z")))
 

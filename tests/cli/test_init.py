@@ -72,5 +72,5 @@ def test_stop_forwards_term_to_a_process_without_handler(cli, busybox):
     assert st["HostConfig"]["Init"] is True
     # SIGTERM reached `sleep` (143 = 128+15); without init it is ignored and stop waits 10 s
     assert st["State"]["ExitCode"] == 143, st["State"]
-    assert took < 3, f"stop took {took:.1f}s"
+    assert took < 8, f"stop took {took:.1f}s: it waited for the 10 s grace period"
     ok(cli("rm", "sleepy"))

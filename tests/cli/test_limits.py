@@ -180,7 +180,7 @@ def test_v2_limits_enforced_in_delegated_subtree(cli, registry):
                         f"PYTHONPATH={REPO}:{unpriv.site_packages()}",
                         "PYTHONDONTWRITEBYTECODE=1", "/bin/sh", str(script)],
                        cwd="/", capture_output=True, text=True, timeout=330,
-                       env=dict(os.environ, CG2VM_TIMEOUT="300"))
+                       env=dict(os.environ, CG2VM_TIMEOUT="300", CG2VM_UID=str(uid)))
     if r.returncode == 125 and "need qemu" in r.stderr:
         pytest.skip(f"cg2vm unavailable: {r.stderr.strip()[:200]}")
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]

@@ -23,33 +23,6 @@ from tests.fixtures.podman import configure_podman
 from tests import unpriv
 from tests.fixtures.registry_server import start_registry
 
-VERBS = {"push": "cmd_push", "save": "cmd_save", "load": "cmd_load", "import": "cmd_import",
-         "commit": "cmd_commit", "history": "cmd_history"}
-# Until cli/main.py lists the distribution verbs, run them through main() with them added.
-WRAPPER = ("import sys; from pydocklite.cli import main as m; "
-           "[m.COMMANDS.setdefault(v, ('dist', f, '')) for v, f in %r.items()]; "
-           "sys.exit(m.main(sys.argv[1:]))" % (VERBS,))
-
-
-def _wired() -> bool:
-    from pydocklite.cli.main import COMMANDS
-    return all(v in COMMANDS for v in VERBS)
-
-
-def pdl(cli, *args, **kw):
-    """cli(...), but for a distribution verb not (yet) wired in main.py, through WRAPPER."""
-    if not args or args[0] not in VERBS or _wired():
-        return cli(*args, **kw)
-    kw.setdefault("capture_output", True)
-    kw.setdefault("text", True)
-    if "input" not in kw:
-        kw.setdefault("stdin", subprocess.DEVNULL)
-    env = cli.environ(kw.pop("env", None))
-    env["PYTHONPATH"] = f"{unpriv.REPO}:{unpriv.site_packages()}"
-    return subprocess.run(unpriv.user_cmd([unpriv.SYSTEM_PYTHON, "-c", WRAPPER, *args]),
-                          env=env, cwd=str(cli.home), timeout=kw.pop("timeout", 180), **kw)
-
-
 def image_id(cli, name: str) -> str:
     return ok(cli("image", "inspect", "-f", "{{.Id}}", name)).stdout.strip()
 
@@ -90,13 +63,13 @@ def test_push_mount_exists_pull_back_run(cli, registry, busybox):
     config = inspect_config(cli, busybox)
     target = f"{registry.host}/dist/box:v1"
     ok(cli("tag", busybox, target))
-    r = ok(pdl(cli, "push", target))
+    r = ok(cli("push", target))
     lines = r.stdout.splitlines()
     assert lines[0] == f"The push refers to repository [{registry.host}/dist/box]"
     assert any(line.endswith(": Mounted from busybox") for line in lines), r.stdout
     # every layer was reused: the manifest is pushed unchanged, same digest as the source
     assert lines[-1].startswith(f"v1: digest: {registry.digests['busybox']} size: ")
-    r = ok(pdl(cli, "push", target))
+    r = ok(cli("push", target))
     assert ": Layer already exists" in r.stdout and "Pushed" not in r.stdout
     ok(cli("rmi", target, busybox))
     assert ok(cli("images", "-q")).stdout == ""
@@ -112,15 +85,15 @@ def test_push_basic_auth_after_login_recompress_chunked(cli, registry, busybox, 
     with start_registry(tmp_path / "reg", auth="basic", users={"alice": "s3cret"}) as reg:
         target = f"{reg.host}/alice/box:latest"
         ok(cli("tag", busybox, target))
-        r = pdl(cli, "push", target)
+        r = cli("push", target)
         assert r.returncode != 0 and "login" in r.stderr, r.stderr
         ok(cli("login", "--username", "alice", "--password-stdin", reg.host, input="s3cret\n"))
-        r = ok(pdl(cli, "push", "--chunk-size", "65536", target))
+        r = ok(cli("push", "--chunk-size", "65536", target))
         assert ": Pushed" in r.stdout, r.stdout
         pushed = r.stdout.splitlines()[-1].split()[2]
         # another registry: the layer was recompressed, so the manifest is new
         assert pushed.startswith("sha256:") and pushed != registry.digests["busybox"]
-        r = ok(pdl(cli, "push", target))
+        r = ok(cli("push", target))
         assert ": Layer already exists" in r.stdout
         assert r.stdout.splitlines()[-1].split()[2] == pushed   # deterministic gzip
         ok(cli("rmi", target, busybox))
@@ -135,8 +108,8 @@ def test_push_token_auth_mounts_across_repos(cli, registry, busybox, tmp_path):
         first, second = f"{reg.host}/bob/one:latest", f"{reg.host}/bob/two:latest"
         ok(cli("tag", busybox, first))
         ok(cli("tag", busybox, second))
-        assert ": Pushed" in ok(pdl(cli, "push", first)).stdout
-        r = ok(pdl(cli, "push", second))
+        assert ": Pushed" in ok(cli("push", first)).stdout
+        r = ok(cli("push", second))
         assert ": Mounted from bob/one" in r.stdout, r.stdout
         # the mount asked for pull on the source repository and push on the target
         scopes = " ".join(" ".join(s) for _, s in reg.token_service.requests)
@@ -149,7 +122,7 @@ def test_push_token_auth_mounts_across_repos(cli, registry, busybox, tmp_path):
 def test_push_zstd(cli, registry, busybox):
     target = f"{registry.host}/dist/zbox:latest"
     ok(cli("tag", busybox, target))
-    ok(pdl(cli, "push", "--compress", "zstd", target))
+    ok(cli("push", "--compress", "zstd", target))
     ok(cli("rmi", target, busybox))
     ok(cli("pull", "-q", target))
     r = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
@@ -168,7 +141,7 @@ def test_save_load_docker_and_oci(cli, registry):
     original = image_id(cli, ref)
     layers = json.loads(ok(cli("image", "inspect", ref)).stdout)[0]["RootFS"]["Layers"]
     archive = user_file(cli, "img.tar")
-    ok(pdl(cli, "save", "-o", str(archive), ref))
+    ok(cli("save", "-o", str(archive), ref))
     with tarfile.open(archive) as tf:
         names = set(tf.getnames())
         manifest = json.load(tf.extractfile("manifest.json"))
@@ -180,16 +153,16 @@ def test_save_load_docker_and_oci(cli, registry):
     assert json.loads(r.stdout)["Layers"] == layers
 
     # to stdout: the same bytes (a save is reproducible)
-    streamed = ok(pdl(cli, "save", ref, text=False)).stdout
+    streamed = ok(cli("save", ref, text=False)).stdout
     assert streamed == archive.read_bytes()
 
     ok(cli("rmi", ref))
-    r = ok(pdl(cli, "load", "-i", str(archive)))
+    r = ok(cli("load", "-i", str(archive)))
     assert r.stdout == f"Loaded image: {ref}\n"
     assert image_id(cli, ref) == original
     # stdin works too, and a second load changes nothing
     with open(archive, "rb") as f:
-        r = ok(pdl(cli, "load", stdin=f, text=False))
+        r = ok(cli("load", stdin=f, text=False))
     assert r.stdout == f"Loaded image: {ref}\n".encode()
     assert ok(cli("run", "--rm", ref, "sh", "-c", "echo loaded")).stdout == "loaded\n"
 
@@ -201,12 +174,12 @@ def test_save_load_docker_and_oci(cli, registry):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     os.chmod(foreign, 0o644)
-    assert ok(pdl(cli, "load", "-i", str(foreign))).stdout == \
+    assert ok(cli("load", "-i", str(foreign))).stdout == \
         "Loaded image: from/skopeo:v1\n"
     assert ok(cli("run", "--rm", "from/skopeo:v1", "echo", "sk1")).stdout == "sk1\n"
 
     oci = user_file(cli, "img-oci.tar")
-    ok(pdl(cli, "save", "--format", "oci-archive", "-o", str(oci), ref))
+    ok(cli("save", "--format", "oci-archive", "-o", str(oci), ref))
     with tarfile.open(oci) as tf:
         index = json.load(tf.extractfile("index.json"))
         assert "oci-layout" in tf.getnames()
@@ -217,13 +190,13 @@ def test_save_load_docker_and_oci(cli, registry):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["Layers"] == layers     # uncompressed: digest = diff_id
     ok(cli("rmi", ref))
-    assert ok(pdl(cli, "load", "-i", str(oci))).stdout == f"Loaded image: {ref}\n"
+    assert ok(cli("load", "-i", str(oci))).stdout == f"Loaded image: {ref}\n"
     assert image_id(cli, ref) == original
     ocidir = user_file(cli, "oci-dir")
-    ok(pdl(cli, "save", "--format", "oci-dir", "-o", str(ocidir), ref))
+    ok(cli("save", "--format", "oci-dir", "-o", str(ocidir), ref))
     assert (ocidir / "oci-layout").is_file()
     ok(cli("rmi", ref))
-    assert ok(pdl(cli, "load", "-i", str(ocidir))).stdout == f"Loaded image: {ref}\n"
+    assert ok(cli("load", "-i", str(ocidir))).stdout == f"Loaded image: {ref}\n"
     assert image_id(cli, ref) == original
 
     # an OCI layout directory written by skopeo (compressed layers) loads as well
@@ -234,7 +207,7 @@ def test_save_load_docker_and_oci(cli, registry):
     assert r.returncode == 0, r.stderr
     subprocess.run(["chown", "-R", unpriv.TEST_USER, str(layout)], check=True)
     ok(cli("rmi", ref))
-    r = ok(pdl(cli, "load", "-i", str(layout)))
+    r = ok(cli("load", "-i", str(layout)))
     assert r.stdout == "Loaded image: other/name:v2\n"
     # skopeo rewrites the config for OCI (so the id is that of its config blob)
     index = json.loads((layout / "index.json").read_text())
@@ -249,14 +222,14 @@ def test_save_load_docker_and_oci(cli, registry):
 
 def test_import_tarball_and_run(cli):
     tarball = busybox_rootfs_tar(user_file(cli, "rootfs.tgz"), {"etc/hello": "imported\n"})
-    r = ok(pdl(cli, "import", "-c", "CMD [\"cat\", \"/etc/hello\"]", "-m", "first import",
+    r = ok(cli("import", "-c", "CMD [\"cat\", \"/etc/hello\"]", "-m", "first import",
                str(tarball), "imported/box:1"))
     iid = r.stdout.strip()
     assert iid.startswith("sha256:") and len(iid) == 71
     assert image_id(cli, "imported/box:1") == iid
     assert ok(cli("run", "--rm", "imported/box:1")).stdout == "imported\n"
     with open(tarball, "rb") as f:
-        r = ok(pdl(cli, "import", "-", stdin=f, text=False))
+        r = ok(cli("import", "-", stdin=f, text=False))
     assert r.stdout.decode().startswith("sha256:")
     # from a URL
     data = tarball.read_bytes()
@@ -275,13 +248,13 @@ def test_import_tarball_and_run(cli):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/rootfs.tgz"
-        r = ok(pdl(cli, "import", "--change", "ENV FROM_URL=1", url, "imported/url"))
+        r = ok(cli("import", "--change", "ENV FROM_URL=1", url, "imported/url"))
     finally:
         server.shutdown()
         server.server_close()
     r = ok(cli("run", "--rm", "imported/url", "sh", "-c", "cat /etc/hello; echo $FROM_URL"))
     assert r.stdout.split() == ["imported", "1"]
-    r = ok(pdl(cli, "history", "imported/box:1"))
+    r = ok(cli("history", "imported/box:1"))
     rows = r.stdout.splitlines()
     assert rows[0].split()[:2] == ["IMAGE", "CREATED"] and len(rows) == 2
     assert rows[1].startswith(iid[7:19]) and rows[1].rstrip().endswith("first import")
@@ -291,7 +264,7 @@ def test_commit_history_push_and_podman(cli, registry, busybox, tmp_path):
     ok(cli("run", "--name", "work", busybox, "sh", "-c",
            "echo made-here > /newfile && rm /bin/ls && mkdir -p /data && echo x > /data/x && "
            "chown 1234:2345 /data/x"))
-    r = ok(pdl(cli, "commit", "-p", "-m", "my change", "-a", "Tester <t@example.com>",
+    r = ok(cli("commit", "-p", "-m", "my change", "-a", "Tester <t@example.com>",
                "-c", "CMD [\"cat\", \"/newfile\"]", "-c", "ENV MODE=committed",
                "work", "committed/app:v1"))
     iid = r.stdout.strip()
@@ -306,20 +279,20 @@ def test_commit_history_push_and_podman(cli, registry, busybox, tmp_path):
     assert info["Author"] == "Tester <t@example.com>" and info["Comment"] == "my change"
     assert len(info["RootFS"]["Layers"]) == 2
 
-    rows = ok(pdl(cli, "history", "committed/app:v1")).stdout.splitlines()
+    rows = ok(cli("history", "committed/app:v1")).stdout.splitlines()
     assert rows[0].split() == ["IMAGE", "CREATED", "CREATED", "BY", "SIZE", "COMMENT"]
     assert len(rows) == 3 and rows[1].startswith(iid[7:19]) and "my change" in rows[1]
     assert rows[2].startswith("<missing>")
-    q = ok(pdl(cli, "history", "-q", "--no-trunc", "committed/app:v1")).stdout.split()
+    q = ok(cli("history", "-q", "--no-trunc", "committed/app:v1")).stdout.split()
     assert q == [iid, "<missing>"]
-    fmt = ok(pdl(cli, "history", "--no-trunc", "--format", "{{.CreatedBy}}|{{.Comment}}",
+    fmt = ok(cli("history", "--no-trunc", "--format", "{{.CreatedBy}}|{{.Comment}}",
                  "committed/app:v1")).stdout.splitlines()
     assert fmt[0].startswith("sh -c echo made-here") and fmt[0].endswith("|my change")
 
     # push it (one layer mounted, one compressed here), then Podman pulls and runs it
     target = f"{registry.host}/committed/app:v1"
     ok(cli("tag", "committed/app:v1", target))
-    r = ok(pdl(cli, "push", target))
+    r = ok(cli("push", target))
     assert ": Mounted from busybox" in r.stdout and ": Pushed" in r.stdout, r.stdout
     if not shutil.which("podman"):
         pytest.skip("podman is not installed: the interoperability half is not checked")
@@ -339,37 +312,37 @@ def test_commit_history_push_and_podman(cli, registry, busybox, tmp_path):
 
 
 def test_bad_input_and_edges(cli, registry, busybox):
-    r = pdl(cli, "push", f"{registry.host}/nothing/here:v9")
+    r = cli("push", f"{registry.host}/nothing/here:v9")
     assert r.returncode != 0 and "does not exist locally" in r.stderr
     junk = user_file(cli, "junk.bin")
     junk.write_bytes(b"this is not a tar" * 100)
-    r = pdl(cli, "load", "-i", str(junk))
+    r = cli("load", "-i", str(junk))
     assert r.returncode == 125 and "not a tar archive" in r.stderr, r.stderr
     empty = user_file(cli, "empty.tar")
     with tarfile.open(empty, "w"):
         pass
-    r = pdl(cli, "load", "-i", str(empty))
+    r = cli("load", "-i", str(empty))
     assert r.returncode == 125 and "not an image archive" in r.stderr, r.stderr
-    r = pdl(cli, "commit", "no-such-container")
+    r = cli("commit", "no-such-container")
     assert r.returncode != 0 and "No such container" in r.stderr
-    r = pdl(cli, "import", str(user_file(cli, "missing.tar")))
+    r = cli("import", str(user_file(cli, "missing.tar")))
     assert r.returncode == 125 and "missing.tar" in r.stderr
-    r = pdl(cli, "import", "-c", "RUN echo no", "-")
+    r = cli("import", "-c", "RUN echo no", "-")
     assert r.returncode == 125 and "not supported" in r.stderr
 
     # saved by id: no name inside, so load reports the id
     iid = image_id(cli, busybox)
     byid = user_file(cli, "byid.tar")
-    ok(pdl(cli, "save", "-o", str(byid), iid[7:19]))
-    assert ok(pdl(cli, "load", "-i", str(byid))).stdout == f"Loaded image ID: {iid}\n"
+    ok(cli("save", "-o", str(byid), iid[7:19]))
+    assert ok(cli("load", "-i", str(byid))).stdout == f"Loaded image ID: {iid}\n"
     # sizes in bytes without -H
     size = json.loads(ok(cli("image", "inspect", busybox)).stdout)[0]["Size"]
-    out = ok(pdl(cli, "history", "--human=false", "--format", "{{.Size}}", busybox)).stdout
+    out = ok(cli("history", "--human=false", "--format", "{{.Size}}", busybox)).stdout
     assert out.split()[0] == str(size)
 
     # push -a: every tag of the repository
     for tag in ("a", "b"):
         ok(cli("tag", busybox, f"{registry.host}/dist/all:{tag}"))
-    r = ok(pdl(cli, "push", "-a", f"{registry.host}/dist/all"))
+    r = ok(cli("push", "-a", f"{registry.host}/dist/all"))
     assert [line.split(":")[0] for line in r.stdout.splitlines() if "digest:" in line] == \
         ["a", "b"]

@@ -144,7 +144,8 @@ def check_probe(out: dict, version: str) -> None:
     assert out["not_applied"] == [], out
     assert out["hog_killed"], f"a process past memory.limit was not OOM-killed: {out}"
     assert 0 < out["forked"] < PIDS_LIMIT, f"fork did not fail at pids.max: {out}"
-    assert 0.08 < out["cpu_ratio"] < 0.35, f"cpu quota 0.2 not enforced: {out}"
+    # the quota caps the share (a loaded machine may give it less: no lower bound)
+    assert 0 < out["cpu_ratio"] < 0.35, f"cpu quota 0.2 not enforced: {out}"
     s = out["stats"]
     assert s["memory_limit"] == MEM_LIMIT and s["pids_limit"] == PIDS_LIMIT, out
     assert s["pids_current"] == 3 and out["pids_before_kill"] == 3, out

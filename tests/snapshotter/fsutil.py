@@ -136,8 +136,20 @@ def rmtree(path: Path) -> None:
 
 
 # --- running scenario steps as the unprivileged user ---------------------------------------
-USERNS_IDMAP = {"uids": [[0, 1001, 1], [1, 100000, 65535]],
-                "gids": [[0, 1001, 1], [1, 100000, 65535]]}
+def userns_idmap() -> dict:
+    """The id map `unshare --map-auto -r` gives the test user: 0 -> the user, 1.. -> its
+    subordinate range (read from /etc/subuid and /etc/subgid, not assumed)."""
+    from unpriv import subid_start, test_ids
+    uid, gid = test_ids()
+    return {"uids": [[0, uid, 1], [1, subid_start("/etc/subuid"), 65535]],
+            "gids": [[0, gid, 1], [1, subid_start("/etc/subgid"), 65535]]}
+
+
+def chown_to_user(path) -> None:
+    """Give `path` to the test user (mount points its FUSE servers mount on)."""
+    import os
+    from unpriv import test_ids
+    os.chown(path, *test_ids())
 
 PRELUDE = """
 import json, os, stat, subprocess, sys, time

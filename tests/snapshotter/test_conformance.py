@@ -14,8 +14,8 @@ import tarfile
 
 import pytest
 
-from fsutil import (C, D, F, H, L, O, P, USERNS_IDMAP, W, UserSession, make_tar,
-                    read_only_binding, rmtree, user_tmpdir)
+from fsutil import (C, D, F, H, L, O, P, W, UserSession, chown_to_user, make_tar,
+                    read_only_binding, rmtree, user_tmpdir, userns_idmap)
 
 BACKENDS = ["fuse", "overlay", "vfs"]
 
@@ -60,7 +60,7 @@ def mounted(s, driver, key, chain, body, prepare=True, parent_kind="chain"):
     mnt = s.base / f"mnt-{key}"
     if not mnt.exists():
         mnt.mkdir()
-        os.chown(mnt, 1001, 1001)
+        chown_to_user(mnt)
     import textwrap
     body = textwrap.indent(textwrap.dedent(body), "    ")
     head = (f"snap = Snapshotter(StoreLayout(Path(STORE)), driver={driver!r})\n"
@@ -139,7 +139,7 @@ def test_copy_up_preserves_mode_owner_xattrs(session, driver):
         out(Snapshotter(StoreLayout(Path(STORE))).stat("k1").path)
     """, userns=False)
     up = os.path.join(info, "fs" if driver == "vfs" else "upper", "home/u/notes")
-    assert os.lstat(up).st_uid == 100000 + 1000 - 1
+    assert os.lstat(up).st_uid == userns_idmap()["uids"][1][1] + 1000 - 1
     assert os.getxattr(up, "user.tag") == b"v1"
 
 
@@ -205,8 +205,9 @@ def test_commit_diff_has_exactly_the_changes(session, driver):
     # user namespace where ids are already the container's (vfs: its copy has 0750 dirs of
     # other uids that only the namespace's root may read)
     host = driver != "vfs"
-    idmap = (f"IdMap(tuple(map(tuple, {USERNS_IDMAP['uids']!r})), "
-             f"tuple(map(tuple, {USERNS_IDMAP['gids']!r})))") if host else "None"
+    ids = userns_idmap()
+    idmap = (f"IdMap(tuple(map(tuple, {ids['uids']!r})), "
+             f"tuple(map(tuple, {ids['gids']!r})))") if host else "None"
     r = session.py(f"""
         from snapshotter.diff import IdMap
         snap = Snapshotter(StoreLayout(Path(STORE)), driver={driver!r})

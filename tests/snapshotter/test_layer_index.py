@@ -315,7 +315,8 @@ def test_save_load_roundtrip_and_corruption(tmp_path):
         LayerIndex.load(p)
 
 
-def test_index_of_20k_entries_loads_fast(tmp_path):
+def test_index_of_20k_entries_saves_and_loads(tmp_path):
+    # how fast it loads is bench/fs.py's business (prepare+mount), not a unit test's
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for d in range(200):
@@ -325,16 +326,10 @@ def test_index_of_20k_entries_loads_fast(tmp_path):
     idx = index_bytes(buf.getvalue())
     assert len(idx) == 20_203
     idx.save(tmp_path / "index")
-    times = []
-    for _ in range(5):
-        t = time.perf_counter()
-        loaded = LayerIndex.load(tmp_path / "index")
-        e = loaded.get("usr/share/pkg150/file-42.txt")
-        times.append(time.perf_counter() - t)
+    loaded = LayerIndex.load(tmp_path / "index")
+    assert len(loaded) == 20_203
+    e = loaded.get("usr/share/pkg150/file-42.txt")
     assert e.size == 10 and len(loaded.children("usr/share/pkg150")) == 100
-    best = min(times)
-    print(f"20k-entry index: {os.path.getsize(tmp_path / 'index')} bytes, load+get {best*1000:.1f} ms")
-    assert best < 0.08, f"index load took {best*1000:.1f} ms"  # ~7 ms measured on this machine
 
 
 def test_mmap_blob_reads_and_bounds(tmp_path):

@@ -149,12 +149,14 @@ def test_union_overrides_when_chown_is_denied(tmp_path):
     tree, data = build(base, [BASE])
     up = base / "upper"
     up.mkdir()
-    os.chown(up, 1001, 1001)
+    from unpriv import test_ids
+    uid, gid = test_ids()
+    os.chown(up, uid, gid)
     pid = os.fork()
     if pid == 0:
         try:
-            os.setgid(1001)
-            os.setuid(1001)
+            os.setgid(gid)
+            os.setuid(uid)
             u = Union(tree, data, UpperDir(up))
             u.chmod("etc/passwd", 0o600)
             a = u.getattr("etc/passwd")
