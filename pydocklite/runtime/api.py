@@ -176,6 +176,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
             console_socket=console_socket, prepare_rootfs=prepare_rootfs, on_sync=on_sync,
             start_by_pipe=_start_by_pipe, hooks=spec.hooks, on_namespaces=on_namespaces,
             preserve_fds=preserve_fds,
+            start_fifo=not _start_by_pipe and not spec.hooks.poststart,
             state={"ociVersion": st.OCI_VERSION, "id": cid, "bundle": bundle,
                    "annotations": spec.annotations})
         warnings.extend(child_warnings)
@@ -185,6 +186,9 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
             receiver = None
         facts["pid"] = pid
         facts["pid_start"] = st.proc_start_time(pid)
+        if not _start_by_pipe:
+            with open(os.path.join(cdir, init_sock.INIT_PID), "w") as f:
+                f.write(f"{pid}\n")   # for the sh prelude's start (read, no JSON)
         facts["cgroup"] = [list(p) for p in cgroup.paths] if cgroup is not None else None
         st.write_facts(cdir, facts)
         oci = st.oci_state(st.load(root, cid))

@@ -20,7 +20,6 @@ import time
 
 from .cgroup_detect import (LEAF, USED_V1, CgroupInfo, detect,  # noqa: F401 (public API)
                             hierarchy_of)
-from .cgroup_resources import NotApplied, plan
 from .errors import RuntimeErr
 from .record import Factory, record
 
@@ -113,6 +112,7 @@ class Cgroup:
 
     def apply(self) -> list:
         """Write the limits; return [NotApplied(limit, reason)] for each one not enforced."""
+        from .cgroup_resources import NotApplied, plan    # not needed by delete and friends
         p = plan(self.resources, self.version)
         missing = dict(self.missing)
         out = list(p.not_applied)

@@ -1,5 +1,6 @@
 """The created container's start signal: its init waits on ROOT/<id>/init.sock until `start`
-connects (init.wait marks an init started through a pipe by `run` instead). Apart from
+connects (init.wait marks an init started through a pipe by `run` instead), or until a byte
+arrives on ROOT/<id>/init.fifo (./pydocklite-runtime's sh prelude: start without Python). Apart from
 process.py so that `start`, which an engine runs once per container, imports only this."""
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 
 INIT_SOCK = "init.sock"
 INIT_WAIT = "init.wait"     # marker while an init started by pipe (run) waits
+INIT_FIFO = "init.fifo"     # start without Python: tools/runtime_prelude.sh writes b"s"
+INIT_PID = "init.pid"       # the init's pid, digits: the prelude checks it is alive
 
 
 def unix_path(dirpath: str, name: str, keep: list) -> str:
@@ -32,7 +35,8 @@ def signal_start(cdir: str) -> None:
         s.close()
         for fd in keep:
             os.close(fd)
-    try:
-        os.unlink(os.path.join(cdir, INIT_SOCK))
-    except FileNotFoundError:
-        pass
+    for name in (INIT_SOCK, INIT_FIFO):
+        try:
+            os.unlink(os.path.join(cdir, name))
+        except FileNotFoundError:
+            pass

@@ -21,7 +21,7 @@ from . import security
 from . import syscalls as sc
 from .errors import SetupError
 
-from .init_sock import INIT_SOCK, INIT_WAIT, unix_path as _unix_path  # noqa: F401
+from .init_sock import INIT_FIFO, INIT_SOCK, INIT_WAIT, unix_path as _unix_path  # noqa: F401
 
 
 def _send(w: int, msg: dict) -> None:
@@ -154,6 +154,7 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
         os.close(r)
     # everything imported lazily later must be loaded before pivot_root
     import _socket
+    import select
     if plan.new_net_ns or plan.proc.terminal:
         import fcntl  # noqa: F401
         import struct  # noqa: F401
@@ -207,15 +208,25 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
             os._exit(0)             # the parent gave up: never run the process
         os.close(r)
     else:
-        fd, _ = start._accept()
-        conn = _socket.socket(fileno=fd)
-        conn.recv(1)
+        conn = None
+        fifo = cfg.get("fifo_fd")
+        ready = select.select([start.fileno()] + ([fifo] if fifo is not None else []), [], [])[0]
+        if fifo is not None and fifo in ready:
+            if os.read(fifo, 1) != b"s":     # `start` from ./pydocklite-runtime's sh prelude
+                os._exit(0)
+        else:
+            fd, _ = start._accept()
+            conn = _socket.socket(fileno=fd)
+            conn.recv(1)
+        if fifo is not None:
+            os.close(fifo)
     if state is not None and hooks.start_container:
         _run_hooks_here(hooks.start_container, dict(state, status="created"), "startContainer")
     security.apply_final(proc, final_warn, ctx)
     if not by_pipe:
-        conn.send(b"k")
-        conn.close()
+        if conn is not None:
+            conn.send(b"k")
+            conn.close()
         start.close()
     close_extra_fds(3 + cfg.get("preserve_fds", 0))
     _exec(proc)
@@ -284,11 +295,14 @@ def _child_main(fn, plan, cfg: dict, w: int, r: int) -> None:
 
 def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_socket=None,
            prepare_rootfs=None, on_sync=None, start_by_pipe: bool = False, hooks=None,
-           state: dict = None, on_namespaces=None, preserve_fds: int = 0) -> tuple:
+           state: dict = None, on_namespaces=None, preserve_fds: int = 0,
+           start_fifo: bool = False) -> tuple:
     """Fork the container; returns (init pid, warnings, start_fd) once the init waits.
 
     The init waits on ROOT/<id>/init.sock for `start` (start_fd None), or with
     start_by_pipe, for a byte b"s" on start_fd (one-shot run: no socket to set up).
+    start_fifo: also on ROOT/<id>/init.fifo, where ./pydocklite-runtime's sh prelude writes
+    b"s" (`start` without starting Python; only for containers without poststart hooks).
     hooks/state: the spec's Hooks and the OCI state base, for the createContainer and
     startContainer hooks, which run inside the container's namespaces.
 
@@ -304,7 +318,7 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
     cfg = {"bundle": bundle, "cdir": cdir, "rootfs": rootfs, "console_socket": console_socket,
            "prepare_rootfs": prepare_rootfs, "start_by_pipe": start_by_pipe, "hooks": hooks,
            "state": state, "ns_notify": on_namespaces is not None,
-           "preserve_fds": preserve_fds}
+           "preserve_fds": preserve_fds, "start_fifo": start_fifo}
     socks = _parent_sockets(cfg, cdir, start_by_pipe, console_socket if plan.proc.terminal
                             else None)
     try:
@@ -312,6 +326,16 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
     finally:
         for s in socks:
             s.close()       # the init has its own copies
+
+
+class _FdCloser:
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _parent_sockets(cfg: dict, cdir: str, start_by_pipe: bool, console_socket) -> list:
@@ -329,6 +353,14 @@ def _parent_sockets(cfg: dict, cdir: str, start_by_pipe: bool, console_socket) -
             s.bind(_unix_path(cdir, INIT_SOCK, keep))
             s.listen(1)
             cfg["start_fd"] = s.fileno()
+            if cfg.get("start_fifo"):
+                # a second way to say start, for the sh prelude (tools/runtime_prelude.sh):
+                # held open read-write here so it never reports end-of-file
+                path = os.path.join(cdir, INIT_FIFO)
+                os.mkfifo(path, 0o600)
+                fifo = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+                socks.append(_FdCloser(fifo))
+                cfg["fifo_fd"] = fifo
         if console_socket:
             try:
                 c = _setup_console(console_socket, keep)

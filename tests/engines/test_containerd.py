@@ -5,8 +5,6 @@ through containerd-shim-runc-v2 with ./pydocklite-runtime as the runc binary (`c
 from __future__ import annotations
 
 import os
-import pty
-import select
 import subprocess
 import time
 import uuid
@@ -96,31 +94,11 @@ def test_run_rm_exit_code_and_output(ctrd):
 
 
 def test_run_with_a_terminal(ctrd):
-    master, slave = pty.openpty()
-    p = subprocess.Popen(["ctr", "--address", str(ctrd.sock), "-n", ctrd.namespace, "run",
-                          "--rm", "-t", "--runc-binary", ctrd.runtime, IMAGE, "c-tty", "sh",
-                          "-c", "tty; [ -t 0 ] && echo stdin-is-a-tty; exit 0"],
-                         stdin=slave, stdout=slave, stderr=slave, env=engines.ENV,
-                         start_new_session=True)
-    os.close(slave)
-    out = b""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        elif p.poll() is not None:
-            break
-    p.wait(30)
-    os.close(master)
-    text = out.decode(errors="replace")
-    assert p.returncode == 0, text
+    rc, text = engines.pty_run(["ctr", "--address", str(ctrd.sock), "-n", ctrd.namespace, "run",
+                                "--rm", "-t", "--runc-binary", ctrd.runtime, IMAGE, "c-tty",
+                                "sh", "-c", "tty; [ -t 0 ] && echo stdin-is-a-tty; exit 0"],
+                               engines.ENV)
+    assert rc == 0, text
     assert "/dev/pts/0" in text and "stdin-is-a-tty" in text, text
 
 

@@ -3,8 +3,6 @@ and socket, --iptables=false) with ./pydocklite-runtime added as the runtime "py
 from __future__ import annotations
 
 import os
-import pty
-import select
 import subprocess
 import time
 import urllib.request
@@ -110,30 +108,10 @@ def test_memory_limit_enforced_and_shown_by_stats(dockerd):
 
 def test_exec_with_a_terminal(dockerd):
     dockerd.docker("run", "-d", *RT, "--name", "term", "busybox", "sleep", "300", check=True)
-    master, slave = pty.openpty()
-    p = subprocess.Popen(["/usr/bin/docker", "-H", f"unix://{dockerd.sock}", "exec", "-it",
-                          "term", "sh", "-c", "tty; [ -t 0 ] && echo stdin-is-a-tty"],
-                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                         env={**engines.ENV, "HOME": str(dockerd.base / "home")})
-    os.close(slave)
-    out = b""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        elif p.poll() is not None:
-            break
-    p.wait(30)
-    os.close(master)
-    text = out.decode(errors="replace")
-    assert p.returncode == 0 and "/dev/pts/" in text and "stdin-is-a-tty" in text, text
+    rc, text = engines.pty_run(["/usr/bin/docker", "-H", f"unix://{dockerd.sock}", "exec", "-it",
+                                "term", "sh", "-c", "tty; [ -t 0 ] && echo stdin-is-a-tty"],
+                               {**engines.ENV, "HOME": str(dockerd.base / "home")})
+    assert rc == 0 and "/dev/pts/" in text and "stdin-is-a-tty" in text, text
     dockerd.docker("rm", "-f", "term", check=True)
 
 

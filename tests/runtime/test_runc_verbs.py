@@ -37,10 +37,13 @@ def prt(zipapp, rootfs_template):
     class Rt:
         top_dir, cgroup_parent, log_path = top, cg, log
 
-        def __call__(self, *args, stdin=None, timeout=60):
+        def __call__(self, *args, stdin=None, timeout=60, no_python=False):
+            """no_python: with the unpacked copy out of reach, so that only the sh prelude
+            can answer (a call that reaches Python then fails)."""
+            e = dict(env, SHIV_ROOT="/proc/no-such-dir") if no_python else env
             with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
                 r = subprocess.run([binary, "--root", str(root), "--log", str(log),
-                                    "--log-format", "json", *map(str, args)], env=env,
+                                    "--log-format", "json", *map(str, args)], env=e,
                                    stdout=out, stderr=err, timeout=timeout,
                                    input=stdin.encode() if stdin else None)
                 out.seek(0)
@@ -100,8 +103,11 @@ def test_lifecycle_pause_update_events_exec_ps_kill_delete(prt):
     _ok(prt("create", "--bundle", b, "--pid-file", pid_file, cid))
     init = int(pid_file.read_text())
     assert _status(prt, cid) == "created"
-    _ok(prt("start", cid))
+    assert prt("start", "--bogus", cid, no_python=True).returncode != 0, \
+        "the prelude leaves anything unusual to Python"
+    _ok(prt("start", cid, no_python=True))     # the sh prelude writes init.fifo
     assert _status(prt, cid) == "running"
+    assert prt("start", cid).returncode == 1
     cgroup = f"/{prt.cgroup_parent}/{b.name}"
     assert Path(f"/proc/{init}/cgroup").read_text().count(cgroup) >= 5, \
         "cgroupsPath in every v1 hierarchy"
@@ -141,6 +147,10 @@ def test_lifecycle_pause_update_events_exec_ps_kill_delete(prt):
     _ok(prt("exec", "--process", pf, "--detach", "--pid-file", epid_file, cid))
     assert time.monotonic() - t0 < 10
     epid = int(epid_file.read_text())
+    deadline = time.monotonic() + 10      # it may still be between fork and exec
+    while not Path(f"/proc/{epid}/cmdline").read_bytes().startswith(b"sleep\x00300") and \
+            time.monotonic() < deadline:
+        time.sleep(0.02)
     assert Path(f"/proc/{epid}/cmdline").read_bytes().startswith(b"sleep\x00300")
     assert cgroup in Path(f"/proc/{epid}/cgroup").read_text(), "exec joins the cgroup"
     pids = json.loads(_ok(prt("ps", "--format", "json", cid)).stdout)
@@ -159,8 +169,24 @@ def test_lifecycle_pause_update_events_exec_ps_kill_delete(prt):
     assert not mem.exists()
     r = prt("delete", cid)
     assert r.returncode == 1 and "does not exist" in r.stderr
-    _ok(prt("delete", "--force", cid))             # answered by the sh prelude
-    _ok(prt("delete", "-f", "never-existed"))
+    _ok(prt("delete", "--force", cid, no_python=True))     # answered by the sh prelude
+    _ok(prt("delete", "-f", "never-existed", no_python=True))
+    assert prt("delete", "never-existed", no_python=True).returncode != 0
+
+
+def test_start_with_a_poststart_hook_goes_through_python(prt):
+    hook_out = prt.top_dir / "poststart.out"
+    hook = prt.top_dir / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ncat > {hook_out}\n")
+    hook.chmod(0o755)
+    b = prt.bundle(["sleep", "300"],
+                   lambda c: c.update(hooks={"poststart": [{"path": str(hook)}]}))
+    _ok(prt("create", "--bundle", b, "hk"))
+    assert not (prt.top_dir / "state" / "hk" / "init.fifo").exists()
+    assert prt("start", "hk", no_python=True).returncode != 0
+    _ok(prt("start", "hk"))
+    assert json.loads(hook_out.read_text())["id"] == "hk"
+    _ok(prt("delete", "--force", "hk"))
 
 
 def test_errors_go_to_log_json(prt):
