@@ -41,6 +41,8 @@ COMMANDS = {
     "commit": ("dist", "cmd_commit", "Create a new image from a container's changes"),
     "history": ("dist", "cmd_history", "Show the history of an image"),
     "volume": ("volume", "cmd_volume", "Manage volumes (create, ls, inspect, rm, prune)"),
+    "network": ("network", "cmd_network", "Manage networks (create, ls, inspect, rm, prune, "
+                "connect, disconnect)"),
     "image": ("images", "cmd_image", "Manage images (ls, pull, push, rm, tag, inspect, prune, "
               "save, load, import, history)"),
     "container": ("container", "cmd_container", "Manage containers"),

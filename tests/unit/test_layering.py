@@ -42,6 +42,11 @@ FORBIDDEN = {
                            "registry", "snapshotter"),
     "pydocklite/shim": ("pydocklite.cli", "pydocklite.builder", "pydocklite.distribution"),
     "pydocklite/containers": ("pydocklite.cli", "pydocklite.builder"),
+    # the namespace host sits beside the shim: requests carry what it needs, it reads no
+    # container, image or network record
+    "pydocklite/nshost": ("pydocklite.cli", "pydocklite.builder", "pydocklite.distribution",
+                          "pydocklite.containers", "pydocklite.images", "pydocklite.networks",
+                          "pydocklite.volumes", "pydocklite.api"),
 }
 
 
