@@ -22,8 +22,13 @@ case " $* " in *" delete "*|*" start "*)
   done
   case $_i in
     ''|-|*[!A-Za-z0-9_.+-]*|[!A-Za-z0-9]*) ;;
-    *) _d=$_r/$_i
-       if [ -z "$_r" ] || [ -n "$_x" ]; then :
+    *) if [ -z "$_r" ]; then    # runtime/state.default_root (Podman's conmon gives no --root)
+         if [ -n "$XDG_RUNTIME_DIR" ]; then _r=$XDG_RUNTIME_DIR/pydocklite/runtime
+         elif [ "$(id -u)" = 0 ]; then _r=/run/pydocklite/runtime
+         else _r=/tmp/pydocklite-$(id -u)/pydocklite/runtime; fi
+       fi
+       _d=$_r/$_i
+       if [ -n "$_x" ]; then :
        elif [ "$_v" = delete ] && [ -n "$_f" ] && [ ! -e "$_d" ]; then exit 0
        elif [ "$_v" = start ] && [ -z "$_f" ] && [ -p "$_d/init.fifo" ] && [ -S "$_d/init.sock" ] \
            && read -r _p < "$_d/init.pid" && [ -d "/proc/$_p" ]; then

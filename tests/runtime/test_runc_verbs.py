@@ -174,6 +174,36 @@ def test_lifecycle_pause_update_events_exec_ps_kill_delete(prt):
     assert prt("delete", "never-existed", no_python=True).returncode != 0
 
 
+def test_prelude_finds_the_default_root_without_root_flag(prt):
+    """Podman's conmon passes no --root: the sh prelude uses the same default root as Python
+    ($XDG_RUNTIME_DIR/pydocklite/runtime here)."""
+    xdg = prt.top_dir / "xdg"
+    xdg.mkdir(mode=0o700)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(prt.top_dir),
+           "XDG_RUNTIME_DIR": str(xdg)}
+    binary = str(REPO / "pydocklite-runtime")
+    b = prt.bundle(["sleep", "300"])
+
+    def call(*args, no_python=False):
+        e = dict(env, SHIV_ROOT="/proc/no-such-dir") if no_python else env
+        return subprocess.run([binary, *map(str, args)], env=e, capture_output=True,
+                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+    with open(os.devnull, "w") as null, tempfile.TemporaryFile() as err:
+        # the container inherits create's stdio: no pipe, or run() waits for the container
+        r = subprocess.run([binary, "create", "--bundle", str(b), "dr1"], env=env,
+                           stdout=null, stderr=err, timeout=60)
+        err.seek(0)
+        assert r.returncode == 0, err.read()
+    assert (xdg / "pydocklite" / "runtime" / "dr1" / "init.fifo").exists()
+    try:
+        r = call("start", "dr1", no_python=True)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(call("state", "dr1").stdout)["status"] == "running"
+    finally:
+        assert call("delete", "--force", "dr1").returncode == 0
+    assert call("delete", "--force", "dr1", no_python=True).returncode == 0
+
+
 def test_start_with_a_poststart_hook_goes_through_python(prt):
     hook_out = prt.top_dir / "poststart.out"
     hook = prt.top_dir / "hook.sh"
