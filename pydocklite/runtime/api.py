@@ -512,8 +512,10 @@ def saved_spec(cid: str, root: str = None):
 
 
 def exec_process(cid: str, args, root: str = None, env=None, cwd: str = None, uid: int = None,
-                 gid: int = None, tty: bool = False, stdio=None) -> int:
+                 gid: int = None, tty: bool = False, stdio=None, on_console=None,
+                 new_session: bool = False) -> int:
     """Run args in running container cid (its namespaces, user, capabilities); exit code."""
     from .exec import exec_in
     root = _root(root)
-    return exec_in(root, cid, saved_spec(cid, root), args, env, cwd, uid, gid, stdio, tty)
+    return exec_in(root, cid, saved_spec(cid, root), args, env, cwd, uid, gid, stdio, tty,
+                   on_console, new_session)

@@ -66,19 +66,26 @@ def plan_from_process_json(spec, obj: dict):
 
 
 def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=None,
-            stdio=None, tty: bool = False) -> int:
+            stdio=None, tty: bool = False, on_console=None, new_session: bool = False) -> int:
     """Run args inside container cid; returns its exit code (128+N if killed by signal N).
     tty: the process gets a new pty of the container's devpts as its controlling terminal;
-    we relay our stdin/stdout to it (runc exec -t)."""
+    we relay our stdin/stdout to it (runc exec -t), or hand its master to on_console(fd)
+    (a server relaying it elsewhere; the fd is then the callee's).
+    The forked helper keeps only the fds it needs: a server's other clients' sockets must
+    not live on in it for as long as the process runs. new_session: the helper (and so the
+    process) leaves our session and process group (a server's Ctrl-C must not reach it)."""
     proc = _process_plan(spec, args, env, cwd, uid, gid)
-    return run_process(root, cid, spec, proc, stdio=stdio, terminal="relay" if tty else None)
+    return run_process(root, cid, spec, proc, stdio=stdio, terminal="relay" if tty else None,
+                       on_console=on_console, new_session=new_session)
 
 
 def run_process(root: str, cid: str, spec, proc, stdio=None, terminal=None,
                 console_socket: str = None, detach: bool = False, pid_file: str = None,
-                preserve_fds: int = 0) -> int:
+                preserve_fds: int = 0, on_console=None, new_session: bool = False) -> int:
     """Carry out an exec of `proc` (a ProcessPlan) in container cid. terminal: None, "relay"
-    or "socket" (console_socket). Returns the exit code, or 0 once started with detach."""
+    (to our stdin/stdout, or to on_console(master fd)) or "socket" (console_socket).
+    Returns the exit code, or 0 once started with detach. The helper keeps only the fds it
+    needs, fds 3..3+preserve_fds-1 included (runc's --preserve-fds)."""
     from . import security
     from .api import wait_exit
     from .process import _attach_terminal, _exec, _send, close_extra_fds
@@ -121,10 +128,15 @@ def run_process(root: str, cid: str, spec, proc, stdio=None, terminal=None,
         os.close(r)
         code = 1
         try:
+            if new_session:
+                os.setsid()
             if stdio is not None:
                 for i, fd in enumerate(stdio):
                     if fd is not None and fd != i:
                         os.dup2(fd, i)
+            _close_all_but([fd for _, fd in fds] + [w] + list(range(3, 3 + preserve_fds))
+                           + ([pair[1].fileno()] if pair else [])
+                           + ([console.fileno()] if console is not None else []))
             for f in cgroup_procs:
                 try:
                     with open(f, "w") as fh:
@@ -186,7 +198,10 @@ def run_process(root: str, cid: str, spec, proc, stdio=None, terminal=None,
             master = None
         pair[0].close()
         if master is not None:
-            relay(master)
+            if on_console is not None:
+                on_console(master)
+            else:
+                relay(master)
     code = wait_exit(pid)
     if not inner_pid:
         raise RuntimeErr(f"exec in container {cid!r} failed before the process started")
@@ -216,3 +231,12 @@ def _cgroup_dirs(paths) -> list:
         if d not in out:
             out.append(d)
     return out
+
+
+def _close_all_but(keep) -> None:
+    """Close every fd above 2 except `keep` (in a forked child)."""
+    low = 3
+    for fd in sorted(set(keep)) + [max(os.sysconf("SC_OPEN_MAX"), max(keep or [2]) + 1)]:
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
