@@ -94,16 +94,14 @@ def run_options(body: dict, name):
         if not isinstance(u, dict) or not isinstance(u.get("Name"), str):
             raise HttpError(400, "invalid HostConfig.Ulimits: expected {Name, Soft, Hard}")
         ulimits.append(f"{u['Name']}={int(u.get('Soft') or 0)}:{int(u.get('Hard') or 0)}")
-    extra = {}
-    for opt in _strings(host, "SecurityOpt", hc):
-        key, _, value = opt.replace(":", "=", 1).partition("=")
-        if key == "seccomp" and value == "unconfined":
-            extra["seccomp"] = "unconfined"
-        elif key == "no-new-privileges" and value in ("", "true"):
-            extra["no_new_privileges"] = True
-        elif not (key == "no-new-privileges" and value == "false") and key != "label":
-            raise HttpError(400, f"invalid SecurityOpt {opt!r}: supported are "
-                                 "seccomp=unconfined and no-new-privileges")
+    # the CLI's parser: apparmor= and label= reach the spec (and are refused, 400 from the
+    # container service, on a host whose LSM can't apply them), never dropped
+    from pydocklite.containers.options import parse_security_opts
+    from pydocklite.errors import UsageError
+    try:
+        extra = parse_security_opts(_strings(host, "SecurityOpt", hc))
+    except UsageError as e:
+        raise HttpError(400, str(e).replace("--security-opt", "SecurityOpt")) from None
     labels = _field(body, "Labels", dict, default={})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise HttpError(400, "invalid Labels: expected an object of strings")
