@@ -70,8 +70,11 @@ class ContainerService:
             raise UsageError("conflicting options: --restart and --rm")
         labels = dict(cfg.get("Labels") or {})
         labels.update(dict(opts.labels))
+        from pydocklite.containers import healthcheck
+        health = healthcheck.merge(cfg.get("Healthcheck"), opts)
         stop_signal = opts.stop_signal or cfg.get("StopSignal") or "SIGTERM"
         signal_number(stop_signal)
+        _check_lsm(opts)
         state = self.store.create(ContainerState(
             id="", name=opts.name or "", image=opts.image, image_id=image_record.id))
         cid = state.id
@@ -108,6 +111,9 @@ class ContainerService:
                 restart_max=restart["MaximumRetryCount"], auto_remove=opts.remove,
                 network=opts.network, ports=tuple(ports), tty=opts.tty,
                 open_stdin=opts.interactive, image=opts.image, labels=tuple(labels.items()),
+                stdin_once=opts.interactive and (not opts.detach if opts.stdin_once is None
+                                                 else opts.stdin_once),
+                healthcheck=healthcheck.shim_config(health),
                 # where the runtime puts the container's cgroup (a delegated subtree)
                 cgroup_base=":".join(self.settings.cgroup_base)
                 if spec["linux"].get("resources") else ""))
@@ -122,6 +128,7 @@ class ContainerService:
                     "Labels": labels, "StopSignal": stop_signal, "OpenStdin": opts.interactive,
                     "Tty": opts.tty, "ExposedPorts": cfg.get("ExposedPorts") or {},
                     "StopTimeout": opts.stop_timeout,
+                    **({"Healthcheck": health} if health else {}),
                 },
                 "HostConfig": {
                     "AutoRemove": opts.remove, "RestartPolicy": restart,
@@ -452,6 +459,26 @@ class ContainerService:
             uid, gid, _ = resolve_user(user, files["/etc/passwd"], files["/etc/group"])
             kw.update(uid=uid, gid=gid)
         return api.exec_process(state.id, list(args), tty=tty, **kw)
+
+
+def _check_lsm(opts: RunOptions) -> None:
+    """Refuse --security-opt apparmor=/label= on a host whose LSM can't apply them, before
+    anything is made (the runtime refuses them too: a container asked to be confined never
+    runs unconfined)."""
+    from pydocklite.containers.spec_builder import lsm_settings
+    profile, label, _mount = lsm_settings(opts)
+    if not profile and not label:
+        return
+    from pydocklite.runtime import lsm
+    host = lsm.detect()
+    if profile and not host.apparmor:
+        raise UsageError(f"--security-opt apparmor={profile}: AppArmor is disabled or not "
+                         f"supported on this host: refusing to run the container unconfined "
+                         f"(drop the option, or use a host with AppArmor enabled)")
+    if label and not host.selinux:
+        raise UsageError(f"--security-opt label=...: SELinux is disabled or not supported on "
+                         f"this host, so the label {label} can't be applied: refusing to run "
+                         f"the container unlabelled (drop the option or use label=disable)")
 
 
 def _restart_policy(text: str) -> dict:

@@ -119,10 +119,21 @@ def test_relative_cgroups_path_is_nested_and_parents_pruned(tmp_path):
     assert warnings == []
 
 
-def test_systemd_notation_flat_and_dotdot_refused(tmp_path):
+def test_systemd_notation_expanded_and_dotdot_refused(tmp_path):
+    """slice:prefix:name (engines with --systemd-cgroup): the directories systemd would make."""
+    sp = cgroup_path.systemd_path
+    assert sp("system.slice:cri-containerd:abc") == "/system.slice/cri-containerd-abc.scope"
+    assert sp("kubepods-besteffort-pod1.slice:cri-containerd:abc") == \
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/" \
+        "cri-containerd-abc.scope"
+    assert sp(":docker:abc") == "/system.slice/docker-abc.scope"
+    for bad in ("system.slice:x", "notaslice:p:n", "system.slice:p:"):
+        with pytest.raises(RuntimeErr):
+            sp(bad)
     fake = _FakeCgroups(tmp_path)
-    cg, made = cgroup_path.create(fake, "system.slice:pdl:abc", "x", {}, None, [])
-    assert cg.paths[0][1] == str(tmp_path / "system.slice-pdl-abc") and made == []
+    cg, made = cgroup_path.create(fake, "system.slice:pdl:abc", "x", {}, [str(tmp_path)], [])
+    assert cg.paths[0][1] == str(tmp_path / "system.slice" / "pdl-abc.scope")
+    assert made == [str(tmp_path / "system.slice")]
     cg, made = cgroup_path.create(fake, "", "cid1", {}, None, [])
     assert cg.paths[0][1] == str(tmp_path / "pydocklite-cid1")
     with pytest.raises(RuntimeErr, match="without . or .."):
