@@ -107,7 +107,10 @@ def run_options(body: dict, name):
         raise HttpError(400, "invalid Labels: expected an object of strings")
     stop_timeout = _field(body, "StopTimeout", int)
     pids = _field(host, "PidsLimit", int, hc)
+    health = _health(_field(body, "Healthcheck", dict, default={}))
+    stdin_once = _field(body, "StdinOnce", bool)
     return RunOptions(
+        stdin_once=stdin_once, **health,
         image=image, command=command, name=name or None, detach=True,
         remove=bool(_field(host, "AutoRemove", bool, hc, False)),
         interactive=bool(_field(body, "OpenStdin", bool, default=False)),
@@ -127,6 +130,30 @@ def run_options(body: dict, name):
         stop_signal=_field(body, "StopSignal", str) or None, stop_timeout=stop_timeout,
         labels=tuple(labels.items()), pull="never",
         privileged=bool(_field(host, "Privileged", bool, hc, False)), extra=extra)
+
+
+def _health(hc: dict) -> dict:
+    """Config.Healthcheck -> RunOptions' health fields (durations in nanoseconds; 0 or
+    absent = the image's or the default)."""
+    out = {}
+    test = hc.get("Test")
+    if test is not None:
+        if not isinstance(test, list) or not all(isinstance(t, str) for t in test):
+            raise HttpError(400, "invalid Healthcheck.Test: expected an array of strings")
+        if test:
+            if test[0] not in ("NONE", "CMD", "CMD-SHELL"):
+                raise HttpError(400, f"invalid Healthcheck.Test: starts with {test[0]!r}, "
+                                     "not NONE, CMD or CMD-SHELL")
+            out["health_test"] = tuple(test)
+    for key, field in (("Interval", "health_interval"), ("Timeout", "health_timeout"),
+                       ("StartPeriod", "health_start_period"),
+                       ("StartInterval", "health_start_interval"), ("Retries", "health_retries")):
+        value = _field(hc, key, int, "Healthcheck.")
+        if value:
+            if value < 0:
+                raise HttpError(400, f"invalid Healthcheck.{key}: must not be negative")
+            out[field] = value
+    return out
 
 
 def create(ctx, req, resp):
@@ -160,8 +187,8 @@ def create(ctx, req, resp):
                 cfg["ApiConsoleSize"] = size
             return s._replace(config=cfg)
         state = ctx.containers.store.update(state.id, remember)
-    from pydocklite.api.events import emit_container
-    emit_container(ctx, "create", state)
+    from pydocklite.api.attach import fork_ahead
+    fork_ahead(ctx, state)      # before the answer: the start that follows must find it
     resp.json({"Id": state.id, "Warnings": warnings}, status=201)
     return None
 
