@@ -27,6 +27,7 @@ from pydocklite.runtime import plan as pl  # noqa: E402
 from pydocklite.runtime.errors import RuntimeErr, SpecError  # noqa: E402
 from pydocklite.runtime.spec import parse_spec  # noqa: E402
 from pydocklite.runtime.spec_template import default_spec  # noqa: E402
+from tests.runtime.conftest import make_root_bundle  # noqa: E402
 
 PY = "/usr/bin/python3"
 
@@ -165,19 +166,7 @@ def root_env(rootfs_template):
                                                err.read().decode())
 
     def bundle(args, mutate=None) -> Path:
-        b = top / uuid.uuid4().hex[:8]
-        b.mkdir()
-        subprocess.run(["cp", "-a", str(rootfs_template), str(b / "rootfs")], check=True)
-        subprocess.run(["chown", "-R", "-h", "0:0", str(b / "rootfs")], check=True)
-        cfg = default_spec(rootless=False)
-        cfg["root"] = {"path": "rootfs", "readonly": False}
-        cfg["process"]["args"] = list(args)
-        cfg["process"]["terminal"] = False
-        cfg["linux"].pop("resources", None)
-        if mutate:
-            mutate(cfg)
-        (b / "config.json").write_text(json.dumps(cfg))
-        return b
+        return make_root_bundle(top, rootfs_template, args, mutate)
 
     yield run, bundle, state_root
     for cid in os.listdir(state_root):

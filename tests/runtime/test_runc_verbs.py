@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pydocklite.runtime.spec_template import default_spec
 from tests.fixtures.cli_runner import REPO
+from tests.runtime.conftest import make_root_bundle
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs root containers, as engines do")
 
@@ -52,20 +52,12 @@ def prt(zipapp, rootfs_template):
                                                    err.read().decode())
 
         def bundle(self, args, mutate=None) -> Path:
-            b = top / uuid.uuid4().hex[:8]
-            b.mkdir()
-            subprocess.run(["cp", "-a", str(rootfs_template), str(b / "rootfs")], check=True)
-            subprocess.run(["chown", "-R", "-h", "0:0", str(b / "rootfs")], check=True)
-            cfg = default_spec(rootless=False)
-            cfg["root"] = {"path": "rootfs", "readonly": False}
-            cfg["process"]["args"] = list(args)
-            cfg["process"]["terminal"] = False
-            cfg["linux"]["resources"] = {"pids": {"limit": 64}}
-            cfg["linux"]["cgroupsPath"] = f"/{cg}/{b.name}"
-            if mutate:
-                mutate(cfg)
-            (b / "config.json").write_text(json.dumps(cfg))
-            return b
+            def engine_like(cfg):
+                cfg["linux"]["resources"] = {"pids": {"limit": 64}}
+                cfg["linux"]["cgroupsPath"] = f"/{cg}/{uuid.uuid4().hex[:8]}"
+                if mutate:
+                    mutate(cfg)
+            return make_root_bundle(top, rootfs_template, args, engine_like)
 
     rt = Rt()
     subprocess.run([binary, "--version"], env=env, capture_output=True, check=True)
@@ -108,7 +100,7 @@ def test_lifecycle_pause_update_events_exec_ps_kill_delete(prt):
     _ok(prt("start", cid, no_python=True))     # the sh prelude writes init.fifo
     assert _status(prt, cid) == "running"
     assert prt("start", cid).returncode == 1
-    cgroup = f"/{prt.cgroup_parent}/{b.name}"
+    cgroup = json.loads((b / "config.json").read_text())["linux"]["cgroupsPath"]
     assert Path(f"/proc/{init}/cgroup").read_text().count(cgroup) >= 5, \
         "cgroupsPath in every v1 hierarchy"
     # pause / resume through the freezer
