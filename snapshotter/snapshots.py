@@ -274,7 +274,7 @@ class Snapshotter:
         d = Path(info.path)
         tree = None
         if info.driver == "vfs":
-            tree = self._tree(info.chain)
+            tree = self.tree(info.chain)
         write = write_diff_for(d / "upper" if info.driver != "vfs" else None, d / "fs", tree,
                                idmap or IdMap())
         layer = diff_to_layer(LayerStore(self.layout), write, f"snapshot {key}")
@@ -285,7 +285,8 @@ class Snapshotter:
                          time.time(), ""))
         return layer
 
-    def _tree(self, chain):
+    def tree(self, chain):
+        """The merged lower tree of a chain of layers (diff ids)."""
         from .layer_index import LayerIndex
         from .merge import MergedTree
         return MergedTree([LayerIndex.load(self.layout.layer_index(x)) for x in chain])

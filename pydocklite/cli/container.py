@@ -177,7 +177,8 @@ def cmd_container(settings, argv) -> int:
     if argv and argv[0] == "commit":
         from pydocklite.cli.dist import cmd_commit
         return cmd_commit(settings, argv[1:])
-    lazy = {"attach": ("attach", "cmd_attach"), "update": ("update", "cmd_update")}
+    lazy = {"attach": ("attach", "cmd_attach"), "update": ("update", "cmd_update"),
+            "diff": ("changes", "cmd_diff"), "export": ("changes", "cmd_export")}
     if argv and argv[0] in lazy:
         import importlib
         module, func = lazy[argv[0]]
