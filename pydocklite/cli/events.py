@@ -54,7 +54,7 @@ def cmd_events(settings, argv, prog: str = "events") -> int:
     p.add_argument("--until", help="Stream events until this timestamp")
     args = p.parse_args(argv)
     from pydocklite import events
-    from pydocklite.cli.common import timestamp_ns
+    from pydocklite.humanize import timestamp_ns
     from pydocklite.errors import UsageError
     try:
         match = events.matcher(events.parse_filters(args.filter))
