@@ -11,6 +11,7 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Dict, List, Optional, Tuple
 
 from pydocklite.errors import UsageError
+from pydocklite.filters import labels_pass
 from pydocklite.runtime.record import record
 
 FILTER_KEYS = ("until", "label", "label!")
@@ -32,8 +33,7 @@ def prune(settings, all_images: bool = False, volumes: bool = False,
     filters = {k: list(v) for k, v in (filters or {}).items() if v}
     for key in filters:
         if key not in FILTER_KEYS:
-            raise UsageError(f"invalid filter '{key}': system prune takes until=, label= "
-                             "and label!=")
+            raise UsageError(f"invalid filter '{key}': use until=, label= or label!=")
     if volumes and "until" in filters:
         raise UsageError('"until" filter is not supported with "--volumes"')
     until_ns = _until(filters.get("until"))
@@ -61,18 +61,6 @@ def _until(values) -> Optional[int]:
     return min(timestamp_ns(v) for v in values)
 
 
-def _labels_match(labels: dict, filters: dict) -> bool:
-    for want in filters.get("label", ()):
-        k, eq, v = want.partition("=")
-        if k not in labels or (eq and labels[k] != v):
-            return False
-    for unwanted in filters.get("label!", ()):
-        k, eq, v = unwanted.partition("=")
-        if k in labels and (not eq or labels[k] == v):
-            return False
-    return True
-
-
 def _containers(settings, filters: dict, until_ns: Optional[int]):
     """(ids removed, bytes their upper dirs held)."""
     from pydocklite.containers.container import ContainerService
@@ -85,7 +73,7 @@ def _containers(settings, filters: dict, until_ns: Optional[int]):
             created = parse_rfc3339(state.created)
             if created is None or created.timestamp() * 1e9 >= until_ns:
                 return False
-        if not _labels_match(state.config.get("Config", {}).get("Labels") or {}, filters):
+        if not labels_pass(state.config.get("Config", {}).get("Labels") or {}, filters):
             return False
         sizes[state.id] = _snapshot_bytes(settings, state.id)
         return True
@@ -111,7 +99,7 @@ def _image_select(filters: dict, until_ns: Optional[int]):
         created = parse_rfc3339(record.created)
         if until_ns is not None and (created is None or created.timestamp() * 1e9 >= until_ns):
             return False
-        return _labels_match(labels, filters)
+        return labels_pass(labels, filters)
     return select
 
 

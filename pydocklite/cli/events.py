@@ -55,11 +55,7 @@ def cmd_events(settings, argv, prog: str = "events") -> int:
     args = p.parse_args(argv)
     from pydocklite import events
     from pydocklite.humanize import timestamp_ns
-    from pydocklite.errors import UsageError
-    try:
-        match = events.matcher(events.parse_filters(args.filter))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    match = events.matcher(events.parse_filters(args.filter))
     since = timestamp_ns(args.since) if args.since else None
     until = timestamp_ns(args.until) if args.until else None
     render = _renderer(args.format)

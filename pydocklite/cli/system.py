@@ -157,13 +157,8 @@ def cmd_system_prune(settings, argv) -> int:
     args = p.parse_args(argv)
     from pydocklite import system
     from pydocklite.cli.common import confirm
-    from pydocklite.errors import UsageError
-    filters = {}
-    for item in args.filter:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise UsageError(f"bad format of filter (expected name=value): {item}")
-        filters.setdefault(key, []).append(value)
+    from pydocklite.filters import parse_filters
+    filters = parse_filters(args.filter, system.FILTER_KEYS)
     what = ["all stopped containers", "all networks not used by at least one container"]
     if args.volumes:
         what.append("all anonymous volumes not used by at least one container")

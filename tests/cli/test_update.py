@@ -9,22 +9,9 @@ import time
 
 import pytest
 
-from tests import unpriv
-from tests.cli.test_limits import BASE_HIERARCHIES
-from tests.fixtures.cgroups_v1 import delegated_v1_children
+from tests.cli.test_limits import v1_base  # noqa: F401 (the fixture: delegated v1 cgroups)
 from tests.fixtures.cli_runner import ok
 from pydocklite.runtime import cgroups
-
-
-@pytest.fixture
-def v1_base():
-    if os.geteuid() != 0:
-        pytest.skip("creating a child of our own cgroup v1 for the test user needs root")
-    if cgroups.detect().version not in ("v1", "hybrid"):
-        pytest.skip("not a cgroup v1/hybrid host")
-    user = unpriv.test_user()
-    with delegated_v1_children(BASE_HIERARCHIES, user.pw_uid, user.pw_gid) as made:
-        yield made
 
 
 def _host_config(cli, cid: str) -> dict:
