@@ -102,6 +102,9 @@ class ContainerService:
         with self.store.operation(ref) as state:
             if state.status().running or state.status().state == "restarting":
                 state = self._stop(state, timeout)
+            if state.status().shim_alive:        # it is recording the exit and cleaning up
+                self._wait_shim_exit(state, 10)
+                state = self.store.load(state.id)
             result = self._start(state)
             if result.ok:
                 self.event(state, "restart")
