@@ -132,6 +132,20 @@ def storage_status(settings) -> dict:
     return {"driver": choice.driver, "reason": choice.reason}
 
 
+def security_status() -> dict:
+    """Docker's SecurityOptions list, and which LSMs the host enforces (the runtime refuses
+    AppArmor profiles and SELinux labels where the LSM is not enabled)."""
+    from pydocklite.runtime import lsm
+    host = lsm.detect()
+    opts = [f"name={n}" for n, on in (("apparmor", host.apparmor), ("selinux", host.selinux))
+            if on]
+    opts.append("name=seccomp,profile=builtin")
+    if os.getuid() != 0:
+        opts.append("name=rootless")
+    opts.append("name=cgroupns")
+    return {"SecurityOptions": opts, "LSM": lsm.describe(host)}
+
+
 API_SOCKET_NAME = "docker.sock"
 
 
@@ -174,6 +188,7 @@ def collect(settings) -> dict:
         "UnprivilegedPortStart": _read("/proc/sys/net/ipv4/ip_unprivileged_port_start"),
         "APISocket": api_socket(settings),
     }
+    info.update(security_status())
     info["Missing"] = [{"Feature": m.feature, "Effect": m.effect, "Fix": m.fix}
                        for m in missing]
     return info
@@ -210,6 +225,9 @@ def render_text(info: dict) -> str:
         f" Cgroup Controllers: {' '.join(cg['controllers']) or 'none delegated'}"
         + (f" ({cg['reason']})" if cg.get("reason") else ""),
         f" Network:          {info['Network']}",
+        " Security Options: " + ", ".join(o[5:].replace(",profile=", " profile ")
+                                          for o in info["SecurityOptions"]),
+        f" LSMs:             {info['LSM']}",
         f" Unprivileged ports start at: {info['UnprivilegedPortStart']}",
         f" API socket:       {info['APISocket']['host']} ({info['APISocket']['state']})",
     ]

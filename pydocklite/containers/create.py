@@ -37,6 +37,7 @@ def create(service, opts: RunOptions, image_record, image_config: dict,
     stop_signal = opts.stop_signal or cfg.get("StopSignal") or "SIGTERM"
     from pydocklite.containers.container import signal_number
     signal_number(stop_signal)
+    _check_lsm(opts)
     state = service.store.create(ContainerState(
         id="", name=opts.name or "", image=opts.image, image_id=image_record.id))
     cid = state.id
@@ -166,6 +167,26 @@ def _volume_mounts(service, opts: RunOptions, cid: str, volumes: List[tuple]) ->
         else:
             out.append(m)
     return out
+
+
+def _check_lsm(opts: RunOptions) -> None:
+    """Refuse --security-opt apparmor=/label= on a host whose LSM can't apply them, before
+    anything is made (the runtime refuses them too: a container asked to be confined never
+    runs unconfined)."""
+    from pydocklite.containers.spec_builder import lsm_settings
+    profile, label, _mount = lsm_settings(opts)
+    if not profile and not label:
+        return
+    from pydocklite.runtime import lsm
+    host = lsm.detect()
+    if profile and not host.apparmor:
+        raise UsageError(f"--security-opt apparmor={profile}: AppArmor is disabled or not "
+                         f"supported on this host: refusing to run the container unconfined "
+                         f"(drop the option, or use a host with AppArmor enabled)")
+    if label and not host.selinux:
+        raise UsageError(f"--security-opt label=...: SELinux is disabled or not supported on "
+                         f"this host, so the label {label} can't be applied: refusing to run "
+                         f"the container unlabelled (drop the option or use label=disable)")
 
 
 def _restart_policy(text: str) -> dict:

@@ -94,12 +94,8 @@ def update(service, ref: str, want: UpdateOptions) -> List[str]:
 
 def _apply_live(service, state, res: dict) -> List[str]:
     """The new limits on the running container's cgroup, through the runtime."""
+    from pydocklite.runtime import control
     from pydocklite.runtime.errors import RuntimeErr, StateError
-    try:
-        from pydocklite.runtime import control
-    except ImportError:        # TODO(engine): drop once runtime's control.py is on main
-        return ["this pydocklite's runtime can't change a running container's limits: "
-                "they apply from its next start"]
     try:
         return control.update(state.id, res, str(service.run_layout.runtime_root))
     except StateError as e:
