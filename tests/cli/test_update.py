@@ -18,33 +18,35 @@ def _host_config(cli, cid: str) -> dict:
     return json.loads(ok(cli("inspect", cid)).stdout)[0]["HostConfig"]
 
 
-def _cgroup_file(bases, name: str) -> str:
+def _cgroup_file(bases, name: str, cid: str) -> str:
+    """The container's own cgroup file (the runtime names the dir pydocklite-<id>; its FUSE
+    servers' leaf and other containers' dirs are elsewhere)."""
     for base in bases:
         for dirpath, _, files in os.walk(base):
-            if name in files and dirpath != base:
+            if name in files and os.path.basename(dirpath) == f"pydocklite-{cid}":
                 with open(os.path.join(dirpath, name)) as f:
                     return f.read().strip()
-    raise AssertionError(f"no container cgroup with {name} under {bases}")
+    raise AssertionError(f"no cgroup of {cid[:12]} with {name} under {bases}")
 
 
 def test_limits_on_a_running_container(cli, busybox, v1_base):
     env = {"PYDOCKLITE_CGROUP_BASE": ":".join(v1_base)}
     cid = ok(cli("run", "-d", "--memory", "64m", "--pids-limit", "50", busybox, "sleep", "300",
                  env=env)).stdout.strip()
-    assert _cgroup_file(v1_base, "pids.max") == "50"
+    assert _cgroup_file(v1_base, "pids.max", cid) == "50"
     r = ok(cli("update", "--memory", "32m", "--pids-limit", "4", "--cpus", "0.5", cid, env=env))
     assert r.stdout == f"{cid}\n" and "WARNING" not in r.stderr, r.stderr
     h = _host_config(cli, cid)
     assert (h["Memory"], h["PidsLimit"], h["NanoCpus"]) == (32 << 20, 4, 500_000_000), h
-    assert _cgroup_file(v1_base, "memory.limit_in_bytes") == str(32 << 20)
-    assert _cgroup_file(v1_base, "pids.max") == "4"
-    assert _cgroup_file(v1_base, "cpu.cfs_quota_us") == "50000"
+    assert _cgroup_file(v1_base, "memory.limit_in_bytes", cid) == str(32 << 20)
+    assert _cgroup_file(v1_base, "pids.max", cid) == "4"
+    assert _cgroup_file(v1_base, "cpu.cfs_quota_us", cid) == "50000"
     # enforced: the fifth process can't be forked (sleep 300, the shell, its children)
     r = cli("exec", cid, "sh", "-c", "sleep 5 & sleep 5 & sleep 5 & sleep 5 & echo forked")
     assert "forked" not in r.stdout, r
     # kept for the next start
     ok(cli("restart", "-t", "1", cid, env=env))
-    assert _cgroup_file(v1_base, "pids.max") == "4"
+    assert _cgroup_file(v1_base, "pids.max", cid) == "4"
     ok(cli("rm", "-f", cid))
 
 
@@ -55,7 +57,7 @@ def test_a_running_container_without_a_cgroup_gets_them_at_its_next_start(cli, b
     r = ok(cli("update", "--pids-limit", "7", cid, env=env))
     assert "next start" in r.stderr, r.stderr
     ok(cli("restart", "-t", "1", cid, env=env))
-    assert _cgroup_file(v1_base, "pids.max") == "7"
+    assert _cgroup_file(v1_base, "pids.max", cid) == "7"
     ok(cli("rm", "-f", cid))
 
 
