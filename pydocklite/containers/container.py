@@ -147,6 +147,9 @@ class ContainerService:
                                           f"{state.id[:12]} is not running")
             self.event(state, "kill", signal=str(number))
             os.kill(state.init_pid, number)
+            if state.paused:             # it acts on the signal once it runs again
+                from pydocklite.containers.pause import resume_if_paused
+                resume_if_paused(self.settings, state)
         return state
 
     def stop(self, ref: str, timeout: Optional[int] = None, sig=None) -> ContainerState:
@@ -186,6 +189,10 @@ class ContainerService:
             os.kill(state.init_pid, sig)
         except ProcessLookupError:
             pass
+        if state.paused:
+            # it acts on the signal once it runs again (a frozen v1 cgroup: even on SIGKILL)
+            from pydocklite.containers.pause import resume_if_paused
+            resume_if_paused(self.settings, state)
         if not self._wait_exit(state, timeout) and sig != signal.SIGKILL:
             self.event(state, "kill", signal=str(int(signal.SIGKILL)))
             try:
@@ -298,6 +305,9 @@ class ContainerService:
         state = self.store.get(ref)
         if not state.status().running:
             raise ContainerStateError(f"container {state.id[:12]} is not running")
+        if state.status().state == "paused":
+            raise ContainerStateError(f"Container {state.id} is paused, unpause the container "
+                                      f"before exec")
         spec = json.loads(self.store.files(state.id).spec.read_text())
         full_env = list(spec["process"]["env"])
         for e in env:
