@@ -178,6 +178,15 @@ class ContainerService:
         self.event(state, "stop")
         return self.store.load(state.id)
 
+    def pause(self, ref: str) -> ContainerState:
+        """Docker's pause (containers/pause.py: the freezer, else SIGSTOP of every process)."""
+        from pydocklite.containers.pause import pause
+        return pause(self.settings, ref)
+
+    def unpause(self, ref: str) -> ContainerState:
+        from pydocklite.containers.pause import unpause
+        return unpause(self.settings, ref)
+
     def _request_stop(self, cid: str, why: str) -> None:
         """Tell the shim not to apply the restart policy (and, for "rm", not to remove a
         --rm container itself: the rm holding the life lock does)."""
