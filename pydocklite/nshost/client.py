@@ -38,10 +38,33 @@ class HostClient:
         self.rfile = sock.makefile("rb")
         self.info: dict = {}
 
-    def call(self, op: str, **args):
+    def call(self, op: str, fds=(), **args):
+        """One request, its reply's result. fds: file descriptors passed along."""
+        self.send_request(op, fds, **args)
+        return self.reply(op)
+
+    def send_request(self, op: str, fds=(), **args) -> None:
+        """The first half of call(): the reply is read by reply() (requests are answered
+        in order), so the caller can do something else meanwhile."""
         args["op"] = op
+        if fds:
+            args["fds"] = len(fds)
+        data = json.dumps(args).encode() + b"\n"
         try:
-            self.sock.sendall(json.dumps(args).encode() + b"\n")
+            if fds:
+                import array
+                sent = self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                   array.array("i", fds))])
+                if sent < len(data):
+                    self.sock.sendall(data[sent:])
+            else:
+                self.sock.sendall(data)
+        except OSError as e:
+            raise NsHostError(f"the namespace host went away during {op!r} ({e.strerror}): "
+                              f"see {self.files.log}") from None
+
+    def reply(self, op: str):
+        try:
             line = self.rfile.readline()
         except OSError as e:
             raise NsHostError(f"the namespace host went away during {op!r} ({e.strerror}): "

@@ -190,15 +190,11 @@ class Host:
         return {"removed": True}
 
     # --- endpoints ----------------------------------------------------------------------
-    def attach(self, cid: str, name: str, pid: int, requests: List[EndpointRequest],
+    def attach(self, cid: str, name: str, netns: int, requests: List[EndpointRequest],
                host_gateway: bool = False, upstream=()) -> List[dict]:
-        """Attach the network namespace of `pid` to each requested network: addresses
-        planned first (a taken or exhausted one fails before anything is made), then the
-        veths; a failure undoes what was made."""
-        try:
-            netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise HostError(f"container {name}: its network namespace is gone ({e.strerror})")
+        """Attach the network namespace `netns` (an fd the client passed) to each requested
+        network: addresses planned first (a taken or exhausted one fails before anything
+        is made), then the veths; a failure undoes what was made."""
         made: List[Endpoint] = []
         inner = None
         try:
@@ -228,7 +224,6 @@ class Host:
                 raise HostError(f"container {name}: {e}") from None
             raise
         finally:
-            os.close(netns)
             if inner is not None:
                 inner.close()
         if host_gateway:
