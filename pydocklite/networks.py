@@ -263,6 +263,28 @@ class NetworkService:
         used = self.used_networks() if "dangling" in filters else set()
         return [n for n in self.all() if matches(n, filters, n.id in used)]
 
+    def resolve(self, choices) -> List[Tuple[Network, object]]:
+        """The networks of a container's --network choices (netopts.NetworkChoice), checked
+        as dockerd checks them: (network, choice) pairs, in order."""
+        nets = {n.id: n for n in self.all()}
+        out = []
+        for c in choices:
+            net = self._find(nets, c.name)
+            if net.driver != "bridge":
+                raise UsageError(f"container cannot be connected to network {net.name} "
+                                 f"(driver {net.driver}) along with others: use --network "
+                                 f"{net.name} alone")
+            if net.builtin and c.aliases:
+                raise UsageError("network-scoped alias is supported only for containers in "
+                                 "user defined networks")
+            if net.builtin and c.ip:
+                raise UsageError("user specified IP address is supported on user defined "
+                                 "networks only")
+            if c.ip:
+                ipam.check_in(net.subnet, c.ip, "address")
+            out.append((net, c))
+        return out
+
     # --- create / remove ------------------------------------------------------------------
     def create(self, name: str, driver: str = "bridge", subnet: str = "", gateway: str = "",
                ip_range: str = "", internal: bool = False, labels: Optional[dict] = None,

@@ -133,6 +133,26 @@ def connect(runtime_dir, start: bool = True) -> Optional[HostClient]:
     return client
 
 
+def restarted(runtime_dir) -> list:
+    """When a host had been running and is dead now (killed), start its successor, which
+    adopts what survived; the containers that lost their network ([{id, name, networks}],
+    told once), else []. Cheap when nothing happened: a small file read and a /proc look."""
+    from pydocklite.nshost.state import read_state
+    from pydocklite.runtime.state import proc_start_time
+    files = HostFiles(runtime_dir)
+    if not files.state.exists():
+        return []
+    st = read_state(files)
+    if st is None or (st.pid and proc_start_time(st.pid) == st.start_time):
+        if st is None or not st.lost:
+            return []
+    with connect(runtime_dir) as host:
+        lost = host.info.get("lost") or []
+        if lost:
+            host.call("ack_lost")
+    return lost
+
+
 def running(runtime_dir) -> bool:
     """Is a host serving (without starting one)?"""
     s = _try_connect(HostFiles(runtime_dir))

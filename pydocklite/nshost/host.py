@@ -364,11 +364,15 @@ class Host:
                 self._set_lower(lw, live)
 
     # --- reports ------------------------------------------------------------------------
+    def ack_lost(self) -> None:
+        """The lost containers were reported to the user: don't tell again."""
+        if self.state.lost:
+            self.state = self.state._replace(lost=())
+            self.save()
+
     def hello(self) -> dict:
         st = self.state
-        lost, self.state = st.lost, st._replace(lost=())
-        if lost:
-            self.save()
+        lost = st.lost
         return {"pid": os.getpid(), "pause": st.pause_pid,
                 "userns": f"/proc/{st.pause_pid}/ns/user",
                 "mntns": f"/proc/{st.pause_pid}/ns/mnt", "log": str(self.files.log),

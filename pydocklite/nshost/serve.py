@@ -328,6 +328,8 @@ class Server:
             return h.rename(req["cid"], req["name"])
         if op == "status":
             return h.status()
+        if op == "ack_lost":
+            return h.ack_lost()
         raise HostError(f"unknown request {op!r}")
 
     def _reap(self) -> None:
