@@ -261,20 +261,25 @@ class Host:
             planned.append((ep, req))
         return planned
 
-    def _forget(self, ep: Endpoint) -> None:
-        try:
-            self.nl.delete_link(name=ep.host_if)
-        except NetlinkError as e:
-            self.log(f"delete {ep.host_if}: {e}")
+    def _forget(self, ep: Endpoint, delete_link: bool = True) -> None:
+        if delete_link:
+            try:
+                self.nl.delete_link(name=ep.host_if)
+            except NetlinkError as e:
+                self.log(f"delete {ep.host_if}: {e}")
         endpoints = {k: v for k, v in self.state.endpoints.items() if v is not ep and
                      v.host_if != ep.host_if}
         self.state = self.state._replace(endpoints=endpoints)
 
-    def detach(self, cid: str, network_id: str = "") -> int:
+    def detach(self, cid: str, network_id: str = "", dying: bool = False) -> int:
+        """Forget a container's endpoints (on one network, or all). dying: its network
+        namespace is going away with its last process, which takes the veths along (the
+        kernel deletes them in a batch, where one deletion here costs an RCU grace
+        period, ~20-100 ms); else (a disconnect from a running container) deleted now."""
         gone = [ep for ep in self.state.endpoints.values()
                 if ep.cid == cid and (not network_id or ep.network == network_id)]
         for ep in gone:
-            self._forget(ep)
+            self._forget(ep, delete_link=not dying)
         if gone:
             if any(ep.host_gateway for ep in gone):
                 self.apply_rules()

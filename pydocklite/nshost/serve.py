@@ -314,7 +314,7 @@ class Server:
                             [EndpointRequest.from_json(e) for e in req["endpoints"]],
                             bool(req.get("host_gateway")), tuple(req.get("upstream") or ()))
         if op == "detach":
-            return h.detach(req["cid"], req.get("network", ""))
+            return h.detach(req["cid"], req.get("network", ""), bool(req.get("dying")))
         if op == "network_rm":
             return h.remove_network(req["network"])
         if op == "lower":

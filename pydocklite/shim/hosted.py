@@ -102,12 +102,14 @@ class Hosted:
         self.host.send("watch", cid=cid, pids=list(pids))
 
     def detach(self, cid: str) -> None:
+        """The container's processes are gone: its endpoints go (no reply waited for; the
+        veths go with the dying network namespace)."""
         if self._pending_attach:
             try:
                 self.attach_end()
             except Exception:  # noqa: BLE001 - undone by the host already
                 pass
-        self.host.call("detach", cid=cid)
+        self.host.send("detach", cid=cid, dying=True)
 
     def release(self) -> None:
         if self.lower_key:
