@@ -382,7 +382,7 @@ class NetworkService:
     # --- what uses them ---------------------------------------------------------------------
     def used_networks(self) -> set:
         """Ids of the networks a container record refers to (stopped ones too)."""
-        from pydocklite.containers.state import ContainerStore
+        from pydocklite.state.store import ContainerStore
         used = set()
         store = ContainerStore(self.layout.containers_dir)
         for state in store.list():
@@ -421,7 +421,7 @@ class NetworkService:
         net = self.inspect(ref)
         containers = self.live_endpoints().get(net.id, {}) if net.driver == "bridge" else {}
         if containers:
-            from pydocklite.containers.state import ContainerStore
+            from pydocklite.state.store import ContainerStore
             store = ContainerStore(self.layout.containers_dir)
             for cid, entry in containers.items():
                 try:

@@ -170,16 +170,18 @@ class RegistryClient:
         return parse_manifest(raw, resp.headers.get("Content-Type", ""), actual, name=what)
 
     def _get_small(self, domain: str, path: str, what: str,
-                   headers: "Optional[dict]" = None) -> "tuple[Any, bytes]":
-        """GET a small document (manifest, tag list) whole; a body cut short is asked again."""
+                   headers: "Optional[dict]" = None,
+                   limit: int = MAX_MANIFEST_BYTES) -> "tuple[Any, bytes]":
+        """GET a small document (manifest, tag list) whole; a body cut short is asked again.
+        At most `limit` + 1 bytes are read: a longer body shows as longer than `limit`."""
         from urllib3.exceptions import HTTPError as Urllib3Error
         for attempt in range(self.max_resumes + 1):
             resp = self._t.request("GET", domain, path, headers=headers or {}, stream=True)
             try:
                 self._raise_for(resp, what, domain)
-                raw = resp.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+                raw = resp.raw.read(limit + 1, decode_content=True)
                 length = resp.headers.get("Content-Length", "")
-                if length.isdigit() and len(raw) < int(length):
+                if length.isdigit() and len(raw) < min(int(length), limit + 1):
                     raise OSError(f"connection closed after {len(raw)} of {length} bytes")
                 return resp, raw
             except (Urllib3Error, OSError) as e:

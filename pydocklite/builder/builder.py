@@ -78,7 +78,7 @@ class Builder:
         self.writer = ImageWriter(self.service)
         self.cache = BuildCache(self.writer)
         self.out = out or sys.stdout
-        self._pull = pull or (lambda name: self.service.pull(name))
+        self._pull = pull or (lambda name, ref=None: self.service.pull(ref or name))
         self.told_single_id = False   # the single-id note is printed once
 
     def say(self, text: str) -> None:
@@ -260,11 +260,18 @@ class Builder:
         return _State(config, self.writer.base_layers(record), record.id)
 
     def _image(self, name: str):
+        """A FROM's image: from the store, the embedded one, or pulled (name parsed once)."""
+        from pydocklite.errors import ImageNotFoundError
+        from pydocklite.images import parse_reference
         from pydocklite.oci_layout import load_embedded
-        if not self.opts.pull and self.service.exists(name):
-            return self.service.lookup(name)
-        record = None if self.opts.pull else load_embedded(self.settings, name)
-        return record or self._pull(name)
+        ref = parse_reference(name)
+        if not self.opts.pull:
+            try:
+                return self.service.lookup(name, ref=ref)
+            except ImageNotFoundError:
+                pass
+        record = None if self.opts.pull else load_embedded(self.settings, ref)
+        return record or self._pull(name, ref)
 
     # --- one step --------------------------------------------------------------------------
     def _step(self, state: _State, ins: Instruction, counted: bool = True) -> None:
