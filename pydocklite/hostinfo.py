@@ -100,7 +100,7 @@ def fuse_status(missing: List[Missing]) -> str:
 
 
 def network_status(missing: List[Missing]) -> str:
-    from pydocklite.shim.outbound import outbound_tool
+    from pydocklite.nshost.outbound import outbound_tool
     tool, why = outbound_tool()
     if tool:
         return (f"bridge networks in the namespace host, outbound traffic via {tool}; "

@@ -417,6 +417,16 @@ class NetworkService:
             with host:
                 host.call("network_rm", network=network_id)
 
+    def connect(self, ref: str, container: str, aliases=(), ip: str = "", mac: str = "") -> None:
+        """`network connect` (a running container is attached at once)."""
+        from pydocklite.containers.netconfig import connect
+        connect(self.settings, ref, container, aliases, ip, mac)
+
+    def disconnect(self, ref: str, container: str, force: bool = False) -> None:
+        """`network disconnect` (a running container's endpoint goes at once)."""
+        from pydocklite.containers.netconfig import disconnect
+        disconnect(self.settings, ref, container, force)
+
     def inspect_json(self, ref: str) -> dict:
         net = self.inspect(ref)
         containers = self.live_endpoints().get(net.id, {}) if net.driver == "bridge" else {}
@@ -429,3 +439,29 @@ class NetworkService:
                 except Exception:  # noqa: BLE001 - a record removed meanwhile
                     pass
         return network_json(net, containers)
+
+
+def report_restart(settings, out) -> None:
+    """After the namespace host was killed: start its successor (it adopts what survived)
+    and say which running containers lost their network, and how to get it back."""
+    from pydocklite.nshost.client import restarted
+    from pydocklite.state.store import ContainerStore
+    try:
+        lost = restarted(settings.runtime_dir)
+    except Exception as e:  # noqa: BLE001 - told; the verb goes on
+        out.write(f"WARNING: the namespace host is gone and could not be restarted: {e}\n")
+        return
+    store = ContainerStore(settings.layout.containers_dir)
+    names = []
+    for entry in lost:
+        try:
+            state = store.load(entry["id"])
+        except Exception:  # noqa: BLE001 - removed since
+            continue
+        if state.status().running:
+            names.append(state.name)
+    if names:
+        out.write(f"WARNING: the namespace host was killed and its network namespace went "
+                  f"with it: containers {', '.join(names)} lost their network (they still "
+                  f"run); restart them to get it back: pydocklite restart "
+                  f"{' '.join(names)}\n")

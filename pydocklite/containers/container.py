@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
@@ -82,8 +81,10 @@ class ContainerService:
             snap.prepare(cid, list(image_record.diff_ids))
             etc = image_user_files(self.layout, image_record.id, image_record.diff_ids)
             passwd, group = etc["/etc/passwd"], etc["/etc/group"]
-            hostname = opts.hostname or cid[:12]
-            extra = self._etc_files(files, hostname, opts)
+            from pydocklite.containers import netconfig
+            net = netconfig.plan(self.settings, self.store, opts)
+            hostname = netconfig.hostname_for(opts, cid, net)
+            extra = netconfig.etc_mounts(files, net, hostname, opts)
             if opts.init:
                 from pydocklite.embedded_init import INIT_PATH_IN_CONTAINER, init_binary
                 try:
@@ -99,6 +100,8 @@ class ContainerService:
                               container_id=cid, rootfs=rootfs, passwd=passwd, group=group,
                               hostname=hostname, extra_mounts=extra)
             spec["linux"]["namespaces"].append({"type": "user"})
+            if opts.net is not None and opts.net.domainname:
+                spec["domainname"] = opts.net.domainname
             spec["process"]["oomScoreAdj"] = 0
             atomic_write_json(files.spec, spec, durable=False)    # see atomic.py
             from pydocklite.shim import config as shim_config
@@ -106,14 +109,21 @@ class ContainerService:
                 id=cid, name=state.name, bundle=str(files.dir), rootfs=rootfs,
                 storage_driver=snap.driver, log_path=str(files.log), restart=restart["Name"],
                 restart_max=restart["MaximumRetryCount"], auto_remove=opts.remove,
-                network=opts.network, ports=tuple(ports), tty=opts.tty,
+                network=net.mode, endpoints=net.endpoints, join=net.join,
+                hostname=hostname, domainname=opts.net.domainname if opts.net else "",
+                extra_hosts=opts.net.extra_hosts if opts.net else (),
+                dns=opts.net.dns if opts.net else (),
+                dns_search=opts.net.dns_search if opts.net else (),
+                dns_options=opts.net.dns_options if opts.net else (),
+                ports=tuple(ports), tty=opts.tty,
                 open_stdin=opts.interactive, image=opts.image, labels=tuple(labels.items()),
                 # where the runtime puts the container's cgroup (a delegated subtree)
                 cgroup_base=":".join(self.settings.cgroup_base)
                 if spec["linux"].get("resources") else ""))
             config = {
                 "Config": {
-                    "Hostname": hostname, "User": opts.user if opts.user is not None
+                    "Hostname": hostname, "Domainname": opts.net.domainname if opts.net else "",
+                    "User": opts.user if opts.user is not None
                     else cfg.get("User", ""),
                     "Env": spec["process"]["env"], "Cmd": list(opts.command) or cfg.get("Cmd"),
                     "Entrypoint": ([opts.entrypoint] if opts.entrypoint else None)
@@ -125,8 +135,7 @@ class ContainerService:
                 },
                 "HostConfig": {
                     "AutoRemove": opts.remove, "RestartPolicy": restart,
-                    "NetworkMode": "host" if opts.network == "host" else
-                    ("none" if opts.network == "none" else "private"),
+                    **netconfig.host_config(opts, net),
                     "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}"
                               for m in opts.mounts if m.kind in ("bind", "volume")],
                     "Memory": opts.memory or 0, "MemorySwap": opts.memory_swap or 0,
@@ -141,6 +150,7 @@ class ContainerService:
                 "Mounts": [dict(asdict(m), **{"name": n for n, t in volumes if t == m.target})
                            for m in mounts],
                 "Volumes": [n for n, _ in volumes],
+                "Networks": net.networks or {},
                 "StorageDriver": snap.driver,
                 "diff_ids": list(image_record.diff_ids),
                 "Platform": image_record.os or "linux",
@@ -160,22 +170,6 @@ class ContainerService:
         from pydocklite import events
         events.container(self.run_layout.events_dir, action, state.id, state.image,
                          state.name, state.config.get("Config", {}).get("Labels"), **extra)
-
-    def _etc_files(self, files, hostname: str, opts: RunOptions) -> list:
-        hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                 f"127.0.1.1\t{hostname}\n")
-        try:
-            resolv = Path("/etc/resolv.conf").read_text()
-        except OSError:
-            resolv = ""
-        out = []
-        for name, text in (("hostname", hostname + "\n"), ("hosts", hosts),
-                           ("resolv.conf", resolv)):
-            path = files.etc_file(name)
-            atomic_write_text(path, text, mode=0o644, durable=False)
-            out.append({"destination": f"/etc/{name}", "type": "bind", "source": str(path),
-                        "options": ["rbind", "rw"] if not opts.read_only else ["rbind", "ro"]})
-        return out
 
     def _volume_mounts(self, opts: RunOptions, cid: str, volumes: List[tuple]) -> list:
         """The container's mounts with host paths: a volume (named, or anonymous for
@@ -231,6 +225,13 @@ class ContainerService:
         with self.store.operation(ref) as state:
             if state.status().running or state.status().state == "restarting":
                 state = self._stop(state, timeout)
+                # its shim cleans up after the exit (the runtime's state, the namespace
+                # host's endpoints and image mount) before a new one may take over
+                deadline = time.monotonic() + 10
+                while pid_alive(state.shim_pid, state.shim_start_time) and \
+                        time.monotonic() < deadline:
+                    time.sleep(0.005)
+                state = self.store.load(state.id)
             result = self._start(state)
             if result.ok:
                 self.event(state, "restart")
@@ -246,6 +247,7 @@ class ContainerService:
                                       f"(pid {state.shim_pid}): wait or stop it first")
         files = self.store.files(state.id)
         files.stop_marker.unlink(missing_ok=True)
+        self._refresh_network(state, files)
         self.run_layout.ensure()
         if pending is None:
             from pydocklite.shim.launch import spawn
@@ -263,6 +265,18 @@ class ContainerService:
             return StartResult(False, error=msg.get("error", "start failed"),
                                exit_code=int(msg.get("exit_code", 125)))
         return StartResult(True, pid=int(msg.get("pid", 0)))
+
+    def _refresh_network(self, state: ContainerState, files) -> None:
+        """The networks as they are now into the shim's configuration (see netconfig)."""
+        from pydocklite.containers import netconfig
+        from pydocklite.shim import config as shim_config
+        try:
+            cfg = shim_config.read(files.shim_config)
+        except FileNotFoundError:
+            return
+        fresh = netconfig.refresh(self.settings, self.store, state, cfg)
+        if fresh is not cfg:
+            shim_config.write(files.shim_config, fresh, durable=False)
 
     # --- stop / kill ------------------------------------------------------------------
     def kill(self, ref: str, sig=None) -> ContainerState:

@@ -23,16 +23,16 @@ from pydocklite.nshost.client import HostClient, connect
 
 
 class Hosted:
-    def __init__(self, host: HostClient, log) -> None:
-        self.host, self.log = host, log
+    def __init__(self, host: HostClient) -> None:
+        self.host = host
         self.lower_key = ""
         self.cid = ""
         self._pending_attach = False
 
     @classmethod
-    def open(cls, runtime_dir, log) -> "Hosted":
+    def open(cls, runtime_dir) -> "Hosted":
         """Connect to the namespace host, starting it when it doesn't run."""
-        return cls(connect(runtime_dir), log)
+        return cls(connect(runtime_dir))
 
     @property
     def userns(self) -> str:

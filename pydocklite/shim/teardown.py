@@ -2,8 +2,7 @@
 it exits, a `create` that failed half-way.
 
     release_runtime(settings, cid, log)   what a run leaves in the runtime directory: the
-                                          runtime's state (delete --force kills what is left),
-                                          a network helper whose shim died
+                                          runtime's state (delete --force kills what is left)
     remove(settings, store, cid, log)     all of a stopped container: the above, its run
                                           dir, its snapshot (files under subordinate ids
                                           deleted as root of a user namespace), its record,
@@ -26,7 +25,6 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 def release_runtime(settings, cid: str, log: Optional[Callable[[str], None]] = None) -> None:
     from pydocklite.runtime import api
     from pydocklite.runtime.errors import ContainerNotFound
-    from pydocklite.shim.outbound import stop_by_pid_file
     layout = settings.runtime_layout
     try:
         api.delete(cid, root=str(layout.runtime_root), force=True)
@@ -35,7 +33,6 @@ def release_runtime(settings, cid: str, log: Optional[Callable[[str], None]] = N
     except Exception as e:  # noqa: BLE001 - told, and the removal goes on
         if log is not None:
             log(f"runtime delete: {e}")
-    stop_by_pid_file(str(layout.outbound_pid(cid)))     # the shim may have died
 
 
 def remove(settings, store, cid: str, log: Optional[Callable[[str], None]] = None,
