@@ -66,7 +66,12 @@ class Host:
                              idmap=(old.idmap if anchor else "") or
                              ("single-id" if warning else "subuid"),
                              idmap_warning=(old.idmap_warning if anchor else warning))
-        if keep_pause and old.outbound and alive(old.outbound_pid, old.outbound_start):
+        old_helper = old is not None and old.outbound and \
+            alive(old.outbound_pid, old.outbound_start)
+        if old_helper and not (keep_pause or anchor):
+            _kill(old.outbound_pid)       # (pasta outlives its namespaces: see shutdown())
+            old_helper = False
+        if old_helper:
             # the old helper still serves the namespaces
             st = st._replace(outbound=old.outbound, outbound_pid=old.outbound_pid,
                              outbound_start=old.outbound_start, outbound_if=old.outbound_if,
@@ -311,7 +316,7 @@ class Host:
 
     # --- lowers -------------------------------------------------------------------------
     def hold_lower(self, key: str, layers: List[str], cache: str, cid: str,
-                   pids: List[int]) -> str:
+                   pids: List[int]) -> dict:
         current = self.state.lowers.get(key)
         if current is not None and not alive(current.pid, current.start_time):
             lowers.unmount(current, self.log)
@@ -327,7 +332,7 @@ class Host:
         table[key] = current._replace(holders=holders)
         self.state = self.state._replace(lowers=table)
         self.save()
-        return current.path
+        return {"path": current.path, "pid": current.pid, "start_time": current.start_time}
 
     def watch(self, cid: str, pids: List[int]) -> None:
         table = {}
@@ -395,13 +400,14 @@ class Host:
     def shutdown(self) -> None:
         """Idle: everything goes (the pause takes the namespaces, bridges and the outbound
         helper's network with it)."""
-        import signal
         for lw in list(self.state.lowers.values()):
             lowers.unmount(lw, self.log)
-        try:
-            os.kill(self.state.pause_pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill(self.state.pause_pid)
+        if self.state.outbound == "pasta" and alive(self.state.outbound_pid,
+                                                     self.state.outbound_start):
+            # pasta quits with its namespace only when that is bound to a file (slirp4netns
+            # quits when its exit pipe closes, below)
+            _kill(self.state.outbound_pid)
         if self.exit_w >= 0:
             os.close(self.exit_w)
             self.exit_w = -1
@@ -411,3 +417,11 @@ class Host:
             except OSError:
                 pass
         self.log("idle: exiting")
+
+
+def _kill(pid: int) -> None:
+    import signal
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -26,6 +26,8 @@ class Hosted:
     def __init__(self, host: HostClient) -> None:
         self.host = host
         self.lower_key = ""
+        self.lower_server = (0, 0)     # (pid, start time) of the shared lower's FUSE server
+        self._watching = 0
         self.cid = ""
         self._pending_attach = False
 
@@ -56,9 +58,11 @@ class Hosted:
         if not cache or not layers or not lower.target:
             return None
         key = os.path.basename(cache).rpartition(".")[0]
-        path = self.host.call("lower", key=key, layers=layers, cache=cache, cid=cid,
-                              pids=[os.getpid()])
+        got = self.host.call("lower", key=key, layers=layers, cache=cache, cid=cid,
+                             pids=[os.getpid()])
+        path = got["path"]
         self.lower_key, self.cid = key, cid
+        self.lower_server = (got["pid"], got["start_time"])
         opts = tuple(f"lowerdir={path}" if o == f"lowerdir={lower.target}" else o
                      for o in mounts[1].options)
         return [mounts[1]._replace(options=opts)]
@@ -113,8 +117,35 @@ class Hosted:
 
     def release(self) -> None:
         if self.lower_key:
-            self.host.call("unlower", key=self.lower_key, cid=self.cid)
-            self.lower_key = ""
+            key, self.lower_key = self.lower_key, ""     # (the watcher: no more a death)
+            self.host.call("unlower", key=key, cid=self.cid)
+
+    def watch_lower(self, on_death) -> None:
+        """on_death(pid) from a thread when the shared lower's FUSE server dies while the
+        container holds it (the container's files then fail with ENOTCONN)."""
+        pid, start = self.lower_server
+        if not pid or self._watching == pid:
+            return
+        self._watching = pid
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            return              # Python < 3.9 or gone already: the host notices it
+        from pydocklite.runtime.state import proc_start_time
+        if proc_start_time(pid) != start:
+            os.close(fd)
+            return
+
+        def wait() -> None:
+            import select
+            try:
+                select.select([fd], [], [])
+            finally:
+                os.close(fd)
+            if self.lower_key:
+                on_death(pid)
+        import threading
+        threading.Thread(target=wait, daemon=True, name="pdl-lower-watch").start()
 
     def close(self) -> None:
         self.host.close()

@@ -274,6 +274,8 @@ class Shim:
         pid = created.pid
         log(f"created, init pid {pid}")
         hosted.watch(self.cid, [pid])
+        if shared is not None:
+            hosted.watch_lower(self._lower_died)
         endpoints = hosted.attach_end() if bridged else []
         self._write_network_files(hosted, endpoints)
         api.start(self.cid, root=self.runtime_root)
@@ -285,6 +287,13 @@ class Shim:
         self.config.event(self.run_layout.events_dir, "start")
         self.start_ports(pid)
         return pid
+
+    def _lower_died(self, pid: int) -> None:
+        msg = (f"the FUSE server of the image's shared lower (pid {pid}) died: the "
+               "container's image files now fail with ENOTCONN; its own changes are kept "
+               "in its upper directory: restart the container")
+        log(msg)
+        self.state = self.update(error=msg)
 
     def _host(self):
         """The namespace host (connected now if launch.py did not, or if it failed then)."""

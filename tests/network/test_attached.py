@@ -20,30 +20,9 @@ import pytest
 
 from tests import unpriv
 from tests.fixtures.cli_runner import ok
+from tests.fixtures.nshost import holdings, host_links, host_state, is_host_process
 
 SERVE = "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www"
-
-
-def host_dir(home: Path) -> Path:
-    return home / "run" / "pydocklite" / "nshost"
-
-
-def host_state(home: Path) -> dict:
-    try:
-        return json.loads((host_dir(home) / "state.json").read_text())
-    except FileNotFoundError:
-        return {}
-
-
-def host_links(home: Path) -> list:
-    """The interfaces in the namespace host's network namespace (as root, through its pause
-    process), [] when it doesn't run."""
-    pause = host_state(home).get("pause_pid")
-    if not pause:
-        return []
-    r = subprocess.run(["nsenter", "-t", str(pause), "-n", "ip", "-o", "link", "show"],
-                       capture_output=True, text=True)
-    return [line.split(":")[1].strip().split("@")[0] for line in r.stdout.splitlines()]
 
 
 def wait_for(check, timeout: float = 10.0, step: float = 0.05):
@@ -57,29 +36,15 @@ def wait_for(check, timeout: float = 10.0, step: float = 0.05):
 
 def net_leftovers(home: Path) -> dict:
     """What removed containers could leak: endpoints, veths, held image mounts, processes
-    (other than the namespace host's own three), mounts on the host."""
-    def settle():
-        st = host_state(home)
-        veths = [n for n in host_links(home) if n.startswith("veth")]
-        procs = [cmd for _pid, cmd in unpriv.user_processes() if str(home) in cmd
-                 and "__nshost" not in cmd and "nshost-pause" not in cmd]
-        found = {"endpoints": sorted(st.get("endpoints", {})), "veths": veths,
-                 "lowers": sorted(st.get("lowers", {})), "processes": procs,
-                 "mounts": [ln for ln in Path("/proc/mounts").read_text().splitlines()
-                            if str(home) in ln]}
-        return found if not any(found.values()) else None
-    return wait_for(settle, timeout=5) or settle_report(home)
-
-
-def settle_report(home: Path) -> dict:
-    st = host_state(home)
-    return {"endpoints": sorted(st.get("endpoints", {})),
-            "veths": [n for n in host_links(home) if n.startswith("veth")],
-            "lowers": sorted(st.get("lowers", {})),
-            "processes": [cmd for _pid, cmd in unpriv.user_processes() if str(home) in cmd
-                          and "__nshost" not in cmd and "nshost-pause" not in cmd],
-            "mounts": [ln for ln in Path("/proc/mounts").read_text().splitlines()
-                       if str(home) in ln]}
+    (other than the namespace host's own two), mounts on the host (a few seconds to settle:
+    a dying network namespace takes its veths along asynchronously)."""
+    def look():
+        return dict(holdings(home), processes=[
+            cmd for _pid, cmd in unpriv.user_processes()
+            if str(home) in cmd and not is_host_process(cmd)],
+            mounts=[ln for ln in Path("/proc/mounts").read_text().splitlines()
+                    if str(home) in ln])
+    return wait_for(lambda: None if any(look().values()) else look(), timeout=5) or look()
 
 
 NOTHING = {"endpoints": [], "veths": [], "lowers": [], "processes": [], "mounts": []}
@@ -398,7 +363,7 @@ def test_outbound_through_the_host(cli, busybox, tool):
     import shutil
     if not shutil.which(tool):
         pytest.skip(f"{tool} is not installed here")
-    env = {"PYDOCKLITE_OUTBOUND": tool}
+    env = {"PYDOCKLITE_OUTBOUND": tool, "PYDOCKLITE_NSHOST_IDLE": "1"}
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen(4)
@@ -415,5 +380,27 @@ def test_outbound_through_the_host(cli, busybox, tool):
     assert "default via 172.17.0.1" in out
     st = host_state(cli.home)
     assert st["outbound"] == tool
-    helpers = [cmd for _pid, cmd in unpriv.user_processes() if cmd.startswith(tool)]
-    assert len(helpers) >= 1
+    pause = st["pause_pid"]
+    helpers = [pid for pid, cmd in unpriv.user_processes()
+               if cmd.startswith(tool) and f"/proc/{pause}/" in cmd
+               or cmd.startswith(tool) and pid == st["outbound_pid"]]
+    assert helpers == [st["outbound_pid"]]
+    # the host goes when idle (here after 1 s), and its outbound helper with it
+    assert wait_for(lambda: not host_state(cli.home), timeout=15)
+    assert wait_for(lambda: not any(pid == st["outbound_pid"]
+                                    for pid, _cmd in unpriv.user_processes()), timeout=5)
+
+
+def test_no_outbound_when_turned_off(cli, busybox):
+    """PYDOCKLITE_OUTBOUND=none: no helper; containers still reach each other."""
+    env = {"PYDOCKLITE_OUTBOUND": "none"}
+    ok(cli("run", "-d", "--name", "peer", "--hostname", "peer", busybox, "sh", "-c", SERVE,
+           env=env))
+    ip = inspect(cli, "peer")["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+    r = wait_for(lambda: ok_or_none(fetch(cli, busybox, "bridge", f"http://{ip}/")))
+    assert r is not None and r.stdout == "hello-from-peer\n"
+    st = host_state(cli.home)
+    assert st["outbound"] == "" and "PYDOCKLITE_OUTBOUND=none" in st["outbound_why"]
+    assert "tap0" not in host_links(cli.home)
+    ok(cli("rm", "-f", "peer"))
+    assert net_leftovers(cli.home) == NOTHING
