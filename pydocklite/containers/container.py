@@ -209,6 +209,12 @@ class ContainerService:
             except FileNotFoundError:
                 pass                      # a record whose create was cut short
             self.event(new, "rename", oldName="/" + old.name)
+            if old.status().running and old.config.get("Networks"):
+                from pydocklite.nshost.client import connect
+                host = connect(self.settings.runtime_dir, start=False)
+                if host is not None:          # its DNS answers the new name at once
+                    with host:
+                        host.call("rename", cid=old.id, name=new.name)
         return new
 
     # --- start ------------------------------------------------------------------------

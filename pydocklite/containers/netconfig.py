@@ -35,8 +35,9 @@ class NetPlan:
 
 
 def plan(settings, store, opts) -> NetPlan:
-    from pydocklite.containers.netopts import NetworkOptions
-    net = opts.net or NetworkOptions(mode=opts.network)
+    from pydocklite.containers.netopts import parse
+    # (the builder's RUN gives a mode only: "private"/"default" is the default bridge)
+    net = opts.net or parse([opts.network] if opts.network in ("host", "none") else [])
     if net.mode == "container":
         other = store.get(net.container)
         if other.id and other.config.get("HostConfig", {}).get("NetworkMode", ""

@@ -404,3 +404,16 @@ def test_no_outbound_when_turned_off(cli, busybox):
     assert "tap0" not in host_links(cli.home)
     ok(cli("rm", "-f", "peer"))
     assert net_leftovers(cli.home) == NOTHING
+
+
+def test_rename_is_answered_at_once(cli, busybox):
+    ok(cli("network", "create", "rn"))
+    ok(cli("run", "-d", "--name", "old", "--network", "rn", "--hostname", "web", busybox,
+           "sh", "-c", SERVE))
+    assert wait_for(lambda: ok_or_none(fetch(cli, busybox, "rn", "http://old/")))
+    ok(cli("rename", "old", "new"))
+    r = fetch(cli, busybox, "rn", "http://new/")
+    assert r.returncode == 0 and r.stdout == "hello-from-web\n", r.stderr
+    assert fetch(cli, busybox, "rn", "http://old/").returncode != 0
+    ok(cli("rm", "-f", "new"))
+    assert net_leftovers(cli.home) == NOTHING
