@@ -158,3 +158,51 @@ def parse(networks: Sequence[str] = (), aliases: Sequence[str] = (), ip: str = "
         dns_search=tuple(dns_search), dns_options=tuple(dns_options), extra_hosts=tuple(extra),
         hostname=_check_hostname(hostname, "--hostname") if hostname else "",
         domainname=_check_hostname(domainname, "--domainname") if domainname else "")
+
+
+def from_api(host_config: dict, networking_config: dict, config: dict) -> NetworkOptions:
+    """The Engine API's create body -> NetworkOptions: HostConfig.NetworkMode ("default",
+    "bridge", "host", "none", "container:ID" or a network's name), Dns, DnsSearch,
+    DnsOptions, ExtraHosts; NetworkingConfig.EndpointsConfig ({network: {Aliases,
+    IPAMConfig: {IPv4Address}, MacAddress}}: the mode's network first, then the others, as
+    API >= 1.44 allows); Config.Hostname, Domainname, MacAddress."""
+    host_config = host_config if isinstance(host_config, dict) else {}
+    endpoints = (networking_config or {}).get("EndpointsConfig") \
+        if isinstance(networking_config, dict) else None
+    endpoints = endpoints if isinstance(endpoints, dict) else {}
+    config = config if isinstance(config, dict) else {}
+    mode = host_config.get("NetworkMode") or "default"
+    if not isinstance(mode, str):
+        raise UsageError("invalid HostConfig.NetworkMode: expected a string")
+    names = [mode] + [n for n in endpoints if n != mode and
+                      not (mode in ("default", "bridge") and n in ("default", "bridge"))]
+    choices = []
+    for name in names:
+        ep = endpoints.get(name) or endpoints.get("bridge" if name == "default" else name) or {}
+        if not isinstance(ep, dict):
+            raise UsageError(f"invalid NetworkingConfig.EndpointsConfig[{name!r}]")
+        ipam = ep.get("IPAMConfig") if isinstance(ep.get("IPAMConfig"), dict) else {}
+        aliases = [a for a in (ep.get("Aliases") or ()) if isinstance(a, str)]
+        fields = [f"name={name}"] + [f"alias={a}" for a in aliases]
+        if ipam.get("IPv4Address"):
+            fields.append(f"ip={ipam['IPv4Address']}")
+        mac = ep.get("MacAddress") or (config.get("MacAddress") if name == mode else "")
+        if mac:
+            fields.append(f"mac-address={mac}")
+        choices.append(",".join(fields) if len(fields) > 1 and
+                       not name.startswith("container:") and name not in SPECIAL else name)
+
+    def strings(value, what: str) -> list:
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"invalid HostConfig.{what}: expected a list of strings")
+        return value
+    return parse(choices, dns=strings(host_config.get("Dns"), "Dns"),
+                 dns_search=strings(host_config.get("DnsSearch"), "DnsSearch"),
+                 dns_options=strings(host_config.get("DnsOptions"), "DnsOptions"),
+                 add_hosts=strings(host_config.get("ExtraHosts"), "ExtraHosts"),
+                 hostname=config.get("Hostname") or "" if isinstance(
+                     config.get("Hostname"), (str, type(None))) else "",
+                 domainname=config.get("Domainname") or "" if isinstance(
+                     config.get("Domainname"), (str, type(None))) else "")

@@ -374,3 +374,22 @@ def test_resolv_conf():
                                               gateways=["172.18.0.1"])
     assert resolv_conf("host", host, host_text="nameserver 127.0.0.53\n") == \
         "nameserver 127.0.0.53\n"
+
+
+def test_network_options_from_the_engine_api():
+    from pydocklite.containers.netopts import NetworkChoice, from_api
+    # what Compose sends: the project's network as NetworkMode, the service's aliases
+    o = from_api({"NetworkMode": "proj_default", "Dns": ["9.9.9.9"],
+                  "ExtraHosts": ["h:host-gateway"]},
+                 {"EndpointsConfig": {"proj_default": {"Aliases": ["db", "proj-db-1"]},
+                                      "other": {"IPAMConfig": {"IPv4Address": "10.5.0.9"}}}},
+                 {"Hostname": "abc", "Domainname": ""})
+    assert o.mode == "bridge" and o.dns == ("9.9.9.9",) and o.host_gateway
+    assert o.networks == (NetworkChoice("proj_default", ("db", "proj-db-1")),
+                          NetworkChoice("other", (), "10.5.0.9"))
+    assert o.hostname == "abc"
+    assert from_api({}, None, {}).networks == (NetworkChoice("bridge"),)
+    assert from_api({"NetworkMode": "host"}, {}, {}).mode == "host"
+    assert from_api({"NetworkMode": "container:abc"}, {}, {}).container == "abc"
+    with pytest.raises(Exception, match="ExtraHosts"):
+        from_api({"ExtraHosts": "x:1.2.3.4"}, {}, {})
