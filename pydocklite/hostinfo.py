@@ -112,7 +112,7 @@ def network_status(missing: List[Missing]) -> str:
             "reach each other; published ports forwarded; --network host has outbound)")
 
 
-def nshost_status(settings) -> dict:
+def nshost_status(settings, missing: List[Missing]) -> dict:
     """The per-user namespace host: running or not, its pid, log, id mapping, outbound
     helper (asked without starting one)."""
     from pydocklite.nshost.client import connect
@@ -128,6 +128,13 @@ def nshost_status(settings) -> dict:
         return out
     with host:
         st = host.call("status")
+    if st.get("firewall"):
+        out["Firewall"] = st["firewall"]
+        missing.append(Missing("nf_tables in user namespaces", st["firewall"],
+                               "a kernel with nf_tables, NAT, masquerade and conntrack "
+                               "(CONFIG_NF_TABLES, CONFIG_NFT_NAT, CONFIG_NFT_MASQ, "
+                               "CONFIG_NFT_CT), or their modules loaded: sudo modprobe -a "
+                               "nf_tables nft_masq nft_ct nft_nat"))
     out.update({"Running": True, "Pid": st["pid"], "PausePid": st["pause_pid"],
                 "IDMapping": st["idmap"], "Outbound": st["outbound"] or "none",
                 "Networks": len(st["networks"]), "Endpoints": len(st["endpoints"]),
@@ -195,7 +202,7 @@ def collect(settings) -> dict:
         "IDMapping": idmap_mode(missing),
         "FUSE": fuse_status(missing),
         "Network": network_status(missing),
-        "NamespaceHost": nshost_status(settings),
+        "NamespaceHost": nshost_status(settings, missing),
         "Cgroup": cgroup_status(missing),
         "Storage": storage_status(settings),
         "UnprivilegedPortStart": _read("/proc/sys/net/ipv4/ip_unprivileged_port_start"),
@@ -220,7 +227,8 @@ def _nshost_line(ns: dict) -> str:
         return f"not running{why}; log {ns['Log']}"
     return (f"pid {ns['Pid']} (pause {ns['PausePid']}), {ns['IDMapping']} id map, outbound "
             f"{ns['Outbound']}, {ns['Networks']} bridge(s), {ns['Endpoints']} endpoint(s), "
-            f"{ns['SharedLowers']} shared image mount(s); log {ns['Log']}")
+            f"{ns['SharedLowers']} shared image mount(s); log {ns['Log']}"
+            + (f"; {ns['Firewall']}" if ns.get("Firewall") else ""))
 
 
 def render_text(info: dict) -> str:

@@ -44,46 +44,14 @@ class Host:
 
     # --- start --------------------------------------------------------------------------
     def boot(self) -> None:
+        """Make or adopt the namespaces, start (or keep) the outbound helper, enter the
+        namespaces, restore what a killed predecessor left."""
         from pydocklite.nshost.dns import host_resolvers
         old = read_state(self.files)
-        self.upstream = [s for s in host_resolvers()[0]]
-        st = HostState(pid=os.getpid(), start_time=proc_start_time(os.getpid()) or 0)
-        keep_pause = old is not None and alive(old.pause_pid, old.pause_start)
-        anchor = 0
-        if old is not None and not keep_pause:
-            anchor = next((lw.pid for lw in old.lowers.values()
-                           if alive(lw.pid, lw.start_time)), 0)
+        self.upstream = list(host_resolvers()[0])
         exit_r, self.exit_w = os.pipe()
-        if keep_pause:
-            st = st._replace(pause_pid=old.pause_pid, pause_start=old.pause_start,
-                             idmap=old.idmap, idmap_warning=old.idmap_warning)
-            self.log(f"adopting the namespaces of pause process {old.pause_pid}")
-        else:
-            if anchor:
-                self.log(f"the pause process is gone: adopting the namespaces of {anchor}")
-            pid, warning = make_pause(str(self.files.dir.parent), (self.exit_w,), anchor)
-            st = st._replace(pause_pid=pid, pause_start=proc_start_time(pid) or 0,
-                             idmap=(old.idmap if anchor else "") or
-                             ("single-id" if warning else "subuid"),
-                             idmap_warning=(old.idmap_warning if anchor else warning))
-        old_helper = old is not None and old.outbound and \
-            alive(old.outbound_pid, old.outbound_start)
-        if old_helper and not (keep_pause or anchor):
-            _kill(old.outbound_pid)       # (pasta outlives its namespaces: see shutdown())
-            old_helper = False
-        if old_helper:
-            # the old helper still serves the namespaces
-            st = st._replace(outbound=old.outbound, outbound_pid=old.outbound_pid,
-                             outbound_start=old.outbound_start, outbound_if=old.outbound_if,
-                             host_gateway=old.host_gateway, outbound_why=old.outbound_why)
-        else:
-            outbound = start_outbound(st.pause_pid, exit_r, str(self.files.dir / "pasta.pid"),
-                                      self.log)
-            st = st._replace(outbound=outbound.tool, outbound_why=outbound.why,
-                             outbound_pid=outbound.pid,
-                             outbound_start=proc_start_time(outbound.pid) or 0
-                             if outbound.pid else 0,
-                             outbound_if=outbound.ifname, host_gateway=outbound.gateway)
+        st, adopted = self._namespaces(old)
+        st = self._outbound(st, old, adopted, exit_r)
         os.close(exit_r)
         join(st.pause_pid)
         self.home_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -96,13 +64,51 @@ class Host:
             gw, index = self.nl.default_gateway()
             name = next((ln.name for ln in self.nl.links() if ln.index == index), "")
             st = st._replace(outbound_if=name, host_gateway=gw)
-        self.state = st
-        if old is not None and (keep_pause or anchor):
+        self.state = st._replace(lost=old.lost if old is not None else ())
+        if adopted:
             self._restore(old)
         elif old is not None and old.endpoints:
             self._lose(old.endpoints.values(), "its namespaces are gone")
         self.apply_rules()
         self.save()
+
+    def _namespaces(self, old: Optional[HostState]):
+        """(state with the pause process, whether the old namespaces were adopted): the old
+        pause kept, or a new one made in the namespaces of a survivor (a shared lower's
+        FUSE server), or made afresh."""
+        st = HostState(pid=os.getpid(), start_time=proc_start_time(os.getpid()) or 0)
+        if old is not None and alive(old.pause_pid, old.pause_start):
+            self.log(f"adopting the namespaces of pause process {old.pause_pid}")
+            return st._replace(pause_pid=old.pause_pid, pause_start=old.pause_start,
+                               idmap=old.idmap, idmap_warning=old.idmap_warning), True
+        anchor = next((lw.pid for lw in old.lowers.values() if alive(lw.pid, lw.start_time)),
+                      0) if old is not None else 0
+        if anchor:
+            self.log(f"the pause process is gone: adopting the namespaces of {anchor}")
+        pid, warning = make_pause(str(self.files.dir.parent), (self.exit_w,), anchor)
+        if anchor:
+            idmap, warning = old.idmap, old.idmap_warning
+        else:
+            idmap = "single-id" if warning else "subuid"
+        return st._replace(pause_pid=pid, pause_start=proc_start_time(pid) or 0, idmap=idmap,
+                           idmap_warning=warning), bool(anchor)
+
+    def _outbound(self, st: HostState, old: Optional[HostState], adopted: bool,
+                  exit_r: int) -> HostState:
+        """Keep the old outbound helper when it still serves the adopted namespaces, else
+        start one (an old one serving namespaces no longer used is killed: pasta outlives
+        its namespace unless that is bound to a file)."""
+        if old is not None and old.outbound and alive(old.outbound_pid, old.outbound_start):
+            if adopted:
+                return st._replace(outbound=old.outbound, outbound_pid=old.outbound_pid,
+                                   outbound_start=old.outbound_start,
+                                   outbound_if=old.outbound_if, host_gateway=old.host_gateway,
+                                   outbound_why=old.outbound_why)
+            _kill(old.outbound_pid)
+        out = start_outbound(st.pause_pid, exit_r, str(self.files.dir / "pasta.pid"), self.log)
+        return st._replace(outbound=out.tool, outbound_why=out.why, outbound_pid=out.pid,
+                           outbound_start=(proc_start_time(out.pid) or 0) if out.pid else 0,
+                           outbound_if=out.ifname, host_gateway=out.gateway)
 
     def _restore(self, old: HostState) -> None:
         links = {ln.name: ln for ln in self.nl.links()}
@@ -140,15 +146,23 @@ class Host:
         write_state(self.files, self.state)
 
     def apply_rules(self) -> None:
+        """The packet rules for the networks and endpoints now. Where the kernel has no
+        nf_tables (or refuses it in a user namespace), nothing is forwarded at all: the
+        networks stay apart and containers reach only their own bridge (no way out, no
+        host-gateway), said once in the log and by `info`."""
         st = self.state
+        if st.firewall:
+            return
         networks = [(n.bridge, n.subnet, n.internal) for n in st.networks.values()]
         allowed = sorted({ep.ip for ep in st.endpoints.values() if ep.host_gateway})
         try:
             nft.apply(networks, st.outbound_if, st.host_gateway, allowed)
         except OSError as e:
-            self.log(f"packet rules not applied: {e}")
-            raise HostError(f"the namespace host could not apply its packet rules: {e} "
-                            f"(see {self.files.log})") from None
+            why = f"no packet rules ({e.strerror or e}): nothing is forwarded between " \
+                  "networks or out of them"
+            self.log(why)
+            set_sysctl("net.ipv4.ip_forward", "0")
+            self.state = self.state._replace(firewall=why)
 
     def busy(self) -> bool:
         return bool(self.state.endpoints or self.state.lowers)
@@ -388,7 +402,7 @@ class Host:
                 "mntns": f"/proc/{st.pause_pid}/ns/mnt", "log": str(self.files.log),
                 "idmap": st.idmap, "idmap_warning": st.idmap_warning,
                 "outbound": st.outbound, "outbound_why": st.outbound_why,
-                "host_gateway": st.host_gateway, "lost": list(lost)}
+                "firewall": st.firewall, "host_gateway": st.host_gateway, "lost": list(lost)}
 
     def status(self) -> dict:
         data = self.state.to_json()

@@ -157,6 +157,7 @@ class HostState:
     outbound_start: int = 0
     outbound_if: str = ""
     host_gateway: str = ""        # the address that reaches the host's loopback
+    firewall: str = ""            # why there are no packet rules ("": they are applied)
     networks: Dict[str, NetworkConfig] = Factory(dict)
     last_ip: Dict[str, str] = Factory(dict)       # network id -> last address handed out
     endpoints: Dict[str, Endpoint] = Factory(dict)  # "cid/network id" -> endpoint

@@ -32,9 +32,11 @@ class Hosted:
         self._pending_attach = False
 
     @classmethod
-    def open(cls, runtime_dir) -> "Hosted":
-        """Connect to the namespace host, starting it when it doesn't run."""
-        return cls(connect(runtime_dir))
+    def open(cls, runtime_dir, start: bool = True) -> Optional["Hosted"]:
+        """Connect to the namespace host, starting it when it doesn't run (start=False:
+        None then)."""
+        host = connect(runtime_dir, start=start)
+        return cls(host) if host is not None else None
 
     @property
     def userns(self) -> str:

@@ -7,9 +7,9 @@ the CLI has already.
 
 `run` forks it ahead (fork_ahead), before the container exists: while the CLI looks the
 image up and writes the container's record, the shim imports the runtime and the mount
-code, loads libfuse3 and connects to the namespace host (starting it when none runs: it
-holds the user namespace every container joins) on the other CPU; go(ID, NAME) then sets
-it off. A CLI that fails (or dies) before go() closes the pipe, and the waiting shim just
+code, loads libfuse3 and connects to the namespace host when one runs (it holds the user
+namespace every container joins; the start starts one otherwise) on the other CPU; go(ID,
+NAME) then sets it off. A CLI that fails (or dies) before go() closes the pipe, and the waiting shim just
 exits.
 """
 from __future__ import annotations
@@ -126,8 +126,8 @@ def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optiona
         signal.signal(sig, signal.SIG_DFL)
     hosted = None
     if preload:
-        # the namespace host's connection (the host started if none runs) while the
-        # modules load: the container joins its user namespace, made once per user
+        # the namespace host's connection while the modules load: the container joins its
+        # user namespace, made once per user
         _preload(_PRELOAD[0])
         hosted = _open_host(settings)
         _preload(_PRELOAD[1])
@@ -180,10 +180,11 @@ def _preload(modules: tuple) -> None:
 
 
 def _open_host(settings):
-    """The namespace host's connection (shim/hosted.py), or the exception that kept it from
-    being made (the start reports it)."""
+    """The namespace host's connection (shim/hosted.py) when one runs, else None (the start
+    starts it: not before the CLI has made the container, which may fail first), or the
+    exception that kept it from being made (the start reports it)."""
     try:
         from pydocklite.shim.hosted import Hosted
-        return Hosted.open(settings.runtime_dir)
+        return Hosted.open(settings.runtime_dir, start=False)
     except Exception as e:  # noqa: BLE001 - told when the container starts
         return e
