@@ -444,7 +444,8 @@ class Shim:
                 self.config.event(events_dir, "oom")
             self.config.event(events_dir, "die", exitCode=str(code))
         self.state = self.store.update(self.cid, lambda s: s._replace(
-            exit_code=code, finished_at=now_rfc3339(), oom_killed=oom), then=told)
+            exit_code=code, finished_at=now_rfc3339(), oom_killed=oom, endpoints={}),
+            then=told)
         log(f"container exited with code {code}")
         return code
 
@@ -513,8 +514,7 @@ class Shim:
             return
         try:
             if self.config.network == "bridge" and self.config.endpoints:
-                hosted.detach(self.cid)
-                self.state = self.update(endpoints={})
+                hosted.detach(self.cid)          # (its addresses left the record at the exit)
             if final:
                 hosted.release()
                 hosted.close()
