@@ -60,7 +60,8 @@ def add_create_flags(p) -> None:
            "~/.config/containers/policy.json, else /etc/containers/policy.json)")
     a("--privileged", action="store_true", help="Give extended privileges to this container")
     a("--security-opt", action="append", default=[],
-      help="Security options: seccomp=unconfined, no-new-privileges")
+      help="Security options: apparmor=PROFILE, label=user:U|role:R|type:T|level:L|disable, "
+           "seccomp=unconfined, no-new-privileges")
     a("--health-cmd", help="Command to run to check health")
     a("--health-interval", help="Time between running the check (ms|s|m|h) (default 0s)")
     a("--health-retries", type=int, help="Consecutive failures needed to report unhealthy")
@@ -102,16 +103,8 @@ def options_from_args(args):
     swap = None
     if args.memory_swap:
         swap = -1 if args.memory_swap == "-1" else parse_bytes(args.memory_swap)
-    extra = {}
-    for opt in args.security_opt:
-        key, _, value = opt.replace(":", "=", 1).partition("=")
-        if key == "seccomp" and value == "unconfined":
-            extra["seccomp"] = "unconfined"
-        elif key == "no-new-privileges" and value in ("", "true"):
-            extra["no_new_privileges"] = True
-        elif not (key == "no-new-privileges" and value == "false"):
-            raise UsageError(f"invalid --security-opt {opt!r}: supported are "
-                             "seccomp=unconfined and no-new-privileges")
+    from pydocklite.containers.options import parse_security_opts
+    extra = parse_security_opts(args.security_opt)
     if args.signature_policy:
         extra["signature_policy"] = args.signature_policy
     from pydocklite.containers.healthcheck import parse_duration
@@ -188,36 +181,11 @@ def _ports(opts, image_config) -> list:
     return resolve_ports(opts, image_config, warn=sys.stderr.write)
 
 
-BASE_FIX = ("or give pydocklite a cgroup you may write to: PYDOCKLITE_CGROUP_BASE=DIR[:DIR...] "
-            "(a cgroup v2 directory delegated to you, or on cgroup v1 one directory per "
-            "hierarchy, e.g. children of your cgroups that root created and chowned to you)")
-
-
 def _warn_limits(opts, base=()) -> None:
-    """Say which requested limits can't be enforced here, and how to fix that."""
-    if opts.memory is None and opts.cpus is None and opts.pids_limit is None:
-        return
-    try:
-        from pydocklite.runtime import cgroups
-        info = cgroups.detect(list(base) if base else None)
-    except Exception as e:  # noqa: BLE001 - report as missing support
-        sys.stderr.write(f"WARNING: resource limits may not be enforced: {e}\n")
-        return
-    controllers = set(getattr(info, "controllers", ()) or ())
-    wanted = {"memory": opts.memory is not None, "cpu": opts.cpus is not None,
-              "pids": opts.pids_limit is not None}
-    missing = [c for c, w in wanted.items() if w and c not in controllers]
-    if not missing:
-        return
-    where = f"the cgroup base {':'.join(base)}" if base else "you"
-    why = getattr(info, "reason", "") if not info.mode else ""
-    fix = getattr(info, "fix", "") or ""
-    if not base:
-        fix = f"{fix}; {BASE_FIX}" if fix else BASE_FIX
-    sys.stderr.write(f"WARNING: the {', '.join(missing)} controller(s) are not delegated to "
-                     f"{where}: those limits will not be enforced"
-                     + (f" ({why.rstrip('.')})" if why else "")
-                     + (f". Fix: {fix}" if fix else "") + "\n")
+    from pydocklite.containers.limits import unenforced
+    msg = unenforced(opts.memory, opts.cpus, opts.pids_limit, base)
+    if msg:
+        sys.stderr.write(f"WARNING: {msg}\n")
 
 
 def cmd_create(settings, argv) -> int:

@@ -16,10 +16,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import List, Optional
 
-from pydocklite.atomic import atomic_write_json, atomic_write_text
+from pydocklite.atomic import atomic_write_text
 from pydocklite.containers.options import RunOptions
 from pydocklite.errors import ContainerNotModifiedError, ContainerStateError, UsageError
-from pydocklite.runtime.record import asdict, record
+from pydocklite.runtime.record import record
 from pydocklite.settings import Settings
 from pydocklite.state.container import ContainerState, pid_alive
 from pydocklite.state.store import ContainerStore
@@ -59,6 +59,7 @@ class ContainerService:
     # --- create -----------------------------------------------------------------------
     def create(self, opts: RunOptions, image_record, image_config: dict,
                ports: list) -> ContainerState:
+<<<<<<< HEAD
         from pydocklite.containers.image_files import image_user_files
         from pydocklite.containers.spec_builder import build_spec
         from snapshotter.snapshots import Snapshotter
@@ -170,6 +171,11 @@ class ContainerService:
             raise
         self.event(state, "create")
         return state
+=======
+        """A new container from an image (containers/create.py)."""
+        from pydocklite.containers.create import create
+        return create(self, opts, image_record, image_config, ports)
+>>>>>>> main
 
     def event(self, state: ContainerState, action: str, **extra) -> None:
         """A container event in the user's journal (pydocklite/events.py)."""
@@ -177,6 +183,7 @@ class ContainerService:
         events.container(self.run_layout.events_dir, action, state.id, state.image,
                          state.name, state.config.get("Config", {}).get("Labels"), **extra)
 
+<<<<<<< HEAD
     def _volume_mounts(self, opts: RunOptions, cid: str, volumes: List[tuple]) -> list:
         """The container's mounts with host paths: a volume (named, or anonymous for
         `-v /dst`) becomes a bind of its _data, and (name, target) is added to `volumes` once
@@ -203,6 +210,8 @@ class ContainerService:
                 out.append(m)
         return out
 
+=======
+>>>>>>> main
     def rename(self, ref: str, new_name: str) -> ContainerState:
         """Docker's rename: the record, the shim's configuration (its events name the
         container), and a `rename` event with the old name."""
@@ -223,6 +232,11 @@ class ContainerService:
                         host.call("rename", cid=old.id, name=new.name)
         return new
 
+    def update(self, ref: str, want) -> List[str]:
+        """New limits and restart policy (containers/update.py); warnings."""
+        from pydocklite.containers.update import update
+        return update(self, ref, want)
+
     # --- start ------------------------------------------------------------------------
     def start(self, ref: str, attach: Optional[List[int]] = None, exit_fd: Optional[int] = None,
               pending=None) -> StartResult:
@@ -237,12 +251,17 @@ class ContainerService:
         with self.store.operation(ref) as state:
             if state.status().running or state.status().state == "restarting":
                 state = self._stop(state, timeout)
+<<<<<<< HEAD
                 # its shim cleans up after the exit (the runtime's state, the namespace
                 # host's endpoints and image mount) before a new one may take over
                 deadline = time.monotonic() + 10
                 while pid_alive(state.shim_pid, state.shim_start_time) and \
                         time.monotonic() < deadline:
                     time.sleep(0.005)
+=======
+            if state.status().shim_alive:        # it is recording the exit and cleaning up
+                self._wait_shim_exit(state, 10)
+>>>>>>> main
                 state = self.store.load(state.id)
             result = self._start(state)
             if result.ok:
@@ -299,6 +318,9 @@ class ContainerService:
                                           f"{state.id[:12]} is not running")
             self.event(state, "kill", signal=str(number))
             os.kill(state.init_pid, number)
+            if state.paused:             # it acts on the signal once it runs again
+                from pydocklite.containers.pause import resume_if_paused
+                resume_if_paused(self.settings, state)
         return state
 
     def stop(self, ref: str, timeout: Optional[int] = None, sig=None) -> ContainerState:
@@ -338,6 +360,10 @@ class ContainerService:
             os.kill(state.init_pid, sig)
         except ProcessLookupError:
             pass
+        if state.paused:
+            # it acts on the signal once it runs again (a frozen v1 cgroup: even on SIGKILL)
+            from pydocklite.containers.pause import resume_if_paused
+            resume_if_paused(self.settings, state)
         if not self._wait_exit(state, timeout) and sig != signal.SIGKILL:
             self.event(state, "kill", signal=str(int(signal.SIGKILL)))
             try:
@@ -450,6 +476,9 @@ class ContainerService:
         state = self.store.get(ref)
         if not state.status().running:
             raise ContainerStateError(f"container {state.id[:12]} is not running")
+        if state.status().state == "paused":
+            raise ContainerStateError(f"Container {state.id} is paused, unpause the container "
+                                      f"before exec")
         spec = json.loads(self.store.files(state.id).spec.read_text())
         full_env = list(spec["process"]["env"])
         for e in env:
@@ -468,17 +497,3 @@ class ContainerService:
             uid, gid, _ = resolve_user(user, files["/etc/passwd"], files["/etc/group"])
             kw.update(uid=uid, gid=gid)
         return api.exec_process(state.id, list(args), tty=tty, **kw)
-
-
-def _restart_policy(text: str) -> dict:
-    name, _, count = (text or "no").partition(":")
-    if name not in ("no", "always", "on-failure", "unless-stopped"):
-        raise UsageError(f"invalid restart policy '{text}': use no, always, unless-stopped or "
-                         "on-failure[:max-retries]")
-    if count and name != "on-failure":
-        raise UsageError(f"maximum retry count cannot be used with restart policy '{name}'")
-    try:
-        n = int(count) if count else 0
-    except ValueError:
-        raise UsageError(f"invalid restart policy '{text}': max-retries must be a number") from None
-    return {"Name": name, "MaximumRetryCount": n}

@@ -125,9 +125,7 @@ def _do_mount(rootfs: str, bundle: str, step, warn) -> None:
         if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):     # pure cgroup v2 host
             sc.mount("cgroup2", target, "cgroup2", step.flags)
         else:
-            # v1/hybrid: mounting hierarchies is runc's long dance; show the host's tree
-            sc.mount("/sys/fs/cgroup", target, None, sc.MS_BIND | sc.MS_REC)
-            remount_bind(target, step.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT))
+            cgroup_v1_tree(target, step.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT))
     else:
         target = ensure_target(rootfs, step.dest, True)
         try:
@@ -141,6 +139,46 @@ def _do_mount(rootfs: str, bundle: str, step, warn) -> None:
             remount_bind(target, sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
     if step.propagation:
         sc.mount(None, target, None, step.propagation)
+
+
+def cgroup_v1_tree(target: str, flags: int) -> None:
+    """A v1/hybrid host's cgroup tree as the container should see it (as runc shows it): a
+    tmpfs with, for each hierarchy, a bind mount of the container's own cgroup in it, so that
+    /sys/fs/cgroup/memory/memory.limit_in_bytes is the container's limit. The init is in its
+    cgroups already (the parent moved the intermediate process there before the fork)."""
+    own = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            parts = line.rstrip("\n").split(":", 2)
+            if len(parts) == 3:
+                own[frozenset(c for c in parts[1].split(",") if c)] = parts[2]
+    hierarchies = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            lf, rf = left.split(), right.split()
+            if len(rf) < 3 or rf[0] not in ("cgroup", "cgroup2") or \
+                    not lf[4].startswith("/sys/fs/cgroup/"):
+                continue
+            key = frozenset() if rf[0] == "cgroup2" else \
+                frozenset(o for o in rf[2].split(",") if o not in ("rw", "ro") and
+                          "=" not in o or o.startswith("name="))
+            path = own.get(key)
+            if path is not None and path.startswith(lf[3].rstrip("/") or "/"):
+                rel = path[len(lf[3].rstrip("/")):].lstrip("/")
+                hierarchies.append((lf[4], os.path.join(lf[4], rel)))
+    sc.mount("tmpfs", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=755")
+    for mountpoint, src in hierarchies:
+        name = os.path.basename(mountpoint)
+        if "/" in name or name in (".", ".."):
+            continue
+        dest = os.path.join(target, name)
+        os.mkdir(dest, 0o755)
+        sc.mount(src, dest, None, sc.MS_BIND)
+        remount_bind(dest, flags | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    if flags & sc.MS_RDONLY:
+        sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
+                 | sc.MS_NOEXEC)
 
 
 _DEV_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
