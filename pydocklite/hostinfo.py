@@ -281,13 +281,10 @@ def render_text(info: dict) -> str:
         + (f" ({cg['reason']})" if cg.get("reason") else ""),
         f" Pause:            {info['Pause']}",
         f" Network:          {info['Network']}",
-<<<<<<< HEAD
         f" Namespace Host:   {_nshost_line(info['NamespaceHost'])}",
-=======
         " Security Options: " + ", ".join(o[5:].replace(",profile=", " profile ")
                                           for o in info["SecurityOptions"]),
         f" LSMs:             {info['LSM']}",
->>>>>>> main
         f" Unprivileged ports start at: {info['UnprivilegedPortStart']}",
         f" API socket:       {info['APISocket']['host']} ({info['APISocket']['state']})",
     ]

@@ -59,123 +59,9 @@ class ContainerService:
     # --- create -----------------------------------------------------------------------
     def create(self, opts: RunOptions, image_record, image_config: dict,
                ports: list) -> ContainerState:
-<<<<<<< HEAD
-        from pydocklite.containers.image_files import image_user_files
-        from pydocklite.containers.spec_builder import build_spec
-        from snapshotter.snapshots import Snapshotter
-        self.layout.ensure()
-        cfg = image_config.get("config") or {}
-        restart = _restart_policy(opts.restart)
-        if opts.remove and restart["Name"] != "no":
-            raise UsageError("conflicting options: --restart and --rm")
-        labels = dict(cfg.get("Labels") or {})
-        labels.update(dict(opts.labels))
-        from pydocklite.containers import healthcheck
-        health = healthcheck.merge(cfg.get("Healthcheck"), opts)
-        stop_signal = opts.stop_signal or cfg.get("StopSignal") or "SIGTERM"
-        signal_number(stop_signal)
-        state = self.store.create(ContainerState(
-            id="", name=opts.name or "", image=opts.image, image_id=image_record.id))
-        cid = state.id
-        files = self.store.files(cid)
-        volumes: List[tuple] = []          # (name, target) of the volumes it was recorded using
-        try:
-            snap = Snapshotter(self.layout, self.settings.storage_driver)
-            snap.prepare(cid, list(image_record.diff_ids))
-            etc = image_user_files(self.layout, image_record.id, image_record.diff_ids)
-            passwd, group = etc["/etc/passwd"], etc["/etc/group"]
-            from pydocklite.containers import netconfig
-            net = netconfig.plan(self.settings, self.store, opts)
-            hostname = netconfig.hostname_for(opts, cid, net)
-            extra = netconfig.etc_mounts(files, net, hostname, opts)
-            if opts.init:
-                from pydocklite.embedded_init import INIT_PATH_IN_CONTAINER, init_binary
-                try:
-                    init = init_binary(self.run_layout)
-                except FileNotFoundError as e:
-                    raise UsageError(str(e)) from None
-                extra.append({"destination": INIT_PATH_IN_CONTAINER, "type": "bind",
-                              "source": str(init), "options": ["rbind", "ro", "nosuid",
-                                                               "nodev"]})
-            mounts = self._volume_mounts(opts, cid, volumes)
-            rootfs = str(self.run_layout.rootfs(cid))
-            spec = build_spec(cfg, opts._replace(mounts=tuple(mounts)),
-                              container_id=cid, rootfs=rootfs, passwd=passwd, group=group,
-                              hostname=hostname, extra_mounts=extra)
-            spec["linux"]["namespaces"].append({"type": "user"})
-            if opts.net is not None and opts.net.domainname:
-                spec["domainname"] = opts.net.domainname
-            spec["process"]["oomScoreAdj"] = 0
-            atomic_write_json(files.spec, spec, durable=False)    # see atomic.py
-            from pydocklite.shim import config as shim_config
-            shim_config.write(files.shim_config, durable=False, config=shim_config.ShimConfig(
-                id=cid, name=state.name, bundle=str(files.dir), rootfs=rootfs,
-                storage_driver=snap.driver, log_path=str(files.log), restart=restart["Name"],
-                restart_max=restart["MaximumRetryCount"], auto_remove=opts.remove,
-                network=net.mode, endpoints=net.endpoints, join=net.join,
-                hostname=hostname, domainname=opts.net.domainname if opts.net else "",
-                extra_hosts=opts.net.extra_hosts if opts.net else (),
-                dns=opts.net.dns if opts.net else (),
-                dns_search=opts.net.dns_search if opts.net else (),
-                dns_options=opts.net.dns_options if opts.net else (),
-                ports=tuple(ports), tty=opts.tty,
-                open_stdin=opts.interactive, image=opts.image, labels=tuple(labels.items()),
-                stdin_once=opts.interactive and (not opts.detach if opts.stdin_once is None
-                                                 else opts.stdin_once),
-                healthcheck=healthcheck.shim_config(health),
-                # where the runtime puts the container's cgroup (a delegated subtree)
-                cgroup_base=":".join(self.settings.cgroup_base)
-                if spec["linux"].get("resources") else ""))
-            config = {
-                "Config": {
-                    "Hostname": hostname, "Domainname": opts.net.domainname if opts.net else "",
-                    "User": opts.user if opts.user is not None
-                    else cfg.get("User", ""),
-                    "Env": spec["process"]["env"], "Cmd": list(opts.command) or cfg.get("Cmd"),
-                    "Entrypoint": ([opts.entrypoint] if opts.entrypoint else None)
-                    if opts.entrypoint is not None else cfg.get("Entrypoint"),
-                    "Image": opts.image, "WorkingDir": spec["process"]["cwd"],
-                    "Labels": labels, "StopSignal": stop_signal, "OpenStdin": opts.interactive,
-                    "Tty": opts.tty, "ExposedPorts": cfg.get("ExposedPorts") or {},
-                    "StopTimeout": opts.stop_timeout,
-                    **({"Healthcheck": health} if health else {}),
-                },
-                "HostConfig": {
-                    "AutoRemove": opts.remove, "RestartPolicy": restart,
-                    **netconfig.host_config(opts, net),
-                    "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}"
-                              for m in opts.mounts if m.kind in ("bind", "volume")],
-                    "Memory": opts.memory or 0, "MemorySwap": opts.memory_swap or 0,
-                    "NanoCpus": int((opts.cpus or 0) * 1e9), "PidsLimit": opts.pids_limit,
-                    "CapAdd": list(opts.cap_add), "CapDrop": list(opts.cap_drop),
-                    "ReadonlyRootfs": opts.read_only, "Init": opts.init,
-                    "LogConfig": {"Type": "json-file", "Config": {}},
-                },
-                "PortBindings": [asdict(p) for p in ports],
-                "Args": spec["process"]["args"],
-                # a volume's mount names it ("name"): inspect shows it as Type "volume"
-                "Mounts": [dict(asdict(m), **{"name": n for n, t in volumes if t == m.target})
-                           for m in mounts],
-                "Volumes": [n for n, _ in volumes],
-                "Networks": net.networks or {},
-                "StorageDriver": snap.driver,
-                "diff_ids": list(image_record.diff_ids),
-                "Platform": image_record.os or "linux",
-            }
-            state = self.store.update(cid, lambda s: s._replace(
-                config=config, log_path=str(files.log), shim_log_path=str(files.shim_log)))
-        except BaseException:
-            from pydocklite.shim import teardown
-            teardown.remove(self.settings, self.store, cid, event=False,
-                            volumes=[n for n, _ in volumes], remove_anonymous=True)
-            raise
-        self.event(state, "create")
-        return state
-=======
         """A new container from an image (containers/create.py)."""
         from pydocklite.containers.create import create
         return create(self, opts, image_record, image_config, ports)
->>>>>>> main
 
     def event(self, state: ContainerState, action: str, **extra) -> None:
         """A container event in the user's journal (pydocklite/events.py)."""
@@ -183,35 +69,6 @@ class ContainerService:
         events.container(self.run_layout.events_dir, action, state.id, state.image,
                          state.name, state.config.get("Config", {}).get("Labels"), **extra)
 
-<<<<<<< HEAD
-    def _volume_mounts(self, opts: RunOptions, cid: str, volumes: List[tuple]) -> list:
-        """The container's mounts with host paths: a volume (named, or anonymous for
-        `-v /dst`) becomes a bind of its _data, and (name, target) is added to `volumes` once
-        the volume service has recorded this container as its user."""
-        from pydocklite.containers.options import Mapping
-        from pydocklite.naming import check_volume_name
-        out = []
-        for m in opts.mounts:
-            if m.kind == "volume" and m.source:
-                check_volume_name(m.source)     # before anything is made of it
-        for m in opts.mounts:
-            if m.kind == "bind":
-                src = os.path.abspath(m.source)
-                if not os.path.exists(src):
-                    raise UsageError(f"invalid mount config: bind source path does not exist: "
-                                     f"{src}: create it first")
-                out.append(m._replace(source=src))
-            elif m.kind == "volume":
-                from pydocklite.volumes import VolumeService
-                vol = VolumeService(self.settings).attach(m.source, cid)
-                volumes.append((vol.name, m.target))
-                out.append(Mapping("bind", vol.mountpoint, m.target, m.readonly, m.options))
-            else:
-                out.append(m)
-        return out
-
-=======
->>>>>>> main
     def rename(self, ref: str, new_name: str) -> ContainerState:
         """Docker's rename: the record, the shim's configuration (its events name the
         container), and a `rename` event with the old name."""
@@ -251,17 +108,8 @@ class ContainerService:
         with self.store.operation(ref) as state:
             if state.status().running or state.status().state == "restarting":
                 state = self._stop(state, timeout)
-<<<<<<< HEAD
-                # its shim cleans up after the exit (the runtime's state, the namespace
-                # host's endpoints and image mount) before a new one may take over
-                deadline = time.monotonic() + 10
-                while pid_alive(state.shim_pid, state.shim_start_time) and \
-                        time.monotonic() < deadline:
-                    time.sleep(0.005)
-=======
             if state.status().shim_alive:        # it is recording the exit and cleaning up
                 self._wait_shim_exit(state, 10)
->>>>>>> main
                 state = self.store.load(state.id)
             result = self._start(state)
             if result.ok:
