@@ -306,6 +306,14 @@ class Host:
             self.save()
         return len(gone)
 
+    def forget(self, cid: str) -> None:
+        """A container removed (its shim may have died without telling): its endpoints and
+        its holds on shared lowers go."""
+        self.detach(cid, dying=True)
+        for lw in list(self.state.lowers.values()):
+            if cid in lw.holders:
+                self._set_lower(lw, {k: v for k, v in lw.holders.items() if k != cid})
+
     def link_gone(self, name: str) -> None:
         """A host-side veth vanished (its container's namespace died): forget it."""
         gone = [ep for ep in self.state.endpoints.values() if ep.host_if == name]

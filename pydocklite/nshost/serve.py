@@ -324,6 +324,8 @@ class Server:
             return h.watch(req["cid"], [int(p) for p in req.get("pids", ())])
         if op == "unlower":
             return h.release_lower(req["key"], req["cid"])
+        if op == "forget":
+            return h.forget(req["cid"])
         if op == "rename":
             return h.rename(req["cid"], req["name"])
         if op == "status":

@@ -540,7 +540,8 @@ class Shim:
             return
         try:
             with self.store.operation(self.cid):
-                teardown.remove(self.settings, self.store, self.cid, log, remove_anonymous=True)
+                teardown.remove(self.settings, self.store, self.cid, log, remove_anonymous=True,
+                                host=False)       # (_leave_host told it already)
         except ContainerNotFoundError:
             pass                 # removed already
         except Exception as e:  # noqa: BLE001 - logged; `rm` can finish it
