@@ -138,6 +138,7 @@ class ImageService:
                 emit(PullEvent(short_id(str(desc.digest)), "Pulling fs layer", 0, desc.size))
                 todo.append((desc, diff_id))
         if todo:
+            self._check_space(ref, sum(desc.size for desc, _ in todo))
             self._fetch_layers(client, ref, todo, layers, emit)
         if resolved.index is not None:
             content.write(str(resolved.index.digest), resolved.index.raw)
@@ -164,6 +165,22 @@ class ImageService:
         emit(PullEvent("", "Digest", 0, 0))
         return record
 
+    def _check_space(self, ref, compressed: int) -> None:
+        """Before a pull: room for at least the compressed layers (they only grow once
+        unpacked; each layer's writer checks again as it goes) plus min-free-space."""
+        import os
+        from snapshotter.errors import StoreFullError
+        st = os.statvfs(self.layout.root)
+        free = st.f_bavail * st.f_frsize
+        need = compressed + self.settings.min_free_space
+        if free < need:
+            from pydocklite.humanize import human_size
+            raise StoreFullError(
+                f"pulling {ref}: {human_size(free)} free in {self.layout.root}, the image's "
+                f"{human_size(compressed)} of compressed layers (more once unpacked) and the "
+                f"{human_size(self.settings.min_free_space)} kept free need "
+                f"{human_size(need)}: free disk space or lower PYDOCKLITE_MIN_FREE_SPACE")
+
     def _warm(self, diff_ids) -> None:
         """Build the merged-tree cache now, so the image's first container starts fast."""
         from snapshotter.snapshots import Snapshotter
@@ -178,8 +195,8 @@ class ImageService:
             sid = short_id(str(desc.digest))
             done = 0
             last = 0.0
-            with layers.ingest(diff_id, desc.media_type,
-                               name=f"{desc.digest} of {ref}") as writer:
+            with layers.ingest(diff_id, desc.media_type, name=f"{desc.digest} of {ref}",
+                               **self.settings.layer_bounds(desc.size)) as writer:
                 for chunk in client.stream_blob(ref, desc):
                     writer.write(chunk)
                     done += len(chunk)

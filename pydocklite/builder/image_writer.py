@@ -51,7 +51,8 @@ class ImageWriter:
     # --- layers --------------------------------------------------------------------------
     def new_layer(self, write: Callable, name: str) -> LayerRef:
         """Ingest the tar `write(fileobj)` produces, then store its gzip blob."""
-        with self.layers.ingest(None, TAR, name) as w:
+        with self.layers.ingest(None, TAR, name,
+                                **self.service.settings.layer_bounds(expand=False)) as w:
             write(w)
             info = w.commit()
         return self.compress(info.diff_id)

@@ -150,7 +150,8 @@ def _ingest(service, source, path: str, diff_id: str, media_type) -> None:
     layers = service._layers()
     if layers.has(diff_id):
         return
-    with layers.ingest(diff_id, media_type, name=f"{path} ({diff_id})") as w:
+    with layers.ingest(diff_id, media_type, name=f"{path} ({diff_id})",
+                       **service.settings.layer_bounds()) as w:
         with source.open(path) as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 w.write(chunk)

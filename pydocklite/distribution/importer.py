@@ -47,7 +47,8 @@ def import_tarball(service, source: str, name: Optional[str] = None, *,
         except OSError as e:
             raise DistributionError(f"import {source}: {e.strerror}: check the path") from None
         chunks, shown = _file_chunks(f), source
-    layer = service._layers().ingest_stream(None, None, chunks, name=f"import of {shown}")
+    layer = service._layers().ingest_stream(None, None, chunks, name=f"import of {shown}",
+                                            **service.settings.layer_bounds())
     created = now_rfc3339()
     history = {"created": created, "created_by": "",
                "comment": message or f"Imported from {shown}"}
