@@ -42,6 +42,7 @@ class BuildOptions:
     platform: str = ""
     source_date_epoch: Optional[int] = None
     dockerfile_text: Optional[str] = None      # `-f -`: the Dockerfile read from stdin
+    allow: Tuple[str, ...] = ()                # entitlements granted: "network.host"
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class Builder:
         finally:
             for view in self._views.values():
                 view.close()
+            self.ctx.close()
         final = self.states[target]
         if opts.labels:     # --label: on the final image only, as Docker does
             cfg = json.loads(json.dumps(final.config))
@@ -310,12 +312,21 @@ class Builder:
         args = sorted((k, v) for k, v in state.args.items())
         data = canonical_json([parent, ins.keyword, ins.original, list(ins.heredocs), args,
                                extra,
-                               self.opts.network if ins.keyword == "RUN" else "",
+                               prepared.get("network", "") if isinstance(prepared, dict) else "",
                                state.cmd_set])
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
     def _prepare(self, state: _State, ins: Instruction, env: Dict[str, str]):
-        """What the cache key needs before running: the COPY/ADD plan and its content hash."""
+        """What the cache key needs before running: the COPY/ADD plan and its content hash;
+        RUN's network, checked against the entitlements granted even when cached."""
+        if ins.keyword == "RUN":
+            from pydocklite.builder.errors import DockerfileError
+            from pydocklite.builder.runstep import run_network
+
+            def bad(msg: str):
+                return DockerfileError(msg, self.df.filename, ins.line, ins.original)
+            return {"network": run_network(ins.flag("network"), self.opts.network,
+                                           self.opts.allow, bad)}
         if ins.keyword not in ("COPY", "ADD"):
             return {}
         from pydocklite.builder.copier import plan_hash

@@ -71,15 +71,15 @@ def run_instruction(builder, state, ins):
     if ins.flag("security"):
         raise bad("RUN --security is not supported by pydocklite")
     workdir = (state.config.get("config") or {}).get("WorkingDir") or "/"
+    network = run_network(ins.flag("network"), builder.opts.network, builder.opts.allow, bad)
+    scratch: List[str] = []           # throw-away copies for rw binds, deleted after the step
     try:
         mounts = to_mappings([parse_mount(v, workdir) for k, v in ins.flags if k == "mount"],
-                             builder.writer.layout.root / "build-cache-mounts", builder.ctx)
+                             builder.writer.layout.root / "build-cache-mounts", builder.ctx,
+                             builder.writer.layout.root / "build-scratch", scratch)
     except BuildError as e:
+        _drop(scratch)
         raise bad(str(e)) from None
-    network = ins.flag("network") or builder.opts.network
-    if network not in ("private", "host", "none", "default"):
-        raise bad(f"RUN --network={network}: use default, none or host")
-    network = "private" if network == "default" else network
     record = builder.writer.record_for(builder.current_id(state),
                                        [r.diff_id for r in state.layers])
     image_env = steps.env_map(state.config)     # ENV wins over an ARG of the same name
@@ -106,10 +106,34 @@ def run_instruction(builder, state, ins):
         shown = " ".join(argv) if ins.json_args is None else json.dumps(argv)
         raise StepFailedError(f"The command '{shown}' returned a non-zero code: {e.code} "
                               f"({df.filename}:{ins.line})", e.code) from None
+    finally:
+        _drop(scratch)
     builder.say(f"Removing intermediate container {cids[0][:12] if cids else ''}")
     if builder.epoch is not None:      # reproducible: no file time after SOURCE_DATE_EPOCH
         diff_id = builder.writer.clamp_mtimes(diff_id, builder.epoch)
     return builder.writer.compress(diff_id)
+
+
+def run_network(flag: Optional[str], build_network: str, allow: Sequence[str], bad) -> str:
+    """RUN --network=FLAG under `build --network BUILD_NETWORK`: none and default (the
+    build's own mode: `build --network none` wins) need nothing; host is BuildKit's
+    network.host entitlement, the user's to grant with `build --allow network.host`."""
+    if not flag or flag == "default":
+        return build_network
+    if flag == "none":
+        return "none"
+    if flag == "host":
+        if "network.host" not in allow:
+            raise bad("RUN --network=host: granting entitlement network.host is not allowed: "
+                      "the build must be run with --allow network.host")
+        return "host"
+    raise bad(f"RUN --network={flag}: use default, none or host")
+
+
+def _drop(paths: Sequence[str]) -> None:
+    if paths:
+        from pydocklite.userns_exec import rmtree_as_root
+        rmtree_as_root(*paths)
 
 
 def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequence[str],
