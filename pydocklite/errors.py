@@ -7,7 +7,10 @@
     │   └── ImageInUseError         rmi of an image a container uses
     ├── ContainerError              container lifecycle problems
     │   ├── ContainerNotFoundError
-    │   └── ContainerStateError     e.g. start of a running container
+    │   ├── ContainerStateError     e.g. start of a running container
+    │   └── ContainerPathError      a path in a container: missing, not a directory...
+    │       └── ContainerPathNotFoundError
+    ├── UnsafeArchiveError          a tar stream tried to leave its destination
     └── HostFeatureError            a host feature is missing; the message names the fix
 
 Errors from registry/ and snapshotter/ keep their own trees; the CLI maps all of them to
@@ -45,6 +48,18 @@ class ContainerNotFoundError(ContainerError):
 
 
 class ContainerStateError(ContainerError):
+    pass
+
+
+class ContainerPathError(ContainerError):
+    pass
+
+
+class ContainerPathNotFoundError(ContainerPathError):
+    pass
+
+
+class UnsafeArchiveError(PydockliteError):
     pass
 
 

@@ -302,11 +302,12 @@ def unmount_path(mountpoint: str) -> None:
 def spawn_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[Path] = None,
                *, allow_other: bool = False, fsname: str = "pydocklite", tree=None,
                timeout: float = 30.0, log_path: Optional[Path] = None,
-               tree_cache: Optional[Path] = None) -> FuseServer:
+               tree_cache: Optional[Path] = None, die_with_caller: bool = False) -> FuseServer:
     """Fork a server for `serve_fuse` and return once the mount is live (MountError if not).
 
     Forking (not exec'ing a new interpreter) keeps this fast; call it from a process that
-    has no other threads running (the shim, a CLI command).
+    has no other threads running (the shim, a CLI command). die_with_caller: the server is
+    killed when the caller dies (a mount in a private namespace nobody else would unmount).
     """
     # import what the child needs before forking: a shim mounting several times pays once
     import importlib
@@ -319,11 +320,17 @@ def spawn_fuse(mountpoint, lowers: Sequence[Tuple[Path, Path]], upper: Optional[
         from .fuse_binding import load
         load()
     rfd, wfd = os.pipe()
+    caller = os.getpid()
     pid = os.fork()
     if pid == 0:  # child: never returns
         code = 0
         try:
             os.close(rfd)
+            if die_with_caller:
+                import ctypes
+                ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+                if os.getppid() != caller:
+                    raise MountError("the caller is gone")
             os.setsid()
             # hold no descriptor of the caller's (a CLI waiting for EOF on a pipe, a shim's
             # sockets): only the ready pipe stays

@@ -28,6 +28,10 @@ CHAR = "c"
 BLOCK = "b"
 FIFO = "p"
 
+# xattrs that are the upper dir's own bookkeeping (upper.py): never taken from a layer or
+# from what a container wrote
+INTERNAL_XATTR_PREFIXES = ("user.overlay.", "user.pydocklite.")
+
 _FIELDS = ("path", "type", "mode", "uid", "gid", "size", "mtime", "linkname",
            "devmajor", "devminor", "xattrs", "offset")
 

@@ -65,7 +65,9 @@ def fuse_lowers(m: Mount) -> Tuple[Tuple[Path, Path], ...]:
 
 
 def mount_all(mounts: Sequence[Mount], target, *, allow_other: bool = True,
-              log_path: Optional[Path] = None) -> ActiveMounts:
+              log_path: Optional[Path] = None, die_with_caller: bool = False) -> ActiveMounts:
+    """Mount them at `target` (the Mount's own target when it has one); die_with_caller:
+    the FUSE servers are killed if the caller dies (mounts in a private namespace)."""
     target = str(target)
     active = ActiveMounts(target)
     try:
@@ -77,7 +79,8 @@ def mount_all(mounts: Sequence[Mount], target, *, allow_other: bool = True,
                 cache = m.option("treecache")
                 srv = spawn_fuse(where, fuse_lowers(m), Path(upper) if upper else None,
                                  allow_other=allow_other, log_path=log_path,
-                                 fsname=m.source, tree_cache=Path(cache) if cache else None)
+                                 fsname=m.source, tree_cache=Path(cache) if cache else None,
+                                 die_with_caller=die_with_caller)
                 active.servers.append(srv)
             elif m.type == "overlay":
                 from .overlay import mount_overlay

@@ -24,11 +24,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Optional, Set, Tuple
 
+from .layer_index import INTERNAL_XATTR_PREFIXES
 from .merge import DIR, FIFO, REG, SYMLINK, CHAR, BLOCK, Inode, LowerData
 
 OPAQUE_XATTR = "user.overlay.opaque"
 OVERRIDE_XATTR = "user.pydocklite.override"
-INTERNAL_XATTR_PREFIXES = ("user.overlay.", "user.pydocklite.")
 TEMP_PREFIX = ".pdl-tmp-"
 _COPY_CHUNK = 1 << 20
 

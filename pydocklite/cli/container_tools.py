@@ -18,14 +18,21 @@ def _running(settings, ref):
 
 def cmd_cp(settings, argv) -> int:
     p = Parser("cp", "cp [OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n       pydocklite cp "
-               "[OPTIONS] SRC_PATH CONTAINER:DEST_PATH",
-               "Copy files/folders between a container and the local filesystem")
+               "[OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH",
+               "Copy files/folders between a container and the local filesystem\n\n"
+               "Use '-' as the source to read a tar archive from stdin and extract it to a "
+               "directory destination in a container.\nUse '-' as the destination to stream a "
+               "tar archive of a container source to stdout.\nOn the host, entries that can't "
+               "be made safely (device nodes, fifos, links leading outside the destination) "
+               "are skipped and listed; set-uid/set-gid bits are dropped.")
     p.add_argument("-a", "--archive", action="store_true", help="Archive mode (copy all "
                    "uid/gid information)")
+    p.add_argument("-q", "--quiet", action="store_true", help="Suppress progress output "
+                   "during copy")
     p.add_argument("src")
     p.add_argument("dest")
     args = p.parse_args(argv)
-    from pydocklite.containers.procs import copy_in, copy_out
+    from pydocklite.containers.cp import copy_from_container, copy_to_container
 
     def split(x):
         if ":" in x and not x.startswith(("/", ".")):
@@ -38,9 +45,12 @@ def cmd_cp(settings, argv) -> int:
         raise UsageError("copying between containers or between local paths is not "
                          "supported: one side must be CONTAINER:PATH")
     if sref is not None:
-        copy_out(_running(settings, sref).init_pid, spath, dpath)
+        skipped = copy_from_container(settings, sref, spath or "/", dpath)
     else:
-        copy_in(_running(settings, dref).init_pid, spath, dpath)
+        skipped = copy_to_container(settings, dref, spath, dpath or "/", args.archive)
+    for name, why in skipped:
+        shown = "".join(ch if ch.isprintable() else "?" for ch in f"{name}: {why}")
+        sys.stderr.write(f"pydocklite cp: skipped {shown}\n")
     return 0
 
 

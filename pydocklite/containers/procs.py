@@ -1,15 +1,10 @@
-"""What runs in a container, seen from the host: `top`, `stats`, and `cp` (which works
-inside the container's user and mount namespaces, so paths resolve as the container sees
-them and symlinks in the image can't lead outside its root)."""
+"""What runs in a container, seen from the host: `top`, `stats`. (`cp` is containers/cp.py
+over the confined helper of fs_access.py.)"""
 from __future__ import annotations
 
 import os
-import tarfile
 import time
 from typing import Dict, List
-
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNS = 0x00020000
 
 
 def container_pids(settings, cid: str) -> List[int]:
@@ -63,88 +58,3 @@ def sample_stats(settings, states, interval: float = 0.5) -> List[Dict]:
         out.append({"id": s.id, "name": s.name, "cpu": cpu, "mem": mem, "limit": limit,
                     "pids": len(p)})
     return out
-
-
-def _enter(pid: int) -> None:
-    """Join the user and mount namespaces of `pid` (the caller must be single-threaded)."""
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    for ns, flag in (("user", CLONE_NEWUSER), ("mnt", CLONE_NEWNS)):
-        fd = os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}") \
-                    and libc.setns(fd, flag) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns({ns}) into pid {pid}: {os.strerror(err)}")
-        finally:
-            os.close(fd)
-    os.chdir("/")
-
-
-def copy_out(pid: int, src: str, dest: str) -> None:
-    """cp CONTAINER:src dest — a tar stream from a child in the container's namespaces."""
-    r, w = os.pipe()
-    child = os.fork()
-    if child == 0:
-        code = 1
-        try:
-            os.close(r)
-            _enter(pid)
-            with os.fdopen(w, "wb") as out, tarfile.open(fileobj=out, mode="w|") as tar:
-                tar.add(src, arcname=os.path.basename(src.rstrip("/")) or ".")
-            code = 0
-        except BaseException as e:   # reported through the exit status and stderr
-            os.write(2, f"Error: {src}: {e}\n".encode())
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as inp:
-        _extract(inp, dest)
-    _, status = os.waitpid(child, 0)
-    if status != 0:
-        raise OSError(f"could not copy {src} out of the container")
-
-
-def copy_in(pid: int, src: str, dest: str) -> None:
-    """cp src CONTAINER:dest — the host side tars, the child in the container extracts."""
-    r, w = os.pipe()
-    child = os.fork()
-    if child == 0:
-        code = 1
-        try:
-            os.close(w)
-            _enter(pid)
-            with os.fdopen(r, "rb") as inp:
-                _extract(inp, dest)
-            code = 0
-        except BaseException as e:
-            os.write(2, f"Error: {dest}: {e}\n".encode())
-        finally:
-            os._exit(code)
-    os.close(r)
-    with os.fdopen(w, "wb") as out, tarfile.open(fileobj=out, mode="w|") as tar:
-        tar.add(src, arcname=os.path.basename(src.rstrip("/")) or ".")
-    _, status = os.waitpid(child, 0)
-    if status != 0:
-        raise OSError(f"could not copy {src} into the container")
-
-
-def _extract(stream, dest: str) -> None:
-    """Docker's rule: into an existing directory keeps the name, else the copy gets `dest`."""
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
-        into_dir = os.path.isdir(dest)
-        for member in tar:
-            name = member.name
-            if not into_dir:
-                head, _, rest = name.partition("/")
-                name = os.path.basename(dest.rstrip("/")) + ("/" + rest if rest else "")
-                member.name = name
-                base = os.path.dirname(os.path.abspath(dest)) or "/"
-            else:
-                base = dest
-            if hasattr(tarfile, "data_filter"):
-                tar.extract(member, base, filter="tar")
-            else:
-                if member.name.startswith("/") or ".." in member.name.split("/"):
-                    raise OSError(f"refusing unsafe path {member.name!r}")
-                tar.extract(member, base)

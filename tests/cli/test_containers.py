@@ -373,7 +373,8 @@ def _helpers_of(tool: str, wait: float = 0, only=None) -> list:
 def test_cp_both_ways_top_stats(cli, busybox):
     ok(cli("run", "-d", "--name", "box", busybox, "sh", "-c",
            "mkdir -p /srv/d/e && echo deep > /srv/d/e/f && echo one > /srv/one && "
-           "ln -s /etc/passwd /srv/abs && touch /srv/ready && sleep 300"))
+           "ln -s /etc/passwd /srv/abs && ln -s one /srv/rel && touch /srv/ready && "
+           "sleep 300"))
     deadline = time.time() + 20
     while cli("exec", "box", "test", "-e", "/srv/ready").returncode != 0:
         assert time.time() < deadline
@@ -385,8 +386,12 @@ def test_cp_both_ways_top_stats(cli, busybox):
     assert (out / "renamed.txt").read_text() == "one\n"
     ok(cli("cp", "box:/srv/d", str(out)))
     assert (out / "d" / "e" / "f").read_text() == "deep\n"
-    ok(cli("cp", "box:/srv/abs", str(out)))
-    assert os.readlink(out / "abs") == "/etc/passwd"      # copied as a link, not followed
+    r = ok(cli("cp", "box:/srv/abs", str(out)))
+    # a link that would lead outside the destination on the host is not made, and said so
+    assert not os.path.lexists(out / "abs")
+    assert "skipped abs: symbolic link to /etc/passwd, outside the destination" in r.stderr
+    ok(cli("cp", "box:/srv/rel", str(out)))
+    assert os.readlink(out / "rel") == "one"              # copied as a link, not followed
     (out / "in.txt").write_text("from host\n")
     os.chown(out / "in.txt", unpriv.test_user().pw_uid, unpriv.test_user().pw_gid)
     ok(cli("cp", str(out / "in.txt"), "box:/srv/"))
