@@ -124,6 +124,17 @@ class ImageService:
 
     def _pull(self, client, ref, want, emit: ProgressFn) -> ImageRecord:
         resolved = client.resolve(ref, platform=want)   # checks config diff_ids vs layers
+        # until the image is recorded, a lease keeps a concurrent rmi/prune from deleting
+        # the layers and blobs found or stored here (snapshotter/leases.py)
+        with self.lease(f"pull {ref}") as lease:
+            manifest = resolved.manifest
+            lease.add(layers=[str(d) for d in resolved.config.diff_ids],
+                      blobs=[str(manifest.digest), str(manifest.config.digest),
+                             str(resolved.index.digest) if resolved.index else ""]
+                      + [str(d.digest) for d in manifest.layers])
+            return self._pull_leased(client, ref, resolved, emit)
+
+    def _pull_leased(self, client, ref, resolved, emit: ProgressFn) -> ImageRecord:
         manifest = resolved.manifest
         config = resolved.config
         diff_ids = [str(d) for d in config.diff_ids]
@@ -310,11 +321,25 @@ class ImageService:
         return [r.id for r in victims], freed
 
     def gc(self) -> int:
-        """Delete layers and blobs no image references; returns bytes freed."""
+        """Delete layers and blobs no image, container or lease references (a pull, build,
+        load or create in progress holds a lease: snapshotter/leases.py); returns bytes
+        freed. Runs under the store's gc lock, so no lease is being written meanwhile."""
+        from snapshotter.leases import gc_lock
+        with gc_lock(self.layout):
+            return self._gc()
+
+    def lease(self, what: str):
+        """A lease on layers/blobs this process is about to use (snapshotter.leases)."""
+        from snapshotter.leases import Lease
+        self.layout.ensure()
+        return Lease(self.layout, what)
+
+    def _gc(self) -> int:
+        from snapshotter.leases import leased
         db = self.db.load()
-        keep_layers = {d for r in db.images.values() for d in r.diff_ids}
+        keep_layers, keep_blobs = leased(self.layout)
+        keep_layers |= {d for r in db.images.values() for d in r.diff_ids}
         keep_layers |= self._layers_in_use()
-        keep_blobs = set()
         content = self._content()
         for r in db.images.values():
             keep_blobs |= {r.id, r.manifest_digest}

@@ -119,13 +119,21 @@ class Builder:
         self.states: Dict[int, _State] = {}
         self._views: Dict[tuple, object] = {}
         self.base_records: List[object] = []
+        # what the build makes or stands on is named by a lease until the image is recorded:
+        # a concurrent rmi/image prune can't collect it (snapshotter/leases.py)
+        self.writer.lease = self.service.lease("build")
         try:
-            for i in needed:
-                self.states[i] = self._run_stage(df.stages[i])
+            return self._build_stages(opts, needed, target)
         finally:
             for view in self._views.values():
                 view.close()
             self.ctx.close()
+            self.writer.lease.close()
+            self.writer.lease = None
+
+    def _build_stages(self, opts: BuildOptions, needed, target: int) -> BuildResult:
+        for i in needed:
+            self.states[i] = self._run_stage(self.df.stages[i])
         final = self.states[target]
         if opts.labels:     # --label: on the final image only, as Docker does
             cfg = json.loads(json.dumps(final.config))
@@ -262,11 +270,15 @@ class Builder:
         return _State(config, self.writer.base_layers(record), record.id)
 
     def _image(self, name: str):
+        """A base or --from image, kept by the build's lease until the build ends."""
         from pydocklite.oci_layout import load_embedded
         if not self.opts.pull and self.service.exists(name):
-            return self.service.lookup(name)
-        record = None if self.opts.pull else load_embedded(self.settings, name)
-        return record or self._pull(name)
+            record = self.service.lookup(name)
+        else:
+            record = (None if self.opts.pull else load_embedded(self.settings, name)) \
+                or self._pull(name)
+        self.writer.keep_image(record, name)
+        return record
 
     # --- one step --------------------------------------------------------------------------
     def _step(self, state: _State, ins: Instruction, counted: bool = True) -> None:

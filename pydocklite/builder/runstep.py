@@ -101,7 +101,7 @@ def run_instruction(builder, state, ins):
         builder.say(f" ---> Running in {cid[:12]}")
     try:
         diff_id = run_container(builder.settings, record, state.config, argv, run_env, network,
-                                emit, started, mounts=mounts)
+                                emit, started, mounts=mounts, keep=builder.writer.keep)
     except StepFailedError as e:
         shown = " ".join(argv) if ins.json_args is None else json.dumps(argv)
         raise StepFailedError(f"The command '{shown}' returned a non-zero code: {e.code} "
@@ -138,10 +138,12 @@ def _drop(paths: Sequence[str]) -> None:
 
 def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequence[str],
                   network: str, emit: Callable[[bytes], None],
-                  on_start: Callable[[str], None], mounts: Sequence = ()) -> Optional[str]:
+                  on_start: Callable[[str], None], mounts: Sequence = (),
+                  keep: Optional[Callable] = None) -> Optional[str]:
     """Run argv in a container of `record` (an ImageRecord, maybe unsaved) with image config
     `config`; returns the diff_id of the committed layer. StepFailedError on a non-zero exit
-    (the container is removed either way)."""
+    (the container is removed either way). `keep(layers=...)` names the new layer in the
+    build's lease before a collection may run (ImageWriter.keep)."""
     from pydocklite.containers.container import ContainerService
     from pydocklite.containers.options import Mapping, RunOptions
     cfg = dict(config.get("config") or {})
@@ -170,7 +172,7 @@ def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequ
         if code != 0:
             raise StepFailedError(f"exit code {code}", code)
         service.wait(cid, timeout=60)
-        return _commit(settings, cid, record.diff_ids)
+        return _commit(settings, cid, record.diff_ids, keep)
     finally:
         try:
             service.remove(cid, force=True)
@@ -221,7 +223,9 @@ def _attached(service, cid: str, emit: Callable[[bytes], None]) -> int:
             os.close(out_r)
 
 
-def _commit(settings, cid: str, parent_diff_ids: Sequence[str]) -> str:
+def _commit(settings, cid: str, parent_diff_ids: Sequence[str],
+            keep: Optional[Callable] = None) -> str:
+    from snapshotter.leases import gc_lock
     from snapshotter.snapshots import Snapshotter
     from pydocklite.userns_exec import run_in_userns
     layout = settings.layout
@@ -236,8 +240,11 @@ def _commit(settings, cid: str, parent_diff_ids: Sequence[str]) -> str:
         from snapshotter.diff import IdMap
         _drop_mount_points(root, lower, full_copy)
         Snapshotter(layout, settings.storage_driver).commit(name, cid, idmap=IdMap())
-    run_in_userns(commit)
-    diff_id = snap.stat(name).chain[-1]
+    with gc_lock(layout, shared=True):      # the new layer is named before a collection
+        run_in_userns(commit)
+        diff_id = snap.stat(name).chain[-1]
+        if keep is not None:
+            keep(layers=[diff_id])
     snap.remove(name)
     return diff_id
 

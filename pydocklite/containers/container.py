@@ -57,10 +57,28 @@ class ContainerService:
     # --- create -----------------------------------------------------------------------
     def create(self, opts: RunOptions, image_record, image_config: dict,
                ports: list) -> ContainerState:
+        """A new container from `image_record`. Until its record names the image's layers,
+        a lease keeps a concurrent rmi/prune from deleting them (snapshotter/leases.py); if
+        one ran just before, the image is reported gone instead of half there."""
+        from snapshotter.leases import Lease
+        self.layout.ensure()
+        lease = Lease(self.layout, f"create from {opts.image}")
+        try:
+            lease.add(layers=image_record.diff_ids, blobs=[image_record.id])
+            for d in image_record.diff_ids:
+                if not (self.layout.layer_dir(d) / "index").is_file():
+                    from pydocklite.errors import ImageNotFoundError
+                    raise ImageNotFoundError(f"image {opts.image} was removed while the "
+                                             "container was being created: pull it again")
+            return self._create(opts, image_record, image_config, ports)
+        finally:
+            lease.close()
+
+    def _create(self, opts: RunOptions, image_record, image_config: dict,
+                ports: list) -> ContainerState:
         from pydocklite.containers.image_files import image_user_files
         from pydocklite.containers.spec_builder import build_spec
         from snapshotter.snapshots import Snapshotter
-        self.layout.ensure()
         cfg = image_config.get("config") or {}
         restart = _restart_policy(opts.restart)
         if opts.remove and restart["Name"] != "no":

@@ -137,11 +137,14 @@ class Loaded:
 
 
 def load(service, source) -> List[Loaded]:
-    """Load every image of `source` (sources.open_source); returns what was loaded."""
-    if source.has("manifest.json"):
-        return _load_docker(service, source)
-    if source.has("index.json") and source.has("oci-layout"):
-        return _load_oci(service, source)
+    """Load every image of `source` (sources.open_source); returns what was loaded. No
+    collection (rmi, prune) runs meanwhile: what is stored stays until recorded."""
+    from snapshotter.leases import gc_lock
+    with gc_lock(service.layout.ensure(), shared=True):
+        if source.has("manifest.json"):
+            return _load_docker(service, source)
+        if source.has("index.json") and source.has("oci-layout"):
+            return _load_oci(service, source)
     raise ArchiveError("not an image archive: it has neither manifest.json (Docker) nor "
                        "oci-layout + index.json (OCI)")
 

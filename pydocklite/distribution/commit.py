@@ -44,7 +44,17 @@ def _container_config(image_cfg: dict, recorded: dict) -> dict:
 def commit_container(service, containers, ref: str, name: Optional[str] = None, *,
                      message: str = "", author: str = "", changes: Iterable[str] = (),
                      snapshotter=None):
-    """Commit container `ref`; returns the new ImageRecord."""
+    """Commit container `ref`; returns the new ImageRecord. No collection runs from the
+    moment the new layer exists until the image that names it is recorded (the gc lock is
+    held shared), and the parent image is checked to be whole first."""
+    from snapshotter.leases import gc_lock
+    with gc_lock(service.layout.ensure(), shared=True):
+        return _commit_container(service, containers, ref, name, message=message,
+                                 author=author, changes=changes, snapshotter=snapshotter)
+
+
+def _commit_container(service, containers, ref: str, name: Optional[str], *, message: str,
+                      author: str, changes: Iterable[str], snapshotter):
     from snapshotter.snapshots import Snapshotter
     state = containers.store.get(ref)
     snap = snapshotter or Snapshotter(service.layout, service.settings.storage_driver)
