@@ -244,11 +244,9 @@ def test_kill_cli_mid_run_and_kill_shim(cli, busybox):
 def test_failed_run_leaves_no_waiting_shim(cli, busybox):
     """`run` forks its shim before it creates the container: when creating fails (no such
     image, a bad flag value found late), the waiting shim must go away with the CLI."""
-    uid = unpriv.test_user().pw_uid
-
     def waiting(marker: str) -> list:
-        return [p for p in os.listdir("/proc") if p.isdigit() and
-                os.stat(f"/proc/{p}").st_uid == uid and marker in _cmdline(int(p))]
+        # (processes come and go while /proc is read: user_processes skips the gone ones)
+        return [pid for pid, cmd in unpriv.user_processes() if marker in cmd]
     r = cli("run", "--pull", "never", "--name", "neverstarted", busybox + "-nosuch", "true")
     assert r.returncode == 125 and "No such image" in r.stderr
     r = cli("run", "-d", "--rm", "--restart", "always", "--name", "neverstarted", busybox,
