@@ -132,6 +132,27 @@ def storage_status(settings) -> dict:
     return {"driver": choice.driver, "reason": choice.reason}
 
 
+API_SOCKET_NAME = "docker.sock"
+
+
+def api_socket(settings) -> dict:
+    """Where `system service` listens by default, and whether a service answers there."""
+    import socket
+    path = str(settings.runtime_layout.api_socket)
+    state = "not running (start it with `pydocklite system service`)"
+    if os.path.exists(path):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(0.5)
+        try:
+            probe.connect(path)
+            state = "listening"
+        except OSError:
+            state = "stale socket, no service (the next `system service` replaces it)"
+        finally:
+            probe.close()
+    return {"path": path, "host": f"unix://{path}", "state": state}
+
+
 def collect(settings) -> dict:
     from pydocklite import __version__
     missing: List[Missing] = []
@@ -151,6 +172,7 @@ def collect(settings) -> dict:
         "Cgroup": cgroup_status(missing),
         "Storage": storage_status(settings),
         "UnprivilegedPortStart": _read("/proc/sys/net/ipv4/ip_unprivileged_port_start"),
+        "APISocket": api_socket(settings),
     }
     info["Missing"] = [{"Feature": m.feature, "Effect": m.effect, "Fix": m.fix}
                        for m in missing]
@@ -189,6 +211,7 @@ def render_text(info: dict) -> str:
         + (f" ({cg['reason']})" if cg.get("reason") else ""),
         f" Network:          {info['Network']}",
         f" Unprivileged ports start at: {info['UnprivilegedPortStart']}",
+        f" API socket:       {info['APISocket']['host']} ({info['APISocket']['state']})",
     ]
     if info["Missing"]:
         lines += ["", "Missing host features (and how to enable them):"]

@@ -36,15 +36,23 @@ class ImageRecord:
     repo_digests: Tuple[str, ...] = ()   # "docker.io/library/nginx@sha256:..."
     added_at: float = 0.0
     index_digest: str = ""       # the index/manifest list the platform manifest came from
+    trust: object = None         # trust.verdict.Verdict: what the signature policy found
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self._replace(trust=None))
+        d["trust"] = self.trust.to_json() if self.trust is not None else None
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "ImageRecord":
         d = dict(d)
         d["diff_ids"] = tuple(d.get("diff_ids", ()))
         d["repo_digests"] = tuple(d.get("repo_digests", ()))
+        if isinstance(d.get("trust"), dict):
+            from pydocklite.trust.verdict import Verdict
+            d["trust"] = Verdict.from_json(d["trust"])
+        else:
+            d["trust"] = None
         known = set(cls._fields)
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -56,6 +64,14 @@ class ImageDB:
 
     def tags_of(self, image_id: str) -> List[str]:
         return sorted(ref for ref, iid in self.tags.items() if iid == image_id)
+
+
+def _kept_trust(old, new):
+    """A verified verdict stays true for the same content: a later pull that verified
+    nothing (no policy, or insecureAcceptAnything) does not erase it."""
+    if new is None or (old is not None and old.verified and not new.verified):
+        return old
+    return new
 
 
 class ImageStore:
@@ -114,7 +130,7 @@ class ImageStore:
             if old is not None:
                 digests = tuple(sorted(set(old.repo_digests) | set(record.repo_digests)))
                 record = record._replace(repo_digests=digests, added_at=old.added_at or
-                                 record.added_at)
+                                 record.added_at, trust=_kept_trust(old.trust, record.trust))
             images[record.id] = record
             tags = dict(db.tags)
             for name in names:

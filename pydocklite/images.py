@@ -13,12 +13,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import List, Optional, Set
 
-from pydocklite.errors import ImageError, ImageInUseError, ImageNotFoundError
+from pydocklite.errors import (ConflictError, ImageError, ImageInUseError, ImageNotFoundError,
+                               UsageError)
 from pydocklite.image_db import ImageDB, ImageRecord, ImageStore
 from pydocklite.runtime.record import record as value_type
 from pydocklite.settings import Settings
 
 MAX_PARALLEL_LAYERS = 4
+UNPARSED = object()     # lookup(ref=...) not given: the name is parsed there
 
 
 @value_type
@@ -60,27 +62,27 @@ class ImageService:
         from registry.reference import Reference
         return str(Reference.parse(name))
 
-    def lookup(self, name: str, db: Optional[ImageDB] = None) -> ImageRecord:
-        """An image by name[:tag], name@digest, full or short id."""
+    def lookup(self, name: str, db: Optional[ImageDB] = None, ref=UNPARSED) -> ImageRecord:
+        """An image by name[:tag], name@digest, full or short id. `ref`: what
+        parse_reference(name) gave the caller, who parsed it already (run does, once)."""
         db = db or self.db.load()
-        found = self._find(name, db)
+        found = self._find(name, db, ref)
         if found is None:
             raise ImageNotFoundError(f"No such image: {name}")
         return found
 
-    def _find(self, name: str, db: ImageDB) -> Optional[ImageRecord]:
+    def _find(self, name: str, db: ImageDB, ref=UNPARSED) -> Optional[ImageRecord]:
         bare = name[len("sha256:"):] if name.startswith("sha256:") else name
         if bare and all(c in "0123456789abcdef" for c in bare) and len(bare) >= 3:
             matches = [r for iid, r in db.images.items() if iid[7:].startswith(bare)]
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1 and len(bare) < 64:
-                raise ImageError(f"image id prefix {name!r} is ambiguous: give more digits")
-        from registry.reference import Reference
-        try:
-            ref = Reference.parse(name)
-        except Exception:  # noqa: BLE001 - not a valid name: simply not found
-            return None
+                raise UsageError(f"image id prefix {name!r} is ambiguous: give more digits")
+        if ref is UNPARSED:
+            ref = parse_reference(name)
+        if ref is None:
+            return None           # not a valid name: simply not found
         if ref.digest is None:
             record_id = db.tags.get(str(ref))
             return db.images.get(record_id) if record_id else None
@@ -95,7 +97,7 @@ class ImageService:
     def exists(self, name: str) -> bool:
         try:
             return self._find(name, self.db.load()) is not None
-        except ImageError:
+        except (ImageError, UsageError):
             return False
 
     def config(self, record: ImageRecord):
@@ -107,23 +109,51 @@ class ImageService:
 
     # --- pull -------------------------------------------------------------------------
 
-    def client(self, *, tls_verify: Optional[bool] = None, host: str = ""):
+    def client(self, *, tls_verify: Optional[bool] = None, host: str = "", auth=None):
         from pydocklite.registry_access import make_client
-        return make_client(self.settings, tls_verify=tls_verify, insecure_host=host)
+        return make_client(self.settings, tls_verify=tls_verify, insecure_host=host, auth=auth)
 
-    def pull(self, name: str, *, platform: Optional[str] = None,
-             progress: Optional[ProgressFn] = None, tls_verify: Optional[bool] = None
-             ) -> ImageRecord:
+    def pull(self, name, *, platform: Optional[str] = None,
+             progress: Optional[ProgressFn] = None, tls_verify: Optional[bool] = None,
+             auth=None, signature_policy: Optional[str] = None) -> ImageRecord:
+        """Pull `name` (a string, or a Reference parsed by the caller) into the store. When
+        a signature policy applies (`signature_policy`, else ~/.config/containers/policy.json,
+        else /etc/containers/policy.json) the image is checked against it after its manifests
+        and config are read and before anything is stored: a refused image raises
+        trust.errors.SignatureRefused and leaves no trace. auth: credentials a client sent
+        (the API's X-Registry-Auth) instead of config.json."""
         from registry.model import Platform
         from registry.reference import Reference
+        from pydocklite.trust.policy import load_policy
         emit = progress or (lambda ev: None)
-        ref = Reference.parse(name)
+        ref = name if isinstance(name, Reference) else Reference.parse(name)
         want = Platform.parse(platform) if platform else None
-        with self.client(tls_verify=tls_verify, host=ref.domain) as client:
-            return self._pull(client, ref, want, emit)
+        policy = load_policy(signature_policy)
+        preload = None
+        if policy is not None and policy.for_docker(ref).needs_signatures:
+            from pydocklite.trust.verify import start_preload
+            preload = start_preload()      # cryptography's import overlaps the registry's replies
+        try:
+            with self.client(tls_verify=tls_verify, host=ref.domain, auth=auth) as client:
+                record = self._pull(client, ref, want, emit, policy)
+        finally:
+            if preload is not None:
+                preload.join()
+        self.event("pull", familiar(str(ref)), name=familiar(ref.repository))
+        return record
 
-    def _pull(self, client, ref, want, emit: ProgressFn) -> ImageRecord:
+    def event(self, action: str, actor: str, **attributes: str) -> None:
+        """An image event in the user's journal (pydocklite/events.py)."""
+        from pydocklite import events
+        events.emit(self.settings.runtime_layout.events_dir, "image", action, actor,
+                    attributes)
+
+    def _pull(self, client, ref, want, emit: ProgressFn, policy=None) -> ImageRecord:
         resolved = client.resolve(ref, platform=want)   # checks config diff_ids vs layers
+        verdict = None
+        if policy is not None:
+            from pydocklite.trust.verify import check_registry_image
+            verdict = check_registry_image(policy, client, ref, resolved)
         # until the image is recorded, a lease keeps a concurrent rmi/prune from deleting
         # the layers and blobs found or stored here (snapshotter/leases.py)
         with self.lease(f"pull {ref}") as lease:
@@ -132,9 +162,9 @@ class ImageService:
                       blobs=[str(manifest.digest), str(manifest.config.digest),
                              str(resolved.index.digest) if resolved.index else ""]
                       + [str(d.digest) for d in manifest.layers])
-            return self._pull_leased(client, ref, resolved, emit)
+            return self._pull_leased(client, ref, resolved, emit, verdict)
 
-    def _pull_leased(self, client, ref, resolved, emit: ProgressFn) -> ImageRecord:
+    def _pull_leased(self, client, ref, resolved, emit: ProgressFn, verdict) -> ImageRecord:
         manifest = resolved.manifest
         config = resolved.config
         diff_ids = [str(d) for d in config.diff_ids]
@@ -169,6 +199,7 @@ class ImageService:
             repo_digests=(f"{ref.repository}@{repo_digest_src}",),
             added_at=time.time(),
             index_digest=str(resolved.index.digest) if resolved.index is not None else "",
+            trust=verdict,
         )
         names = [str(ref)] if ref.tag and not ref.digest else []
         self.db.add(record, names)
@@ -245,27 +276,17 @@ class ImageService:
         from registry.reference import Reference
         ref = Reference.parse(target)
         if ref.digest:
-            raise ImageError(f"refusing to create a tag with a digest reference: {target}")
+            raise UsageError(f"refusing to create a tag with a digest reference: {target}")
         self.db.tag(record.id, str(ref))
+        self.event("tag", record.id, name=familiar(str(ref)))
 
     def images_in_use(self) -> Set[str]:
         """Image ids that some container (any state) was created from."""
-        used = set()
-        cdir = self.layout.containers_dir
-        if not cdir.is_dir():
-            return used
-        for entry in cdir.iterdir():
-            for fname in ("state.json", "container.json"):
-                try:
-                    with open(entry / fname) as f:
-                        data = json.load(f)
-                except (OSError, ValueError):
-                    continue
-                iid = data.get("image_id") or data.get("ImageID") or data.get("image", {})
-                if isinstance(iid, str) and iid:
-                    used.add(iid)
-                break
-        return used
+        return {st.image_id for st in self._containers()} - {""}
+
+    def _containers(self):
+        from pydocklite.state.store import ContainerStore
+        return ContainerStore(self.layout.containers_dir).list()
 
     def remove(self, name: str, *, force: bool = False) -> List[str]:
         """`rmi`: returns Docker's output lines (Untagged: ..., Deleted: ...)."""
@@ -282,13 +303,14 @@ class ImageService:
         in_use = record.id in self.images_in_use()
         if by_tag and len(tags) > 1:
             self.db.untag(canon)
+            self.event("untag", record.id, name=familiar(canon))
             return [f"Untagged: {familiar(canon)}"]
         if in_use and not force:
             raise ImageInUseError(
                 f"conflict: unable to remove image {name} ({short_id(record.id)}): it is used by "
                 "a container: remove the container first or use -f")
         if not by_tag and len(tags) > 1 and not force:
-            raise ImageError(
+            raise ConflictError(
                 f"conflict: unable to delete {short_id(record.id)} (must be forced) - image is "
                 "referenced in multiple repositories")
         for t in tags:
@@ -299,8 +321,12 @@ class ImageService:
             # like docker: -f on an image a container uses untags it but keeps its data
             for t in tags:
                 self.db.untag(t)
+                self.event("untag", record.id, name=familiar(t))
             return lines
         self.db.remove(record.id)
+        for t in tags:
+            self.event("untag", record.id, name=familiar(t))
+        self.event("delete", record.id, name=familiar(tags[0]) if tags else record.id)
         lines.append(f"Deleted: {record.id}")
         self.gc()
         return lines
@@ -317,6 +343,7 @@ class ImageService:
                 victims.append(record)
         for record in victims:
             self.db.remove(record.id)
+            self.event("delete", record.id, name=record.id)
         freed = self.gc()
         return [r.id for r in victims], freed
 
@@ -387,23 +414,23 @@ class ImageService:
 
     def _layers_in_use(self) -> Set[str]:
         """Diff ids that containers' snapshots still stand on."""
-        used = set()
-        cdir = self.layout.containers_dir
-        if not cdir.is_dir():
-            return used
-        for entry in cdir.iterdir():
-            try:
-                with open(entry / "state.json") as f:
-                    data = json.load(f)
-            except (OSError, ValueError):
-                continue
-            used.update((data.get("config") or {}).get("diff_ids", ()) or ())
-        return used
+        return {d for st in self._containers() for d in st.config.get("diff_ids", ())}
 
     def list(self) -> List[tuple]:
         """[(record, [canonical tags])] for every image."""
         db = self.db.load()
         return [(r, db.tags_of(iid)) for iid, r in db.images.items()]
+
+
+def parse_reference(name: str):
+    """`name` as a registry Reference, or None when it is not a valid reference (an image
+    id, a typo: lookups then simply find nothing)."""
+    from registry.errors import InvalidReferenceError
+    from registry.reference import Reference
+    try:
+        return Reference.parse(name)
+    except InvalidReferenceError:
+        return None
 
 
 def familiar(canonical: str) -> str:

@@ -12,8 +12,9 @@ def _blob(layout_dir: Path, digest: str) -> Path:
     return layout_dir / "blobs" / algo / hexd
 
 
-def import_layout(service, layout_dir: Path, name: str):
-    """Store the first image of `layout_dir`'s index.json and tag it `name`."""
+def import_layout(service, layout_dir: Path, name):
+    """Store the first image of `layout_dir`'s index.json and tag it `name` (a string or a
+    Reference)."""
     from registry.model import parse_image_config, parse_manifest, sha256_digest
     from registry.reference import Reference
     from pydocklite.image_db import ImageRecord
@@ -39,7 +40,7 @@ def import_layout(service, layout_dir: Path, name: str):
             writer.commit()
     content.write(manifest.config.digest, config_raw)
     content.write(desc["digest"], raw)
-    ref = Reference.parse(name)
+    ref = name if isinstance(name, Reference) else Reference.parse(name)
     record = ImageRecord(
         id=manifest.config.digest, manifest_digest=desc["digest"],
         manifest_media_type=manifest.media_type, diff_ids=tuple(config.diff_ids),
@@ -49,19 +50,15 @@ def import_layout(service, layout_dir: Path, name: str):
     return record
 
 
-def load_embedded(settings, name: str):
-    """The embedded hello image when `name` asks for it (and it isn't in the store yet)."""
-    from pydocklite.embedded import HELLO_IMAGE_NAME, hello_layout
+def load_embedded(settings, ref):
+    """The embedded hello image when Reference `ref` names it (and it isn't in the store
+    yet); None otherwise (also for None: a name that is not a reference)."""
+    from pydocklite.embedded import HELLO_CANONICAL, hello_layout
     from pydocklite.images import ImageService
-    from registry.reference import Reference
-    try:
-        ref = Reference.parse(name)
-    except Exception:  # noqa: BLE001 - not a valid name: the pull reports it
-        return None
-    if str(ref) != str(Reference.parse(HELLO_IMAGE_NAME)):
+    if ref is None or str(ref) != HELLO_CANONICAL:
         return None
     try:
         layout_dir = hello_layout()
     except FileNotFoundError:
         return None
-    return import_layout(ImageService(settings), layout_dir, name)
+    return import_layout(ImageService(settings), layout_dir, ref)

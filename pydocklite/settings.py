@@ -12,6 +12,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Optional, Tuple
 
+from pydocklite.layout import default_runtime_dir
 from pydocklite.runtime.record import Factory, record
 
 
@@ -28,13 +29,6 @@ def default_data_root() -> Path:
 
 def default_config_dir() -> Path:
     return _xdg("XDG_CONFIG_HOME", ".config") / "pydocklite"
-
-
-def default_runtime_dir() -> Path:
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    if base and os.path.isdir(base) and os.access(base, os.W_OK):
-        return Path(base) / "pydocklite"
-    return Path(f"/tmp/pydocklite-{os.getuid()}")
 
 
 @record
@@ -107,6 +101,12 @@ class Settings:
     def layout(self):
         from snapshotter.layout import StoreLayout
         return StoreLayout(self.data_root)
+
+    @property
+    def runtime_layout(self):
+        """Every path under the runtime directory (pydocklite/layout.py)."""
+        from pydocklite.layout import RuntimeLayout
+        return RuntimeLayout(self.runtime_dir)
 
     def certs_dirs(self, registry_host: str) -> Tuple[Path, ...]:
         """Where a registry's custom CA may live, Docker's and our own convention."""

@@ -19,9 +19,8 @@ _CHUNK = 64 << 10
 def read_capped(resp: Any, cap: int, what: str) -> bytes:
     """The body of `resp` (stream=True), or ResponseTooLargeError past `cap` bytes."""
     def too_large(size: str) -> ResponseTooLargeError:
-        return ResponseTooLargeError(f"{what}: the server sent {size}, more than the {cap} "
-                                     "bytes accepted for it: refused (a broken or hostile "
-                                     "registry?)")
+        return ResponseTooLargeError(f"{what} is larger than {cap} bytes (the server sent "
+                                     f"{size}): refused, a broken or hostile registry?")
     length = resp.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > cap:
         resp.close()

@@ -173,16 +173,18 @@ class RegistryClient:
         return parse_manifest(raw, resp.headers.get("Content-Type", ""), actual, name=what)
 
     def _get_small(self, domain: str, path: str, what: str,
-                   headers: "Optional[dict]" = None) -> "tuple[Any, bytes]":
-        """GET a small document (manifest, tag list) whole, at most MAX_MANIFEST_BYTES; a
-        body cut short is asked again."""
+                   headers: "Optional[dict]" = None,
+                   limit: int = MAX_MANIFEST_BYTES) -> "tuple[Any, bytes]":
+        """GET a small document (manifest, tag list) whole, at most `limit` bytes (more is
+        ResponseTooLargeError, a gzip Content-Encoding included); a body cut short is asked
+        again."""
         from urllib3.exceptions import HTTPError as Urllib3Error
         from .bounded import read_capped
         for attempt in range(self.max_resumes + 1):
             resp = self._t.request("GET", domain, path, headers=headers or {}, stream=True)
             try:
                 self._raise_for(resp, what, domain)
-                raw = read_capped(resp, MAX_MANIFEST_BYTES, what)
+                raw = read_capped(resp, limit, what)
                 length = resp.headers.get("Content-Length", "")
                 if length.isdigit() and len(raw) < int(length) and \
                         not resp.headers.get("Content-Encoding"):

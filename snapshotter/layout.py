@@ -93,6 +93,15 @@ class StoreLayout(namedtuple("StoreLayout", "root")):
     def volumes_dir(self) -> Path:
         return self.root / "volumes"
 
+    @property
+    def networks_db(self) -> Path:
+        """The networks (pydocklite/networks.py): one JSON file, replaced atomically."""
+        return self.root / "networks.json"
+
+    @property
+    def networks_lock(self) -> Path:
+        return self.locks_dir / "networks.lock"
+
     def ensure(self) -> "StoreLayout":
         """Create the directories (root 0700, the rest 0755 under it); idempotent."""
         try:

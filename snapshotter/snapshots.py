@@ -92,10 +92,21 @@ class Snapshotter:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         con = sqlite3.connect(str(self.db_path), timeout=30, isolation_level=None)
         try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")   # WAL: consistent after a crash
-            con.executescript(_SCHEMA)
-            con.execute("BEGIN IMMEDIATE")
+            for attempt in range(20):
+                try:
+                    con.execute("PRAGMA journal_mode=WAL")
+                    con.execute("PRAGMA synchronous=NORMAL")   # WAL: consistent after a crash
+                    con.executescript(_SCHEMA)
+                    con.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as e:
+                    # SQLITE_PROTOCOL: the WAL index kept changing under us while other
+                    # processes (shims removing containers, a service) opened and closed
+                    # the database; nothing was done yet, so trying again is safe
+                    if "locking protocol" not in str(e) or attempt == 19:
+                        raise
+                    import time
+                    time.sleep(0.005 * (attempt + 1))
             try:
                 yield con
             except BaseException:
@@ -279,6 +290,23 @@ class Snapshotter:
         from .merge import MergedTree
         return MergedTree([LayerIndex.load(self.layout.layer_index(x)) for x in chain])
 
+    def sweep(self) -> List[str]:
+        """Delete snapshot directories no snapshot records whose creator is gone: a process
+        killed between making a snapshot's directory and recording it (_create) leaves one.
+        The name says who made it ("<time>-<pid>"); a live creator's are left alone.
+        Returns the directories deleted."""
+        with self._db() as con:
+            known = {row[0] for row in con.execute("SELECT dir FROM snapshots")}
+            gone = []
+            for entry in os.scandir(self.root):
+                stem, dash, pid = entry.name.rpartition("-")
+                if not dash or not pid.isdigit() or not entry.is_dir(follow_symlinks=False) \
+                        or entry.path in known or _alive(int(pid)):
+                    continue
+                _rmtree(Path(entry.path))
+                gone.append(entry.path)
+        return gone
+
     def remove(self, key: str) -> None:
         """Delete the snapshot's directory, then forget it (refused while anything from it is
         mounted in this mount namespace). Removing a committed snapshot keeps its layers.
@@ -312,6 +340,16 @@ def mounted_under(path: str) -> List[str]:
                     root == base or root.startswith(base + "/"):
                 out.append(mp)
     return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _rmtree(path: Path) -> None:

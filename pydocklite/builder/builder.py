@@ -79,7 +79,7 @@ class Builder:
         self.writer = ImageWriter(self.service)
         self.cache = BuildCache(self.writer)
         self.out = out or sys.stdout
-        self._pull = pull or (lambda name: self.service.pull(name))
+        self._pull = pull or (lambda name, ref=None: self.service.pull(ref or name))
         self.told_single_id = False   # the single-id note is printed once
 
     def say(self, text: str) -> None:
@@ -270,13 +270,21 @@ class Builder:
         return _State(config, self.writer.base_layers(record), record.id)
 
     def _image(self, name: str):
-        """A base or --from image, kept by the build's lease until the build ends."""
+        """A FROM's (or --from's) image: from the store, the embedded one, or pulled (name
+        parsed once); kept by the build's lease until the build ends."""
+        from pydocklite.errors import ImageNotFoundError
+        from pydocklite.images import parse_reference
         from pydocklite.oci_layout import load_embedded
-        if not self.opts.pull and self.service.exists(name):
-            record = self.service.lookup(name)
-        else:
-            record = (None if self.opts.pull else load_embedded(self.settings, name)) \
-                or self._pull(name)
+        ref = parse_reference(name)
+        record = None
+        if not self.opts.pull:
+            try:
+                record = self.service.lookup(name, ref=ref)
+            except ImageNotFoundError:
+                pass
+        if record is None:
+            record = (None if self.opts.pull else load_embedded(self.settings, ref)) \
+                or self._pull(name, ref)
         self.writer.keep_image(record, name)
         return record
 

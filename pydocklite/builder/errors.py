@@ -1,6 +1,8 @@
 """The build exception tree (all are PydockliteErrors, so the CLI prints one line).
 
-    BuildError                  a build could not complete (exit 1, like `docker build`)
+    BuildError                  a build could not complete (exit 1, like `docker build`: the
+                                exit codes and HTTP statuses are in pydocklite.errors'
+                                STATUS_TABLE)
     ├── DockerfileError         the Dockerfile is malformed: names file:line and the instruction
     ├── ContextError            a COPY/ADD source is missing, excluded or outside the context
     └── StepFailedError         a RUN exited non-zero: carries the exit code
@@ -11,7 +13,7 @@ from pydocklite.errors import PydockliteError
 
 
 class BuildError(PydockliteError):
-    exit_code = 1
+    pass
 
 
 class DockerfileError(BuildError):

@@ -47,16 +47,6 @@ def single_id_map() -> bool:
     return idmap.default_mappings()[2] is not None
 
 
-def _fake_root(spec_path) -> None:
-    spec = json.loads(spec_path.read_text())
-    linux = spec.setdefault("linux", {})
-    sec = linux.get("seccomp") or {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}
-    sec["syscalls"] = [{"names": list(FAKE_ROOT_SYSCALLS), "action": "SCMP_ACT_ERRNO",
-                        "errnoRet": 0}] + list(sec.get("syscalls") or [])
-    linux["seccomp"] = sec
-    spec_path.write_text(json.dumps(spec, indent=1))
-
-
 def run_instruction(builder, state, ins):
     """A RUN step of `builder` on stage `state`: the command's changes as a stored LayerRef."""
     from pydocklite.builder import steps
@@ -157,7 +147,8 @@ def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequ
         env = tuple(env) + (f"APT_CONFIG={APT_CONF_TARGET}",)
     opts = RunOptions(image=record.id, command=tuple(argv), entrypoint="", env=tuple(env),
                       user=cfg.get("User") or None, workdir=cfg.get("WorkingDir") or "/",
-                      network=network, mounts=tuple(mounts))
+                      network=network, mounts=tuple(mounts),
+                      extra={"seccomp_noop": FAKE_ROOT_SYSCALLS} if fake_root else {})
     service = ContainerService(settings)
     image_config = dict(config)
     image_config["config"] = {k: v for k, v in cfg.items()
@@ -165,8 +156,6 @@ def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequ
     state = service.create(opts, record, image_config, [])
     cid = state.id
     try:
-        if fake_root:
-            _fake_root(service.store.container_dir(cid) / "config.json")
         on_start(cid)
         code = _attached(service, cid, emit)
         if code != 0:

@@ -32,6 +32,9 @@ def _parser() -> Parser:
     a("--allow", action="append", default=[], help="Allow extra privileged entitlement "
       "(network.host: RUN --network=host)")
     a("--iidfile", help="Write the image ID to the file")
+    a("--signature-policy", metavar="FILE",
+      help="Signature policy for base images pulled by FROM (default: "
+           "~/.config/containers/policy.json, else /etc/containers/policy.json)")
     a("path", metavar="PATH")
     return p
 
@@ -82,9 +85,10 @@ def cmd_build(settings, argv) -> int:
     quiet = args.quiet
     out = io.StringIO() if quiet else sys.stdout
 
-    def pull(name):
+    def pull(name, ref=None):
         from pydocklite.cli.pull import pull_image
-        return pull_image(settings, name, quiet=quiet, out=out)
+        return pull_image(settings, name, quiet=quiet, out=out, ref=ref,
+                          signature_policy=args.signature_policy)
     started = time.monotonic()
     builder = Builder(settings, out=out, pull=pull)
     try:

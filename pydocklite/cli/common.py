@@ -40,6 +40,34 @@ def parse_time(text: str) -> float:
         return 0.0
 
 
+_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+                   "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+def timestamp_ns(text: str, now_ns: int = 0) -> int:
+    """A --since/--until value as Docker reads it (timetypes.GetTimestamp): a Go duration
+    back from now ("10m", "1h30m", "1.5s"), Unix seconds ("1700000000.5"), or an RFC 3339
+    time (the fraction and the zone optional); nanoseconds since the epoch."""
+    import re
+    import time
+    t = text.strip()
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", t)
+    if parts and "".join(n + u for n, u in parts) == t:
+        back = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+        return (now_ns or time.time_ns()) - int(back)
+    if re.fullmatch(r"\d+(\.\d{1,9})?", t):
+        sec, _, frac = t.partition(".")
+        return int(sec) * 1_000_000_000 + int(frac.ljust(9, "0") or 0)
+    from pydocklite.shim.logs import LogError, parse_time_ns
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", t):
+        t += "T00:00:00"
+    try:
+        return parse_time_ns(t)
+    except LogError:
+        raise UsageError(f"invalid time {text!r}: use a duration back from now (10m), Unix "
+                         "seconds or an RFC 3339 time (2006-01-02T15:04:05Z)") from None
+
+
 def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -102,16 +130,23 @@ def confirm(warning: str) -> bool:
 
 
 def for_each(names, fn) -> int:
-    """Run fn per named object like docker: errors to stderr, exit 1 if any failed."""
+    """Run fn per named object like docker: errors to stderr, exit 1 if any failed; an
+    object already in the state asked for (a 304: start of a running container) counts
+    as done, its name printed, as the docker CLI does."""
+    from pydocklite.errors import classify
     status = 0
     for name in names:
         try:
             out = fn(name)
-            if out is not None:
-                sys.stdout.write(f"{out}\n")
         except Exception as e:
-            if type(e).__module__.split(".")[0] not in ("pydocklite", "registry", "snapshotter"):
+            outcome = classify(e)
+            if outcome is None:
                 raise
-            sys.stderr.write(f"Error response from daemon: {escape(str(e))}\n")
-            status = 1
+            if outcome.http_status != 304:
+                sys.stderr.write(f"Error response from daemon: {escape(str(e))}\n")
+                status = 1
+                continue
+            out = name
+        if out is not None:
+            sys.stdout.write(f"{out}\n")
     return status

@@ -60,8 +60,7 @@ def cmd_restart(settings, argv) -> int:
     service = _service(settings)
 
     def restart(n):
-        service.stop(n, args.time)
-        res = service.start(n)
+        res = service.restart(n, args.time)
         if not res.ok:
             from pydocklite.errors import ContainerError
             raise ContainerError(res.error)
@@ -149,7 +148,7 @@ def cmd_rename(settings, argv) -> int:
     p.add_argument("container")
     p.add_argument("new_name")
     args = p.parse_args(argv)
-    _service(settings).store.rename(args.container, args.new_name)
+    _service(settings).rename(args.container, args.new_name)
     return 0
 
 
@@ -159,13 +158,7 @@ def cmd_container_prune(settings, argv) -> int:
     args = p.parse_args(argv)
     if not args.force and not confirm("WARNING! This will remove all stopped containers."):
         return 0
-    service = _service(settings)
-    removed = []
-    for st in service.store.list():
-        s = st.status()
-        if not s.running and not s.shim_alive:
-            service.remove_record(st.id)
-            removed.append(st.id)
+    removed = _service(settings).prune()
     if removed:
         sys.stdout.write("Deleted Containers:\n" + "".join(f"{c}\n" for c in removed) + "\n")
     sys.stdout.write("Total reclaimed space: 0B\n")

@@ -9,7 +9,7 @@ from pydocklite.errors import ContainerStateError, UsageError
 
 
 def _running(settings, ref):
-    from pydocklite.containers.state import ContainerStore
+    from pydocklite.state.store import ContainerStore
     state = ContainerStore(settings.layout.containers_dir).get(ref)
     if not state.status().running:
         raise ContainerStateError(f"container {state.name} is not running: start it first")
@@ -86,7 +86,7 @@ def cmd_stats(settings, argv) -> int:
     p.add_argument("containers", nargs="*")
     args = p.parse_args(argv)
     from pydocklite.containers.procs import sample_stats
-    from pydocklite.containers.state import ContainerStore
+    from pydocklite.state.store import ContainerStore
     store = ContainerStore(settings.layout.containers_dir)
     states = [store.get(c) for c in args.containers] if args.containers else store.list()
     states = [s for s in states if s.status().running]

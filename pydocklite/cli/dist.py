@@ -53,8 +53,11 @@ def cmd_push(settings, argv) -> int:
                    help="Upload blobs bigger than this many bytes in chunks (default 16 MiB)")
     p.add_argument("-a", "--all-tags", action="store_true",
                    help="Push all tags of an image to the repository")
+    from pydocklite.cli.trust import add_sign_flags, sign_pushed, signing_key
+    add_sign_flags(p)
     p.add_argument("name")
     args = p.parse_args(argv)
+    key = signing_key(args)      # unreadable key, wrong passphrase: fail before any upload
     from pydocklite.distribution.push import CHUNK_SIZE, push_image
     from pydocklite.images import familiar
     from registry.reference import Reference
@@ -84,6 +87,9 @@ def cmd_push(settings, argv) -> int:
         result = push_image(service, name, compression=args.compress,
                             chunk_size=args.chunk_size or CHUNK_SIZE, progress=progress,
                             tls_verify=_tls(args.tls_verify), force_compress=force)
+        if key is not None:
+            sign_pushed(settings, result.reference, result.digest, key, args.sign_identity,
+                        _tls(args.tls_verify), out=None if args.quiet else out)
         if args.quiet:
             out.write(f"{familiar(result.reference)}\n")
         else:
@@ -136,6 +142,10 @@ def cmd_load(settings, argv) -> int:
     p.add_argument("-i", "--input", help="Read from a tar archive file (or an OCI/Docker "
                                          "layout directory) instead of STDIN")
     p.add_argument("-q", "--quiet", action="store_true", help="Suppress the load output")
+    p.add_argument("--signature-policy", metavar="FILE",
+                   help="Signature policy for the archive (transports docker-archive, "
+                        "oci-archive, oci; default: ~/.config/containers/policy.json, else "
+                        "/etc/containers/policy.json)")
     args = p.parse_args(argv)
     from pydocklite.distribution.archive import load
     from pydocklite.distribution.sources import open_source
@@ -155,7 +165,8 @@ def cmd_load(settings, argv) -> int:
     try:
         source = open_source(path)
         try:
-            loaded = load(service, source)
+            loaded = load(service, source, signature_policy=args.signature_policy,
+                          origin=None if tmp else os.path.abspath(path))
         finally:
             source.close()
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
+from pydocklite.image_json import inspect_image  # noqa: F401 (used by cli.inspect)
 from pydocklite.cli.common import (Parser, confirm, for_each, human_size, parse_time, print_table,
                                    rfc3339, time_ago)
 
@@ -122,47 +123,6 @@ def cmd_tag(settings, argv) -> int:
     return 0
 
 
-def inspect_image(service, record) -> dict:
-    """Docker's `image inspect` JSON for one image."""
-    from pydocklite.images import familiar
-    config = service.config_json(record)
-    db = service.db.load()
-    cfg = config.get("config") or {}
-    return {
-        "Id": record.id,
-        "RepoTags": [familiar(t) for t in db.tags_of(record.id)],
-        "RepoDigests": [familiar(d) for d in record.repo_digests],
-        "Parent": "",
-        "Comment": _history_comment(config),
-        "Created": config.get("created", ""),
-        "DockerVersion": config.get("docker_version", ""),
-        "Author": config.get("author", ""),
-        "Config": {
-            "Hostname": "", "Domainname": "", "User": cfg.get("User", ""),
-            "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
-            "ExposedPorts": cfg.get("ExposedPorts"), "Tty": False, "OpenStdin": False,
-            "StdinOnce": False, "Env": cfg.get("Env"), "Cmd": cfg.get("Cmd"),
-            "Healthcheck": cfg.get("Healthcheck"), "Image": "", "Volumes": cfg.get("Volumes"),
-            "WorkingDir": cfg.get("WorkingDir", ""), "Entrypoint": cfg.get("Entrypoint"),
-            "OnBuild": cfg.get("OnBuild"), "Labels": cfg.get("Labels"),
-            "StopSignal": cfg.get("StopSignal"),
-        },
-        "Architecture": config.get("architecture", record.architecture),
-        "Variant": config.get("variant"),
-        "Os": config.get("os", record.os),
-        "Size": record.size,
-        "VirtualSize": record.size,
-        "GraphDriver": {"Name": "pydocklite", "Data": {"ManifestDigest": record.manifest_digest}},
-        "RootFS": {"Type": "layers", "Layers": list(record.diff_ids)},
-        "Metadata": {"LastTagTime": ""},
-    }
-
-
-def _history_comment(config: dict) -> str:
-    hist = config.get("history") or []
-    return hist[-1].get("comment", "") if hist else ""
-
-
 def cmd_image_inspect(settings, argv) -> int:
     p = Parser("image inspect", "image inspect [OPTIONS] IMAGE [IMAGE...]",
                "Display detailed information on one or more images")
@@ -226,6 +186,9 @@ def cmd_image(settings, argv) -> int:
     if argv and argv[0] == "pull":
         from pydocklite.cli.pull import cmd_pull
         return cmd_pull(settings, argv[1:])
+    if argv and argv[0] == "sign":
+        from pydocklite.cli.trust import cmd_image_sign
+        return cmd_image_sign(settings, argv[1:])
     if argv and argv[0] in DIST_SUBCOMMANDS:
         from pydocklite.cli import dist
         return getattr(dist, f"cmd_{argv[0]}")(settings, argv[1:])
@@ -240,6 +203,7 @@ def cmd_image(settings, argv) -> int:
                          "  import   Create an image from a rootfs tarball\n"
                          "  history  Show the history of an image\n"
                          "  rm       Remove one or more images\n"
+                         "  sign     Sign images in a registry (sigstore signatures)\n"
                          "  tag      Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE\n")
         return 0 if not argv or argv[0] in ("-h", "--help") else 125
     return IMAGE_SUBCOMMANDS[argv[0]](settings, argv[1:])

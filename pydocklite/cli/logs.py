@@ -7,17 +7,12 @@ from pydocklite.cli.common import Parser
 
 
 def _since(text):
+    """--since/--until (cli.common.timestamp_ns) as the log reader's exact RFC 3339 text."""
     if text is None:
         return None
-    import re
-    import time
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
-    if m:
-        mult = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-        return time.time() - float(m.group(1)) * mult
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    return text     # RFC 3339: the log reader parses it
+    from pydocklite.cli.common import timestamp_ns
+    from pydocklite.shim.logs import format_time
+    return format_time(timestamp_ns(text), fixed=True)
 
 
 def cmd_logs(settings, argv) -> int:
@@ -30,7 +25,7 @@ def cmd_logs(settings, argv) -> int:
     p.add_argument("--details", action="store_true", help="Show extra details")
     p.add_argument("container")
     args = p.parse_args(argv)
-    from pydocklite.containers.state import ContainerStore
+    from pydocklite.state.store import ContainerStore
     from pydocklite.errors import UsageError
     from pydocklite.shim.logs import copy_logs
     store = ContainerStore(settings.layout.containers_dir)

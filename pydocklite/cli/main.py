@@ -41,10 +41,15 @@ COMMANDS = {
     "commit": ("dist", "cmd_commit", "Create a new image from a container's changes"),
     "history": ("dist", "cmd_history", "Show the history of an image"),
     "volume": ("volume", "cmd_volume", "Manage volumes (create, ls, inspect, rm, prune)"),
+    "network": ("network", "cmd_network", "Manage networks (create, ls, inspect, rm, prune, "
+                "connect, disconnect)"),
     "image": ("images", "cmd_image", "Manage images (ls, pull, push, rm, tag, inspect, prune, "
-              "save, load, import, history)"),
+              "save, load, import, history, sign)"),
+    "key": ("trust", "cmd_key", "Manage image signing keys (generate)"),
     "container": ("container", "cmd_container", "Manage containers"),
-    "system": ("system", "cmd_system", "Manage pydocklite (df, info)"),
+    "system": ("system", "cmd_system", "Manage pydocklite (df, events, info, prune, service: "
+               "the Docker Engine API)"),
+    "events": ("events", "cmd_events", "Get real time events from pydocklite"),
     "info": ("system", "cmd_info", "Display system-wide information"),
     "login": ("login", "cmd_login", "Log in to a registry"),
     "logout": ("login", "cmd_logout", "Log out from a registry"),
@@ -110,11 +115,6 @@ def _fail(message: str, code: int = 125) -> int:
     return code
 
 
-def _is_ours(exc: BaseException) -> bool:
-    module = type(exc).__module__.split(".")[0]
-    return module in ("pydocklite", "registry", "snapshotter")
-
-
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     opts, verb, rest = _split_global(argv)
@@ -145,10 +145,13 @@ def main(argv=None) -> int:
         return 0
     except Exception as e:  # the one place that turns errors into a line and an exit code
         # messages carry names and text from registries, images, archives: escaped
+        from pydocklite.errors import classify
         from pydocklite.termsafe import escape
-        if _is_ours(e):
-            sys.stderr.write(f"Error: {escape(str(e))}\n")
-            return int(getattr(e, "exit_code", 125))
+        outcome = classify(e)
+        if outcome is not None:
+            if outcome.exit_code:
+                sys.stderr.write(f"Error: {escape(str(e))}\n")
+            return outcome.exit_code
         if isinstance(e, OSError) and e.filename:
             sys.stderr.write(f"Error: {e.strerror}: {escape(str(e.filename))}\n")
             return 125

@@ -12,7 +12,7 @@ def _key(record) -> str:
 
 
 def _mountpoint(settings, record):
-    return settings.runtime_dir / "mounts" / record.id[7:19]
+    return settings.runtime_layout.image_mount(record.id)
 
 
 def cmd_mount(settings, argv) -> int:

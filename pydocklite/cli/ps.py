@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from pydocklite.cli.common import Parser, print_table
-from pydocklite.errors import UsageError
+from pydocklite.containers.query import matches
 
 COLUMNS = [("ID", "CONTAINER ID"), ("Image", "IMAGE"), ("Command", "COMMAND"),
            ("RunningFor", "CREATED"), ("Status", "STATUS"), ("Ports", "PORTS"),
@@ -28,7 +28,7 @@ def _ports(state) -> str:
 
 def container_rows(states, trunc: bool = True) -> list:
     from datetime import datetime, timezone
-    from pydocklite.containers.state import human_duration, parse_rfc3339
+    from pydocklite.state.container import human_duration, parse_rfc3339
     now = datetime.now(timezone.utc)
     rows = []
     for s in states:
@@ -55,33 +55,7 @@ def container_rows(states, trunc: bool = True) -> list:
 
 
 def _matches(row, filters) -> bool:
-    s, st = row["_state"], row["_status"]
-    for f in filters:
-        key, _, value = f.partition("=")
-        if key == "status":
-            if st.state != value:
-                return False
-        elif key == "name":
-            if value.lstrip("/") not in s.name:
-                return False
-        elif key == "id":
-            if not s.id.startswith(value):
-                return False
-        elif key == "label":
-            labels = s.config.get("Config", {}).get("Labels") or {}
-            k, eq, v = value.partition("=")
-            if k not in labels or (eq and labels[k] != v):
-                return False
-        elif key == "ancestor":
-            if value not in (s.image, s.image_id, s.image_id[7:19]):
-                return False
-        elif key == "exited":
-            if st.state != "exited" or str(st.exit_code) != value:
-                return False
-        else:
-            raise UsageError(f"invalid filter '{key}': use status, name, id, label, ancestor "
-                             "or exited")
-    return True
+    return matches(row["_state"], row["_status"], filters)
 
 
 def cmd_ps(settings, argv) -> int:
@@ -95,7 +69,7 @@ def cmd_ps(settings, argv) -> int:
     p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
     p.add_argument("-s", "--size", action="store_true", help="Display total file sizes")
     args = p.parse_args(argv)
-    from pydocklite.containers.state import ContainerStore
+    from pydocklite.state.store import ContainerStore
     states = ContainerStore(settings.layout.containers_dir).list()
     show_all = args.all or args.last > 0 or args.latest or any(
         f.startswith("status=") or f.startswith("exited=") for f in args.filter)

@@ -43,6 +43,9 @@ def add_create_flags(p) -> None:
     a("--pull", default="missing", choices=["missing", "always", "never"],
       help="Pull image before running")
     a("--rm", action="store_true", help="Automatically remove the container when it exits")
+    a("--signature-policy", metavar="FILE",
+      help="Signature policy for an image pulled now (default: "
+           "~/.config/containers/policy.json, else /etc/containers/policy.json)")
     a("--privileged", action="store_true", help="Give extended privileges to this container")
     a("--security-opt", action="append", default=[],
       help="Security options: seccomp=unconfined, no-new-privileges")
@@ -85,6 +88,8 @@ def options_from_args(args):
         elif not (key == "no-new-privileges" and value == "false"):
             raise UsageError(f"invalid --security-opt {opt!r}: supported are "
                              "seccomp=unconfined and no-new-privileges")
+    if args.signature_policy:
+        extra["signature_policy"] = args.signature_policy
     return RunOptions(
         extra=extra,
         image=args.image, command=tuple(args.command), name=args.name,
@@ -101,26 +106,31 @@ def options_from_args(args):
 
 
 def ensure_image(settings, opts):
-    """The image record for opts.image, pulling it per --pull (messages on stderr)."""
-    from pydocklite.images import ImageService
+    """The image record for opts.image, pulling it per --pull (messages on stderr). The
+    name is parsed here, once: the lookup, the embedded image and the pull share it."""
+    from pydocklite.images import ImageService, parse_reference
     service = ImageService(settings)
+    ref = parse_reference(opts.image)
     record = None
     if opts.pull != "always":
         try:
-            record = service.lookup(opts.image)
+            record = service.lookup(opts.image, ref=ref)
         except ImageNotFoundError:
             record = None
     if record is None:
         if opts.pull == "never":
-            raise UsageError(f"No such image: {opts.image}: pull it first or use --pull missing")
+            raise ImageNotFoundError(f"No such image: {opts.image}: pull it first or use "
+                                     "--pull missing")
         if opts.pull == "missing":
             from pydocklite.oci_layout import load_embedded
-            record = load_embedded(settings, opts.image)
+            record = load_embedded(settings, ref)
         if record is None:
             from pydocklite.cli.pull import pull_image
             if opts.pull == "missing":
                 sys.stderr.write(f"Unable to find image '{opts.image}' locally\n")
-            record = pull_image(settings, opts.image, platform=opts.platform, out=sys.stderr)
+            record = pull_image(settings, opts.image, platform=opts.platform, out=sys.stderr,
+                                ref=ref, signature_policy=(opts.extra or {}).get(
+                                    "signature_policy"))
     return service, record
 
 
@@ -136,27 +146,8 @@ def prepare(settings, opts):
 
 
 def _ports(opts, image_config) -> list:
-    if not opts.publish and not opts.publish_all:
-        return []
-    from pydocklite.shim.port_spec import parse_publish, publish_all, unprivileged_port_start
-    if opts.network == "host":
-        sys.stderr.write("WARNING: Published ports are discarded when using host network mode\n")
-        return []
-    ports = []
-    for spec in opts.publish:
-        ports.extend(parse_publish(spec))
-    if opts.publish_all:
-        exposed = (image_config.get("config") or {}).get("ExposedPorts") or {}
-        have = {p.key for p in ports}
-        ports.extend(p for p in publish_all(exposed) if p.key not in have)
-    low = unprivileged_port_start()
-    for p in ports:
-        if p.host_port and p.host_port < low and os.geteuid() != 0:
-            raise UsageError(
-                f"cannot publish host port {p.host_port}: ports below {low} need privileges: "
-                f"use a port >= {low}, or let users bind them with "
-                f"'sudo sysctl -w net.ipv4.ip_unprivileged_port_start={p.host_port}'")
-    return ports
+    from pydocklite.containers.publish import resolve_ports
+    return resolve_ports(opts, image_config, warn=sys.stderr.write)
 
 
 BASE_FIX = ("or give pydocklite a cgroup you may write to: PYDOCKLITE_CGROUP_BASE=DIR[:DIR...] "
@@ -265,6 +256,7 @@ def run_attached(service, state, tty: bool, pending, exit_r: int) -> int:
         restore = termios.tcgetattr(0)
         ttymod.setraw(0)
     try:
+        service.event(state, "attach")
         res = service.start(state.id, pending=pending)
         if not res.ok:
             if restore is not None:
@@ -302,7 +294,7 @@ def run_attached(service, state, tty: bool, pending, exit_r: int) -> int:
 def _relay_resizes(service, cid: str) -> None:
     """On SIGWINCH (our terminal was resized) tell the shim, which copies the new size from
     the terminal it was handed onto the container's pty master."""
-    from pydocklite.containers.state import pid_alive
+    from pydocklite.state.container import pid_alive
     st = service.store.load(cid)
     shim_pid, start_time = st.shim_pid, st.shim_start_time
     if not shim_pid:

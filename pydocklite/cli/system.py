@@ -96,7 +96,7 @@ def _container_usage(settings):
     if not cdir.is_dir():
         return 0, 0, 0, 0
     try:
-        from pydocklite.containers.state import ContainerStore
+        from pydocklite.state.store import ContainerStore
         states = ContainerStore(cdir).list()
     except Exception:
         states = []
@@ -129,6 +129,15 @@ def cmd_system(settings, argv) -> int:
         return 0
     if argv and argv[0] == "info":
         return cmd_info(settings, argv[1:])
+    if argv and argv[0] == "events":
+        from pydocklite.cli.events import cmd_events
+        return cmd_events(settings, argv[1:], prog="system events")
+    if argv and argv[0] == "service":
+        from pydocklite.cli.service import cmd_service
+        return cmd_service(settings, argv[1:])
     sys.stdout.write("Usage:  pydocklite system COMMAND\n\nManage pydocklite\n\nCommands:\n"
-                     "  df    Show pydocklite disk usage\n  info  Display system-wide information\n")
+                     "  df       Show pydocklite disk usage\n"
+                     "  events   Get real time events from pydocklite\n"
+                     "  info     Display system-wide information\n"
+                     "  service  Serve the Docker Engine API on a unix socket\n")
     return 0 if not argv or argv[0] in ("-h", "--help") else 125

@@ -1,7 +1,9 @@
 """Container lifecycle: create, start (through a shim), stop, kill, remove, wait, exec.
 
-State lives in containers/<id>/ (ContainerStore: state.json, the OCI bundle's config.json,
-json.log, shim.log, hosts files); the rootfs is a snapshot keyed by the container id.
+State lives in containers/<id>/ (layout.ContainerFiles: state.json, the OCI bundle's
+config.json, the shim's frozen configuration shim.json, json.log, shim.log, hosts files);
+the rootfs is a snapshot keyed by the container id. Every lifecycle operation holds the
+container's life lock (ContainerStore.operation) from its checks to its last action.
 """
 from __future__ import annotations
 
@@ -15,14 +17,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import List, Optional
 
+from pydocklite.atomic import atomic_write_json, atomic_write_text
 from pydocklite.containers.options import RunOptions
-from pydocklite.containers.state import ContainerState, ContainerStore, pid_alive
-from pydocklite.errors import ContainerStateError, UsageError
+from pydocklite.errors import ContainerNotModifiedError, ContainerStateError, UsageError
 from pydocklite.runtime.record import asdict, record
 from pydocklite.settings import Settings
+from pydocklite.state.container import ContainerState, pid_alive
+from pydocklite.state.store import ContainerStore
 
-STOP_MARKER = "stop-requested"
-CGROUP_BASE_ANNOTATION = "io.pydocklite.cgroup-base"
 DEFAULT_STOP_TIMEOUT = 10
 
 
@@ -53,6 +55,7 @@ class ContainerService:
         self.settings = settings
         self.layout = settings.layout
         self.store = ContainerStore(self.layout.containers_dir)
+        self.run_layout = settings.runtime_layout
 
     # --- create -----------------------------------------------------------------------
     def create(self, opts: RunOptions, image_record, image_config: dict,
@@ -90,35 +93,42 @@ class ContainerService:
         state = self.store.create(ContainerState(
             id="", name=opts.name or "", image=opts.image, image_id=image_record.id))
         cid = state.id
-        cdir = self.store.container_dir(cid)
+        files = self.store.files(cid)
         volumes: List[tuple] = []          # (name, target) of the volumes it was recorded using
         try:
             snap = Snapshotter(self.layout, self.settings.storage_driver)
             snap.prepare(cid, list(image_record.diff_ids))
-            files = image_user_files(self.layout, image_record.id, image_record.diff_ids)
-            passwd, group = files["/etc/passwd"], files["/etc/group"]
+            etc = image_user_files(self.layout, image_record.id, image_record.diff_ids)
+            passwd, group = etc["/etc/passwd"], etc["/etc/group"]
             hostname = opts.hostname or cid[:12]
-            extra = self._etc_files(cdir, hostname, opts)
+            extra = self._etc_files(files, hostname, opts)
             if opts.init:
                 from pydocklite.embedded_init import INIT_PATH_IN_CONTAINER, init_binary
                 try:
-                    init = init_binary(self.settings.runtime_dir)
+                    init = init_binary(self.run_layout)
                 except FileNotFoundError as e:
                     raise UsageError(str(e)) from None
                 extra.append({"destination": INIT_PATH_IN_CONTAINER, "type": "bind",
                               "source": str(init), "options": ["rbind", "ro", "nosuid",
                                                                "nodev"]})
             mounts = self._volume_mounts(opts, cid, volumes)
-            rootfs = str(self.settings.runtime_dir / cid[:12] / "rootfs")
+            rootfs = str(self.run_layout.rootfs(cid))
             spec = build_spec(cfg, opts._replace(mounts=tuple(mounts)),
                               container_id=cid, rootfs=rootfs, passwd=passwd, group=group,
                               hostname=hostname, extra_mounts=extra)
             spec["linux"]["namespaces"].append({"type": "user"})
-            if self.settings.cgroup_base and spec["linux"].get("resources"):
-                # where the shim's runtime puts the container's cgroup (a delegated subtree)
-                spec["annotations"][CGROUP_BASE_ANNOTATION] = ":".join(self.settings.cgroup_base)
             spec["process"]["oomScoreAdj"] = 0
-            (cdir / "config.json").write_text(json.dumps(spec, indent=1))
+            atomic_write_json(files.spec, spec, durable=False)    # see atomic.py
+            from pydocklite.shim import config as shim_config
+            shim_config.write(files.shim_config, durable=False, config=shim_config.ShimConfig(
+                id=cid, name=state.name, bundle=str(files.dir), rootfs=rootfs,
+                storage_driver=snap.driver, log_path=str(files.log), restart=restart["Name"],
+                restart_max=restart["MaximumRetryCount"], auto_remove=opts.remove,
+                network=opts.network, ports=tuple(ports), tty=opts.tty,
+                open_stdin=opts.interactive, image=opts.image, labels=tuple(labels.items()),
+                # where the runtime puts the container's cgroup (a delegated subtree)
+                cgroup_base=":".join(self.settings.cgroup_base)
+                if spec["linux"].get("resources") else ""))
             config = {
                 "Config": {
                     "Hostname": hostname, "User": opts.user if opts.user is not None
@@ -154,30 +164,36 @@ class ContainerService:
                 "Platform": image_record.os or "linux",
             }
             state = self.store.update(cid, lambda s: s._replace(
-                config=config, log_path=str(cdir / "json.log"),
-                shim_log_path=str(cdir / "shim.log")))
+                config=config, log_path=str(files.log), shim_log_path=str(files.shim_log)))
         except BaseException:
-            self._discard(cid)
-            if volumes:
-                from pydocklite.volumes import VolumeService
-                VolumeService(self.settings).detach([n for n, _ in volumes], cid,
-                                                    remove_anonymous=True)
+            from pydocklite.shim import teardown
+            teardown.remove(self.settings, self.store, cid, event=False,
+                            volumes=[n for n, _ in volumes], remove_anonymous=True)
             raise
+        self.event(state, "create")
         return state
 
-    def _etc_files(self, cdir: Path, hostname: str, opts: RunOptions) -> list:
-        (cdir / "hostname").write_text(hostname + "\n")
+    def event(self, state: ContainerState, action: str, **extra) -> None:
+        """A container event in the user's journal (pydocklite/events.py)."""
+        from pydocklite import events
+        events.container(self.run_layout.events_dir, action, state.id, state.image,
+                         state.name, state.config.get("Config", {}).get("Labels"), **extra)
+
+    def _etc_files(self, files, hostname: str, opts: RunOptions) -> list:
         hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
                  f"127.0.1.1\t{hostname}\n")
-        (cdir / "hosts").write_text(hosts)
         try:
             resolv = Path("/etc/resolv.conf").read_text()
         except OSError:
             resolv = ""
-        (cdir / "resolv.conf").write_text(resolv)
-        return [{"destination": f"/etc/{n}", "type": "bind", "source": str(cdir / n),
-                 "options": ["rbind", "rw"] if not opts.read_only else ["rbind", "ro"]}
-                for n in ("hostname", "hosts", "resolv.conf")]
+        out = []
+        for name, text in (("hostname", hostname + "\n"), ("hosts", hosts),
+                           ("resolv.conf", resolv)):
+            path = files.etc_file(name)
+            atomic_write_text(path, text, mode=0o644, durable=False)
+            out.append({"destination": f"/etc/{name}", "type": "bind", "source": str(path),
+                        "options": ["rbind", "rw"] if not opts.read_only else ["rbind", "ro"]})
+        return out
 
     def _volume_mounts(self, opts: RunOptions, cid: str, volumes: List[tuple]) -> list:
         """The container's mounts with host paths: a volume (named, or anonymous for
@@ -205,20 +221,50 @@ class ContainerService:
                 out.append(m)
         return out
 
+    def rename(self, ref: str, new_name: str) -> ContainerState:
+        """Docker's rename: the record, the shim's configuration (its events name the
+        container), and a `rename` event with the old name."""
+        from pydocklite.shim import config as shim_config
+        with self.store.operation(ref) as old:
+            new = self.store.rename(old.id, new_name)
+            path = self.store.files(old.id).shim_config
+            try:
+                shim_config.write(path, shim_config.read(path)._replace(name=new.name))
+            except FileNotFoundError:
+                pass                      # a record whose create was cut short
+            self.event(new, "rename", oldName="/" + old.name)
+        return new
+
     # --- start ------------------------------------------------------------------------
     def start(self, ref: str, attach: Optional[List[int]] = None, exit_fd: Optional[int] = None,
               pending=None) -> StartResult:
         """Start the container through a shim: `pending`, one forked ahead (launch.fork_ahead,
-        with its own attach and exit fds), else a new one."""
-        state = self.store.get(ref)
+        with its own attach and exit fds), else a new one. Holds the life lock until the shim
+        says whether the container started."""
+        with self.store.operation(ref) as state:
+            return self._start(state, attach, exit_fd, pending)
+
+    def restart(self, ref: str, timeout: Optional[int] = None) -> StartResult:
+        """stop (when running) and start, under one hold of the life lock."""
+        with self.store.operation(ref) as state:
+            if state.status().running or state.status().state == "restarting":
+                state = self._stop(state, timeout)
+            result = self._start(state)
+            if result.ok:
+                self.event(state, "restart")
+            return result
+
+    def _start(self, state: ContainerState, attach=None, exit_fd=None,
+               pending=None) -> StartResult:
         st = state.status()
         if st.running:
-            raise ContainerStateError(f"container {state.name} is already running")
+            raise ContainerNotModifiedError(f"container {state.name} is already running")
         if st.shim_alive:
             raise ContainerStateError(f"container {state.name} is being handled by its shim "
                                       f"(pid {state.shim_pid}): wait or stop it first")
-        (self.store.container_dir(state.id) / STOP_MARKER).unlink(missing_ok=True)
-        self.settings.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        files = self.store.files(state.id)
+        files.stop_marker.unlink(missing_ok=True)
+        self.run_layout.ensure()
         if pending is None:
             from pydocklite.shim.launch import spawn
             pending = spawn(self.settings, state.id, state.name, exit_fd, attach)
@@ -226,7 +272,7 @@ class ContainerService:
             pending.go(state.id, state.name)
         line = pending.read_ready()
         if not line:
-            log = self.store.container_dir(state.id) / "shim.log"
+            log = files.shim_log
             tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
             return StartResult(False, error="the shim died before starting the container"
                                + (f": {tail[0]}" if tail else f" (see {log})"), exit_code=125)
@@ -238,38 +284,59 @@ class ContainerService:
 
     # --- stop / kill ------------------------------------------------------------------
     def kill(self, ref: str, sig=None) -> ContainerState:
-        state = self.store.get(ref)
-        st = state.status()
-        if not st.running:
-            raise ContainerStateError(f"cannot kill container: {ref}: container "
-                                      f"{state.id[:12]} is not running")
-        os.kill(state.init_pid, signal_number(sig))
+        number = signal_number(sig)
+        with self.store.operation(ref) as state:
+            if not state.status().running:
+                raise ContainerStateError(f"cannot kill container: {ref}: container "
+                                          f"{state.id[:12]} is not running")
+            self.event(state, "kill", signal=str(number))
+            os.kill(state.init_pid, number)
         return state
 
     def stop(self, ref: str, timeout: Optional[int] = None, sig=None) -> ContainerState:
-        state = self.store.get(ref)
-        cdir = self.store.container_dir(state.id)
-        (cdir / STOP_MARKER).touch()
-        if not state.status().running:
-            return state
+        """Docker's stop: the stop signal, then SIGKILL after `timeout` seconds; no restart
+        policy applies afterwards. ContainerNotModifiedError when it is not running."""
+        with self.store.operation(ref) as state:
+            return self._stop(state, timeout, sig)
+
+    def _stop(self, state: ContainerState, timeout: Optional[int] = None,
+              sig=None) -> ContainerState:
+        self._request_stop(state.id, "stop")
+        st = state.status()
+        if st.state == "restarting":         # the shim sees the request and gives up
+            self._wait_shim_recorded(state.id, 10)
+            return self.store.load(state.id)
+        if not st.running:
+            raise ContainerNotModifiedError(f"container {state.name} is not running")
         cfg = state.config.get("Config", {})
         if timeout is None:
             timeout = cfg.get("StopTimeout")
         if timeout is None:
             timeout = DEFAULT_STOP_TIMEOUT
-        sig = signal_number(sig or cfg.get("StopSignal") or "SIGTERM")
+        self._signal_and_wait(state, signal_number(sig or cfg.get("StopSignal") or "SIGTERM"),
+                              timeout)
+        self._wait_shim_recorded(state.id, 10)
+        self.event(state, "stop")
+        return self.store.load(state.id)
+
+    def _request_stop(self, cid: str, why: str) -> None:
+        """Tell the shim not to apply the restart policy (and, for "rm", not to remove a
+        --rm container itself: the rm holding the life lock does)."""
+        atomic_write_text(self.store.files(cid).stop_marker, why + "\n", durable=False)
+
+    def _signal_and_wait(self, state: ContainerState, sig: int, timeout: float) -> None:
+        self.event(state, "kill", signal=str(sig))
         try:
             os.kill(state.init_pid, sig)
         except ProcessLookupError:
             pass
-        if not self._wait_exit(state, timeout):
+        if not self._wait_exit(state, timeout) and sig != signal.SIGKILL:
+            self.event(state, "kill", signal=str(int(signal.SIGKILL)))
             try:
                 os.kill(state.init_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             self._wait_exit(state, 10)
-        self._wait_shim_recorded(state.id, 10)
-        return self.store.load(state.id)
 
     def _wait_exit(self, state: ContainerState, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -282,13 +349,15 @@ class ContainerService:
         return not pid_alive(state.init_pid, state.init_start_time)
 
     def _wait_shim_recorded(self, cid: str, timeout: float) -> None:
-        """Until the shim has written the exit status (or is gone)."""
+        """Until the shim has written the exit status, and told the journal (`die`: it
+        does so under the record's lock), or is gone."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             s = self.store.load(cid)
             if s.status().state not in ("running", "restarting") or \
                     (s.exit_code is not None and not pid_alive(s.init_pid, s.init_start_time)):
-                return
+                with self.store.lock(cid, shared=True):
+                    return
             time.sleep(0.005)
 
     def wait(self, ref: str, timeout: Optional[float] = None) -> int:
@@ -310,89 +379,79 @@ class ContainerService:
 
     # --- remove -----------------------------------------------------------------------
     def remove(self, ref: str, force: bool = False, volumes: bool = False) -> str:
-        state = self.store.get(ref)
-        st = state.status()
-        if st.running or st.state == "restarting":
-            if not force:
+        """Docker's rm: refuses a running container unless forced (SIGKILL); waits for its
+        shim to finish, then the one teardown. All under the life lock."""
+        with self.store.operation(ref) as state:
+            st = state.status()
+            if (st.running or st.state == "restarting") and not force:
                 raise ContainerStateError(
                     f"cannot remove container \"/{state.name}\": container is running: "
                     "stop the container before removing or force remove")
-            (self.store.container_dir(state.id) / STOP_MARKER).touch()
-            try:
-                os.kill(state.init_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self._wait_exit(state, 10)
-        if st.shim_alive:
-            deadline = time.monotonic() + 10
-            while pid_alive(state.shim_pid, state.shim_start_time) and \
-                    time.monotonic() < deadline:
-                time.sleep(0.01)
-            if pid_alive(state.shim_pid, state.shim_start_time):
-                os.kill(state.shim_pid, signal.SIGKILL)
-        self.remove_record(state.id, volumes=volumes)
+            if st.running or st.shim_alive:
+                self._request_stop(state.id, "rm")
+            if st.running:
+                self._signal_and_wait(state, signal.SIGKILL, 10)
+            if st.shim_alive:
+                self._wait_shim_exit(state, 10)
+            self._teardown(state, volumes)
         return state.name
 
-    def remove_record(self, cid: str, volumes: bool = False) -> None:
-        """Delete everything of a stopped container: runtime state, snapshot, record; then
-        forget it as a user of its volumes, and with `volumes` (`rm -v`) delete the anonymous
-        ones nothing else uses (Docker's rule: never a named volume, never a bind source)."""
-        state = self.store.load(cid)
-        self._runtime_cleanup(cid)
-        self._discard(cid)
-        names = [str(n) for n in state.config.get("Volumes") or ()]
-        if names:
-            from pydocklite.volumes import VolumeService
-            VolumeService(self.settings).detach(names, cid, remove_anonymous=volumes)
+    def _wait_shim_exit(self, state: ContainerState, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while pid_alive(state.shim_pid, state.shim_start_time) and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
+        if pid_alive(state.shim_pid, state.shim_start_time):
+            os.kill(state.shim_pid, signal.SIGKILL)
 
-    def _runtime_cleanup(self, cid: str) -> None:
-        from pydocklite.runtime import api
-        try:
-            api.delete(cid, root=str(self.settings.runtime_dir / "runtime"), force=True)
-        except Exception:  # noqa: BLE001 - nothing left in the runtime is the usual case
-            pass
-        rundir = self.settings.runtime_dir / cid[:12]
-        from pydocklite.shim.outbound import stop_by_pid_file
-        stop_by_pid_file(str(rundir / "outbound.pid"))      # the shim may have died
-        if rundir.exists():
-            import shutil
-            shutil.rmtree(rundir, ignore_errors=True)
+    def _teardown(self, state: ContainerState, volumes: bool = False) -> None:
+        """The one teardown (shim/teardown.py): everything of the stopped container, its
+        volumes told it is gone; with `volumes` (`rm -v`) the anonymous ones nothing else
+        uses are deleted (Docker's rule: never a named volume, never a bind source)."""
+        from pydocklite.shim import teardown
+        teardown.remove(self.settings, self.store, state.id, remove_anonymous=volumes)
 
-    def _discard(self, cid: str) -> None:
-        from snapshotter.errors import SnapshotNotFoundError
-        from snapshotter.snapshots import Snapshotter
-        snap = Snapshotter(self.layout, self.settings.storage_driver)
-        try:
-            info = snap.stat(cid)
-            if info.path:
-                # files the container made belong to its subordinate ids: delete them as
-                # root of a user namespace with the same map, then let the snapshotter finish
-                from pydocklite.userns_exec import rmtree_as_root
-                rmtree_as_root(*(os.path.join(info.path, sub) for sub in ("upper", "work", "fs")))
-            snap.remove(cid)
-        except SnapshotNotFoundError:
-            pass
-        try:
-            self.store.remove(cid)
-        except Exception:  # noqa: BLE001 - already gone
-            if self.store.container_dir(cid).exists():
-                raise
+    def prune(self, select=None) -> List[str]:
+        """Remove every stopped container no operation is busy with (and, given a
+        select(state, status) predicate, that it selects: `--filter`); their ids."""
+        from pydocklite.errors import ConflictError, ContainerNotFoundError
+        removed = []
+        for listed in self.store.list():
+            try:
+                with self.store.operation(listed.id, wait=False) as state:
+                    st = state.status()
+                    if st.running or st.shim_alive or st.state == "restarting":
+                        continue
+                    if select is not None and not select(state, st):
+                        continue
+                    self._teardown(state)
+                    removed.append(state.id)
+            except (ConflictError, ContainerNotFoundError):
+                continue               # busy, or removed meanwhile
+        return removed
 
     # --- exec -------------------------------------------------------------------------
     def exec(self, ref: str, args: List[str], env: List[str], user: Optional[str],
-             workdir: Optional[str], tty: bool, interactive: bool) -> int:
+             workdir: Optional[str], tty: bool, interactive: bool, stdio=None,
+             on_console=None, new_session: bool = False) -> int:
+        """Run args in the running container; its exit code. stdio: the process's fds
+        (default: ours, stdin only when interactive); with tty, on_console(master) gets the
+        pty's master instead of our terminal relaying it; new_session: the process leaves
+        our session (a service's Ctrl-C must not reach it)."""
         from pydocklite.runtime import api
         state = self.store.get(ref)
         if not state.status().running:
             raise ContainerStateError(f"container {state.id[:12]} is not running")
-        spec = json.loads((self.store.container_dir(state.id) / "config.json").read_text())
+        spec = json.loads(self.store.files(state.id).spec.read_text())
         full_env = list(spec["process"]["env"])
         for e in env:
             k = e.split("=", 1)[0]
             full_env = [x for x in full_env if not x.startswith(k + "=")] + [e]
-        stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
-        kw = dict(root=str(self.settings.runtime_dir / "runtime"), env=full_env,
-                  cwd=workdir or spec["process"].get("cwd", "/"), stdio=(stdin, 1, 2))
+        if stdio is None:
+            stdio = (0 if interactive else os.open(os.devnull, os.O_RDONLY), 1, 2)
+        kw = dict(root=str(self.run_layout.runtime_root), env=full_env,
+                  cwd=workdir or spec["process"].get("cwd", "/"), stdio=tuple(stdio),
+                  on_console=on_console, new_session=new_session)
         if user is not None:
             from pydocklite.containers.spec_builder import resolve_user
             from pydocklite.containers.image_files import read_image_files

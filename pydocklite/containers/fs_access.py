@@ -74,7 +74,7 @@ def docker_path_stat(ps: PathStat) -> dict:
 # --- the helper -----------------------------------------------------------------------------
 
 def _container(settings, ref: str):
-    from pydocklite.containers.state import ContainerStore
+    from pydocklite.state.store import ContainerStore
     state = ContainerStore(settings.layout.containers_dir).get(ref)
     st = state.status()
     if st.state in ("removing", "dead"):
@@ -92,25 +92,25 @@ def _start(settings, state, fn, stdin=None, stdout=None):
     from pydocklite.containers import fs_inside  # noqa: F401
     if state.status().running:
         try:
-            return confined.start_in_running(str(settings.runtime_dir / "runtime"), state.id,
-                                             fn, stdin, stdout, HELPER_NAME)
+            return confined.start_in_running(str(settings.runtime_layout.runtime_root),
+                                             state.id, fn, stdin, stdout, HELPER_NAME)
         except StateError:
             pass                        # it stopped meanwhile: its files are still there
     from pydocklite.containers.fs_sandbox import Sandbox
-    from pydocklite.containers.state import ContainerStore
+    from pydocklite.state.store import ContainerStore
     store = ContainerStore(settings.layout.containers_dir)
-    lock = store.lock(state.id)
-    lock.__enter__()
+    # the container's life lock: no start (or rm) while its files are reached this way
+    lock = store.operation(state.id)
+    state = lock.__enter__()
     try:
-        state = store.get(state.id)
         if state.status().running:
             raise ContainerStateError(f"container {state.name} started while its files were "
                                       f"being reached: try again")
         sandbox = Sandbox(settings, state)
         try:
-            conf = confined.confinement_of(sandbox.spec, str(settings.runtime_dir / "runtime" /
-                                                             ".seccomp-cache"),
-                                           sandbox.full_map)
+            conf = confined.confinement_of(sandbox.spec,
+                                           str(settings.runtime_layout.runtime_root /
+                                               ".seccomp-cache"), sandbox.full_map)
             helper = confined.start(fn, sandbox, conf, stdin, stdout, HELPER_NAME)
         except BaseException:
             sandbox.close()

@@ -27,8 +27,8 @@ class Sandbox:
         from pydocklite.runtime import idmap, minijson
         from pydocklite.runtime.spec import parse_spec
         from snapshotter.snapshots import Snapshotter
-        cdir = settings.layout.containers_dir / state.id
-        raw = (cdir / "config.json").read_bytes()
+        from pydocklite.layout import ContainerFiles
+        raw = ContainerFiles(settings.layout.containers_dir / state.id).spec.read_bytes()
         self.spec = parse_spec(minijson.loads(raw))
         driver = (state.config or {}).get("StorageDriver") or settings.storage_driver
         self.mounts = Snapshotter(settings.layout, driver or "auto").mounts(state.id)
@@ -38,8 +38,8 @@ class Sandbox:
         else:
             self.uid_maps, self.gid_maps, _ = idmap.default_mappings()
         self.full_map = len(self.gid_maps) > 1 or self.gid_maps[0].size > 1
-        settings.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.target = str(settings.runtime_dir / f"fs-{state.id[:12]}-{os.getpid()}")
+        settings.runtime_layout.ensure()
+        self.target = str(settings.runtime_layout.sandbox_dir(state.id, os.getpid()))
         os.mkdir(self.target, 0o700)
         self.active = None
         self.name = state.name

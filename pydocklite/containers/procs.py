@@ -9,7 +9,7 @@ from typing import Dict, List
 
 def container_pids(settings, cid: str) -> List[int]:
     from pydocklite.runtime import api
-    return api.processes(cid, root=str(settings.runtime_dir / "runtime"))
+    return api.processes(cid, root=str(settings.runtime_layout.runtime_root))
 
 
 def _stat(pid: int) -> List[str]:

@@ -259,6 +259,15 @@ def build_spec(image_cfg: dict, opts: RunOptions, *, container_id: str, rootfs: 
         spec["linux"]["seccomp"] = default_profile(capabilities=caps)
     if opts.extra.get("no_new_privileges"):
         spec["process"]["noNewPrivileges"] = True
+    noop = opts.extra.get("seccomp_noop")
+    if noop:
+        # these syscalls succeed without doing anything (a build's RUN with one mapped id:
+        # chown and the setuid family fail there, and package managers would stop)
+        sec = spec["linux"].get("seccomp") or {"defaultAction": "SCMP_ACT_ALLOW",
+                                               "syscalls": []}
+        sec["syscalls"] = [{"names": list(noop), "action": "SCMP_ACT_ERRNO",
+                            "errnoRet": 0}] + list(sec.get("syscalls") or [])
+        spec["linux"]["seccomp"] = sec
     return spec
 
 

@@ -136,17 +136,32 @@ class Loaded:
     names: Tuple[str, ...]      # familiar names it was tagged with
 
 
-def load(service, source) -> List[Loaded]:
-    """Load every image of `source` (sources.open_source); returns what was loaded. No
-    collection (rmi, prune) runs meanwhile: what is stored stays until recorded."""
+def load(service, source, *, signature_policy=None, origin=None) -> List[Loaded]:
+    """Load every image of `source` (sources.open_source); returns what was loaded.
+
+    When a signature policy applies (`signature_policy`, else the user's or the system's
+    policy.json) the archive is checked first, as transport docker-archive (a Docker
+    archive, tar or directory), oci-archive (an OCI layout in a tar) or oci (an OCI layout
+    directory), scoped by `origin` (the path the user gave; None for stdin: only the
+    transport's "" scope and the default then apply). Archives carry no signatures: a policy
+    asking for them refuses the archive before anything is stored. No collection (rmi,
+    prune) runs while it loads: what is stored stays until recorded."""
+    if source.has("manifest.json"):
+        transport, loader = "docker-archive", _load_docker
+    elif source.has("index.json") and source.has("oci-layout"):
+        transport = "oci" if getattr(source, "root", None) is not None else "oci-archive"
+        loader = _load_oci
+    else:
+        raise ArchiveError("not an image archive: it has neither manifest.json (Docker) nor "
+                           "oci-layout + index.json (OCI)")
+    from pydocklite.trust.policy import load_policy
+    policy = load_policy(signature_policy)
+    if policy is not None:
+        from pydocklite.trust.verify import check_archive
+        check_archive(policy, transport, origin or "")
     from snapshotter.leases import gc_lock
     with gc_lock(service.layout.ensure(), shared=True):
-        if source.has("manifest.json"):
-            return _load_docker(service, source)
-        if source.has("index.json") and source.has("oci-layout"):
-            return _load_oci(service, source)
-    raise ArchiveError("not an image archive: it has neither manifest.json (Docker) nor "
-                       "oci-layout + index.json (OCI)")
+        return loader(service, source)
 
 
 def _ingest(service, source, path: str, diff_id: str, media_type) -> None:

@@ -155,7 +155,7 @@ class _ProgressReader:
 
 def push_image(service, name: str, *, compression: str = "gzip", chunk_size: int = CHUNK_SIZE,
                progress: Optional[Callable] = None, tls_verify: Optional[bool] = None,
-               force_compress: bool = False) -> PushResult:
+               force_compress: bool = False, auth=None) -> PushResult:
     from registry.model import (DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST,
                                 Descriptor, build_manifest, parse_manifest, sha256_digest)
     from registry.reference import Reference
@@ -179,7 +179,7 @@ def push_image(service, name: str, *, compression: str = "gzip", chunk_size: int
     emit = progress or (lambda ev: None)
     for d in diff_ids:
         emit(PushEvent(_short(d), "Preparing"))
-    with service.client(tls_verify=tls_verify, host=ref.domain) as client:
+    with service.client(tls_verify=tls_verify, host=ref.domain, auth=auth) as client:
         pusher = Pusher(service, client, ref, compression=compression, chunk_size=chunk_size,
                         progress=emit, force_compress=force_compress)
         chosen = _push_layers(pusher, diff_ids, known)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 HELLO_IMAGE_NAME = "hello"
+HELLO_CANONICAL = "docker.io/library/hello:latest"   # HELLO_IMAGE_NAME normalised
 
 
 def hello_layout() -> Path:

@@ -465,7 +465,8 @@ def _forward(pid: int, sig: int) -> None:
 
 
 def exec_process(cid: str, args, root: str = None, env=None, cwd: str = None, uid: int = None,
-                 gid: int = None, tty: bool = False, stdio=None) -> int:
+                 gid: int = None, tty: bool = False, stdio=None, on_console=None,
+                 new_session: bool = False) -> int:
     """Run args in running container cid (its namespaces, user, capabilities); exit code."""
     from .exec import exec_in
     root = _root(root)
@@ -473,4 +474,5 @@ def exec_process(cid: str, args, root: str = None, env=None, cwd: str = None, ui
     if spec is None:
         st.load(root, cid)
         raise RuntimeErr(f"container {cid!r}: its saved config.json is unreadable")
-    return exec_in(root, cid, spec, args, env, cwd, uid, gid, stdio, tty)
+    return exec_in(root, cid, spec, args, env, cwd, uid, gid, stdio, tty, on_console,
+                   new_session)

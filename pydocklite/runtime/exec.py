@@ -25,11 +25,15 @@ def _process_plan(spec, args, env, cwd, uid, gid):
 
 
 def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=None,
-            stdio=None, tty: bool = False) -> int:
+            stdio=None, tty: bool = False, on_console=None, new_session: bool = False) -> int:
     """Run args inside container cid; returns its exit code (128+N if killed by signal N).
 
     tty: the process gets a new pty of the container's devpts as its controlling terminal;
-    we relay our stdin/stdout to it (runc exec -t)."""
+    we relay our stdin/stdout to it (runc exec -t), or hand its master to on_console(fd)
+    (a server relaying it elsewhere; the fd is then the callee's).
+    The forked helper keeps only the fds it needs: a server's other clients' sockets must
+    not live on in it for as long as the process runs. new_session: the helper (and so the
+    process) leaves our session and process group (a server's Ctrl-C must not reach it)."""
     from . import security
     from .process import _attach_terminal, _exec
     pair = None
@@ -64,10 +68,13 @@ def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=N
     if pid == 0:
         code = 1
         try:
+            if new_session:
+                os.setsid()
             if stdio is not None:
                 for i, fd in enumerate(stdio):
                     if fd is not None and fd != i:
                         os.dup2(fd, i)
+            _close_all_but([fd for _, fd in fds] + ([pair[1].fileno()] if pair else []))
             for typ, fd in fds:
                 if typ != "root":
                     sc.setns(fd, sc.NS_FLAGS[typ])
@@ -106,5 +113,17 @@ def exec_in(root: str, cid: str, spec, args, env=None, cwd=None, uid=None, gid=N
             master = None
         pair[0].close()
         if master is not None:
-            relay(master)
+            if on_console is not None:
+                on_console(master)
+            else:
+                relay(master)
     return wait_exit(pid)
+
+
+def _close_all_but(keep) -> None:
+    """Close every fd above 2 except `keep` (in a forked child)."""
+    low = 3
+    for fd in sorted(set(keep)) + [max(os.sysconf("SC_OPEN_MAX"), max(keep or [2]) + 1)]:
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)

@@ -34,7 +34,7 @@ _PRELOAD = (("pydocklite.runtime.api", "pydocklite.runtime.process", "pydocklite
              "pydocklite.runtime.seccomp_load"),
             # (the user namespace's id maps are started in between)
             ("pydocklite.shim.shim", "pydocklite.shim.stdio", "pydocklite.shim.logs",
-            "pydocklite.shim.outbound", "pydocklite.proctitle",
+            "pydocklite.shim.config", "pydocklite.shim.outbound", "pydocklite.proctitle",
             "snapshotter.mounter", "snapshotter.fuse_fs", "snapshotter.union",
             "snapshotter.merge", "snapshotter.upper", "snapshotter.mmap_blob",
             "snapshotter.fuse_ll3", "_socket", "resource", "termios", "array", "struct",
@@ -147,7 +147,8 @@ def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optiona
         line += chunk
     os.close(go_r)
     cid, _, name = line.decode().strip().partition(" ")
-    logfd = os.open(str(settings.layout.containers_dir / cid / "shim.log"),
+    from pydocklite.layout import ContainerFiles
+    logfd = os.open(str(ContainerFiles(settings.layout.containers_dir / cid).shim_log),
                     os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     os.dup2(logfd, 1)
     os.dup2(logfd, 2)

@@ -8,6 +8,9 @@ and to an attached CLI, forwards published ports, reaps as a subreaper, records 
 status, applies the restart policy, cleans up, and removes the container when it was run
 with --rm.
 Everything it has to say goes to containers/<id>/shim.log (named by `inspect`).
+What it needs to know is its frozen configuration (shim/config.py, containers/<id>/shim.json,
+written at create); it records facts (pids, exit status) in the container's record through
+state.store, and never imports the services above it.
 """
 from __future__ import annotations
 
@@ -21,11 +24,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import List, Optional
 
-from pydocklite.containers.state import ContainerStore, now_rfc3339, process_start_time
 from pydocklite.settings import Settings
+from pydocklite.shim import config as shim_config
 from pydocklite.shim.stdio import StdioRelay, receive_console, send_json as _send
-
-STOP_MARKER = "stop-requested"
+from pydocklite.state.container import ZERO_TIME, now_rfc3339, process_start_time
+from pydocklite.state.store import ContainerStore
 
 
 def log(msg: str) -> None:
@@ -42,12 +45,13 @@ class Shim:
         self.layout = settings.layout
         self.store = ContainerStore(self.layout.containers_dir)
         self.cid = cid
-        self.cdir = self.store.container_dir(cid)
+        self.files = self.store.files(cid)
+        self.config = shim_config.read(self.files.shim_config)
         self.ready_fd = ready_fd
         self.exit_fd = exit_fd
         self.attach = attach                     # [stdin, stdout, stderr] of a foreground CLI
-        self.runtime_root = str(settings.runtime_dir / "runtime")
-        self.run_dir = settings.runtime_dir / cid[:12]
+        self.run_layout = settings.runtime_layout
+        self.runtime_root = str(self.run_layout.runtime_root)
         self.fuse_pids: List[int] = []
         self.fuse_leaves: List[str] = []          # cgroups the FUSE servers were moved to
         self.forwarder = None
@@ -57,14 +61,11 @@ class Shim:
         self.outbound = None         # pasta/slirp4netns serving the private network
         self.dying: List[int] = []   # killed FUSE servers not reaped yet
         self.holder = userns_holder  # launch.UserNsHolder: the first start's user namespace
+        self.op = None               # the life lock, held while restarting the container
 
     # --- state helpers ----------------------------------------------------------------
     def update(self, **changes):
         return self.store.update(self.cid, lambda s: s._replace(**changes))
-
-    @property
-    def cfg(self) -> dict:
-        return self.state.config
 
     # --- main -------------------------------------------------------------------------
     def run(self) -> int:
@@ -72,13 +73,10 @@ class Shim:
         me = os.getpid()
         self.state = self.update(shim_pid=me, shim_start_time=process_start_time(me) or 0,
                                  error="", restarting=False)
-        host = self.cfg.get("HostConfig", {})
-        log_opts = host.get("LogConfig", {}).get("Config", {})
-        logw = JsonLogWriter(self.state.log_path, max_size=int(log_opts.get("max-size", 0)
-                                                                     or 0),
-                                  max_files=int(log_opts.get("max-file", 1) or 1))
+        cfg = self.config
+        logw = JsonLogWriter(cfg.log_path, max_size=cfg.log_max_size,
+                             max_files=cfg.log_max_files)
         self.stdio = StdioRelay(logw, self.attach, self.exit_fd, log)
-        policy = host.get("RestartPolicy", {"Name": "no"})
         code = 0
         first = True
         restarts = 0
@@ -100,16 +98,19 @@ class Shim:
                     _send(self.ready_fd, {"ok": True, "pid": pid})
                     self._close_ready()
                     first = False
+                self._release_op()
                 code = self.wait_container(pid)
-                again = not (self.cdir / STOP_MARKER).exists() and \
-                    self.should_restart(policy, code, restarts)
+                again = self.restart_wanted(code, restarts)
                 self.cleanup_container(final=not again)
                 if not again:
                     break
                 restarts += 1
                 self.update(restarting=True, restart_count=restarts)
-                time.sleep(min(60.0, 0.1 * (2 ** min(restarts, 10))))
+                if not self.wait_to_restart(min(60.0, 0.1 * (2 ** min(restarts, 10)))):
+                    self.update(restarting=False)
+                    break
         finally:
+            self._release_op()
             self._close_ready()
             if self.forwarder is not None:
                 self.forwarder.close()
@@ -117,11 +118,17 @@ class Shim:
                 self.helper.close()
             if self.stdio is not None:
                 self.stdio.close()
-            if self.state.config.get("HostConfig", {}).get("AutoRemove"):
+            if self.config.auto_remove:
                 self.remove_container()
             _send(self.exit_fd, {"exit_code": code})
             self.reap_late()
         return 0
+
+    def _release_op(self) -> None:
+        """Let go of the life lock a restart took (wait_to_restart)."""
+        op, self.op = self.op, None
+        if op is not None:
+            op.__exit__(None, None, None)
 
     def _close_ready(self) -> None:
         if self.ready_fd is not None:
@@ -131,24 +138,50 @@ class Shim:
                 pass
             self.ready_fd = None
 
-    @staticmethod
-    def should_restart(policy: dict, code: int, restarts: int) -> bool:
-        name = policy.get("Name", "no")
-        if name in ("always", "unless-stopped"):
-            return True
-        if name == "on-failure":
-            limit = int(policy.get("MaximumRetryCount", 0) or 0)
-            return code != 0 and (limit == 0 or restarts < limit)
-        return False
+    def stop_requested(self) -> str:
+        """"" or what a `stop`/`rm` asked for ("stop", "rm"): no restart policy applies."""
+        try:
+            return self.files.stop_marker.read_text().strip() or "stop"
+        except FileNotFoundError:
+            return ""
+
+    def reload_config(self) -> None:
+        """shim.json as it is now: `update --restart` and `rename` rewrite it."""
+        try:
+            self.config = shim_config.read(self.files.shim_config)
+        except (OSError, ValueError) as e:
+            log(f"cannot re-read {self.files.shim_config}: {e}; keeping the configuration")
+
+    def restart_wanted(self, code: int, restarts: int) -> bool:
+        """The restart policy as configured now (wait_container reloaded shim.json)."""
+        if self.stop_requested():
+            return False
+        return self.config.should_restart(code, restarts)
+
+    def wait_to_restart(self, delay: float) -> bool:
+        """Sleep out the back-off, then take the container's life lock for the restart;
+        False when a stop or rm was asked for meanwhile. The lock is only tried: the one
+        holding it may be an rm waiting for this shim to exit."""
+        deadline = time.monotonic() + delay
+        while True:
+            if self.stop_requested():
+                return False
+            if time.monotonic() >= deadline:
+                try:
+                    self.op = self.store.operation(self.cid, wait=False)
+                    self.op.__enter__()
+                    return True
+                except Exception:  # noqa: BLE001 - busy (or gone): look again
+                    self.op = None
+            time.sleep(0.02)
 
     # --- one run of the container -----------------------------------------------------
     def start_container(self, first: bool) -> int:
         from pydocklite.runtime import api
         from snapshotter.snapshots import Snapshotter
-        spec = json.loads((self.cdir / "config.json").read_text())
-        rootfs = spec["root"]["path"]
-        os.makedirs(rootfs, exist_ok=True)
-        mounts = Snapshotter(self.layout, self.cfg.get("StorageDriver") or "auto").mounts(self.cid)
+        cfg = self.config
+        os.makedirs(cfg.rootfs, exist_ok=True)
+        mounts = Snapshotter(self.layout, cfg.storage_driver or "auto").mounts(self.cid)
         pid_r, pid_w = os.pipe()
 
         def prepare_rootfs(path: str) -> None:
@@ -156,14 +189,14 @@ class Shim:
             active = mount_all(mounts, path, allow_other=True)
             os.write(pid_w, json.dumps(active.server_pids()).encode())
 
-        tty = bool(spec["process"].get("terminal"))
-        interactive = bool(self.cfg.get("Config", {}).get("OpenStdin"))
+        tty = cfg.tty
+        interactive = cfg.open_stdin
         console_path = None
         console = None
         child_fds: List[int] = []
         if tty:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            console_path = str(self.run_dir / "console.sock")
+            self.run_layout.ensure_run_dir(self.cid)
+            console_path = str(self.run_layout.console_socket(self.cid))
             if os.path.exists(console_path):
                 os.unlink(console_path)
             import socket
@@ -182,19 +215,19 @@ class Shim:
             stdio = (in_r, out_w, err_w)
         def start_network(ns_pid: int) -> None:
             from pydocklite.shim.outbound import start_outbound
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.outbound = start_outbound(ns_pid, log, str(self.run_dir / "outbound.pid"))
-        private = self.cfg.get("HostConfig", {}).get("NetworkMode") == "private"
+            self.run_layout.ensure_run_dir(self.cid)
+            self.outbound = start_outbound(ns_pid, log,
+                                           str(self.run_layout.outbound_pid(self.cid)))
+        private = cfg.network == "private"
         log("creating the container")
         try:
             holder, self.holder = self.holder, None
             made = None
-            if holder is not None and not (spec.get("linux") or {}).get("uidMappings") and \
-                    not (spec.get("linux") or {}).get("gidMappings"):
+            if holder is not None and cfg.default_idmap:
                 made = holder.path       # made ahead with the default maps, as asked
-            created = api.create(str(self.cdir), self.cid, root=self.runtime_root, stdio=stdio,
+            created = api.create(cfg.bundle, self.cid, root=self.runtime_root, stdio=stdio,
                                  console_socket=console_path, prepare_rootfs=prepare_rootfs,
-                                 cgroup_base=self._cgroup_base(spec),
+                                 cgroup_base=self._cgroup_base(),
                                  on_namespaces=start_network if private else None,
                                  made_userns=made)
         finally:
@@ -229,28 +262,26 @@ class Shim:
         log("started")
         self.state = self.update(init_pid=pid, init_start_time=process_start_time(pid) or 0,
                                  started_at=now_rfc3339(), exit_code=None, restarting=False,
-                                 finished_at="0001-01-01T00:00:00Z", oom_killed=False)
+                                 finished_at=ZERO_TIME, oom_killed=False)
+        self.config.event(self.run_layout.events_dir, "start")
         self.start_ports(pid)
         return pid
 
-    def _cgroup_base(self, spec: dict):
+    def _cgroup_base(self):
         """The delegated cgroup dir(s) given at create time (or now, to the shim), else None."""
-        base = (spec.get("annotations") or {}).get("io.pydocklite.cgroup-base") or \
-            ":".join(self.settings.cgroup_base)
-        if base and (spec.get("linux") or {}).get("resources"):
+        base = self.config.cgroup_base or ":".join(self.settings.cgroup_base)
+        if base:
             log(f"cgroup base: {base}")
         return base or None
 
     def start_ports(self, pid: int) -> None:
-        bound = self.cfg.get("PortBindings") or []
-        if not bound or self.cfg.get("HostConfig", {}).get("NetworkMode") == "host":
+        if not self.config.ports or self.config.network == "host":
             return
-        from pydocklite.shim.ports import PortForwarder, PortMapping
+        from pydocklite.shim.ports import PortForwarder
         from pydocklite.shim.port_helper import start_netns_helper
         helper = start_netns_helper(pid)
         if self.forwarder is None:
-            mappings = [PortMapping(**m) for m in bound]
-            self.forwarder = PortForwarder(mappings, helper.sock)
+            self.forwarder = PortForwarder(self.config.ports, helper.sock)
             self.forwarder.start()
         else:
             self.helper.close()
@@ -283,7 +314,15 @@ class Shim:
                 break
         self.stdio.join()
         oom = self._oom_killed()
-        self.state = self.update(exit_code=code, finished_at=now_rfc3339(), oom_killed=oom)
+        self.reload_config()
+        events_dir = self.run_layout.events_dir
+
+        def told(_state) -> None:      # under the record's lock: see ContainerStore.update
+            if oom:
+                self.config.event(events_dir, "oom")
+            self.config.event(events_dir, "die", exitCode=str(code))
+        self.state = self.store.update(self.cid, lambda s: s._replace(
+            exit_code=code, finished_at=now_rfc3339(), oom_killed=oom), then=told)
         log(f"container exited with code {code}")
         return code
 
@@ -324,7 +363,7 @@ class Shim:
         """Undo one run of the container. What takes a while to go (the network stack
         releasing its tap device, the FUSE servers' exit) is told first and waited for last,
         or, the final time, after the CLI has its exit code (reap_late())."""
-        from pydocklite.runtime import api
+        from pydocklite.shim.teardown import release_runtime
         # the servers' mount namespace holds nothing else: killing them drops their mounts
         if self.outbound is not None:
             self.outbound.stop()
@@ -336,14 +375,7 @@ class Shim:
             except ProcessLookupError:
                 pass
         self.fuse_pids = []
-        try:
-            api.delete(self.cid, root=self.runtime_root, force=True)
-        except Exception as e:  # noqa: BLE001 - already gone is fine; anything else is logged
-            if "does not exist" not in str(e) and "No such" not in str(e):
-                log(f"runtime delete: {e}")
-        if self.outbound is None:
-            from pydocklite.shim.outbound import stop_by_pid_file
-            stop_by_pid_file(str(self.run_dir / "outbound.pid"))
+        release_runtime(self.settings, self.cid, log)
         self.dying = killed
         if not final or self.fuse_leaves:   # their leaf cgroup goes only once they have
             self.reap_late(network=not final)
@@ -368,9 +400,17 @@ class Shim:
             self.outbound = None
 
     def remove_container(self) -> None:
-        from pydocklite.containers.container import ContainerService
+        """--rm: the one teardown, under the life lock; not when an `rm` asked for the stop:
+        it holds the lock, waits for this shim to exit, and removes the container itself."""
+        from pydocklite.errors import ContainerNotFoundError
+        from pydocklite.shim import teardown
+        if self.stop_requested() == "rm":
+            return
         try:
-            ContainerService(self.settings).remove_record(self.cid)
+            with self.store.operation(self.cid):
+                teardown.remove(self.settings, self.store, self.cid, log, remove_anonymous=True)
+        except ContainerNotFoundError:
+            pass                 # removed already
         except Exception as e:  # noqa: BLE001 - logged; `rm` can finish it
             import traceback
             log(f"--rm: could not remove the container: {e}\n{traceback.format_exc()}")

@@ -245,7 +245,8 @@ def test_failed_run_leaves_no_waiting_shim(cli, busybox):
     """`run` forks its shim before it creates the container: when creating fails (no such
     image, a bad flag value found late), the waiting shim must go away with the CLI."""
     def waiting(marker: str) -> list:
-        # (processes come and go while /proc is read: user_processes skips the gone ones)
+        # (a process may exit between the listing of /proc and its stat: user_processes
+        # skips it)
         return [pid for pid, cmd in unpriv.user_processes() if marker in cmd]
     r = cli("run", "--pull", "never", "--name", "neverstarted", busybox + "-nosuch", "true")
     assert r.returncode == 125 and "No such image" in r.stderr

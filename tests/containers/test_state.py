@@ -11,11 +11,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pydocklite.containers.names import generate_name, is_valid_name
-from pydocklite.containers.state import (AmbiguousReferenceError, ContainerState, ContainerStore,
-                                         InvalidNameError, NameConflictError, ZERO_TIME,
-                                         human_duration, new_id, now_rfc3339, parse_rfc3339,
-                                         pid_alive, process_start_time)
+from pydocklite.state.container import (ContainerState, ZERO_TIME, human_duration, new_id,
+                                        now_rfc3339, parse_rfc3339, pid_alive,
+                                        process_start_time)
+from pydocklite.state.names import generate_name, is_valid_name
+from pydocklite.state.store import (AmbiguousReferenceError, ContainerStore, InvalidNameError,
+                                    NameConflictError)
 from pydocklite.errors import ContainerError, ContainerNotFoundError
 
 

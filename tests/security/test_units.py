@@ -24,7 +24,7 @@ def test_restricted_names(name, valid):
 
 
 def test_container_names_share_the_rule():
-    from pydocklite.containers.names import is_valid_name
+    from pydocklite.state.names import is_valid_name
     assert is_valid_name("web") and not is_valid_name("web\n") and not is_valid_name("../w")
 
 

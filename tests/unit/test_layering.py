@@ -2,8 +2,11 @@
 lazy ones inside functions included):
 
     pydocklite/ ──► registry/, snapshotter/   (those two never import pydocklite/ or each other)
-    inside pydocklite: cli → builder/containers/images/distribution → shim → runtime
-    runtime/ never imports anything above it.
+    inside pydocklite: cli, api → builder → containers/images/distribution/... (the engine
+    services) → shim → state (container records) → runtime
+    runtime/ never imports anything above it; shim/ never imports the services (it reads its
+    frozen configuration, shim.json), state/ neither the shim nor the services; the two faces
+    never import each other.
 """
 from __future__ import annotations
 
@@ -30,9 +33,14 @@ def imports_of(path: Path) -> set:
 
 
 def modules(package: str):
-    for path in sorted((REPO / package).rglob("*.py")):
+    paths = [REPO / package] if package.endswith(".py") else sorted((REPO / package).rglob("*.py"))
+    for path in paths:
         yield path, imports_of(path)
 
+
+SERVICES_AND_ABOVE = ("pydocklite.cli", "pydocklite.api", "pydocklite.builder",
+                      "pydocklite.containers", "pydocklite.images", "pydocklite.distribution",
+                      "pydocklite.networks", "pydocklite.system")
 
 FORBIDDEN = {
     "registry": ("pydocklite", "snapshotter"),
@@ -40,8 +48,17 @@ FORBIDDEN = {
     "pydocklite/runtime": ("pydocklite.cli", "pydocklite.containers", "pydocklite.shim",
                            "pydocklite.images", "pydocklite.builder", "pydocklite.distribution",
                            "registry", "snapshotter"),
-    "pydocklite/shim": ("pydocklite.cli", "pydocklite.builder", "pydocklite.distribution"),
-    "pydocklite/containers": ("pydocklite.cli", "pydocklite.builder"),
+    "pydocklite/shim": SERVICES_AND_ABOVE,
+    "pydocklite/state": SERVICES_AND_ABOVE + ("pydocklite.shim", "registry", "snapshotter"),
+    "pydocklite/containers": ("pydocklite.cli", "pydocklite.api", "pydocklite.builder"),
+    # the volumes service is a leaf the one teardown (shim/teardown.py) calls: a container
+    # removed by its shim (--rm) lets go of its volumes as one removed by `rm` does
+    "pydocklite/volumes.py": SERVICES_AND_ABOVE + ("pydocklite.shim", "pydocklite.state"),
+    # the two faces never import each other: both call the services
+    "pydocklite/api": ("pydocklite.cli",),
+    # the namespace host sits beside the shim: requests carry what it needs, it reads no
+    # container, image or network record
+    "pydocklite/nshost": SERVICES_AND_ABOVE + ("pydocklite.volumes",),
 }
 
 

@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""bench/api: the same docker client (/usr/local/bin/docker 28.x) against three Engine API
+servers in one run, images from a local registry:
+
+  pydocklite   `pydocklite.pyz system service --time 0` as the unprivileged test user
+  podman       rootless `podman system service --time 0` as the test user (Podman 4.3, runc,
+               its own graph/run roots: tests/fixtures/podman.configure_podman)
+  dockerd      root dockerd 20.10 (Debian's docker.io), started here with private --data-root,
+               --exec-root, --pidfile and socket, --iptables=false --ip-masq=false
+               --bridge=none (the host's firewall and the other users' networks stay
+               untouched; with no bridge there is no -p, so dockerd's nginx runs with
+               --network host on a free port), stopped by pid
+
+    sudo /usr/bin/python3 bench/api.py [--reps 10] [--no-readme] [--peers podman,dockerd]
+
+Measures (medians, and the min-max spread): `docker run --rm busybox true`; `docker run -d`
+nginx to its first HTTP 200; `docker ps`; `docker logs`; `docker exec true`; 50 `docker
+ps` at once (wall time of the batch); the service's idle memory (PSS of the service process
+itself, and for Podman of its service process).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.pull import prepare_host, write_section  # noqa: E402
+from bench.run import free_port, wait_http  # noqa: E402
+from tests import unpriv  # noqa: E402
+from tests.fixtures import images  # noqa: E402
+from tests.fixtures.podman import configure_podman  # noqa: E402
+from tests.fixtures.registry_server import start_registry  # noqa: E402
+
+DOCKER = "/usr/local/bin/docker"
+
+
+class Peer:
+    """One API server and the docker client pointed at it."""
+
+    def __init__(self, name: str, host: str, home: Path, as_root: bool, proc, env=None):
+        self.name, self.host, self.home, self.as_root = name, host, home, as_root
+        self.proc = proc
+        self.env = dict(env or {})
+
+    def docker(self, *args, check=True, timeout=300):
+        env = {"DOCKER_HOST": self.host, "DOCKER_CONFIG": str(self.home / ".docker"),
+               "DOCKER_CLI_HINTS": "false", "HOME": str(self.home), **self.env}
+        if self.as_root:
+            r = subprocess.run([DOCKER, *args], env={**os.environ, **env}, capture_output=True,
+                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        else:
+            r = unpriv.run_as_user([DOCKER, *args], self.home, env=env, timeout=timeout,
+                                   stdin=subprocess.DEVNULL)
+        if check and r.returncode != 0:
+            raise SystemExit(f"{self.name}: docker {' '.join(args)} failed: {r.stderr[-1500:]}")
+        return r
+
+    def timed(self, *args) -> float:
+        t = time.monotonic()
+        self.docker(*args)
+        return time.monotonic() - t
+
+    def pss_kb(self) -> int:
+        try:
+            text = Path(f"/proc/{self.proc.pid}/smaps_rollup").read_text()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _wait_socket(path: Path, proc, what: str, timeout: float = 60) -> None:
+    import socket
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited ({proc.returncode})")
+        if path.exists():
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(str(path))
+                return
+            except OSError:
+                pass
+            finally:
+                s.close()
+        time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on {path}")
+
+
+def start_pydocklite(work: Path, zipapp: str) -> Peer:
+    home = unpriv.make_user_dir(work / "pdl")
+    app = work / "pydocklite.pyz"
+    shutil.copy2(zipapp, app)
+    os.chmod(app, 0o755)
+    env = unpriv.user_env(home, {"SHIV_ROOT": str(unpriv.make_user_dir(work / "shiv")),
+                                 "PYTHONPATH": "", "PYTHONDONTWRITEBYTECODE": ""})
+    (home / "run").mkdir(exist_ok=True)
+    os.chown(home / "run", unpriv.test_user().pw_uid, unpriv.test_user().pw_gid)
+    os.chmod(home / "run", 0o700)
+    sock = home / "run" / "pydocklite" / "docker.sock"
+    proc = subprocess.Popen(unpriv.user_cmd([unpriv.SYSTEM_PYTHON, str(app), "system",
+                                             "service", "--time", "0"]),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_socket(sock, proc, "pydocklite system service")
+    return Peer("pydocklite", f"unix://{sock}", home, False, proc)
+
+
+def start_podman(work: Path, registry_host: str) -> Peer:
+    home = unpriv.make_user_dir(work / "podman")
+    configure_podman(home)
+    conf = home / ".config" / "containers" / "registries.conf"
+    conf.write_text(f'[[registry]]\nlocation = "{registry_host}"\ninsecure = true\n')
+    subprocess.run(["chown", "-R", unpriv.TEST_USER, str(conf.parent)], check=True)
+    (home / "run").mkdir(exist_ok=True)
+    sock = home / "podman.sock"
+    env = unpriv.user_env(home)
+    proc = subprocess.Popen(unpriv.user_cmd(["podman", "system", "service", "--time", "0",
+                                             f"unix://{sock}"]),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=str(home))
+    subprocess.run(["chown", unpriv.TEST_USER, str(home / "run")], check=False)
+    _wait_socket(sock, proc, "podman system service")
+    return Peer("podman", f"unix://{sock}", home, False, proc)
+
+
+def start_dockerd(work: Path, registry_host: str) -> Peer:
+    root = work / "dockerd"
+    root.mkdir()
+    sock = root / "docker.sock"
+    argv = ["dockerd", f"--data-root={root / 'data'}", f"--exec-root={root / 'exec'}",
+            f"--pidfile={root / 'dockerd.pid'}", f"--host=unix://{sock}", "--iptables=false",
+            "--ip-masq=false", "--bridge=none", f"--insecure-registry={registry_host}",
+            "--storage-driver=overlay2", "--default-ulimit=nofile=1024:4096"]
+    log = open(root / "dockerd.log", "w")
+    proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+    log.close()
+    _wait_socket(sock, proc, "dockerd", timeout=90)
+    return Peer("dockerd", f"unix://{sock}", root, True, proc)
+
+
+def many_ps(peer: Peer, n: int = 50) -> float:
+    threads = [threading.Thread(target=peer.docker, args=("ps", "-q")) for _ in range(n)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.monotonic() - t0
+
+
+def measure(peer: Peer, busybox: str, nginx: str, reps: int) -> dict:
+    peer.docker("pull", "-q", busybox)
+    peer.docker("pull", "-q", nginx)
+    peer.docker("run", "--rm", busybox, "true")            # warm caches
+    res = {}
+    res["run --rm busybox true"] = [peer.timed("run", "--rm", busybox, "true")
+                                    for _ in range(reps)]
+    ready, ps_t, logs_t, exec_t = [], [], [], []
+    for i in range(max(3, reps // 2)):
+        port = free_port()
+        t0 = time.monotonic()
+        if peer.name == "dockerd":
+            # no bridge here (--bridge=none, host firewall untouched): nginx on the host's
+            # network, listening on a free port
+            peer.docker("run", "-d", "--name", f"web{i}", "--network", "host", nginx, "sh",
+                        "-c", f"sed -i -e '/\\[::\\]/d' -e 's/listen *80/listen {port}/' "
+                        f"/etc/nginx/sites-enabled/default; exec nginx -g 'daemon off;'")
+        else:
+            peer.docker("run", "-d", "--name", f"web{i}", "-p", f"{port}:80", nginx)
+        wait_http(port)
+        ready.append(time.monotonic() - t0)
+        ps_t.append(peer.timed("ps"))
+        logs_t.append(peer.timed("logs", f"web{i}"))
+        exec_t.append(peer.timed("exec", f"web{i}", "true"))
+        if i == 0:
+            res["50 x docker ps at once (batch)"] = [many_ps(peer)]
+        peer.docker("rm", "-f", f"web{i}")
+    res["run -d nginx -> first 200"] = ready
+    res["ps"] = ps_t
+    res["logs"] = logs_t
+    res["exec true"] = exec_t
+    time.sleep(2)
+    res["service idle PSS"] = peer.pss_kb()
+    return res
+
+
+def fmt(v) -> str:
+    if isinstance(v, int):
+        return f"{v / 1024:.1f} MiB"
+    if not v:
+        return "—"
+    med = statistics.median(v) * 1000
+    if len(v) == 1:
+        return f"{med:.0f} ms"
+    return f"{med:.0f} ms ({min(v) * 1000:.0f}-{max(v) * 1000:.0f})"
+
+
+def value(v) -> float:
+    return float(v) if isinstance(v, int) else statistics.median(v) if v else 0.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--zipapp", default=str(REPO / "pydocklite.pyz"))
+    ap.add_argument("--peers", default="podman,dockerd")
+    args = ap.parse_args()
+    prepare_host()
+    peers_wanted = [p for p in args.peers.split(",") if p]
+    work = Path(tempfile.mkdtemp(prefix="pdl-bench-api-", dir="/var/tmp"))
+    os.chmod(work, 0o755)
+    cache = images.cache_dir()
+    results, peers = {}, []
+    try:
+        with start_registry(work / "registry") as srv:
+            images.push(images.build_busybox_image(cache), srv.url, "bench/busybox")
+            images.push(images.build_nginx_image(cache), srv.url, "bench/nginx")
+            busybox = f"{srv.host}/bench/busybox:latest"
+            nginx = f"{srv.host}/bench/nginx:latest"
+            starters = [("pydocklite", lambda: start_pydocklite(work, args.zipapp))]
+            if "podman" in peers_wanted and shutil.which("podman"):
+                starters.append(("podman", lambda: start_podman(work, srv.host)))
+            if "dockerd" in peers_wanted and shutil.which("dockerd"):
+                starters.append(("dockerd", lambda: start_dockerd(work, srv.host)))
+            for name, start in starters:
+                peer = start()
+                peers.append(peer)
+                try:
+                    results[name] = measure(peer, busybox, nginx, args.reps)
+                finally:
+                    peer.stop()
+    finally:
+        for p in peers:
+            p.stop()
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+    names = [p.name for p in peers]
+    metrics = list(dict.fromkeys(m for n in names for m in results.get(n, {})))
+    header = ["metric"] + names + [f"pydocklite / {n}" for n in names[1:]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m in metrics:
+        cells = [m] + [fmt(results[n].get(m)) for n in names]
+        base = value(results["pydocklite"].get(m))
+        for n in names[1:]:
+            other = value(results[n].get(m))
+            cells.append(f"{base / other:.2f}x" if other else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    print(table)
+    if not args.no_readme:
+        write_section("api", f"`bench/api.py` (docker CLI 28.2 against each server; medians "
+                      f"with min-max; {args.reps} reps of `run --rm`; "
+                      f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f} "
+                      f"on {os.cpu_count()} CPUs).\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,397 @@
+"""/containers/...: thin translations to the container service (create is in create.py,
+attach in attach.py, archive in archive.py)."""
+from __future__ import annotations
+
+import os
+import time
+
+from pydocklite.api.http import HttpError
+from pydocklite.api.util import client_closed, filters_arg, unix_time
+
+
+def _state(ctx, ref: str):
+    return ctx.containers.store.get(ref)
+
+
+def summary(state) -> dict:
+    """One entry of GET /containers/json."""
+    from pydocklite.shim.port_spec import PortMapping
+    st = state.status()
+    cfg = state.config
+    c = cfg.get("Config", {})
+    ports = []
+    published = set()
+    for m in cfg.get("PortBindings", []):
+        pm = PortMapping(**m)
+        published.add(pm.key)
+        ports.append({"IP": pm.host_ip or "127.0.0.1", "PrivatePort": pm.container_port,
+                      "PublicPort": pm.host_port, "Type": pm.protocol})
+    for key in c.get("ExposedPorts") or {}:
+        port, _, proto = key.partition("/")
+        if key not in published and port.isdigit():
+            ports.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+    mode = network_mode(state)
+    return {
+        "Id": state.id, "Names": ["/" + state.name], "Image": state.image,
+        "ImageID": state.image_id, "Command": " ".join(cfg.get("Args", [])),
+        "Created": unix_time(state.created), "Ports": ports,
+        "Labels": c.get("Labels") or {}, "State": st.state, "Status": state.human_status(),
+        "HostConfig": {"NetworkMode": mode},
+        "NetworkSettings": {"Networks": {mode: _endpoint(state)}},
+        "Mounts": [{"Type": "bind", "Source": m.get("source"), "Destination": m.get("target"),
+                    "RW": not m.get("readonly"), "Propagation": "rprivate"}
+                   for m in cfg.get("Mounts", [])],
+    }
+
+
+def _endpoint(state) -> dict:
+    return {"IPAMConfig": None, "Links": None, "Aliases": state.config.get("ApiAliases"),
+            "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
+            "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0, "MacAddress": "", "DriverOpts": None}
+
+
+def network_mode(state) -> str:
+    mode = state.config.get("HostConfig", {}).get("NetworkMode", "")
+    return state.config.get("ApiNetwork") or ("bridge" if mode in ("private", "") else mode)
+
+
+def list_(ctx, req, resp):
+    from pydocklite.containers.query import matches
+    show_all = req.flag("all")
+    limit = req.int_arg("limit", -1)
+    filters = filters_arg(req)
+    states = ctx.containers.store.list()
+    out = []
+    for s in states:
+        st = s.status()
+        if not (show_all or st.running or st.state == "restarting"
+                or any(f.startswith(("status=", "exited=")) for f in filters)):
+            continue
+        if filters and not matches(s, st, filters):
+            continue
+        out.append(summary(s))
+        if 0 < limit <= len(out):
+            break
+    return out
+
+
+def inspect(ctx, req, resp, id):
+    from pydocklite.containers.inspect_json import container_json
+    state = _state(ctx, id)
+    data = container_json(ctx.settings, state)
+    mode = network_mode(state)
+    data["HostConfig"]["NetworkMode"] = mode
+    ns = data.setdefault("NetworkSettings", {})
+    ns.setdefault("Networks", {mode: _endpoint(state)})
+    for key in ("Gateway", "IPAddress", "MacAddress", "IPv6Gateway", "GlobalIPv6Address"):
+        ns.setdefault(key, "")
+    ns.setdefault("IPPrefixLen", 0)
+    data["Config"].setdefault("Image", state.image)
+    return data
+
+
+def start(ctx, req, resp, id):
+    from pydocklite.api import attach
+    state = _state(ctx, id)
+    if state.status().running:
+        resp.send(304)
+        return None
+    attach.start_container(ctx, state)
+    return None
+
+
+def stop(ctx, req, resp, id):
+    state = _state(ctx, id)
+    if not state.status().running:
+        resp.send(304)
+        return None
+    timeout = req.int_arg("t", req.int_arg("timeout"))
+    ctx.containers.stop(state.id, timeout, req.arg("signal") or None)
+    ctx.notify()
+    return None
+
+
+def restart(ctx, req, resp, id):
+    from pydocklite.api import attach
+    state = _state(ctx, id)
+    timeout = req.int_arg("t", req.int_arg("timeout"))
+    ctx.containers.stop(state.id, timeout, req.arg("signal") or None)
+    attach.start_container(ctx, ctx.containers.store.load(state.id))
+    return None
+
+
+def kill(ctx, req, resp, id):
+    ctx.containers.kill(id, req.arg("signal") or "KILL")
+    return None
+
+
+def remove(ctx, req, resp, id):
+    from pydocklite.errors import ContainerNotFoundError
+    state = _state(ctx, id)
+    try:
+        ctx.containers.remove(state.id, force=req.flag("force"), volumes=req.flag("v"))
+    except ContainerNotFoundError:
+        pass                # its shim removed it meanwhile (--rm): gone as asked
+    from pydocklite.api.events import emit_container
+    emit_container(ctx, "destroy", state)
+    ctx.notify()
+    return None
+
+
+def rename(ctx, req, resp, id):
+    name = req.arg("name")
+    if not name:
+        raise HttpError(400, "rename needs the new name: ?name=NEW_NAME")
+    ctx.containers.rename(id, name)
+    return None
+
+
+def prune(ctx, req, resp):
+    from pydocklite.containers.query import matches
+    filters = filters_arg(req)
+    labels = [f for f in filters if f.startswith("label")]
+    removed = ctx.containers.prune(
+        select=(lambda st, s: matches(st, s, labels)) if labels else None)
+    ctx.notify()
+    return {"ContainersDeleted": removed, "SpaceReclaimed": 0}
+
+
+def wait(ctx, req, resp, id):
+    """Headers at once (the CLI waits for them before it starts the container), the body
+    {"StatusCode": N} when the condition holds: not-running (now or when it stops),
+    next-exit (an exit after this call), removed (the record is gone)."""
+    condition = req.arg("condition") or "not-running"
+    if condition not in ("not-running", "next-exit", "removed"):
+        raise HttpError(400, f"invalid condition {condition!r}: use not-running, next-exit or "
+                             "removed")
+    store = ctx.containers.store
+    cid = store.resolve(id)
+    first = store.load(cid)
+    stream = resp.start_stream(200, "application/json")
+    ctx.server.busy(+1)
+    try:
+        code = _wait_until(ctx, req, cid, first, condition)
+    finally:
+        ctx.server.busy(-1)
+    if code is not None:          # None: the client left
+        stream.json({"StatusCode": code})
+        stream.close()
+    return None
+
+
+def _wait_until(ctx, req, cid, first, condition):
+    from pydocklite.errors import ContainerNotFoundError
+    store = ctx.containers.store
+    last_code = first.exit_code or 0
+    delay = 0.005
+    gone_since = None
+    while True:
+        try:
+            s = store.load(cid)
+        except ContainerNotFoundError:
+            s = None
+        if s is None:
+            with ctx.lock:
+                seen, ours = ctx.exits.get(cid), cid in ctx.generation
+            if seen is not None:
+                return seen[0]
+            # a container this service started: its shim says the exit code after removing
+            # it (--rm); give that line a moment
+            gone_since = gone_since or time.monotonic()
+            if not ours or time.monotonic() - gone_since > 2.0:
+                return last_code
+        else:
+            if s.exit_code is not None:
+                last_code = s.exit_code
+            st = s.status()
+            if condition == "not-running" and not st.running and st.state != "restarting":
+                return st.exit_code
+            if condition == "next-exit" and st.state == "exited" and \
+                    s.finished_at != first.finished_at:
+                return st.exit_code
+        if client_closed(req.conn.sock):
+            return None
+        ctx.wait_change(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def logs(ctx, req, resp, id):
+    from pydocklite.api.streams import STDERR, STDOUT, frame
+    from pydocklite.shim.logs import read_logs
+    state = _state(ctx, id)
+    want_out, want_err = req.flag("stdout"), req.flag("stderr")
+    if not want_out and not want_err:
+        raise HttpError(400, "Bad parameters: you must choose at least one stream")
+    follow = req.flag("follow")
+    tail = req.arg("tail", "all")
+    if tail in ("all", ""):
+        tail_n = None
+    else:
+        try:
+            tail_n = int(tail)
+        except ValueError:
+            raise HttpError(400, f"invalid tail {tail[:20]!r}: a number or all") from None
+    since = _time_arg(req.arg("since"))
+    until = _time_arg(req.arg("until"))
+    tty = bool(state.config.get("Config", {}).get("Tty"))
+    stream = resp.start_stream(200, "application/vnd.docker.raw-stream" if tty
+                               else "application/vnd.docker.multiplexed-stream")
+    store = ctx.containers.store
+    sock = req.conn.sock
+
+    def stopped() -> bool:
+        if client_closed(sock):
+            return True
+        try:
+            st = store.load(state.id).status()
+        except Exception:  # noqa: BLE001 - removed meanwhile
+            return True
+        return not st.running and not (st.shim_alive and st.state == "restarting")
+    if follow:
+        ctx.server.busy(+1)
+    try:
+        if os.path.exists(state.log_path):
+            for name, data in read_logs(state.log_path, follow=follow, tail=tail_n,
+                                        since=since, until=until,
+                                        timestamps=req.flag("timestamps"),
+                                        stop_when=stopped):
+                if name == "stderr" and not want_err or name == "stdout" and not want_out:
+                    continue
+                stream.write(data if tty else frame(STDERR if name == "stderr" else STDOUT,
+                                                    data))
+        stream.close()
+    finally:
+        if follow:
+            ctx.server.busy(-1)
+    return None
+
+
+def _time_arg(text):
+    if text in (None, "", "0"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def top(ctx, req, resp, id):
+    import subprocess
+    from pydocklite.containers.procs import container_pids
+    state = _state(ctx, id)
+    if not state.status().running:
+        raise HttpError(409, f"container {state.id[:12]} is not running")
+    pids = container_pids(ctx.settings, state.id)
+    args = (req.arg("ps_args") or "-ef").split()
+    if any(not a.startswith("-") and not a.replace(",", "").isalnum() for a in args):
+        raise HttpError(400, "invalid ps_args")
+    r = subprocess.run(["ps", *args], capture_output=True, text=True)
+    lines = r.stdout.splitlines()
+    if not lines:
+        raise HttpError(500, f"ps failed: {r.stderr.strip()}")
+    titles = lines[0].split()
+    try:
+        pid_col = titles.index("PID")
+    except ValueError:
+        raise HttpError(400, "ps_args must show the PID column") from None
+    want = {str(p) for p in pids}
+    procs = []
+    for line in lines[1:]:
+        fields = line.split(None, len(titles) - 1)
+        if len(fields) > pid_col and fields[pid_col] in want:
+            procs.append(fields)
+    return {"Titles": titles, "Processes": procs}
+
+
+def stats(ctx, req, resp, id):
+    from pydocklite.containers.procs import sample_stats
+    state = _state(ctx, id)
+    one_shot = not req.flag("stream", True) or req.flag("one-shot")
+
+    def sample():
+        now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000000Z"
+        if not state.status().running:
+            return _stats_json(state, now, None)
+        got = sample_stats(ctx.settings, [state], interval=0.1 if one_shot else 1.0)
+        return _stats_json(state, now, got[0] if got else None)
+    if one_shot:
+        return sample()
+    stream = resp.start_stream(200, "application/json")
+    ctx.server.busy(+1)
+    try:
+        while not client_closed(req.conn.sock):
+            stream.json(sample())
+            if not _state(ctx, id).status().running:
+                break
+        stream.close()
+    finally:
+        ctx.server.busy(-1)
+    return None
+
+
+def _stats_json(state, now: str, s) -> dict:
+    mem = s["mem"] if s else 0
+    limit = s["limit"] if s else 0
+    cpu = s["cpu"] if s else 0.0
+    ncpu = os.cpu_count() or 1
+    total = int(time.monotonic() * 1e9)
+    return {
+        "read": now, "preread": "0001-01-01T00:00:00Z", "id": state.id,
+        "name": "/" + state.name,
+        "pids_stats": {"current": s["pids"] if s else 0},
+        "memory_stats": {"usage": mem, "limit": limit, "stats": {}},
+        "cpu_stats": {"cpu_usage": {"total_usage": int(cpu * 1e7)},
+                      "system_cpu_usage": total, "online_cpus": ncpu},
+        "precpu_stats": {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0,
+                         "online_cpus": ncpu},
+        "blkio_stats": {}, "networks": {},
+    }
+
+
+def resize(ctx, req, resp, id):
+    from pydocklite.api import attach
+    state = _state(ctx, id)
+    h, w = req.int_arg("h", 0), req.int_arg("w", 0)
+    attach.resize(ctx, state, h, w)
+    return None
+
+
+def _engine_call(ctx, name: str, *args):
+    """A container operation another part of the engine provides (pause, update, diff,
+    export); 501 naming it while it is missing here."""
+    fn = getattr(ctx.containers, name, None)
+    if fn is None:
+        raise HttpError(501, f"{name} is not supported by this pydocklite yet")
+    return fn(*args)
+
+
+def pause(ctx, req, resp, id):
+    _engine_call(ctx, "pause", id)
+    return None
+
+
+def unpause(ctx, req, resp, id):
+    _engine_call(ctx, "unpause", id)
+    return None
+
+
+def update(ctx, req, resp, id):
+    body = req.read_json(default={})
+    _engine_call(ctx, "update", id, body)
+    return {"Warnings": []}
+
+
+def changes(ctx, req, resp, id):
+    kinds = {"C": 0, "A": 1, "D": 2}
+    out = []
+    for kind, path in _engine_call(ctx, "diff", id):
+        out.append({"Path": path, "Kind": kinds.get(kind, 0)})
+    return out
+
+
+def export(ctx, req, resp, id):
+    stream = resp.start_stream(200, "application/x-tar")
+    _engine_call(ctx, "export", id, stream)
+    stream.close()
+    return None

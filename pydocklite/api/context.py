@@ -1,0 +1,88 @@
+"""What the handlers share: settings, the engine services, and the service's own
+bookkeeping (attach sessions waiting for a start, execs, exits of the containers this
+service started).
+
+Containers are owned by their shims, not by the service: everything here is an
+optimisation or a connection's state, and a restarted service finds every container again
+from the store (exits it did not see are read from the containers' records).
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+
+class ApiContext:
+    def __init__(self, settings):
+        self.settings = settings
+        self.server = None
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)   # an exit or a removal was seen
+        self.exits = {}            # cid -> (exit code, monotonic time) of exits seen here
+        self.generation = {}       # cid -> starts seen here (next-exit waits on a new one)
+        self.pending_attach = {}   # cid -> [streams.AttachSession] waiting for the start
+        self.execs = {}            # exec id -> execs.ExecSession
+        self.ttys = {}             # cid -> the AttachSession holding its terminal (resize)
+        self._containers = None
+        self._images = None
+        from pydocklite.api.events import EventLog
+        self.events = EventLog()
+
+    # --- services (one of each, made on first use) ---------------------------------------
+    @property
+    def containers(self):
+        if self._containers is None:
+            from pydocklite.containers.container import ContainerService
+            self._containers = ContainerService(self.settings)
+        return self._containers
+
+    @property
+    def images(self):
+        if self._images is None:
+            from pydocklite.images import ImageService
+            self._images = ImageService(self.settings)
+        return self._images
+
+    # --- exits --------------------------------------------------------------------------
+    def watch_exit(self, state, exit_r: int) -> None:
+        """Read the shim's exit pipe (one JSON line when the container is finished, after
+        its removal when it was run with --rm) and wake the waiters."""
+        cid = state.id
+        with self.lock:
+            self.generation[cid] = self.generation.get(cid, 0) + 1
+
+        def reader():
+            code = None
+            with os.fdopen(exit_r, "rb") as f:
+                for line in f:
+                    try:
+                        msg = json.loads(line)
+                    except ValueError:
+                        continue
+                    if "exit_code" in msg:
+                        code = int(msg["exit_code"])
+            with self.changed:
+                if code is not None:
+                    self.exits[cid] = (code, time.monotonic())
+                self.changed.notify_all()
+            from pydocklite.api.events import emit_container
+            emit_container(self, "die", state, exitCode=code if code is not None else 255)
+            if state.config.get("HostConfig", {}).get("AutoRemove"):
+                emit_container(self, "destroy", state)
+        threading.Thread(target=reader, daemon=True, name=f"exit-{cid[:12]}").start()
+
+    def notify(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait_change(self, timeout: float) -> None:
+        with self.changed:
+            self.changed.wait(timeout)
+
+    def forget_old_exits(self, age: float = 600.0) -> None:
+        now = time.monotonic()
+        with self.lock:
+            for cid in [c for c, (_, t) in self.exits.items() if now - t > age]:
+                del self.exits[cid]
