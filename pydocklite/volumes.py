@@ -28,7 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from pydocklite.errors import PydockliteError, UsageError
+from pydocklite.errors import ConflictError, NotFoundError, PydockliteError, UsageError
 from pydocklite.naming import check_volume_name
 from pydocklite.runtime.record import record
 
@@ -43,11 +43,11 @@ class VolumeError(PydockliteError):
     pass
 
 
-class VolumeNotFoundError(VolumeError):
+class VolumeNotFoundError(VolumeError, NotFoundError):
     pass
 
 
-class VolumeInUseError(VolumeError):
+class VolumeInUseError(VolumeError, ConflictError):
     pass
 
 
