@@ -130,6 +130,12 @@ STATUS_TABLE = {
     "pydocklite.runtime.errors.ContainerNotFound": (125, 404),
     "pydocklite.runtime.errors.ContainerExists": (125, 409),
     "pydocklite.runtime.errors.StateError": (125, 409),
+    # a signature policy refusing an image is dockerd's errdefs.Forbidden; a policy file
+    # that can't be used is the daemon's own configuration (500); a signing key the caller
+    # named that can't be read is the request's fault
+    "pydocklite.trust.errors.SignatureRefused": (125, 403),
+    "pydocklite.trust.errors.PolicyError": (125, 500),
+    "pydocklite.trust.errors.KeyFileError": (125, 400),
     "registry.errors.RegistryError": (125, 500),
     "registry.errors.InvalidReferenceError": (125, 400),
     "registry.errors.AuthError": (125, 401),

@@ -45,3 +45,20 @@ def human_duration(seconds: float) -> str:
 
 def time_ago(ts: float, now: float = None) -> str:
     return human_duration((now or time.time()) - ts) + " ago"
+
+
+_GO_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+             "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+def go_duration_ns(text: str):
+    """A Go duration ("30s", "1h30m", "1.5s", "500ms", "0") in nanoseconds; None when the
+    text is not one."""
+    import re
+    t = text.strip()
+    if t == "0":
+        return 0
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", t)
+    if not parts or "".join(n + u for n, u in parts) != t:
+        return None
+    return int(sum(float(n) * _GO_UNITS[u] for n, u in parts))

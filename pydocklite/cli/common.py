@@ -40,21 +40,17 @@ def parse_time(text: str) -> float:
         return 0.0
 
 
-_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-                   "m": 60_000_000_000, "h": 3_600_000_000_000}
-
-
 def timestamp_ns(text: str, now_ns: int = 0) -> int:
     """A --since/--until value as Docker reads it (timetypes.GetTimestamp): a Go duration
     back from now ("10m", "1h30m", "1.5s"), Unix seconds ("1700000000.5"), or an RFC 3339
     time (the fraction and the zone optional); nanoseconds since the epoch."""
     import re
     import time
+    from pydocklite.humanize import go_duration_ns
     t = text.strip()
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", t)
-    if parts and "".join(n + u for n, u in parts) == t:
-        back = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-        return (now_ns or time.time_ns()) - int(back)
+    back = go_duration_ns(t) if t != "0" and not t.isdigit() else None
+    if back is not None:
+        return (now_ns or time.time_ns()) - back
     if re.fullmatch(r"\d+(\.\d{1,9})?", t):
         sec, _, frac = t.partition(".")
         return int(sec) * 1_000_000_000 + int(frac.ljust(9, "0") or 0)

@@ -50,6 +50,8 @@ COMMANDS = {
     "system": ("system", "cmd_system", "Manage pydocklite (df, events, info, prune, service: "
                "the Docker Engine API)"),
     "events": ("events", "cmd_events", "Get real time events from pydocklite"),
+    "attach": ("attach", "cmd_attach", "Attach local standard input, output, and error "
+               "streams to a running container"),
     "info": ("system", "cmd_info", "Display system-wide information"),
     "login": ("login", "cmd_login", "Log in to a registry"),
     "logout": ("login", "cmd_logout", "Log out from a registry"),

@@ -49,6 +49,17 @@ def add_create_flags(p) -> None:
     a("--privileged", action="store_true", help="Give extended privileges to this container")
     a("--security-opt", action="append", default=[],
       help="Security options: seccomp=unconfined, no-new-privileges")
+    a("--health-cmd", help="Command to run to check health")
+    a("--health-interval", help="Time between running the check (ms|s|m|h) (default 0s)")
+    a("--health-retries", type=int, help="Consecutive failures needed to report unhealthy")
+    a("--health-start-period", help="Start period for the container to initialize before "
+      "starting health-retries countdown (ms|s|m|h) (default 0s)")
+    a("--health-start-interval", help="Time between running the check during the start "
+      "period (ms|s|m|h) (default 0s)")
+    a("--health-timeout", help="Maximum time to allow one check to run (ms|s|m|h) "
+      "(default 0s)")
+    a("--no-healthcheck", action="store_true", help="Disable any container-specified "
+      "HEALTHCHECK")
     a("--help", action="help", help="Print usage")
     a("image")
     a("command", nargs="...")
@@ -90,7 +101,21 @@ def options_from_args(args):
                              "seccomp=unconfined and no-new-privileges")
     if args.signature_policy:
         extra["signature_policy"] = args.signature_policy
+    from pydocklite.containers.healthcheck import parse_duration
+
+    def duration(flag: str):
+        value = getattr(args, flag.replace("-", "_"))
+        return None if value is None else parse_duration(value, "--" + flag)
+    if args.no_healthcheck and args.health_cmd:
+        raise UsageError("--no-healthcheck conflicts with --health-* options")
+    health_test = ("NONE",) if args.no_healthcheck else \
+        (("CMD-SHELL", args.health_cmd) if args.health_cmd else ())
     return RunOptions(
+        health_test=health_test, health_interval=duration("health-interval"),
+        health_timeout=duration("health-timeout"),
+        health_start_period=duration("health-start-period"),
+        health_start_interval=duration("health-start-interval"),
+        health_retries=args.health_retries,
         extra=extra,
         image=args.image, command=tuple(args.command), name=args.name,
         detach=getattr(args, "detach", False), remove=args.rm, interactive=args.interactive,

@@ -88,6 +88,8 @@ class ContainerService:
             raise UsageError("conflicting options: --restart and --rm")
         labels = dict(cfg.get("Labels") or {})
         labels.update(dict(opts.labels))
+        from pydocklite.containers import healthcheck
+        health = healthcheck.merge(cfg.get("Healthcheck"), opts)
         stop_signal = opts.stop_signal or cfg.get("StopSignal") or "SIGTERM"
         signal_number(stop_signal)
         state = self.store.create(ContainerState(
@@ -126,6 +128,9 @@ class ContainerService:
                 restart_max=restart["MaximumRetryCount"], auto_remove=opts.remove,
                 network=opts.network, ports=tuple(ports), tty=opts.tty,
                 open_stdin=opts.interactive, image=opts.image, labels=tuple(labels.items()),
+                stdin_once=opts.interactive and (not opts.detach if opts.stdin_once is None
+                                                 else opts.stdin_once),
+                healthcheck=healthcheck.shim_config(health),
                 # where the runtime puts the container's cgroup (a delegated subtree)
                 cgroup_base=":".join(self.settings.cgroup_base)
                 if spec["linux"].get("resources") else ""))
@@ -140,6 +145,7 @@ class ContainerService:
                     "Labels": labels, "StopSignal": stop_signal, "OpenStdin": opts.interactive,
                     "Tty": opts.tty, "ExposedPorts": cfg.get("ExposedPorts") or {},
                     "StopTimeout": opts.stop_timeout,
+                    **({"Healthcheck": health} if health else {}),
                 },
                 "HostConfig": {
                     "AutoRemove": opts.remove, "RestartPolicy": restart,

@@ -26,6 +26,7 @@ class RunOptions:
     detach: bool = False
     remove: bool = False
     interactive: bool = False
+    stdin_once: Optional[bool] = None         # None: Docker's CLI rule (run -i attached)
     tty: bool = False
     env: Tuple[str, ...] = ()                 # "K=V" after --env-file and -e merging
     entrypoint: Optional[str] = None          # "" clears the image's entrypoint
@@ -52,6 +53,13 @@ class RunOptions:
     platform: Optional[str] = None
     pull: str = "missing"
     privileged: bool = False
+    # the health check (containers/healthcheck.py): () / None = the image's
+    health_test: Tuple[str, ...] = ()         # ("CMD-SHELL", cmd), ("CMD", ...), ("NONE",)
+    health_interval: Optional[int] = None     # nanoseconds
+    health_timeout: Optional[int] = None
+    health_start_period: Optional[int] = None
+    health_start_interval: Optional[int] = None
+    health_retries: Optional[int] = None
     extra: dict = Factory(dict, compare=False)
 
 

@@ -47,6 +47,7 @@ class ShimConfig:
     ports: Tuple[PortMapping, ...] = ()
     tty: bool = False
     open_stdin: bool = False        # -i: the container's stdin stays open for attaching
+    stdin_once: bool = False        # an attached client's EOF closes the container's stdin
     cgroup_base: str = ""           # delegated cgroup dir(s), "a:b" ("" = let the runtime look)
     default_idmap: bool = True      # the spec asks for the default id maps (a user namespace
                                     # made ahead by the shim fits it)

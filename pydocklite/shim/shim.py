@@ -56,12 +56,13 @@ class Shim:
         self.fuse_leaves: List[str] = []          # cgroups the FUSE servers were moved to
         self.forwarder = None
         self.helper = None
-        self.stdin_w: Optional[int] = None
         self.stdio: Optional[StdioRelay] = None       # built once the log is open
         self.outbound = None         # pasta/slirp4netns serving the private network
         self.dying: List[int] = []   # killed FUSE servers not reaped yet
         self.holder = userns_holder  # launch.UserNsHolder: the first start's user namespace
         self.op = None               # the life lock, held while restarting the container
+        self.checker = None          # health.Checker while a container with a check runs
+        self.attach_server = None    # attach.AttachServer: later attachments (attach.py)
 
     # --- state helpers ----------------------------------------------------------------
     def update(self, **changes):
@@ -98,6 +99,7 @@ class Shim:
                     _send(self.ready_fd, {"ok": True, "pid": pid})
                     self._close_ready()
                     first = False
+                    self.serve_attach()
                 self._release_op()
                 code = self.wait_container(pid)
                 again = self.restart_wanted(code, restarts)
@@ -112,6 +114,8 @@ class Shim:
         finally:
             self._release_op()
             self._close_ready()
+            if self.attach_server is not None:
+                self.attach_server.close()
             if self.forwarder is not None:
                 self.forwarder.close()
             if self.helper is not None:
@@ -206,7 +210,7 @@ class Shim:
             stdio = None
         else:
             if interactive:
-                in_r, self.stdin_w = os.pipe()
+                in_r, self.stdio.stdin_w = os.pipe()
             else:
                 in_r = os.open(os.devnull, os.O_RDONLY)
             out_r, out_w = os.pipe()
@@ -253,7 +257,7 @@ class Shim:
             self.stdio.relay(out_r, "stdout")
             self.stdio.relay(err_r, "stderr")
             if interactive:
-                self.stdio.feed_stdin(self.stdin_w)
+                self.stdio.feed_stdin(self.stdio.stdin_w)
         pid = created.pid
         log(f"created, init pid {pid}")
         if self.outbound is not None and not self.outbound.wait_ready():
@@ -265,7 +269,37 @@ class Shim:
                                  finished_at=ZERO_TIME, oom_killed=False)
         self.config.event(self.run_layout.events_dir, "start")
         self.start_ports(pid)
+        self.start_health()
         return pid
+
+    def serve_attach(self) -> None:
+        """The attach socket (attach.py), served by a thread of its own from now on."""
+        from pydocklite.shim.attach import AttachServer
+        cfg, stdio, events_dir = self.config, self.stdio, self.run_layout.events_dir
+        self.attach_server = AttachServer(
+            str(self.run_layout.attach_socket(self.cid)), stdio, cfg.tty, stdio.stdin_target,
+            cfg.stdin_once, lambda: stdio.pty_master,
+            lambda: self.config.event(events_dir, "attach"), log)
+        self.attach_server.start()
+
+    def start_health(self) -> None:
+        """The health check's thread, for a container that has one (else nothing at all)."""
+        if self.config.healthcheck is None:
+            return
+        from pydocklite.shim.health import Checker
+        events_dir = self.run_layout.events_dir
+
+        def record(health: dict) -> None:
+            try:
+                self.update(health=health)
+            except Exception as e:  # noqa: BLE001 - removed meanwhile (rm -f): nothing to tell
+                log(f"health: cannot record the result: {e}")
+
+        def told(status: str) -> None:
+            self.config.event(events_dir, f"health_status: {status}")
+        self.checker = Checker(self.config.healthcheck, self.cid, self.runtime_root, record,
+                               told, log)
+        self.checker.start()
 
     def _cgroup_base(self):
         """The delegated cgroup dir(s) given at create time (or now, to the shim), else None."""
@@ -306,13 +340,19 @@ class Shim:
                 log(msg)
                 self.state = self.update(error=msg)
                 continue
+            if self.checker is not None and self.checker.reaped(got, status):
+                continue
             if got == pid:
                 code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") \
                     else (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status))
                 if code < 0:
                     code = 128 - code
                 break
+        if self.checker is not None:
+            self.checker.stop()
+            self.checker = None
         self.stdio.join()
+        self.stdio.close_stdin()
         oom = self._oom_killed()
         self.reload_config()
         events_dir = self.run_layout.events_dir

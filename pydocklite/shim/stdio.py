@@ -46,6 +46,10 @@ class StdioRelay:
         self.detached = attach is None
         self.pty_master: Optional[int] = None
         self.threads: List[threading.Thread] = []
+        self.clients: list = []              # attach.Client: later attachments (attach.py)
+        self.lock = threading.Lock()
+        self.ended = False                   # the container's output has ended
+        self.stdin_w: Optional[int] = None   # the container's stdin pipe (-i, no tty)
 
     def relay(self, fd: int, stream: str, pty: bool = False) -> None:
         """Copy `fd` (a pipe, or the pty master) to the log and the attached CLI."""
@@ -67,6 +71,11 @@ class StdioRelay:
                         os.write(out_fd, data)
                     except OSError:
                         self.detached = True     # the CLI is gone; keep logging
+                if self.clients:
+                    for client in list(self.clients):
+                        client.send(stream, data)
+                        if client.gone:
+                            self.remove_client(client)
             if not pty:
                 os.close(fd)
 
@@ -78,7 +87,8 @@ class StdioRelay:
             self.feed_stdin(fd, tty=True)
 
     def feed_stdin(self, to_fd: int, tty: bool = False) -> None:
-        """The attached CLI's stdin to the container; EOF closes the container's stdin."""
+        """The attached CLI's stdin to the container (the pty, or the stdin pipe: to_fd is
+        stdin_w); EOF closes the container's stdin."""
         if self.attach is None:
             return
         src = self.attach[0]
@@ -103,10 +113,7 @@ class StdioRelay:
                 except OSError:
                     break
             if not tty:
-                try:
-                    os.close(to_fd)
-                except OSError:
-                    pass
+                self.close_stdin()         # the attached CLI's stdin ended (stdin once)
 
         threading.Thread(target=pump, daemon=True, name="relay-stdin").start()
 
@@ -130,10 +137,43 @@ class StdioRelay:
             return
 
     def join(self, timeout: float = 5) -> None:
-        """Until the container's output is all in the log (its pipes closed)."""
+        """Until the container's output is all in the log (its pipes closed); then the
+        attached clients' streams end."""
         for t in self.threads:
             t.join(timeout=timeout)
         self.threads = []
+        with self.lock:
+            self.ended = True
+            clients, self.clients = self.clients, []
+        for client in clients:
+            client.close()
+        self.ended = False                   # a restart relays anew
+
+    def add_client(self, client) -> bool:
+        """A later attachment gets the output from now on; False once it has ended."""
+        with self.lock:
+            if self.ended or not self.threads:
+                return False
+            self.clients.append(client)
+            return True
+
+    def remove_client(self, client) -> None:
+        with self.lock:
+            if client in self.clients:
+                self.clients.remove(client)
+
+    def stdin_target(self) -> Optional[int]:
+        """Where an attached client's input goes: the pty, or the stdin pipe while open."""
+        return self.pty_master if self.pty_master is not None else self.stdin_w
+
+    def close_stdin(self) -> None:
+        """The container's stdin reaches EOF (stdin-once, the client closed its side)."""
+        fd, self.stdin_w = self.stdin_w, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def close(self) -> None:
         self.join(timeout=2)

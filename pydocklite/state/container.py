@@ -100,6 +100,7 @@ class ContainerState:
     paused: bool = False
     removing: bool = False
     dead: bool = False              # removal failed half-way; only `rm -f` helps
+    health: Optional[Dict[str, Any]] = None  # State.Health (shim/health.py) with a check
     error: str = ""
     log_path: str = ""
     shim_log_path: str = ""
@@ -146,7 +147,12 @@ class ContainerState:
             return human_duration((now - t).total_seconds()) if t else "Less than a second"
         if st.state in ("running", "paused"):
             up = f"Up {since(self.started_at)}"
-            return up + " (Paused)" if st.state == "paused" else up
+            if st.state == "paused":
+                return up + " (Paused)"
+            status = (self.health or {}).get("Status")
+            if status:
+                up += " (health: starting)" if status == "starting" else f" ({status})"
+            return up
         if st.state == "restarting":
             return f"Restarting ({st.exit_code}) {since(self.finished_at)} ago"
         if st.state == "exited":
@@ -164,6 +170,7 @@ class ContainerState:
             "OOMKilled": self.oom_killed, "Dead": st.state == "dead", "Pid": st.pid,
             "ExitCode": st.exit_code, "Error": st.error, "StartedAt": self.started_at,
             "FinishedAt": self.finished_at,
+            **({"Health": self.health} if self.health else {}),
         }
 
     def to_json(self) -> Dict[str, Any]:

@@ -13,7 +13,7 @@ from pydocklite.errors import STATUS_TABLE, classify
 ERROR_MODULES = ("pydocklite.errors", "pydocklite.builder.errors",
                  "pydocklite.distribution.errors", "pydocklite.runtime.errors",
                  "pydocklite.state.store", "pydocklite.gotemplate_funcs", "registry.errors",
-                 "snapshotter.errors", "pydocklite.shim.port_spec")
+                 "snapshotter.errors", "pydocklite.shim.port_spec", "pydocklite.trust.errors")
 
 
 def _resolve(qualified: str):
@@ -54,6 +54,13 @@ def test_every_error_class_is_classified(cls):
 ])
 def test_categories(exc, exit_code, status):
     assert classify(exc) == (exit_code, status)
+
+
+def test_signature_errors():
+    from pydocklite.trust.errors import KeyFileError, PolicyError, SignatureRefused
+    assert classify(SignatureRefused("refused by signature policy")) == (125, 403)
+    assert classify(PolicyError("bad policy file")) == (125, 500)
+    assert classify(KeyFileError("wrong passphrase")) == (125, 400)
 
 
 def test_foreign_errors_are_not_ours():
