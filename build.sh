@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build ./pydocklite.pyz: one shiv zipapp with pydocklite, registry, snapshotter and every
+# Build ./pydocklite.pyz (and ./pydocklite-runtime, runc's command line for engines): one shiv zipapp with pydocklite, registry, snapshotter and every
 # dependency, compiled modules for CPython 3.9 (>= 3.9.2) up to 3.14 side by side, and the
 # embedded `hello` image. Re-runnable; slow steps are cached under $PDL_BUILD_CACHE
 # (default ${XDG_CACHE_HOME:-~/.cache}/pydocklite-build).
@@ -95,8 +95,16 @@ SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800} "$venv/bin/shiv" --reproducibl
   --site-packages "$site" --site-packages "$stage" >/dev/null
 "$py" tools/zipapp_fastpath.py "$output.tmp" "$entry"
 [ ! -d "$output" ] || { log "$output is a directory: choose another PDL_OUTPUT"; exit 1; }
+# ./pydocklite-runtime: the same zipapp with runc's command line as its entry point, for
+# engines (containerd's BinaryName, dockerd --add-runtime, podman --runtime); a /bin/sh
+# header starts it straight from the extracted copy (tools/zipapp_fastpath.py --copy)
+runtime_out=$(dirname "$output")/pydocklite-runtime
+"$py" tools/zipapp_fastpath.py "$output.tmp" "$entry" --copy "$runtime_out.tmp" \
+  pydocklite.runtime.runc_cli:entry --prelude tools/runtime_prelude.sh
 mv -f "$output.tmp" "$output"
+mv -f "$runtime_out.tmp" "$runtime_out"
 
 # 6. Smoke test with the build interpreter.
 "$py" "$output" --version >/dev/null || { log "$output --version failed"; exit 1; }
+"$runtime_out" --version >/dev/null || { log "$runtime_out --version failed"; exit 1; }
 log "done: $output ($(du -h "$output" | cut -f1))"

@@ -171,40 +171,80 @@ def many_ps(peer: Peer, n: int = 50) -> float:
     return time.monotonic() - t0
 
 
-def measure(peer: Peer, busybox: str, nginx: str, reps: int) -> dict:
+def prepare(peer: Peer, busybox: str, nginx: str) -> None:
     peer.docker("pull", "-q", busybox)
     peer.docker("pull", "-q", nginx)
     peer.docker("run", "--rm", busybox, "true")            # warm caches
-    res = {}
-    res["run --rm busybox true"] = [peer.timed("run", "--rm", busybox, "true")
-                                    for _ in range(reps)]
-    ready, ps_t, logs_t, exec_t = [], [], [], []
+
+
+def nginx_round(peer: Peer, nginx: str, i: int, res: dict, batch: bool) -> None:
+    port = free_port()
+    t0 = time.monotonic()
+    if peer.name == "dockerd":
+        # no bridge here (--bridge=none, the host firewall untouched): nginx on the host's
+        # network, listening on a free port
+        peer.docker("run", "-d", "--name", f"web{i}", "--network", "host", nginx, "sh",
+                    "-c", f"sed -i -e '/\\[::\\]/d' -e 's/listen *80/listen {port}/' "
+                    f"/etc/nginx/sites-enabled/default; exec nginx -g 'daemon off;'")
+    else:
+        peer.docker("run", "-d", "--name", f"web{i}", "-p", f"{port}:80", nginx)
+    wait_http(port)
+    res.setdefault("run -d nginx -> first 200", []).append(time.monotonic() - t0)
+    res.setdefault("ps", []).append(peer.timed("ps"))
+    res.setdefault("logs", []).append(peer.timed("logs", f"web{i}"))
+    res.setdefault("exec true", []).append(peer.timed("exec", f"web{i}", "true"))
+    if batch:
+        res["50 x docker ps at once (batch)"] = [many_ps(peer)]
+    peer.docker("rm", "-f", f"web{i}")
+
+
+def measure(peers: list, busybox: str, nginx: str, reps: int) -> dict:
+    """Round by round, every peer in turn, so that the machine's load (shared with other
+    jobs here) hits them alike."""
+    results = {p.name: {} for p in peers}
+    for p in peers:
+        prepare(p, busybox, nginx)
+    for _ in range(reps):
+        for p in peers:
+            results[p.name].setdefault("run --rm busybox true", []).append(
+                p.timed("run", "--rm", busybox, "true"))
     for i in range(max(3, reps // 2)):
-        port = free_port()
-        t0 = time.monotonic()
-        if peer.name == "dockerd":
-            # no bridge here (--bridge=none, host firewall untouched): nginx on the host's
-            # network, listening on a free port
-            peer.docker("run", "-d", "--name", f"web{i}", "--network", "host", nginx, "sh",
-                        "-c", f"sed -i -e '/\\[::\\]/d' -e 's/listen *80/listen {port}/' "
-                        f"/etc/nginx/sites-enabled/default; exec nginx -g 'daemon off;'")
-        else:
-            peer.docker("run", "-d", "--name", f"web{i}", "-p", f"{port}:80", nginx)
-        wait_http(port)
-        ready.append(time.monotonic() - t0)
-        ps_t.append(peer.timed("ps"))
-        logs_t.append(peer.timed("logs", f"web{i}"))
-        exec_t.append(peer.timed("exec", f"web{i}", "true"))
-        if i == 0:
-            res["50 x docker ps at once (batch)"] = [many_ps(peer)]
-        peer.docker("rm", "-f", f"web{i}")
-    res["run -d nginx -> first 200"] = ready
-    res["ps"] = ps_t
-    res["logs"] = logs_t
-    res["exec true"] = exec_t
+        for p in peers:
+            nginx_round(p, nginx, i, results[p.name], batch=(i == 0))
     time.sleep(2)
-    res["service idle PSS"] = peer.pss_kb()
-    return res
+    for p in peers:
+        results[p.name]["service idle PSS"] = p.pss_kb()
+    return results
+
+
+def kill_leftovers(work: Path) -> None:
+    """The test user's processes our peers left (Podman's conmons waiting --exit-delay, its
+    pause process), found by the bench's dirs, killed by pid."""
+    pids = [pid for pid, cmd in unpriv.user_processes() if str(work) in cmd]
+    conf = work / "podman" / ".config" / "containers" / "containers.conf"
+    try:
+        tmp = [line.split('"')[1] for line in conf.read_text().splitlines()
+               if line.startswith("tmp_dir")][0]
+        pids.append(int(Path(tmp, "pause.pid").read_text().strip()))
+        shutil.rmtree(tmp, ignore_errors=True)
+    except (OSError, IndexError, ValueError):
+        pass
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def unmount_below(path: Path) -> None:
+    """What dockerd left mounted under its private dirs (its netns files)."""
+    prefix = str(path) + "/"
+    try:
+        points = [line.split()[4] for line in open("/proc/self/mountinfo")]
+    except OSError:
+        return
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def fmt(v) -> str:
@@ -234,28 +274,24 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="pdl-bench-api-", dir="/var/tmp"))
     os.chmod(work, 0o755)
     cache = images.cache_dir()
-    results, peers = {}, []
+    peers = []
     try:
         with start_registry(work / "registry") as srv:
             images.push(images.build_busybox_image(cache), srv.url, "bench/busybox")
             images.push(images.build_nginx_image(cache), srv.url, "bench/nginx")
             busybox = f"{srv.host}/bench/busybox:latest"
             nginx = f"{srv.host}/bench/nginx:latest"
-            starters = [("pydocklite", lambda: start_pydocklite(work, args.zipapp))]
+            peers.append(start_pydocklite(work, args.zipapp))
             if "podman" in peers_wanted and shutil.which("podman"):
-                starters.append(("podman", lambda: start_podman(work, srv.host)))
+                peers.append(start_podman(work, srv.host))
             if "dockerd" in peers_wanted and shutil.which("dockerd"):
-                starters.append(("dockerd", lambda: start_dockerd(work, srv.host)))
-            for name, start in starters:
-                peer = start()
-                peers.append(peer)
-                try:
-                    results[name] = measure(peer, busybox, nginx, args.reps)
-                finally:
-                    peer.stop()
+                peers.append(start_dockerd(work, srv.host))
+            results = measure(peers, busybox, nginx, args.reps)
     finally:
         for p in peers:
             p.stop()
+        kill_leftovers(work)
+        unmount_below(work)
         subprocess.run(["rm", "-rf", str(work)], check=False)
     names = [p.name for p in peers]
     metrics = list(dict.fromkeys(m for n in names for m in results.get(n, {})))

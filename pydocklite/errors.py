@@ -136,6 +136,11 @@ STATUS_TABLE = {
     "pydocklite.trust.errors.SignatureRefused": (125, 403),
     "pydocklite.trust.errors.PolicyError": (125, 500),
     "pydocklite.trust.errors.KeyFileError": (125, 400),
+    # the volume and network services' own errors (their modules are leaves of the services)
+    "pydocklite.volumes.VolumeNotFoundError": (125, 404),
+    "pydocklite.volumes.VolumeInUseError": (125, 409),
+    "pydocklite.networks.NetworkNotFoundError": (125, 404),
+    "pydocklite.networks.NetworkConflictError": (125, 409),
     "registry.errors.RegistryError": (125, 500),
     "registry.errors.InvalidReferenceError": (125, 400),
     "registry.errors.AuthError": (125, 401),

@@ -126,10 +126,33 @@ def cgroup_status(missing: List[Missing]) -> dict:
             "reason": reason}
 
 
+def pause_status(cg: dict) -> str:
+    """How `pause` works here (containers/pause.py)."""
+    signals = ("SIGSTOP/SIGCONT of every process of the container: its processes show as "
+               "stopped, and a SIGCONT sent to one from the host resumes it")
+    if cg["controllers"] and (cg["version"] == "v2" or "freezer" in cg["controllers"]):
+        return "cgroup freezer for containers given a delegated cgroup; otherwise " + signals
+    return signals + " (no delegated cgroup with a freezer)"
+
+
 def storage_status(settings) -> dict:
     from snapshotter.overlay import choose_driver
     choice = choose_driver(settings.storage_driver)
     return {"driver": choice.driver, "reason": choice.reason}
+
+
+def security_status() -> dict:
+    """Docker's SecurityOptions list, and which LSMs the host enforces (the runtime refuses
+    AppArmor profiles and SELinux labels where the LSM is not enabled)."""
+    from pydocklite.runtime import lsm
+    host = lsm.detect()
+    opts = [f"name={n}" for n, on in (("apparmor", host.apparmor), ("selinux", host.selinux))
+            if on]
+    opts.append("name=seccomp,profile=builtin")
+    if os.getuid() != 0:
+        opts.append("name=rootless")
+    opts.append("name=cgroupns")
+    return {"SecurityOptions": opts, "LSM": lsm.describe(host)}
 
 
 API_SOCKET_NAME = "docker.sock"
@@ -170,10 +193,13 @@ def collect(settings) -> dict:
         "FUSE": fuse_status(missing),
         "Network": network_status(missing),
         "Cgroup": cgroup_status(missing),
+        "Pause": "",
         "Storage": storage_status(settings),
         "UnprivilegedPortStart": _read("/proc/sys/net/ipv4/ip_unprivileged_port_start"),
         "APISocket": api_socket(settings),
     }
+    info["Pause"] = pause_status(info["Cgroup"])
+    info.update(security_status())
     info["Missing"] = [{"Feature": m.feature, "Effect": m.effect, "Fix": m.fix}
                        for m in missing]
     return info
@@ -209,7 +235,11 @@ def render_text(info: dict) -> str:
         f" Cgroup Version:   {cg['version']}",
         f" Cgroup Controllers: {' '.join(cg['controllers']) or 'none delegated'}"
         + (f" ({cg['reason']})" if cg.get("reason") else ""),
+        f" Pause:            {info['Pause']}",
         f" Network:          {info['Network']}",
+        " Security Options: " + ", ".join(o[5:].replace(",profile=", " profile ")
+                                          for o in info["SecurityOptions"]),
+        f" LSMs:             {info['LSM']}",
         f" Unprivileged ports start at: {info['UnprivilegedPortStart']}",
         f" API socket:       {info['APISocket']['host']} ({info['APISocket']['state']})",
     ]

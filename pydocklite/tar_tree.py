@@ -61,18 +61,19 @@ class TreeWriter:
         elif t == FIFO or empty:
             self.w.add(name, t, **common)
         else:
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in self.links:
-                self.w.add(name, HARDLINK, linkname=self.links[key], **common)
-                return
             opened = fd_walk.open_regular(e)
             if opened is None:
-                return                     # replaced while we looked: not what was listed
-            fd, fst = opened
+                return                     # gone, or no longer a file, since the listing
+            fd, fst = opened               # (what is there now, described by itself)
             try:
-                if st.st_nlink > 1:
+                key = (fst.st_dev, fst.st_ino)
+                common.update(mode=fst.st_mode & 0o7777, uid=fst.st_uid, gid=fst.st_gid,
+                              mtime=fst.st_mtime)
+                if fst.st_nlink > 1 and key in self.links:
+                    self.w.add(name, HARDLINK, linkname=self.links[key], **common)
+                    return
+                if fst.st_nlink > 1:
                     self.links[key] = name
-                common["mode"] = fst.st_mode & 0o7777
                 self.w.add(name, REG, size=fst.st_size, xattrs=fd_xattrs(fd),
                            data=iter(lambda: os.read(fd, _CHUNK), b""), **common)
             finally:

@@ -74,12 +74,12 @@ def volume_json(v: Volume) -> dict:
 
 def parse_filters(pairs: Sequence[str]) -> Dict[str, List[str]]:
     """`--filter k=v` values -> {k: [v...]}, keys checked (name, label, label!, dangling,
-    driver)."""
+    driver; and all, which the API's prune takes: Docker 23+ clients send all=true for -a)."""
     out: Dict[str, List[str]] = {}
     for text in pairs:
         key, eq, value = text.partition("=")
         key = key.strip().lower()
-        if not eq or key not in ("name", "label", "label!", "dangling", "driver"):
+        if not eq or key not in ("name", "label", "label!", "dangling", "driver", "all"):
             raise UsageError(f"invalid filter '{text}': use name=, label=, label!=, "
                              "dangling=true|false or driver=")
         out.setdefault(key, []).append(value)

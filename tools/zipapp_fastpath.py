@@ -1,6 +1,7 @@
 """Give a shiv zipapp a fast start: replace its __main__.py (build.sh step).
 
 Usage: python3 tools/zipapp_fastpath.py ZIPAPP MODULE:FUNCTION
+           [--copy OUT MODULE:FUNCTION [--prelude SH_FILE]]
 
 shiv's own bootstrap imports zipfile, json, hashlib, compileall, subprocess, pathlib... on
 every start (~45 ms here) just to find the directory it extracted itself to. The new
@@ -52,28 +53,68 @@ else:
 '''
 
 
-def rewrite(zipapp: str, entry_point: str) -> None:
+SH_HEADER = """\
+#!/bin/sh
+# %(name)s: a pydocklite zipapp (tools/zipapp_fastpath.py --copy); sh only starts it faster
+%(prelude)sif [ -z "$HOME$SHIV_ROOT" ]; then  # engines may give no HOME (rootless Podman's conmon)
+  [ -n "$XDG_RUNTIME_DIR" ] && export SHIV_ROOT="$XDG_RUNTIME_DIR/.shiv" ||
+    export SHIV_ROOT="${TMPDIR:-/tmp}/.shiv-$(id -u)"
+fi
+s="${SHIV_ROOT:-$HOME/.shiv}/${0##*/}_%(build_id)s/site-packages" p=/usr/bin/python3
+[ -x $p ] || p=python3
+[ -z "$SHIV_ENTRY_POINT$SHIV_INTERPRETER$SHIV_FORCE_EXTRACT$SHIV_COMPILE_PYC$SHIV_COMPILE_WORKERS\\
+$SHIV_EXTEND_PYTHONPATH$SHIV_PRESERVE_LD" ] || s=
+[ -n "$s" ] && [ -d "$s" ] && exec $p -E -S -c \\
+ 'import sys;sys.path.insert(0,sys.argv.pop(1));from %(module)s import %(function)s;%(function)s()' "$s" "$@"
+exec $p "$0" "$@"
+"""
+
+
+def rewrite(zipapp: str, entry_point: str, out_path: str = None, prelude: str = "") -> None:
+    """Give ZIPAPP the fast __main__.py (in place), or write a copy to out_path with another
+    entry point (environment.json's too, for shiv's first-run bootstrap) and the sh header."""
     module, function = entry_point.split(":")
     with open(zipapp, "rb") as f:
         shebang = f.readline()
     if not shebang.startswith(b"#!"):
         raise SystemExit(f"{zipapp}: no shebang line; is it a shiv zipapp?")
-    tmp = zipapp + ".fast"
+    target = out_path or zipapp
+    tmp = target + ".fast"
     with zipfile.ZipFile(zipapp) as src:
         env = json.loads(src.read("environment.json"))
         main_py = TEMPLATE % {"root": env.get("root") or "", "build_id": env["build_id"],
                               "module": module, "function": function}
+        header = shebang
+        if out_path:
+            env["entry_point"] = entry_point
+            name = os.path.basename(out_path)
+            name = name[:-len(".tmp")] if name.endswith(".tmp") else name
+            header = (SH_HEADER % {"name": name, "module": module, "prelude": prelude,
+                                   "function": function, "build_id": env["build_id"]}).encode()
         with open(tmp, "wb") as out:
-            out.write(shebang)
+            out.write(header)
             with zipfile.ZipFile(out, "w") as dst:
                 for info in src.infolist():
-                    data = main_py.encode() if info.filename == "__main__.py" else src.read(info)
+                    if info.filename == "__main__.py":
+                        data = main_py.encode()
+                    elif info.filename == "environment.json" and out_path:
+                        data = json.dumps(env).encode()
+                    else:
+                        data = src.read(info)
                     dst.writestr(info, data, compress_type=info.compress_type)
     os.chmod(tmp, 0o755)
-    os.replace(tmp, zipapp)
+    os.replace(tmp, target)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: zipapp_fastpath.py ZIPAPP MODULE:FUNCTION")
-    rewrite(sys.argv[1], sys.argv[2])
+    if len(sys.argv) in (6, 8) and sys.argv[3] == "--copy":
+        text = ""
+        if len(sys.argv) == 8 and sys.argv[6] == "--prelude":
+            with open(sys.argv[7]) as f:
+                text = f.read()
+        rewrite(sys.argv[1], sys.argv[5], sys.argv[4], text)
+    elif len(sys.argv) == 3:
+        rewrite(sys.argv[1], sys.argv[2])
+    else:
+        sys.exit("usage: zipapp_fastpath.py ZIPAPP MODULE:FUNCTION "
+                 "[--copy OUT MODULE:FUNCTION [--prelude SH_FILE]]")

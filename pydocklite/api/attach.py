@@ -32,7 +32,7 @@ def attach(ctx, req, resp, id):
         # registered before the 101 goes out: the client starts the container as soon as
         # it has the answer, and the start must find this session
         session = AttachSession(req.conn.sock, want["stdin"], want["stdout"], want["stderr"],
-                                tty, state.config.get("ApiConsoleSize"))
+                                tty)
         with ctx.lock:
             ctx.pending_attach.setdefault(state.id, []).append(session)
     try:
@@ -50,7 +50,7 @@ def attach(ctx, req, resp, id):
         if not stream:
             return None
         if session is None:
-            _send_logs(ctx, state, sock, tty, want, follow=True, since=time.time())
+            _attach_running(ctx, req, state, sock, want, resp.leftover)
             return None
         try:
             while not session.started.wait(0.2):
@@ -67,6 +67,49 @@ def attach(ctx, req, resp, id):
     finally:
         ctx.server.busy(-1)
     return None
+
+
+def _attach_running(ctx, req, state, sock, want, leftover: bytes) -> None:
+    """A running container: the engine's attach service (its shim's attach socket) gives
+    Docker's stream, copied both ways; the client's half-close is passed on."""
+    import socket
+    import threading
+    from pydocklite.containers.attach import connect
+    kw = {"detach_keys": req.arg("detachKeys")} if req.arg("detachKeys") else {}
+    attached = connect(ctx.settings, state.id, stdin=want["stdin"], stdout=want["stdout"],
+                       stderr=want["stderr"], **kw)
+    inner = attached.sock
+
+    def client_to_container():
+        data = leftover
+        try:
+            while True:
+                if data:
+                    inner.sendall(data)
+                data = sock.recv(65536)
+                if not data:
+                    break
+        except OSError:
+            pass
+        try:
+            inner.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+    threading.Thread(target=client_to_container, daemon=True, name="attach-in").start()
+    try:
+        while True:
+            data = inner.recv(65536)
+            if not data:
+                break
+            sock.sendall(data)
+    except OSError:
+        pass
+    finally:
+        inner.close()
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _unregister(ctx, cid: str, session) -> None:
@@ -103,55 +146,121 @@ def _send_logs(ctx, state, sock, tty, want, follow: bool, since=None) -> None:
             return
 
 
-def start_container(ctx, state) -> None:
-    """Start through a shim; a client attached and waiting gets the container's stdio."""
+MAX_PENDING = 16             # shims forked ahead and waiting for their start
+PENDING_TTL = 120.0          # seconds a shim forked ahead waits before it is let go
+
+
+class PendingStart:
+    """A shim forked at create (launch.fork_ahead): while the client attaches and waits,
+    it makes the container's user namespace (id maps written) and loads libfuse3, as `run`
+    has its shim do while it prepares; it holds the container's Stdio and exit pipe."""
+
+    def __init__(self, shim, stdio, exit_r: int):
+        self.shim, self.stdio, self.exit_r = shim, stdio, exit_r
+        self.made = time.monotonic()
+
+    def cancel(self) -> None:
+        self.shim.cancel()                  # the waiting shim sees EOF and exits
+        for fd in (self.shim.ready_r, self.exit_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.stdio.close()
+
+
+def fork_ahead(ctx, state) -> None:
+    """At create: fork the container's shim now (see PendingStart)."""
+    from pydocklite.api.streams import Stdio
+    from pydocklite.shim.launch import fork_ahead as fork
+    expired = []
     with ctx.lock:
-        waiting = ctx.pending_attach.pop(state.id, [])
-    session = waiting[0] if waiting else None
-    for extra in waiting[1:]:
-        extra.fail("another client is attached to this container's start")
-    shim_fds, ours = session.shim_fds() if session is not None else (None, None)
+        now = time.monotonic()
+        for cid, p in list(ctx.pending_starts.items()):
+            if now - p.made > PENDING_TTL:
+                expired.append(ctx.pending_starts.pop(cid))
+        full = len(ctx.pending_starts) >= MAX_PENDING
+    for p in expired:
+        p.cancel()
+    if full:
+        return
+    cfg = state.config.get("Config", {})
+    stdio = Stdio(bool(cfg.get("Tty")), state.config.get("ApiConsoleSize"))
     exit_r, exit_w = os.pipe()
     try:
-        res = ctx.containers.start(state.id, attach=shim_fds, exit_fd=exit_w)
+        shim = fork(ctx.settings, exit_w, stdio.shim_fds, preload=True)
     except BaseException:
         os.close(exit_r)
-        _close_ours(ours)
-        if session is not None:
-            session.close()
-            session.fail("start failed")
+        stdio.close()
         raise
     finally:
         os.close(exit_w)
-        for fd in set(shim_fds or ()):
-            os.close(fd)
+    stdio.shim_has_them()
+    with ctx.lock:
+        ctx.pending_starts[state.id] = PendingStart(shim, stdio, exit_r)
+
+
+def cancel_pending(ctx, cid: str) -> None:
+    with ctx.lock:
+        pending = ctx.pending_starts.pop(cid, None)
+    if pending is not None:
+        pending.cancel()
+
+
+def start_container(ctx, state) -> None:
+    """Start through a shim (the one forked at create, else a new one); a client attached
+    and waiting gets the container's stdio."""
+    from pydocklite.api.streams import Stdio
+    with ctx.lock:
+        waiting = ctx.pending_attach.pop(state.id, [])
+        pending = ctx.pending_starts.pop(state.id, None)
+    session = waiting[0] if waiting else None
+    for extra in waiting[1:]:
+        extra.fail("another client is attached to this container's start")
+    if pending is not None:
+        res = ctx.containers.start(state.id, pending=pending.shim)
+        stdio, exit_r = pending.stdio, pending.exit_r
+        if not res.ok and res.error.startswith("the shim died before"):
+            os.close(exit_r)         # it was let go meanwhile: a new one, as below
+            stdio.close()
+            pending = None
+    if pending is None:
+        cfg = state.config.get("Config", {})
+        stdio = Stdio(bool(cfg.get("Tty")), state.config.get("ApiConsoleSize")) \
+            if session is not None else None
+        exit_r, exit_w = os.pipe()
+        try:
+            res = ctx.containers.start(state.id, attach=stdio.shim_fds if stdio else None,
+                                       exit_fd=exit_w)
+        except BaseException:
+            os.close(exit_r)
+            if stdio is not None:
+                stdio.close()
+            if session is not None:
+                session.fail("start failed")
+            raise
+        finally:
+            os.close(exit_w)
+            if stdio is not None:
+                stdio.shim_has_them()
     if not res.ok:
         os.close(exit_r)
-        _close_ours(ours)
+        if stdio is not None:
+            stdio.close()
         if session is not None:
-            session.close()
             session.fail(res.error)
         raise HttpError(_start_status(res), _start_message(res))
-    ctx.watch_exit(state, exit_r)
-    from pydocklite.api.events import emit_container
-    emit_container(ctx, "start", state)
+    kept = None
+    if session is None and stdio is not None:
+        # nobody attached: the shim just logs; with -i the container's stdin stays open
+        kept = stdio.close(keep_stdin=bool(state.config.get("Config", {}).get("OpenStdin")))
+    ctx.watch_exit(state, exit_r, close_at_exit=kept)
     if session is not None:
+        session.begin(stdio)
         if session.master is not None:
             with ctx.lock:
                 ctx.ttys[state.id] = session
-        session.begin(ours)
     ctx.notify()
-
-
-def _close_ours(ours) -> None:
-    if not ours:
-        return
-    in_w, outputs = ours
-    for fd in ([in_w] if in_w is not None else []) + [fd for fd, _ in outputs]:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 def _start_status(res) -> int:
@@ -180,8 +289,15 @@ def resize(ctx, state, h: int, w: int) -> None:
     with ctx.lock:
         session = ctx.ttys.get(state.id)
         if session is None or session.master is None:
-            return              # no client of ours holds its terminal: nothing to size
-        set_winsize(session.master, h, w)
+            session = None
+        else:
+            set_winsize(session.master, h, w)
+    if session is None:
+        # a client attached through the shim's attach socket: the shim sizes it
+        from pydocklite.containers.attach import resize as shim_resize
+        if state.status().running and h and w:
+            shim_resize(ctx.settings, state.id, h, w)
+        return
     if state.status().shim_alive:
         try:
             os.kill(state.shim_pid, signal.SIGWINCH)

@@ -14,10 +14,10 @@ from pydocklite.api.http import HttpError
 
 
 class _Lines:
-    """A text stream for the builder: each write becomes a {"stream": text} line."""
+    """A text stream for the builder: each write becomes a {"stream": text} event."""
 
-    def __init__(self, stream, quiet: bool):
-        self.stream, self.quiet = stream, quiet
+    def __init__(self, emit, quiet: bool):
+        self.emit, self.quiet = emit, quiet
         self.kept = []
 
     def write(self, text: str) -> int:
@@ -25,7 +25,7 @@ class _Lines:
             if self.quiet:
                 self.kept.append(text)
             else:
-                self.stream.json({"stream": text})
+                self.emit({"stream": text})
         return len(text)
 
     def flush(self) -> None:
@@ -78,10 +78,7 @@ def _json_map(req, name: str) -> dict:
 def build(ctx, req, resp):
     import shutil
     import tempfile
-    from pydocklite.builder.builder import BuildOptions, Builder, source_date_epoch
-    from pydocklite.builder.errors import BuildError
     from pydocklite.images import familiar
-    from pydocklite.api.status import message_of
     if req.arg("remote"):
         raise HttpError(400, "remote build contexts are not supported: send the context as a "
                              "tar in the request body")
@@ -102,38 +99,48 @@ def build(ctx, req, resp):
         _unpack(req.chunks(), tmp)
         if not os.path.isfile(os.path.join(tmp, *parts)):
             raise HttpError(500, f"Cannot locate specified Dockerfile: {dockerfile}")
-        opts = BuildOptions(
+        wanted = dict(
             context=os.path.realpath(tmp), dockerfile=os.path.join(tmp, *parts), tags=tags,
             build_args=tuple(_json_map(req, "buildargs").items()),
             target=req.arg("target") or "", no_cache=req.flag("nocache"),
             pull=req.flag("pull"), labels=tuple(_json_map(req, "labels").items()),
             network="private" if network in ("default", "bridge") else network,
-            platform=req.arg("platform") or "", source_date_epoch=source_date_epoch())
-        stream = resp.start_stream(200, "application/json")
-        out = _Lines(stream, quiet)
+            platform=req.arg("platform") or "")
+        settings = ctx.settings
 
-        def pull(name, ref=None):       # ref: `name` as the builder parsed it (once)
-            out.write(f"Pulling {name}\n")
-            return ctx.images.pull(ref or name)
-        try:
-            result = Builder(ctx.settings, out=out, pull=pull).build(opts)
-        except (BuildError, Exception) as e:  # noqa: BLE001 - the stream has begun
-            msg = message_of(e)
-            if quiet and out.kept:
-                stream.json({"stream": "".join(out.kept)})
-            stream.json({"errorDetail": {"message": msg}, "error": msg})
-            stream.close()
+        def build_it(emit):
+            # the builder is imported in the worker only: the service stays small
+            from pydocklite.builder.builder import BuildOptions, Builder, source_date_epoch
+            from pydocklite.builder.errors import BuildError
+            from pydocklite.images import ImageService
+            opts = BuildOptions(source_date_epoch=source_date_epoch(), **wanted)
+            out = _Lines(emit, quiet)
+
+            def pull(name, ref=None):   # ref: `name` as the builder parsed it (once)
+                out.write(f"Pulling {name}\n")
+                return ImageService(settings).pull(ref or name)
+            try:
+                result = Builder(settings, out=out, pull=pull).build(opts)
+            except BuildError:
+                if quiet and out.kept:
+                    emit({"stream": "".join(out.kept)})
+                raise
+            return {"id": result.image_id, "tags": list(result.tags)}
+        from pydocklite.api.images import _relay
+        stream = resp.start_stream(200, "application/json")
+        result = _relay(stream, build_it)
+        if result is None:
             return None
-        short = result.image_id.split(":", 1)[-1][:12]
-        stream.json({"aux": {"ID": result.image_id}})
+        stream.json({"aux": {"ID": result["id"]}})
         if quiet:
-            stream.json({"stream": result.image_id + "\n"})
+            stream.json({"stream": result["id"] + "\n"})
         else:
-            out.write(f"Successfully built {short}\n")
-            for tag in result.tags:
-                out.write(f"Successfully tagged {familiar(tag)}\n")
+            stream.json({"stream": f"Successfully built {result['id'].split(':', 1)[-1][:12]}\n"})
+            for tag in result["tags"]:
+                stream.json({"stream": f"Successfully tagged {familiar(tag)}\n"})
         stream.close()
-        ctx.events.emit("image", "build", result.image_id, {"name": ",".join(tags)})
+        from pydocklite.api.events import emit_image
+        emit_image(ctx, "build", result["id"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return None

@@ -127,14 +127,14 @@ def kill(ctx, req, resp, id):
 
 
 def remove(ctx, req, resp, id):
+    from pydocklite.api.attach import cancel_pending
     from pydocklite.errors import ContainerNotFoundError
     state = _state(ctx, id)
+    cancel_pending(ctx, state.id)
     try:
         ctx.containers.remove(state.id, force=req.flag("force"), volumes=req.flag("v"))
     except ContainerNotFoundError:
         pass                # its shim removed it meanwhile (--rm): gone as asked
-    from pydocklite.api.events import emit_container
-    emit_container(ctx, "destroy", state)
     ctx.notify()
     return None
 

@@ -25,10 +25,9 @@ class ApiContext:
         self.pending_attach = {}   # cid -> [streams.AttachSession] waiting for the start
         self.execs = {}            # exec id -> execs.ExecSession
         self.ttys = {}             # cid -> the AttachSession holding its terminal (resize)
+        self.pending_starts = {}   # cid -> attach.PendingStart (a shim forked at create)
         self._containers = None
         self._images = None
-        from pydocklite.api.events import EventLog
-        self.events = EventLog()
 
     # --- services (one of each, made on first use) ---------------------------------------
     @property
@@ -46,9 +45,10 @@ class ApiContext:
         return self._images
 
     # --- exits --------------------------------------------------------------------------
-    def watch_exit(self, state, exit_r: int) -> None:
+    def watch_exit(self, state, exit_r: int, close_at_exit=None) -> None:
         """Read the shim's exit pipe (one JSON line when the container is finished, after
-        its removal when it was run with --rm) and wake the waiters."""
+        its removal when it was run with --rm) and wake the waiters; close_at_exit: an fd
+        held for the container's life (its stdin, kept open)."""
         cid = state.id
         with self.lock:
             self.generation[cid] = self.generation.get(cid, 0) + 1
@@ -63,14 +63,13 @@ class ApiContext:
                         continue
                     if "exit_code" in msg:
                         code = int(msg["exit_code"])
+            if close_at_exit is not None:
+                os.close(close_at_exit)
             with self.changed:
                 if code is not None:
                     self.exits[cid] = (code, time.monotonic())
                 self.changed.notify_all()
-            from pydocklite.api.events import emit_container
-            emit_container(self, "die", state, exitCode=code if code is not None else 255)
-            if state.config.get("HostConfig", {}).get("AutoRemove"):
-                emit_container(self, "destroy", state)
+
         threading.Thread(target=reader, daemon=True, name=f"exit-{cid[:12]}").start()
 
     def notify(self) -> None:

@@ -94,22 +94,23 @@ def run_options(body: dict, name):
         if not isinstance(u, dict) or not isinstance(u.get("Name"), str):
             raise HttpError(400, "invalid HostConfig.Ulimits: expected {Name, Soft, Hard}")
         ulimits.append(f"{u['Name']}={int(u.get('Soft') or 0)}:{int(u.get('Hard') or 0)}")
-    extra = {}
-    for opt in _strings(host, "SecurityOpt", hc):
-        key, _, value = opt.replace(":", "=", 1).partition("=")
-        if key == "seccomp" and value == "unconfined":
-            extra["seccomp"] = "unconfined"
-        elif key == "no-new-privileges" and value in ("", "true"):
-            extra["no_new_privileges"] = True
-        elif not (key == "no-new-privileges" and value == "false") and key != "label":
-            raise HttpError(400, f"invalid SecurityOpt {opt!r}: supported are "
-                                 "seccomp=unconfined and no-new-privileges")
+    # the CLI's parser: apparmor= and label= reach the spec (and are refused, 400 from the
+    # container service, on a host whose LSM can't apply them), never dropped
+    from pydocklite.containers.options import parse_security_opts
+    from pydocklite.errors import UsageError
+    try:
+        extra = parse_security_opts(_strings(host, "SecurityOpt", hc))
+    except UsageError as e:
+        raise HttpError(400, str(e).replace("--security-opt", "SecurityOpt")) from None
     labels = _field(body, "Labels", dict, default={})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise HttpError(400, "invalid Labels: expected an object of strings")
     stop_timeout = _field(body, "StopTimeout", int)
     pids = _field(host, "PidsLimit", int, hc)
+    health = _health(_field(body, "Healthcheck", dict, default={}))
+    stdin_once = _field(body, "StdinOnce", bool)
     return RunOptions(
+        stdin_once=stdin_once, **health,
         image=image, command=command, name=name or None, detach=True,
         remove=bool(_field(host, "AutoRemove", bool, hc, False)),
         interactive=bool(_field(body, "OpenStdin", bool, default=False)),
@@ -129,6 +130,30 @@ def run_options(body: dict, name):
         stop_signal=_field(body, "StopSignal", str) or None, stop_timeout=stop_timeout,
         labels=tuple(labels.items()), pull="never",
         privileged=bool(_field(host, "Privileged", bool, hc, False)), extra=extra)
+
+
+def _health(hc: dict) -> dict:
+    """Config.Healthcheck -> RunOptions' health fields (durations in nanoseconds; 0 or
+    absent = the image's or the default)."""
+    out = {}
+    test = hc.get("Test")
+    if test is not None:
+        if not isinstance(test, list) or not all(isinstance(t, str) for t in test):
+            raise HttpError(400, "invalid Healthcheck.Test: expected an array of strings")
+        if test:
+            if test[0] not in ("NONE", "CMD", "CMD-SHELL"):
+                raise HttpError(400, f"invalid Healthcheck.Test: starts with {test[0]!r}, "
+                                     "not NONE, CMD or CMD-SHELL")
+            out["health_test"] = tuple(test)
+    for key, field in (("Interval", "health_interval"), ("Timeout", "health_timeout"),
+                       ("StartPeriod", "health_start_period"),
+                       ("StartInterval", "health_start_interval"), ("Retries", "health_retries")):
+        value = _field(hc, key, int, "Healthcheck.")
+        if value:
+            if value < 0:
+                raise HttpError(400, f"invalid Healthcheck.{key}: must not be negative")
+            out[field] = value
+    return out
 
 
 def create(ctx, req, resp):
@@ -162,8 +187,8 @@ def create(ctx, req, resp):
                 cfg["ApiConsoleSize"] = size
             return s._replace(config=cfg)
         state = ctx.containers.store.update(state.id, remember)
-    from pydocklite.api.events import emit_container
-    emit_container(ctx, "create", state)
+    from pydocklite.api.attach import fork_ahead
+    fork_ahead(ctx, state)      # before the answer: the start that follows must find it
     resp.json({"Id": state.id, "Warnings": warnings}, status=201)
     return None
 

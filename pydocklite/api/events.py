@@ -1,120 +1,52 @@
-"""GET /events: Docker's event stream (JSON objects, one per line), with since/until and
-filters (type, event/action, container, image, label).
-
-The events come from what this service saw (EventLog: its own creates, starts, exits,
-removals, pulls...); a per-user journal that the CLI and the shims append to is the
-engine's (issue 11), and is tailed here once it exists.
-"""
+"""GET /events: Docker's event stream (JSON objects, one per line) from the per-user
+journal (pydocklite/events.py) that the CLI, the shims and this service all append to, so
+`docker events` sees what `pydocklite run` did and the other way round; since/until and
+filters (type, event/action, container, image, label, volume, network)."""
 from __future__ import annotations
 
-import threading
 import time
 
 from pydocklite.api.util import client_closed, filters_arg
 
-KEEP = 1000
-
-
-class EventLog:
-    def __init__(self):
-        self.cond = threading.Condition()
-        self.items = []          # newest last
-        self.seq = 0
-
-    def emit(self, typ: str, action: str, actor: str, attrs=None) -> None:
-        ns = time.time_ns()
-        event = {"Type": typ, "Action": action,
-                 "Actor": {"ID": actor, "Attributes": dict(attrs or {})},
-                 "scope": "local", "time": ns // 1_000_000_000, "timeNano": ns}
-        if typ == "container":
-            event.update({"status": action, "id": actor, "from": (attrs or {}).get("image", "")})
-        with self.cond:
-            self.seq += 1
-            self.items.append((self.seq, event))
-            del self.items[:-KEEP]
-            self.cond.notify_all()
-
-    def after(self, seq: int):
-        with self.cond:
-            return [(s, e) for s, e in self.items if s > seq]
-
-    def wait(self, seq: int, timeout: float) -> None:
-        with self.cond:
-            if self.seq <= seq:
-                self.cond.wait(timeout)
-
 
 def emit_container(ctx, action: str, state, **extra) -> None:
-    attrs = {"name": state.name, "image": state.image}
-    attrs.update((state.config.get("Config", {}).get("Labels") or {}))
-    attrs.update({k: str(v) for k, v in extra.items()})
-    ctx.events.emit("container", action, state.id, attrs)
+    """An event the services don't emit themselves (exec_*)."""
+    from pydocklite import events
+    labels = state.config.get("Config", {}).get("Labels") or {}
+    events.container(ctx.settings.runtime_layout.events_dir, action, state.id, state.image,
+                     state.name, labels, **{k: str(v) for k, v in extra.items()})
 
 
-def _selected(event: dict, filters: dict) -> bool:
-    actor = event["Actor"]
-    attrs = actor.get("Attributes", {})
-    for key, values in filters.items():
-        if key == "type" and event["Type"] not in values:
-            return False
-        if key in ("event", "action") and not any(
-                event["Action"] == v or event["Action"].split(":")[0] == v for v in values):
-            return False
-        if key == "container" and (event["Type"] != "container" or not any(
-                actor["ID"].startswith(v) or attrs.get("name") == v for v in values)):
-            return False
-        if key == "image" and not any(attrs.get("image") == v or actor["ID"] == v
-                                      for v in values):
-            return False
-        if key == "label":
-            for v in values:
-                k, eq, val = v.partition("=")
-                if k not in attrs or (eq and attrs[k] != val):
-                    return False
-    return True
+def emit_image(ctx, action: str, name: str) -> None:
+    from pydocklite import events
+    events.emit(ctx.settings.runtime_layout.events_dir, "image", action, name, {"name": name})
 
 
-def _time(text, default):
+def _time_ns(text):
     if text in (None, ""):
-        return default
+        return None
     try:
-        return float(text)
+        return int(float(text) * 1_000_000_000)
     except ValueError:
         from pydocklite.shim.logs import parse_time_ns
-        return parse_time_ns(text) / 1e9
+        return parse_time_ns(text)
 
 
 def stream_events(ctx, req, resp) -> None:
-    filters = {}
-    for f in filters_arg(req):
-        key, _, value = f.partition("=")
-        filters.setdefault(key, []).append(value)
-    now = time.time()
-    since = _time(req.arg("since"), None)
-    until = _time(req.arg("until"), None)
-    log = ctx.events
+    from pydocklite import events
+    filters = events.parse_filters(filters_arg(req))
+    since, until = _time_ns(req.arg("since")), _time_ns(req.arg("until"))
+    follow = until is None or until > time.time_ns()
+    sock = req.conn.sock
     stream = resp.start_stream(200, "application/json")
     ctx.server.busy(+1)
     try:
-        seq = 0
-        if since is None:
-            seq = log.seq
-        while True:
-            for seq, event in log.after(seq):
-                t = event["timeNano"] / 1e9
-                if since is not None and t < since:
-                    continue
-                if until is not None and t > until:
-                    break
-                if _selected(event, filters):
-                    stream.json(event)
-            if until is not None and time.time() >= until:
-                break
-            if until is not None and until <= now:
-                break
-            if client_closed(req.conn.sock):
-                return
-            log.wait(seq, 0.5)
-        stream.close()
+        for event in events.read(ctx.settings.runtime_layout.events_dir, since_ns=since,
+                                 until_ns=until, follow=follow,
+                                 match=events.matcher(filters),
+                                 stop=lambda: client_closed(sock)):
+            stream.json(event)
+        if not client_closed(sock):
+            stream.close()
     finally:
         ctx.server.busy(-1)

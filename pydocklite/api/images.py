@@ -148,6 +148,18 @@ def _progress_line(ev) -> dict:
     return line
 
 
+def _progress_to(emit):
+    """A pull's or push's progress callback (called from its layer threads) -> emit()."""
+    import threading
+    lock = threading.Lock()
+
+    def progress(ev):
+        if ev.layer:
+            with lock:
+                emit(_progress_line(ev))
+    return progress
+
+
 def create(ctx, req, resp):
     """Pull (fromImage) or import (fromSrc)."""
     if req.arg("fromSrc") is not None:
@@ -165,32 +177,41 @@ def create(ctx, req, resp):
     platform = req.arg("platform") or None
     req.discard_body()
     old = ctx.images.db.load().tags.get(str(ref))
+    settings = ctx.settings
+
+    def pull(emit):
+        from pydocklite.images import ImageService
+        record = ImageService(settings).pull(str(ref), platform=platform,
+                                             progress=_progress_to(emit), auth=auth)
+        return {"id": record.id, "digests": list(record.repo_digests)}
     stream = resp.start_stream(200, "application/json")
     stream.json({"status": f"Pulling from {familiar(ref.repository)}",
                  "id": ref.tag or ref.digest or "latest"})
-    import threading
-    lock = threading.Lock()
-
-    def progress(ev):
-        if not ev.layer:
-            return
-        with lock:
-            stream.json(_progress_line(ev))
-    try:
-        record = ctx.images.pull(str(ref), platform=platform, progress=progress, auth=auth)
-    except Exception as e:  # noqa: BLE001 - the stream has begun: an error line
-        from pydocklite.api.status import message_of
-        msg = message_of(e)
-        stream.json({"errorDetail": {"message": msg}, "error": msg})
-        stream.close()
+    result = _relay(stream, pull)
+    if result is None:
         return None
-    digest = record.repo_digests[0].rsplit("@", 1)[-1] if record.repo_digests else ""
+    digest = result["digests"][0].rsplit("@", 1)[-1] if result["digests"] else ""
     stream.json({"status": f"Digest: {digest}"})
     shown = familiar(str(ref))
-    stream.json({"status": f"Status: Image is up to date for {shown}" if old == record.id
+    stream.json({"status": f"Status: Image is up to date for {shown}" if old == result["id"]
                  else f"Status: Downloaded newer image for {shown}"})
     stream.close()
-    ctx.events.emit("image", "pull", shown, {"name": shown})
+    return None
+
+
+def _relay(stream, work):
+    """Run work(emit) in a worker child (api/worker.py), its lines to the client's stream;
+    its result, or None after an {"error"} line ended the stream."""
+    from pydocklite.api.worker import run_in_child
+    for event in run_in_child(work):
+        if "result" in event:
+            return event["result"]
+        if "failed" in event:
+            msg = event["failed"]
+            stream.json({"errorDetail": {"message": msg}, "error": msg})
+            stream.close()
+            return None
+        stream.json(event)
     return None
 
 
@@ -227,35 +248,32 @@ def _import(ctx, req, resp):
 
 
 def push(ctx, req, resp, name):
-    from pydocklite.distribution.push import push_image
     from pydocklite.images import familiar
     from registry.reference import Reference
     if req.arg("tag"):
         name = f"{name}:{req.arg('tag')}"
     ref = Reference.parse(name)
     auth = registry_auth(req)
+    ctx.images.lookup(str(ref))                  # a 404 before the stream begins
+    settings = ctx.settings
+
+    def push(emit):
+        from pydocklite.distribution.push import push_image
+        from pydocklite.images import ImageService
+        r = push_image(ImageService(settings), str(ref), progress=_progress_to(emit), auth=auth)
+        return {"tag": r.tag, "digest": r.digest, "size": r.size}
     stream = resp.start_stream(200, "application/json")
     stream.json({"status": f"The push refers to repository [{familiar(ref.repository)}]"})
-    import threading
-    lock = threading.Lock()
-
-    def progress(ev):
-        if ev.layer:
-            with lock:
-                stream.json(_progress_line(ev))
-    try:
-        result = push_image(ctx.images, str(ref), progress=progress, auth=auth)
-    except Exception as e:  # noqa: BLE001 - the stream has begun: an error line
-        from pydocklite.api.status import message_of
-        msg = message_of(e)
-        stream.json({"errorDetail": {"message": msg}, "error": msg})
-        stream.close()
+    result = _relay(stream, push)
+    if result is None:
         return None
-    stream.json({"status": f"{result.tag}: digest: {result.digest} size: {result.size}"})
-    stream.json({"progressDetail": {}, "aux": {"Tag": result.tag, "Digest": result.digest,
-                                               "Size": result.size}})
+    stream.json({"status": f"{result['tag']}: digest: {result['digest']} size: "
+                           f"{result['size']}"})
+    stream.json({"progressDetail": {}, "aux": {"Tag": result["tag"], "Digest": result["digest"],
+                                               "Size": result["size"]}})
     stream.close()
-    ctx.events.emit("image", "push", familiar(str(ref)), {"name": familiar(str(ref))})
+    from pydocklite.api.events import emit_image
+    emit_image(ctx, "push", familiar(str(ref)))
     return None
 
 
@@ -323,7 +341,7 @@ def commit(ctx, req, resp):
     container = req.arg("container")
     if not container:
         raise HttpError(400, "commit needs ?container=ID")
-    body = req.read_json(default={})
+    req.read_json(default={})    # the container config to merge: not supported, read past
     repo = req.arg("repo")
     if repo and req.arg("tag"):
         repo += ":" + req.arg("tag")
@@ -331,6 +349,5 @@ def commit(ctx, req, resp):
     record = commit_container(ctx.images, ctx.containers, container, repo or None,
                               message=req.arg("comment") or "",
                               author=req.arg("author") or "", changes=changes)
-    del body
     resp.json({"Id": record.id}, status=201)
     return None

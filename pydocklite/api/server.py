@@ -18,7 +18,7 @@ import threading
 import time
 
 from pydocklite.api import http
-from pydocklite.api.status import message_of, status_of
+from pydocklite.api.status import is_ours, message_of, status_of
 
 MAX_CONNECTIONS = 512
 API_VERSION = "1.44"
@@ -148,15 +148,14 @@ class ApiServer:
             self._early_error(conn, e)
             return False
         resp = http.Responder(req, self.common_headers)
-        if self.debug:
-            self.log(f"{req.method} {req.target}")
+        started = time.monotonic()
         try:
             self._dispatch(req, resp)
         except http.ClientGone:
             return False
         except Exception as e:  # noqa: BLE001 - every failure becomes Docker's {"message"}
             status = status_of(e)
-            if status == 500 and not _is_engine_error(e):
+            if status == 500 and not is_ours(e):
                 import traceback
                 self.log(f"{req.method} {req.path}: {traceback.format_exc()}")
             if req.responded:
@@ -166,6 +165,10 @@ class ApiServer:
                 resp.error(status, message_of(e))
             except http.ClientGone:
                 return False
+        finally:
+            if self.debug:
+                self.log(f"{req.method} {req.target} "
+                         f"{(time.monotonic() - started) * 1000:.1f} ms")
         if req.hijacked or not req.keep_alive:
             return False
         if not req.body_done and not req.discard_body():
@@ -219,11 +222,6 @@ def _lingering_close(sock: socket.socket) -> None:
         sock.close()
     except OSError:
         pass
-
-
-def _is_engine_error(e: BaseException) -> bool:
-    module = type(e).__module__.split(".")[0]
-    return module in ("pydocklite", "registry", "snapshotter")
 
 
 def _json_str(text: str) -> str:

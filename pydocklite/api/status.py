@@ -1,35 +1,22 @@
-"""The one mapping from an engine exception to dockerd's HTTP status.
-
-The services raise pydocklite's (and registry's, snapshotter's) exceptions; the CLI turns
-them into exit codes, the API into these statuses. Matched by class name along the
-exception's MRO, so the API needs no import of the packages that define them (an import
-here would load registry/ and snapshotter/ before any request needs them).
-"""
+"""Engine exceptions -> dockerd's HTTP statuses: the one table is pydocklite/errors.py's
+STATUS_TABLE (errors.classify), shared with the CLI's exit codes; an HttpError carries its
+own status (the API's own checks of a request)."""
 from __future__ import annotations
-
-# class name -> status; the first class of the exception's MRO found here wins
-STATUS_BY_CLASS = {
-    "HttpError": None,                      # carries its own status
-    "ContainerNotFoundError": 404, "ImageNotFoundError": 404, "ContainerNotFound": 404,
-    "NotFoundError": 404, "SnapshotNotFoundError": 404, "PlatformNotFound": 404,
-    "VolumeNotFoundError": 404, "NetworkNotFoundError": 404, "ContainerPathNotFoundError": 404,
-    "ContainerPathError": 400, "UnsafeArchiveError": 400,
-    "NameConflictError": 409, "ContainerStateError": 409, "ImageInUseError": 409,
-    "VolumeInUseError": 409, "ContainerExists": 409, "SnapshotExistsError": 409,
-    "InvalidNameError": 400, "AmbiguousReferenceError": 400, "UsageError": 400,
-    "InvalidReferenceError": 400, "PortError": 400, "DockerfileError": 400,
-    "ContextError": 400, "ArchiveError": 400, "UnsafeLayerEntryError": 400,
-    "AuthError": 401,
-    "HostFeatureError": 500,
-}
 
 
 def status_of(exc: BaseException) -> int:
-    for cls in type(exc).__mro__:
-        if cls.__name__ in STATUS_BY_CLASS:
-            status = STATUS_BY_CLASS[cls.__name__]
-            return getattr(exc, "status", 500) if status is None else status
-    return 500
+    status = getattr(exc, "status", None)
+    if type(exc).__name__ == "HttpError" and isinstance(status, int):
+        return status
+    from pydocklite.errors import classify
+    outcome = classify(exc)
+    return outcome.http_status if outcome is not None else 500
+
+
+def is_ours(exc: BaseException) -> bool:
+    """A failure the engine reports (else a bug: the service logs its traceback)."""
+    from pydocklite.errors import classify
+    return type(exc).__name__ == "HttpError" or classify(exc) is not None
 
 
 def message_of(exc: BaseException) -> str:

@@ -118,9 +118,58 @@ class Pumps:
             pass
 
 
+class Stdio:
+    """A container's stdio as a foreground client would hand it to the shim: pipes, or with
+    a tty the slave of a pty of ours in raw mode (a resize of ours then reaches the
+    container's terminal: the shim copies the size on SIGWINCH). Made when the service
+    forks the shim ahead (at create) or at the start; `shim_fds` go to the shim (and are
+    closed here once it has them), the rest is ours until a client takes them, or closed
+    (the shim then just logs: a write to a closed pipe or pty makes it detach)."""
+
+    def __init__(self, tty: bool, size=None):
+        self.tty = tty
+        if tty:
+            import tty as ttymod
+            master, slave = os.openpty()
+            ttymod.setraw(slave)
+            if size:
+                set_winsize(master, *size)
+            self.shim_fds = [slave, slave, slave]
+            self.in_w, self.out_r, self.err_r, self.master = os.dup(master), master, None, \
+                os.dup(master)
+        else:
+            in_r, self.in_w = os.pipe()
+            self.out_r, out_w = os.pipe()
+            self.err_r, err_w = os.pipe()
+            self.shim_fds = [in_r, out_w, err_w]
+            self.master = None
+
+    def shim_has_them(self) -> None:
+        for fd in set(self.shim_fds):
+            os.close(fd)
+        self.shim_fds = []
+
+    def close(self, keep_stdin: bool = False):
+        """Nobody attached: our ends go (the container's stdin sees EOF), but with
+        keep_stdin the stdin end is returned, kept open (Docker's -i without attaching:
+        stdin stays open for a later `attach`)."""
+        self.shim_has_them()
+        kept = None
+        if keep_stdin and self.in_w is not None:
+            kept, self.in_w = self.in_w, None
+        for fd in (self.in_w, self.out_r, self.err_r, self.master):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.in_w = self.out_r = self.err_r = self.master = None
+        return kept
+
+
 class AttachSession:
     """A client attached to a container that is not started yet (`docker run` attaches,
-    then starts): its pipes are handed to the shim at the start."""
+    then starts): at the start it takes the container's Stdio."""
 
     def __init__(self, sock: socket.socket, stdin: bool, stdout: bool, stderr: bool,
                  tty: bool, size=None):
@@ -133,38 +182,31 @@ class AttachSession:
         self.master = None           # our pty master (tty), for resize
         self.leftover = b""          # input that came with the request
 
-    def shim_fds(self):
-        """The shim's stdio for this client ([stdin, stdout, stderr]) and our ends. With a
-        tty the shim gets the slave of a pty of ours (raw mode), so that a resize of ours
-        reaches the container's terminal (the shim copies its size on SIGWINCH)."""
-        if self.tty:
-            import tty
-            master, slave = os.openpty()
-            tty.setraw(slave)
-            if self.size:
-                set_winsize(master, *self.size)
-            self.master = os.dup(master)            # for resize, closed by close()
-            stdin = slave if self.stdin else os.open(os.devnull, os.O_RDONLY)
-            fds = [stdin, slave, slave]
-            return fds, (os.dup(master) if self.stdin else None, [(master, STDOUT)])
-        in_r, in_w = os.pipe() if self.stdin else (os.open(os.devnull, os.O_RDONLY), None)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        outputs = [(out_r, STDOUT if self.stdout else 0),
-                   (err_r, STDERR if self.stderr else 0)]
-        return [in_r, out_w, err_w], (in_w, outputs)
-
     def close(self) -> None:
         if self.master is not None:
             os.close(self.master)
             self.master = None
 
-    def begin(self, ours) -> None:
-        in_w, outputs = ours
-        sending = [(fd, s) for fd, s in outputs if s != 0]
-        for fd, s in outputs:
-            if s == 0:
+    def begin(self, stdio: Stdio) -> None:
+        """Take the container's stdio: what the client asked for is sent, the rest drained;
+        its input goes to the container's stdin (or that is closed)."""
+        sending = []
+        for fd, stream, wanted in ((stdio.out_r, STDOUT, self.stdout or self.tty),
+                                   (stdio.err_r, STDERR, self.stderr)):
+            if fd is None:
+                continue
+            if wanted:
+                sending.append((fd, stream))
+            else:
                 threading.Thread(target=_drain, args=(fd,), daemon=True).start()
+        in_w = stdio.in_w
+        if not self.stdin and in_w is not None:
+            os.close(in_w)
+            in_w = None
+        if self.size and stdio.master is not None:
+            set_winsize(stdio.master, *self.size)
+        self.master = stdio.master
+        stdio.in_w = stdio.out_r = stdio.err_r = stdio.master = None
         self.pumps = Pumps(self.sock, sending, in_w, raw=self.tty, initial=self.leftover)
         self.pumps.start()
         self.started.set()

@@ -69,7 +69,7 @@ def info(ctx, req, resp):
         "NoProxy": "", "Name": platform.node(), "Labels": [], "ExperimentalBuild": False,
         "ServerVersion": __version__, "Runtimes": {"pydocklite": {"path": "pydocklite"}},
         "DefaultRuntime": "pydocklite", "LiveRestoreEnabled": True, "Isolation": "",
-        "InitBinary": "", "SecurityOptions": ["name=seccomp,profile=builtin", "name=rootless"],
+        "InitBinary": "", "SecurityOptions": host.get("SecurityOptions", []),
         "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
                   "ControlAvailable": False, "Error": "", "RemoteManagers": None},
         "Warnings": [f"WARNING: {m['Feature']}: {m['Effect']} ({m['Fix']})"

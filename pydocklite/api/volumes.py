@@ -1,8 +1,4 @@
-"""/volumes: thin handlers over the volumes service (pydocklite/volumes.py), the same one the
-`volume` verbs call: names checked as dockerd checks them, volumes in use refused, prune
-anonymous-only unless `all=true` (API 1.42+), Docker's JSON shapes. Errors map through
-api/status.py (VolumeNotFoundError 404, VolumeInUseError 409, bad names and options 400).
-"""
+"""/volumes: translations to the volume service (pydocklite/volumes.py)."""
 from __future__ import annotations
 
 from pydocklite.api.http import HttpError
@@ -14,29 +10,27 @@ def _service(ctx):
     return VolumeService(ctx.settings)
 
 
-def _strings(value, what: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise HttpError(400, f"invalid {what}: expected an object")
-    return {str(k): str(v) for k, v in value.items()}
+def _filters(req) -> dict:
+    from pydocklite.volumes import parse_filters
+    return parse_filters(filters_arg(req))
 
 
 def list_(ctx, req, resp):
-    from pydocklite.volumes import parse_filters, volume_json
-    vols = _service(ctx).list(parse_filters(filters_arg(req)))
-    return {"Volumes": [volume_json(v) for v in vols], "Warnings": []}
+    from pydocklite.volumes import volume_json
+    return {"Volumes": [volume_json(v) for v in _service(ctx).list(_filters(req))],
+            "Warnings": []}
 
 
 def create(ctx, req, resp):
     from pydocklite.volumes import volume_json
     body = req.read_json(default={})
-    name = body.get("Name") or None
-    if name is not None and not isinstance(name, str):
-        raise HttpError(400, "invalid Name: expected a string")
-    driver = body.get("Driver") or "local"
-    v = _service(ctx).create(name, _strings(body.get("Labels"), "Labels"),
-                             _strings(body.get("DriverOpts"), "DriverOpts"), str(driver))
+    for key, kind in (("Name", str), ("Driver", str), ("Labels", dict), ("DriverOpts", dict)):
+        if body.get(key) is not None and not isinstance(body[key], kind):
+            raise HttpError(400, f"invalid {key}: expected "
+                                 f"{'a string' if kind is str else 'an object'}")
+    v = _service(ctx).create(body.get("Name") or None, labels=body.get("Labels") or {},
+                             options=body.get("DriverOpts") or {},
+                             driver=body.get("Driver") or "local")
     resp.json(volume_json(v), status=201)
     return None
 
@@ -52,10 +46,7 @@ def remove(ctx, req, resp, name):
 
 
 def prune(ctx, req, resp):
-    from pydocklite.volumes import parse_filters
-    filters = filters_arg(req)
-    everything = any(f.lower() in ("all=true", "all=1") for f in filters)
-    names, freed = _service(ctx).prune(parse_filters([f for f in filters
-                                                      if not f.startswith("all=")]),
-                                       all_volumes=everything)
+    filters = _filters(req)
+    all_volumes = filters.pop("all", ["false"])[-1].lower() in ("1", "true")
+    names, freed = _service(ctx).prune(filters, all_volumes=all_volumes)
     return {"VolumesDeleted": names, "SpaceReclaimed": freed}

@@ -28,6 +28,8 @@ COMMANDS = {
     "top": ("container_tools", "cmd_top", "Display the running processes of a container"),
     "stats": ("container_tools", "cmd_stats", "Display container resource usage statistics"),
     "wait": ("container", "cmd_wait", "Block until containers stop, then print their exit codes"),
+    "pause": ("container", "cmd_pause", "Pause all processes within one or more containers"),
+    "unpause": ("container", "cmd_unpause", "Unpause all processes within one or more containers"),
     "pull": ("pull", "cmd_pull", "Download an image from a registry"),
     "images": ("images", "cmd_images", "List images"),
     "rmi": ("images", "cmd_rmi", "Remove one or more images"),

@@ -48,7 +48,8 @@ def add_create_flags(p) -> None:
            "~/.config/containers/policy.json, else /etc/containers/policy.json)")
     a("--privileged", action="store_true", help="Give extended privileges to this container")
     a("--security-opt", action="append", default=[],
-      help="Security options: seccomp=unconfined, no-new-privileges")
+      help="Security options: apparmor=PROFILE, label=user:U|role:R|type:T|level:L|disable, "
+           "seccomp=unconfined, no-new-privileges")
     a("--health-cmd", help="Command to run to check health")
     a("--health-interval", help="Time between running the check (ms|s|m|h) (default 0s)")
     a("--health-retries", type=int, help="Consecutive failures needed to report unhealthy")
@@ -89,16 +90,8 @@ def options_from_args(args):
     swap = None
     if args.memory_swap:
         swap = -1 if args.memory_swap == "-1" else parse_bytes(args.memory_swap)
-    extra = {}
-    for opt in args.security_opt:
-        key, _, value = opt.replace(":", "=", 1).partition("=")
-        if key == "seccomp" and value == "unconfined":
-            extra["seccomp"] = "unconfined"
-        elif key == "no-new-privileges" and value in ("", "true"):
-            extra["no_new_privileges"] = True
-        elif not (key == "no-new-privileges" and value == "false"):
-            raise UsageError(f"invalid --security-opt {opt!r}: supported are "
-                             "seccomp=unconfined and no-new-privileges")
+    from pydocklite.containers.options import parse_security_opts
+    extra = parse_security_opts(args.security_opt)
     if args.signature_policy:
         extra["signature_policy"] = args.signature_policy
     from pydocklite.containers.healthcheck import parse_duration

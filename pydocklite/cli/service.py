@@ -17,7 +17,7 @@ DEFAULT_IDLE = 5.0
 # request pays for them (the start path's own preload list included)
 WARM = ("pydocklite.api.containers", "pydocklite.api.create", "pydocklite.api.attach",
         "pydocklite.api.streams", "pydocklite.api.execs", "pydocklite.api.images",
-        "pydocklite.api.system", "pydocklite.api.events",
+        "pydocklite.api.system", "pydocklite.api.events", "pydocklite.api.worker",
         "pydocklite.containers.container", "pydocklite.containers.spec_builder",
         "pydocklite.containers.image_files", "pydocklite.containers.inspect_json",
         "pydocklite.containers.publish", "pydocklite.containers.query",
@@ -61,10 +61,12 @@ def cmd_service(settings, argv) -> int:
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    # imports done before the first request: a fork (a shim, a worker) made while another
+    # thread is inside an import would leave that module's lock held in the child for ever
+    _warm()
+    os.register_at_fork(after_in_child=_forget_imports_in_progress)
     sys.stdout.write(f"DOCKER_HOST={host_line}\n")
     sys.stdout.flush()
-    import threading
-    threading.Thread(target=_warm, daemon=True, name="warm").start()
     try:
         server.serve()
     finally:
@@ -109,6 +111,19 @@ def _close_listener(sock, unlink: bool) -> None:
             pass
 
 
+def _forget_imports_in_progress() -> None:
+    """In a child forked while another thread of the service was importing a module: that
+    thread is gone, its half-made module and its import lock with it (else the child's own
+    import of that module would wait for ever)."""
+    import importlib._bootstrap as bootstrap
+    for name, module in list(sys.modules.items()):
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and getattr(spec, "_initializing", False):
+            del sys.modules[name]
+    for table in ("_module_locks", "_blocking_on"):
+        getattr(bootstrap, table, {}).clear()
+
+
 def _warm() -> None:
     import importlib
     from pydocklite.shim.launch import _PRELOAD
@@ -117,6 +132,11 @@ def _warm() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
+    try:                           # the shims forked from here find it loaded
+        from snapshotter.fuse_ll3 import load_libfuse3
+        load_libfuse3()
+    except Exception:  # noqa: BLE001 - no libfuse3: the shim says so when it needs it
+        pass
 
 
 SOCKET_UNIT = """[Unit]

@@ -92,6 +92,7 @@ class ContainerService:
         health = healthcheck.merge(cfg.get("Healthcheck"), opts)
         stop_signal = opts.stop_signal or cfg.get("StopSignal") or "SIGTERM"
         signal_number(stop_signal)
+        _check_lsm(opts)
         state = self.store.create(ContainerState(
             id="", name=opts.name or "", image=opts.image, image_id=image_record.id))
         cid = state.id
@@ -297,6 +298,9 @@ class ContainerService:
                                           f"{state.id[:12]} is not running")
             self.event(state, "kill", signal=str(number))
             os.kill(state.init_pid, number)
+            if state.paused:             # it acts on the signal once it runs again
+                from pydocklite.containers.pause import resume_if_paused
+                resume_if_paused(self.settings, state)
         return state
 
     def stop(self, ref: str, timeout: Optional[int] = None, sig=None) -> ContainerState:
@@ -336,6 +340,10 @@ class ContainerService:
             os.kill(state.init_pid, sig)
         except ProcessLookupError:
             pass
+        if state.paused:
+            # it acts on the signal once it runs again (a frozen v1 cgroup: even on SIGKILL)
+            from pydocklite.containers.pause import resume_if_paused
+            resume_if_paused(self.settings, state)
         if not self._wait_exit(state, timeout) and sig != signal.SIGKILL:
             self.event(state, "kill", signal=str(int(signal.SIGKILL)))
             try:
@@ -448,6 +456,9 @@ class ContainerService:
         state = self.store.get(ref)
         if not state.status().running:
             raise ContainerStateError(f"container {state.id[:12]} is not running")
+        if state.status().state == "paused":
+            raise ContainerStateError(f"Container {state.id} is paused, unpause the container "
+                                      f"before exec")
         spec = json.loads(self.store.files(state.id).spec.read_text())
         full_env = list(spec["process"]["env"])
         for e in env:
@@ -466,6 +477,26 @@ class ContainerService:
             uid, gid, _ = resolve_user(user, files["/etc/passwd"], files["/etc/group"])
             kw.update(uid=uid, gid=gid)
         return api.exec_process(state.id, list(args), tty=tty, **kw)
+
+
+def _check_lsm(opts: RunOptions) -> None:
+    """Refuse --security-opt apparmor=/label= on a host whose LSM can't apply them, before
+    anything is made (the runtime refuses them too: a container asked to be confined never
+    runs unconfined)."""
+    from pydocklite.containers.spec_builder import lsm_settings
+    profile, label, _mount = lsm_settings(opts)
+    if not profile and not label:
+        return
+    from pydocklite.runtime import lsm
+    host = lsm.detect()
+    if profile and not host.apparmor:
+        raise UsageError(f"--security-opt apparmor={profile}: AppArmor is disabled or not "
+                         f"supported on this host: refusing to run the container unconfined "
+                         f"(drop the option, or use a host with AppArmor enabled)")
+    if label and not host.selinux:
+        raise UsageError(f"--security-opt label=...: SELinux is disabled or not supported on "
+                         f"this host, so the label {label} can't be applied: refusing to run "
+                         f"the container unlabelled (drop the option or use label=disable)")
 
 
 def _restart_policy(text: str) -> dict:

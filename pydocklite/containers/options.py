@@ -120,3 +120,40 @@ def _abs(path: str, spec: str) -> str:
         raise UsageError(f"invalid mount config: the container path in '{spec}' must be "
                          "absolute")
     return path
+
+
+_LABEL_PARTS = ("user", "role", "type", "level")
+
+
+def parse_security_opts(opts) -> dict:
+    """--security-opt values -> RunOptions.extra entries (Docker's spellings, "=" or ":"):
+    seccomp=unconfined, no-new-privileges[=true|false], apparmor=PROFILE (unconfined: none),
+    label=user:U|role:R|type:T|level:L (parts of the SELinux label) or label=disable."""
+    from pydocklite.errors import UsageError
+    extra = {}
+    label = {}
+    for opt in opts:
+        eq, colon = opt.find("="), opt.find(":")
+        sep = "=" if eq >= 0 and (colon < 0 or eq < colon) else ":"   # "label:type:x" is old
+        key, _, value = opt.partition(sep)
+        if key == "seccomp" and value == "unconfined":
+            extra["seccomp"] = "unconfined"
+        elif key == "no-new-privileges" and value in ("", "true", "false"):
+            if value != "false":
+                extra["no_new_privileges"] = True
+        elif key == "apparmor" and value:
+            if value != "unconfined":
+                extra["apparmor"] = value
+        elif key == "label" and value == "disable":
+            label = {"disable": True}
+        elif key == "label" and value.partition(":")[0] in _LABEL_PARTS and \
+                value.partition(":")[2]:
+            part, _, v = value.partition(":")
+            label[part] = v
+        else:
+            raise UsageError(f"invalid --security-opt {opt!r}: supported are apparmor=PROFILE, "
+                             "label=user:U|role:R|type:T|level:L|disable, seccomp=unconfined "
+                             "and no-new-privileges")
+    if label and not label.get("disable"):
+        extra["label"] = tuple(sorted(label.items()))
+    return extra

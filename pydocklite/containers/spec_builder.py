@@ -259,6 +259,12 @@ def build_spec(image_cfg: dict, opts: RunOptions, *, container_id: str, rootfs: 
         spec["linux"]["seccomp"] = default_profile(capabilities=caps)
     if opts.extra.get("no_new_privileges"):
         spec["process"]["noNewPrivileges"] = True
+    profile, process_label, mount_label = lsm_settings(opts)
+    if profile:
+        spec["process"]["apparmorProfile"] = profile
+    if process_label:
+        spec["process"]["selinuxLabel"] = process_label
+        spec["linux"]["mountLabel"] = mount_label
     noop = opts.extra.get("seccomp_noop")
     if noop:
         # these syscalls succeed without doing anything (a build's RUN with one mapped id:
@@ -269,6 +275,26 @@ def build_spec(image_cfg: dict, opts: RunOptions, *, container_id: str, rootfs: 
                             "errnoRet": 0}] + list(sec.get("syscalls") or [])
         spec["linux"]["seccomp"] = sec
     return spec
+
+
+# Docker's container SELinux contexts (the container-selinux policy's types)
+_PROCESS_LABEL = {"user": "system_u", "role": "system_r", "type": "container_t", "level": "s0"}
+_MOUNT_LABEL = {"user": "system_u", "role": "object_r", "type": "container_file_t",
+                "level": "s0"}
+
+
+def lsm_settings(opts) -> tuple:
+    """(AppArmor profile, SELinux process label, SELinux mount label) asked for with
+    --security-opt apparmor=/label= ("" where not asked): the label's parts given replace
+    Docker's default container context's; the mount label shares the level."""
+    profile = opts.extra.get("apparmor") or ""
+    parts = dict(opts.extra.get("label") or ())
+    if not parts:
+        return profile, "", ""
+    proc = ":".join(parts.get(k, _PROCESS_LABEL[k]) for k in _PROCESS_LABEL)
+    mount = ":".join(parts.get("level", _MOUNT_LABEL[k]) if k == "level" else _MOUNT_LABEL[k]
+                     for k in _MOUNT_LABEL)
+    return profile, proc, mount
 
 
 def shell_split(text: str) -> List[str]:

@@ -28,7 +28,7 @@ import os
 import time
 
 from . import state as st
-from .errors import ContainerExists, RuntimeErr, StateError
+from .errors import ContainerExists, ContainerNotFound, RuntimeErr, StateError
 from .record import Record
 
 
@@ -48,8 +48,8 @@ def _cgroups_setup(spec, cid: str, warnings: list, base=None, made=None):
     if resources.get("devices") and any(n.type == "user" for n in spec.linux.namespaces):
         # a user namespace can't make device nodes at all: the rules would add nothing
         resources = {k: v for k, v in resources.items() if k != "devices"}
-    if not resources:
-        return None
+    if not resources and not spec.linux.cgroups_path:
+        return None     # an engine names a cgroupsPath: it reads metrics there, even unlimited
     try:
         from . import cgroups
     except ImportError:
@@ -64,7 +64,8 @@ def _cgroups_setup(spec, cid: str, warnings: list, base=None, made=None):
             made.extend(new_dirs)
         return cg
     except Exception as e:  # noqa: BLE001 - CgroupError: limits unenforced, told to the user
-        warnings.append(f"resource limits not applied: {e}")
+        warnings.append(f"resource limits not applied: {e}" if resources else
+                        f"linux.cgroupsPath {spec.linux.cgroups_path} not made: {e}")
         return None
 
 
@@ -82,7 +83,7 @@ def _cgroup_of(facts_cgroup):
 def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str = None,
            prepare_rootfs=None, pid_file: str = None, _start_by_pipe: bool = False,
            _own_console: bool = False, cgroup_base=None, on_namespaces=None,
-           made_userns: str = None) -> Created:
+           made_userns: str = None, preserve_fds: int = 0) -> Created:
     """Set up container `cid` from `bundle`; its init waits for start(). Returns its pid.
 
     cgroup_base: delegated cgroup dir(s) (a list or "a:b") for the container's cgroup,
@@ -91,16 +92,18 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
     is not prepared yet).
     made_userns: the path of a user namespace made ahead for this container, with exactly
     the mappings its spec asks for (or the default ones) written: joined instead of
-    creating it (the shim makes one while the CLI prepares the container)."""
-    from . import idmap, plan, process
+    creating it (the shim makes one while the CLI prepares the container).
+    preserve_fds: fds 3..3+N-1 reach the container process (runc's --preserve-fds); every
+    other inherited fd is closed at its exec."""
+    from . import idmap, init_sock, plan, process, spec_fields
     from .hooks import run_hooks
     from .spec import load_spec
 
     root = _root(root)
     cdir = st.container_dir(root, cid)
     bundle = os.path.abspath(bundle)
-    spec, _raw = load_spec(bundle)
-    warnings = []
+    spec, raw = load_spec(bundle)
+    warnings = spec_fields.check(raw)      # refused fields raise: nothing is made yet
     default_maps = None
     if any(n.type == "user" and not n.path for n in spec.linux.namespaces) and \
             (not spec.linux.uid_mappings or not spec.linux.gid_mappings):
@@ -112,7 +115,11 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
         raise RuntimeErr("config.json: rootless containers need a user namespace: add "
                          "{\"type\": \"user\"} to linux.namespaces (or run "
                          "'pydocklite runtime spec --rootless')")
-    the_plan = plan.make_plan(spec, default_maps)
+    host_lsm = None
+    if plan.needs_lsm(spec):
+        from . import lsm
+        host_lsm = lsm.detect()
+    the_plan = plan.make_plan(spec, default_maps, host_lsm)
     warnings.extend(the_plan.warnings)
     if made_userns and the_plan.userns is not None and not the_plan.userns.path:
         the_plan = the_plan._replace(userns=the_plan.userns._replace(path=made_userns))
@@ -127,7 +134,9 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
                               f"('pydocklite runtime delete {cid}')") from None
     facts = {"id": cid, "pid": 0, "bundle": bundle, "rootfs": spec.root.path,
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "annotations": spec.annotations, "owner": _owner(), "cgroup": None}
+             "annotations": spec.annotations, "owner": _owner(), "cgroup": None,
+             # phases with hooks: start and delete parse config.json only when needed
+             "hooks": [k for k in spec.hooks.__slots__ if getattr(spec.hooks, k)]}
     cgroup = None
     receiver = None
     master = None
@@ -157,7 +166,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
                     warnings.append(f"limit {limit} not applied: {reason}")
 
         if _start_by_pipe:
-            open(os.path.join(cdir, process.INIT_WAIT), "w").close()
+            open(os.path.join(cdir, init_sock.INIT_WAIT), "w").close()
         if _own_console and spec.process.terminal and not console_socket:
             from .console import ConsoleReceiver
             receiver = ConsoleReceiver(cdir)
@@ -166,6 +175,8 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
             the_plan, bundle=bundle, cdir=cdir, rootfs=spec.root.path, stdio=stdio,
             console_socket=console_socket, prepare_rootfs=prepare_rootfs, on_sync=on_sync,
             start_by_pipe=_start_by_pipe, hooks=spec.hooks, on_namespaces=on_namespaces,
+            preserve_fds=preserve_fds,
+            start_fifo=not _start_by_pipe and not spec.hooks.poststart,
             state={"ociVersion": st.OCI_VERSION, "id": cid, "bundle": bundle,
                    "annotations": spec.annotations})
         warnings.extend(child_warnings)
@@ -175,6 +186,9 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
             receiver = None
         facts["pid"] = pid
         facts["pid_start"] = st.proc_start_time(pid)
+        if not _start_by_pipe:
+            with open(os.path.join(cdir, init_sock.INIT_PID), "w") as f:
+                f.write(f"{pid}\n")   # for the sh prelude's start (read, no JSON)
         facts["cgroup"] = [list(p) for p in cgroup.paths] if cgroup is not None else None
         st.write_facts(cdir, facts)
         oci = st.oci_state(st.load(root, cid))
@@ -262,19 +276,21 @@ def _remove_dir(cdir: str, cgroup=None) -> None:
 
 def start(cid: str, root: str = None) -> list:
     """Let the created container's process run; returns warnings (failed poststart hooks)."""
-    from . import process
-    from .hooks import run_hooks_warning
+    from . import init_sock
     root = _root(root)
     s = st.load(root, cid)
     if s.status != "created":
         raise StateError(f"container {cid!r} is {s.status}, not created: cannot start it")
     cdir = st.container_dir(root, cid)
     try:
-        process.signal_start(cdir)
+        init_sock.signal_start(cdir)
     except OSError as e:
         raise StateError(f"container {cid!r}: its init is not waiting ({e.strerror})") from None
+    if s.hook_phases is not None and "poststart" not in s.hook_phases:
+        return []       # known to have none: no need to parse config.json (engines' start)
     spec = _saved_spec(cdir)
     if spec is not None and spec.hooks.poststart:
+        from .hooks import run_hooks_warning
         return run_hooks_warning(spec.hooks.poststart, st.oci_state(st.load(root, cid)),
                                  "poststart")
     return []
@@ -312,11 +328,19 @@ def _ns_inode(pid: int, ns: str):
         return None
 
 
+_LIVE = ("created", "running", "paused")
+
+
 def processes(cid: str, root: str = None) -> list:
-    """Host pids of every process in the container's pid namespace (init first)."""
+    """Host pids of every process in the container (init first): its cgroup's when it has
+    one (runc's answer: exec'd processes included), else its pid namespace's."""
     s = st.load(_root(root), cid)
-    if s.status not in ("created", "running"):
+    if s.status not in _LIVE:
         return []
+    if s.cgroup:
+        from .control import cgroup_pids
+        pids = cgroup_pids(cid, _root(root)) or []
+        return [s.pid] + [p for p in pids if p != s.pid]
     ino = _ns_inode(s.pid, "pid")
     own = _ns_inode(os.getpid(), "pid")
     if ino is None or ino == own:
@@ -331,8 +355,10 @@ def processes(cid: str, root: str = None) -> list:
 def kill(cid: str, sig: int = 15, root: str = None,
          all_processes: bool = False) -> None:
     s = st.load(_root(root), cid)
-    if s.status not in ("created", "running"):
-        raise StateError(f"container {cid!r} is {s.status}: nothing to signal")
+    if s.status not in _LIVE:
+        # "container not running": the words containerd's shim looks for
+        raise StateError(f"cannot signal container {cid!r}: container not running "
+                         f"({s.status})")
     targets = processes(cid, root) if all_processes else [s.pid]
     for pid in targets:
         try:
@@ -346,10 +372,20 @@ def delete(cid: str, root: str = None, force: bool = False, _hooks=None) -> list
     warnings (the ones that failed)."""
     from .hooks import run_hooks_warning
     root = _root(root)
-    s = st.load(root, cid)
     cdir = st.container_dir(root, cid)
-    if s.status in ("created", "running", "creating") and s.pid:
-        if s.status in ("running", "created") and not force:
+    try:
+        s = st.load(root, cid)
+    except ContainerNotFound:
+        if not force:
+            raise
+        _remove_dir(cdir)       # what a create killed before its first state write left
+        return []               # runc: delete --force of a container that is gone succeeds
+    if s.status == "paused" and force:
+        from .control import resume
+        resume(cid, root)       # a frozen v1 task can't act on SIGKILL until thawed
+        s = st.load(root, cid)
+    if s.status in ("created", "running", "creating", "paused") and s.pid:
+        if s.status in ("running", "created", "paused") and not force:
             # runtime-spec: deleting a container that is not stopped is an error (a created
             # one too: its process exists, waiting for start)
             raise StateError(f"container {cid!r} is {s.status}, not stopped: "
@@ -363,7 +399,7 @@ def delete(cid: str, root: str = None, force: bool = False, _hooks=None) -> list
             cgroup.kill_all()
         except Exception as e:  # noqa: BLE001 - reported, the state dir stays for a retry
             raise StateError(f"container {cid!r}: {e}") from None
-    if _hooks is None:
+    if _hooks is None and (s.hook_phases is None or "poststop" in s.hook_phases):
         spec = _saved_spec(cdir)
         _hooks = spec.hooks if spec is not None else None
     oci = st.oci_state(s._replace(status="stopped"))
@@ -388,80 +424,20 @@ def wait_exit(pid: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def run(bundle: str, cid: str, root: str = None, stdio=None, console_socket: str = None,
-        prepare_rootfs=None, on_warning=None, detach: bool = False, pid_file: str = None) -> int:
-    """create + start + wait (foreground) + delete; returns the container's exit code.
-
-    detach=True returns 0 once started (the container keeps running, delete it later).
-    Signals INT/TERM/HUP/QUIT/USR1/USR2 received meanwhile are forwarded to the init.
-    process.terminal without console_socket: the pty is relayed to our stdin/stdout (runc's
-    foreground mode); with detach it needs a console socket.
-    """
-    if not detach:
-        become_subreaper()
-    created = create(bundle, cid, root, stdio=stdio, console_socket=console_socket,
-                     prepare_rootfs=prepare_rootfs, pid_file=pid_file, _start_by_pipe=True,
-                     _own_console=not detach)
-    if on_warning:
-        for w in created.warnings:
-            on_warning(w)
-    try:
-        # _signal: the C module under `signal`, whose IntEnums cost ms to import
-        import _signal
-        forwarded = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT,
-                     _signal.SIGUSR1, _signal.SIGUSR2, _signal.SIGWINCH)
-        old = {}
-        if not detach:
-            for sig in forwarded:
-                old[sig] = _signal.signal(sig, lambda n, f: _forward(created.pid, n))
-        for w in _start_by_pipe(cid, _root(root), created.start_fd, created.hooks):
-            if on_warning:
-                on_warning(w)
-        if detach:
-            return 0
-        if created.console_master is not None:
-            from .console import relay
-            relay(created.console_master)
-        code = wait_exit(created.pid)
-        for sig, h in old.items():
-            _signal.signal(sig, h)
-    except BaseException:
-        try:
-            delete(cid, root, force=True, _hooks=created.hooks)
-        except RuntimeErr:
-            pass
-        raise
-    for w in delete(cid, root, force=True, _hooks=created.hooks):
-        if on_warning:
-            on_warning(w)
-    return code
+def run(bundle: str, cid: str, root: str = None, **kw) -> int:
+    """create + start + wait + delete: see run_once.run (apart: api.py stays the facade)."""
+    from .run_once import run as run_once
+    return run_once(bundle, cid, root, **kw)
 
 
-def _start_by_pipe(cid: str, root: str, fd: int, hooks) -> list:
-    from . import process
-    from .hooks import run_hooks_warning
-    cdir = st.container_dir(root, cid)
-    try:
-        os.write(fd, b"s")
-    except BrokenPipeError:
-        raise StateError(f"container {cid!r}: its init died before start") from None
-    finally:
-        os.close(fd)
-        try:
-            os.unlink(os.path.join(cdir, process.INIT_WAIT))
-        except FileNotFoundError:
-            pass
-    if hooks.poststart:
-        return run_hooks_warning(hooks.poststart, st.oci_state(st.load(root, cid)),
-                                 "poststart")
-    return []
-
-
-def _forward(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
+def saved_spec(cid: str, root: str = None):
+    """The Spec a container was created with (its state dir's copy of config.json)."""
+    root = _root(root)
+    spec = _saved_spec(st.container_dir(root, cid))
+    if spec is None:
+        st.load(root, cid)          # ContainerNotFound ("does not exist") first
+        raise RuntimeErr(f"container {cid!r}: its saved config.json is unreadable")
+    return spec
 
 
 def exec_process(cid: str, args, root: str = None, env=None, cwd: str = None, uid: int = None,
@@ -470,9 +446,5 @@ def exec_process(cid: str, args, root: str = None, env=None, cwd: str = None, ui
     """Run args in running container cid (its namespaces, user, capabilities); exit code."""
     from .exec import exec_in
     root = _root(root)
-    spec = _saved_spec(st.container_dir(root, cid))
-    if spec is None:
-        st.load(root, cid)
-        raise RuntimeErr(f"container {cid!r}: its saved config.json is unreadable")
-    return exec_in(root, cid, spec, args, env, cwd, uid, gid, stdio, tty, on_console,
-                   new_session)
+    return exec_in(root, cid, saved_spec(cid, root), args, env, cwd, uid, gid, stdio, tty,
+                   on_console, new_session)

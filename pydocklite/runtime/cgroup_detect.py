@@ -9,8 +9,12 @@ detect(base=None) -> CgroupInfo:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+
+from .record import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: typing costs ~2 ms to import on every start
+    from typing import Optional, Sequence, Union
 
 SYSTEMD_FIX = (
     "on a cgroup v2 host run pydocklite inside a delegated systemd scope: "
@@ -28,11 +32,13 @@ KNOWN_V1 = frozenset(("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer"
 LEAF = "pydocklite-leaf"    # where create() moves processes out of a v2 base (see cgroups.py)
 
 # v1 hierarchies pydocklite uses (a base is made only in hierarchies holding one of them)
+# (all of them: an engine reads a container's metrics through /proc/PID/cgroup, so its cgroupsPath
+# is made in every hierarchy, as runc does, even where pydocklite writes no limit)
 USED_V1 = frozenset(("memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "freezer", "hugetlb",
-                     "devices"))
+                     "devices", "net_cls", "net_prio", "perf_event", "rdma", "misc"))
 
 
-@dataclass(frozen=True)
+@record
 class Mount:
     mountpoint: str
     root: str                  # the cgroup path mounted there ("/" normally)
@@ -40,7 +46,7 @@ class Mount:
     controllers: tuple         # v1: controllers of the hierarchy (name=... excluded)
 
 
-@dataclass(frozen=True)
+@record
 class CgroupInfo:
     version: str
     mode: str

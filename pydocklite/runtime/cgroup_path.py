@@ -5,7 +5,9 @@
     "/a/b/c" (absolute) a/b/c under each hierarchy's mount point (v1: every hierarchy we use,
                         v2: the cgroup2 mount); when those aren't writable (rootless), under
                         the usable base instead, with a warning
-    "slice:prefix:name" systemd's notation (we don't drive systemd): one flat name
+    "slice:prefix:name" systemd's notation (engines given --systemd-cgroup): we don't drive
+                        systemd, the directories are the ones systemd would make:
+                        /<slice, expanded>/<prefix>-<name>.scope, as an absolute path
 An explicit base (api.create(cgroup_base=...)) stands for both roots.
 
 create(...) -> (Cgroup, made): `made` lists the parent directories this call created,
@@ -16,10 +18,6 @@ from __future__ import annotations
 import os
 
 from .errors import RuntimeErr
-
-
-def _flat(path: str) -> str:
-    return path.strip("/").replace("/", "-").replace(":", "-")
 
 
 def _roots(cgroups) -> list:
@@ -43,11 +41,32 @@ def _dirs(cg) -> list:
     return out
 
 
+def systemd_path(cgroups_path: str) -> str:
+    """"system.slice:cri-containerd:ID" -> "/system.slice/cri-containerd-ID.scope" (a slice
+    "a-b.slice" nests as /a.slice/a-b.slice, as systemd does; "" means system.slice)."""
+    parts = cgroups_path.split(":")
+    if len(parts) != 3 or not parts[2]:
+        raise RuntimeErr(f"linux.cgroupsPath {cgroups_path!r}: the systemd form is "
+                         f"slice:prefix:name")
+    slice_, prefix, name = parts
+    slice_ = slice_ or "system.slice"
+    if not slice_.endswith(".slice") or "/" in slice_ or "/" in prefix or "/" in name:
+        raise RuntimeErr(f"linux.cgroupsPath {cgroups_path!r}: {slice_!r} is not a slice name")
+    dirs = []
+    if slice_ != "-.slice":
+        words = slice_[:-len(".slice")].split("-")
+        dirs = ["-".join(words[:i]) + ".slice" for i in range(1, len(words) + 1)]
+    unit = name if name.endswith((".scope", ".slice")) else \
+        f"{prefix}-{name}.scope" if prefix else f"{name}.scope"
+    return "/" + "/".join(dirs + [unit])
+
+
 def create(cgroups, cgroups_path: str, cid: str, resources: dict, base, warnings: list):
     """The container's cgroup (cgroups.create) at the place cgroups_path names."""
-    if not cgroups_path or ":" in cgroups_path:
-        return cgroups.create(_flat(cgroups_path) or f"pydocklite-{cid}", resources,
-                              base=base or None), []
+    if ":" in cgroups_path:
+        cgroups_path = systemd_path(cgroups_path)
+    if not cgroups_path:
+        return cgroups.create(f"pydocklite-{cid}", resources, base=base or None), []
     parts = [p for p in cgroups_path.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
         raise RuntimeErr(f"linux.cgroupsPath {cgroups_path!r}: use a path without . or .. "

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
-from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
 
 from .cgroup_detect import (LEAF, USED_V1, CgroupInfo, detect,  # noqa: F401 (public API)
                             hierarchy_of)
-from .cgroup_resources import NotApplied, plan
 from .errors import RuntimeErr
+from .record import Factory, record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:     # annotations only: typing costs ~2 ms to import on every start
+    from typing import Optional, Sequence, Union
 
 V2_CONTROLLERS = ("memory", "io", "hugetlb", "cpu", "cpuset", "pids")   # domain ones first
 V1_CONTROLLERS = tuple(sorted(USED_V1))
@@ -34,7 +35,7 @@ class CgroupError(RuntimeErr):
     """A cgroup could not be created, joined or removed (message names it and the fix)."""
 
 
-@dataclass(frozen=True)
+@record
 class CgroupStats:
     memory_usage: Optional[int]     # bytes
     memory_limit: Optional[int]     # bytes, None = unlimited/unknown
@@ -71,13 +72,13 @@ def _int_or_none(text: str) -> Optional[int]:
     return None if v < 0 or v >= 0x7FFFFFFFFFFFF000 else v
 
 
-@dataclass(frozen=True)
+@record
 class Cgroup:
     """One container's cgroup. `paths`: ((controller, dir), ...); on v2 one entry ("", dir)."""
     name: str
     version: str                                  # "v1" | "v2"
     paths: tuple
-    resources: dict = field(default_factory=dict, compare=False, hash=False)
+    resources: dict = Factory(dict, compare=False)
     missing: tuple = ()                           # ((controller, reason), ...)
 
     @property
@@ -111,6 +112,7 @@ class Cgroup:
 
     def apply(self) -> list:
         """Write the limits; return [NotApplied(limit, reason)] for each one not enforced."""
+        from .cgroup_resources import NotApplied, plan    # not needed by delete and friends
         p = plan(self.resources, self.version)
         missing = dict(self.missing)
         out = list(p.not_applied)
@@ -201,7 +203,7 @@ class Cgroup:
                 return
             for pid in pids:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, 9)      # SIGKILL (the signal module costs ms)
                 except ProcessLookupError:
                     pass
                 except PermissionError as e:
@@ -344,8 +346,10 @@ def _move_procs_to_leaf(base: str) -> None:
 
 def _create_v1(name: str, resources: Optional[dict], bases: Sequence[str]) -> Cgroup:
     paths, missing, have = [], {}, set()
+    from .cgroup_detect import cgroup_mounts
+    mounts = cgroup_mounts()        # once, not once per hierarchy
     for b in bases:
-        controllers = hierarchy_of(b)
+        controllers = hierarchy_of(b, mounts)
         if not set(controllers) & USED_V1:
             continue
         d = os.path.join(b, name)

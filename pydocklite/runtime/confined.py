@@ -178,7 +178,7 @@ class JoinRunning:
     def __init__(self, root: str, cid: str, spec) -> None:
         from . import state as st
         s = st.load(root, cid)
-        if s.status not in ("running", "created"):
+        if s.status not in ("running", "created", "paused"):
             raise StateError(f"container {cid!r} is {s.status}: it has no processes to join")
         types = [n.type for n in spec.linux.namespaces]
         order = (["user"] if "user" in types else []) + \

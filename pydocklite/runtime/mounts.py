@@ -166,9 +166,8 @@ def _do_mount(root_fd: int, bundle: str, step, warn) -> None:
     try:
         if step.fstype in ("cgroup", "cgroup2") and \
                 not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-            # v1/hybrid: mounting hierarchies is runc's long dance; show the host's tree
-            bind(root_fd, "/sys/fs/cgroup", step.dest, target, True,
-                 step.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT), warn, step.propagation)
+            _cgroup_v1_tree(root_fd, step.dest, target,
+                            step.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT), warn)
             return
         fstype = "cgroup2" if step.fstype == "cgroup" else step.fstype
         try:
@@ -192,6 +191,59 @@ def _do_mount(root_fd: int, bundle: str, step, warn) -> None:
                 os.close(top)
     finally:
         os.close(target)
+
+
+def _cgroup_v1_tree(root_fd: int, dest: str, target: int, flags: int, warn) -> None:
+    """A v1/hybrid host's cgroup tree as the container should see it (as runc shows it): a
+    tmpfs with, for each hierarchy, a bind mount of the container's own cgroup in it, so that
+    /sys/fs/cgroup/memory/memory.limit_in_bytes is the container's limit. The init is in its
+    cgroups already (the parent moved the intermediate process there before the fork).
+    The tmpfs goes on the target's fd; its own root is found again by name and must be a new
+    mount on top of the target before anything is made in it."""
+    own = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            parts = line.rstrip("\n").split(":", 2)
+            if len(parts) == 3:
+                own[frozenset(c for c in parts[1].split(",") if c)] = parts[2]
+    hierarchies = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            lf, rf = left.split(), right.split()
+            if len(rf) < 3 or rf[0] not in ("cgroup", "cgroup2") or \
+                    not lf[4].startswith("/sys/fs/cgroup/"):
+                continue
+            key = frozenset() if rf[0] == "cgroup2" else \
+                frozenset(o for o in rf[2].split(",") if o not in ("rw", "ro") and
+                          "=" not in o or o.startswith("name="))
+            path = own.get(key)
+            if path is not None and path.startswith(lf[3].rstrip("/") or "/"):
+                rel = path[len(lf[3].rstrip("/")):].lstrip("/")
+                hierarchies.append((lf[4], os.path.join(lf[4], rel)))
+    sc.mount("tmpfs", inroot.fd_path(target), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+             "mode=755")
+    top = inroot.resolve(root_fd, dest)
+    try:
+        if inroot.mount_id(top) == inroot.mount_id(target):
+            raise OSError(errno.EXDEV, f"mount target {dest} changed while it was being "
+                                       "mounted (a symlink race?): refused")
+        for mountpoint, src in hierarchies:
+            name = os.path.basename(mountpoint)
+            if "/" in name or name in (".", ".."):
+                continue
+            os.mkdir(name, 0o755, dir_fd=top)
+            sub = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=top)
+            try:
+                bind(root_fd, src, f"{dest}/{name}", sub, False,
+                     flags | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, warn)
+            finally:
+                os.close(sub)
+        if flags & sc.MS_RDONLY:
+            sc.mount(None, inroot.fd_path(top), None, sc.MS_REMOUNT | sc.MS_RDONLY
+                     | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    finally:
+        os.close(top)
 
 
 _DEV_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}

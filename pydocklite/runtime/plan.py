@@ -12,6 +12,7 @@ Phases, each run by a different process of the executor (process.py):
 """
 from __future__ import annotations
 
+from . import lsm
 from . import syscalls as sc
 from .errors import SpecError
 from .record import Record
@@ -86,7 +87,7 @@ class LoopbackUp(Record):
 class ProcessPlan(Record):
     __slots__ = ("args", "env", "cwd", "uid", "gid", "additional_gids", "umask", "rlimits",
                  "caps", "no_new_privileges", "oom_score_adj", "seccomp", "terminal",
-                 "console_size")
+                 "console_size", "apparmor_profile", "selinux_label", "personality")
 
 
 class Plan(Record):
@@ -115,7 +116,12 @@ PROPAGATION_OPTS = {
     "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
     "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
 }
-_IGNORED_OPTS = {"tmpcopyup", "idmap", "ridmap", "defaults", "auto", "noauto", "user", "nouser"}
+_IGNORED_OPTS = {"defaults", "auto", "noauto", "user", "nouser"}
+# options of mount extensions pydocklite does not implement: warned (tmpcopyup only changes
+# what a tmpfs starts with) or refused (an idmapped mount changes who owns the files)
+_WARNED_OPTS = {"tmpcopyup": "the tmpfs starts empty instead of with a copy of the directory "
+                             "it covers"}
+_REFUSED_OPTS = ("idmap", "ridmap")
 # flags a bind mount keeps through a read-only remount
 _REMOUNT_KEEP = (sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_NOATIME
                  | sc.MS_NODIRATIME | sc.MS_RELATIME | sc.MS_STRICTATIME | sc.MS_NOSYMFOLLOW)
@@ -148,8 +154,16 @@ def _gid_mapped(maps, gid: int) -> bool:
     return any(m.container_id <= gid < m.container_id + m.size for m in maps)
 
 
-def _plan_mount(m, userns, new_net: bool, new_ipc: bool, warnings: list) -> MountStep:
-    flags, prop, data = parse_options(m.options)
+def _plan_mount(m, userns, new_net: bool, new_ipc: bool, warnings: list,
+                mount_label: str = "") -> MountStep:
+    for opt in m.options:
+        if opt in _REFUSED_OPTS:
+            raise SpecError(f"config.json: mount {m.destination}: option {opt!r} (an idmapped "
+                            f"mount) is not supported by pydocklite: remove it")
+        if opt in _WARNED_OPTS:
+            warnings.append(f"mount {m.destination}: option {opt!r} is not supported and is "
+                            f"ignored: {_WARNED_OPTS[opt]}")
+    flags, prop, data = parse_options(o for o in m.options if o not in _WARNED_OPTS)
     fstype = m.type
     source = m.source
     fallback = None
@@ -187,6 +201,7 @@ def _plan_mount(m, userns, new_net: bool, new_ipc: bool, warnings: list) -> Moun
             remount = sc.MS_BIND | sc.MS_REMOUNT | extra
         flags &= sc.MS_BIND | sc.MS_REC
     is_dir = fstype != "bind" or None      # None: bind target kind follows the source
+    data = lsm.mount_data(fstype, data, mount_label)
     return MountStep(m.destination, fstype, source, flags, data, remount, prop, is_dir, fallback)
 
 
@@ -234,12 +249,23 @@ def _no_mount_ns_warnings(spec: Spec, warnings: list) -> None:
                         f"{{\"type\": \"mount\"}} to apply them")
 
 
-def make_plan(spec: Spec, default_maps=None) -> Plan:
+def needs_lsm(spec: Spec) -> bool:
+    """Does the spec ask for an LSM setting (then make_plan needs lsm.detect()'s answer)?"""
+    p = spec.process
+    return bool(spec.linux.mount_label or (p is not None and (p.apparmor_profile or
+                                                              p.selinux_label)))
+
+
+def make_plan(spec: Spec, default_maps=None, host_lsm=None) -> Plan:
     """Plan the container of `spec`. default_maps: (uid_maps, gid_maps) used when the spec
-    creates a user namespace without mappings (rootless: from idmap.default_mappings())."""
+    creates a user namespace without mappings (rootless: from idmap.default_mappings()).
+    host_lsm: lsm.HostLsm, what the host enforces (lsm.detect(); needed when needs_lsm):
+    AppArmor and SELinux settings the host can't apply are refused here."""
     if spec.process is None:
         raise SpecError("config.json: process is required to run a container")
     lx = spec.linux
+    lsm.check(spec.process.apparmor_profile, spec.process.selinux_label, lx.mount_label,
+              host_lsm or lsm.NONE)
     warnings = []
     user = namespace(spec, "user")
     userns = None
@@ -282,7 +308,7 @@ def make_plan(spec: Spec, default_maps=None) -> Plan:
                     BindRootfs(rootfs)]
     dev_mounted = False
     for m in spec.mounts:
-        rootfs_steps.append(_plan_mount(m, userns, new_net, new_ipc, warnings))
+        rootfs_steps.append(_plan_mount(m, userns, new_net, new_ipc, warnings, lx.mount_label))
         if m.destination.rstrip("/") == "/dev":
             dev_mounted = True
     if dev_mounted:
@@ -334,7 +360,9 @@ def make_plan(spec: Spec, default_maps=None) -> Plan:
                        additional_gids=p.user.additional_gids, umask=p.user.umask,
                        rlimits=p.rlimits, caps=p.capabilities,
                        no_new_privileges=p.no_new_privileges, oom_score_adj=p.oom_score_adj,
-                       seccomp=lx.seccomp, terminal=p.terminal, console_size=p.console_size)
+                       seccomp=lx.seccomp, terminal=p.terminal, console_size=p.console_size,
+                       apparmor_profile=p.apparmor_profile, selinux_label=p.selinux_label,
+                       personality=lx.personality)
     return Plan(userns=userns, join=tuple(join), unshare_flags=flags,
                 rootfs_steps=tuple(rootfs_steps), container_steps=tuple(container_steps),
                 proc=proc, new_pid_ns=bool(flags & sc.CLONE_NEWPID), new_net_ns=new_net,

@@ -21,22 +21,11 @@ from . import security
 from . import syscalls as sc
 from .errors import SetupError
 
-INIT_SOCK = "init.sock"
-INIT_WAIT = "init.wait"     # marker while an init started by pipe (run) waits
+from .init_sock import INIT_FIFO, INIT_SOCK, INIT_WAIT, unix_path as _unix_path  # noqa: F401
 
 
 def _send(w: int, msg: dict) -> None:
     os.write(w, (minijson.dumps(msg) + "\n").encode())
-
-
-def _unix_path(dirpath: str, name: str, keep: list) -> str:
-    """A path for bind/connect that fits sun_path (108 bytes), via /proc/self/fd if long."""
-    full = os.path.join(dirpath, name)
-    if len(full.encode()) < 100:
-        return full
-    fd = os.open(dirpath, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    keep.append(fd)
-    return f"/proc/self/fd/{fd}/{name}"
 
 
 def _open_ns(join) -> list:
@@ -137,15 +126,23 @@ def _attach_terminal(console, size) -> None:
 
 
 def _exec(proc) -> None:
+    """execve the process, searching the container's PATH for a bare name ourselves:
+    os.execvpe imports `warnings`, which can't be loaded once the host's library is out of
+    reach (after pivot_root, or with the runtime started with `python3 -S`)."""
     env = dict(e.split("=", 1) for e in proc.env if "=" in e)
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    try:
-        if "/" in proc.args[0]:
-            os.execve(proc.args[0], list(proc.args), env)
-        os.execvpe(proc.args[0], list(proc.args), env)
-    except OSError as e:
-        os.write(2, f"pydocklite runtime: exec {proc.args[0]}: {e.strerror}\n".encode())
-        os._exit(127 if e.errno in (2, 20) else 126)
+    name, argv = proc.args[0], list(proc.args)
+    candidates = [name] if "/" in name else \
+        [os.path.join(d or ".", name) for d in env["PATH"].split(":")]
+    err = None
+    for path in candidates:
+        try:
+            os.execve(path, argv, env)
+        except OSError as e:
+            if err is None or e.errno not in (2, 20):   # keep EACCES over a later ENOENT
+                err = e
+    os.write(2, f"pydocklite runtime: exec {name}: {err.strerror}\n".encode())
+    os._exit(127 if err.errno in (2, 20) else 126)
 
 
 def _init(plan, cfg: dict, w: int, r: int) -> None:
@@ -157,6 +154,7 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
         os.close(r)
     # everything imported lazily later must be loaded before pivot_root
     import _socket
+    import select
     if plan.new_net_ns or plan.proc.terminal:
         import fcntl  # noqa: F401
         import struct  # noqa: F401
@@ -210,17 +208,45 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
             os._exit(0)             # the parent gave up: never run the process
         os.close(r)
     else:
-        fd, _ = start._accept()
-        conn = _socket.socket(fileno=fd)
-        conn.recv(1)
+        conn = None
+        fifo = cfg.get("fifo_fd")
+        ready = select.select([start.fileno()] + ([fifo] if fifo is not None else []), [], [])[0]
+        if fifo is not None and fifo in ready:
+            if os.read(fifo, 1) != b"s":     # `start` from ./pydocklite-runtime's sh prelude
+                os._exit(0)
+        else:
+            fd, _ = start._accept()
+            conn = _socket.socket(fileno=fd)
+            conn.recv(1)
+        if fifo is not None:
+            os.close(fifo)
     if state is not None and hooks.start_container:
         _run_hooks_here(hooks.start_container, dict(state, status="created"), "startContainer")
     security.apply_final(proc, final_warn, ctx)
     if not by_pipe:
-        conn.send(b"k")
-        conn.close()
+        if conn is not None:
+            conn.send(b"k")
+            conn.close()
         start.close()
+    close_extra_fds(3 + cfg.get("preserve_fds", 0))
     _exec(proc)
+
+
+def close_extra_fds(first: int) -> None:
+    """Mark every fd from `first` up close-on-exec (runc's --preserve-fds keeps 3..first-1):
+    descriptors an engine's process left open must not reach the container."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:             # no /proc in the container: close them instead
+        os.closerange(first, 1 << 16)
+        return
+    for name in names:
+        fd = int(name)
+        if fd >= first:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
 
 
 def _run_hooks_here(hooks, state: dict, phase: str) -> None:
@@ -269,11 +295,14 @@ def _child_main(fn, plan, cfg: dict, w: int, r: int) -> None:
 
 def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_socket=None,
            prepare_rootfs=None, on_sync=None, start_by_pipe: bool = False, hooks=None,
-           state: dict = None, on_namespaces=None) -> tuple:
+           state: dict = None, on_namespaces=None, preserve_fds: int = 0,
+           start_fifo: bool = False) -> tuple:
     """Fork the container; returns (init pid, warnings, start_fd) once the init waits.
 
     The init waits on ROOT/<id>/init.sock for `start` (start_fd None), or with
     start_by_pipe, for a byte b"s" on start_fd (one-shot run: no socket to set up).
+    start_fifo: also on ROOT/<id>/init.fifo, where ./pydocklite-runtime's sh prelude writes
+    b"s" (`start` without starting Python; only for containers without poststart hooks).
     hooks/state: the spec's Hooks and the OCI state base, for the createContainer and
     startContainer hooks, which run inside the container's namespaces.
 
@@ -288,7 +317,8 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
                          "that receives the pty master), or set terminal to false")
     cfg = {"bundle": bundle, "cdir": cdir, "rootfs": rootfs, "console_socket": console_socket,
            "prepare_rootfs": prepare_rootfs, "start_by_pipe": start_by_pipe, "hooks": hooks,
-           "state": state, "ns_notify": on_namespaces is not None}
+           "state": state, "ns_notify": on_namespaces is not None,
+           "preserve_fds": preserve_fds, "start_fifo": start_fifo}
     socks = _parent_sockets(cfg, cdir, start_by_pipe, console_socket if plan.proc.terminal
                             else None)
     try:
@@ -296,6 +326,16 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
     finally:
         for s in socks:
             s.close()       # the init has its own copies
+
+
+class _FdCloser:
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _parent_sockets(cfg: dict, cdir: str, start_by_pipe: bool, console_socket) -> list:
@@ -313,6 +353,14 @@ def _parent_sockets(cfg: dict, cdir: str, start_by_pipe: bool, console_socket) -
             s.bind(_unix_path(cdir, INIT_SOCK, keep))
             s.listen(1)
             cfg["start_fd"] = s.fileno()
+            if cfg.get("start_fifo"):
+                # a second way to say start, for the sh prelude (tools/runtime_prelude.sh):
+                # held open read-write here so it never reports end-of-file
+                path = os.path.join(cdir, INIT_FIFO)
+                os.mkfifo(path, 0o600)
+                fifo = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+                socks.append(_FdCloser(fifo))
+                cfg["fifo_fd"] = fifo
         if console_socket:
             try:
                 c = _setup_console(console_socket, keep)
@@ -403,23 +451,4 @@ def _kill_quietly(pid: int) -> None:
     try:
         os.waitpid(pid, 0)
     except ChildProcessError:
-        pass
-
-
-def signal_start(cdir: str) -> None:
-    """Tell a created container's init to exec (connect to its init.sock)."""
-    import _socket       # the C module: `socket` costs ~2 ms to import (its enums)
-    keep = []
-    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        s.connect(_unix_path(cdir, INIT_SOCK, keep))
-        s.sendall(b"s")
-        s.recv(1)
-    finally:
-        s.close()
-        for fd in keep:
-            os.close(fd)
-    try:
-        os.unlink(os.path.join(cdir, INIT_SOCK))
-    except FileNotFoundError:
         pass

@@ -86,6 +86,10 @@ def preload(proc, cache_dir: str = "") -> dict:
     Returns the context for apply_credentials/apply_final (the compiled seccomp filter).
     cache_dir: where compiled seccomp filters are kept (seccomp_load), "" = no cache."""
     ctx = {"bpf": None}
+    for kind, value in (("apparmor", proc.apparmor_profile), ("selinux", proc.selinux_label)):
+        if value:
+            from . import lsm
+            ctx[kind] = lsm.open_exec_attr(kind)
     if proc.seccomp:
         try:
             from . import seccomp_load
@@ -111,7 +115,14 @@ def _seccomp(ctx: dict, warn) -> None:
 
 def apply_credentials(proc, warn, ctx: dict) -> None:
     """Everything but the last step: rlimits, oom score, bounding set, ids, capabilities
-    (and seccomp when no_new_privs is off, as it then needs CAP_SYS_ADMIN)."""
+    (and seccomp when no_new_privs is off, as it then needs CAP_SYS_ADMIN).
+    First the LSM exec labels (opened by preload) and the personality, as runc does."""
+    for kind, value in (("apparmor", proc.apparmor_profile), ("selinux", proc.selinux_label)):
+        if value:
+            from . import lsm      # imported by preload()
+            lsm.set_exec_label(ctx.pop(kind), kind, value)
+    if proc.personality is not None:
+        sc.personality(proc.personality)
     if proc.rlimits:
         _set_rlimits(proc.rlimits, warn)
     if proc.oom_score_adj is not None:

@@ -36,7 +36,8 @@ class Rlimit(Record):
 
 class Process(Record):
     __slots__ = ("terminal", "console_size", "user", "args", "env", "cwd", "capabilities",
-                 "rlimits", "no_new_privileges", "oom_score_adj")
+                 "rlimits", "no_new_privileges", "oom_score_adj", "apparmor_profile",
+                 "selinux_label")
 
 
 class Mount(Record):
@@ -63,7 +64,7 @@ class IdMapping(Record):
 class Linux(Record):
     __slots__ = ("namespaces", "uid_mappings", "gid_mappings", "sysctl", "resources",
                  "cgroups_path", "seccomp", "rootfs_propagation", "masked_paths",
-                 "readonly_paths", "devices")
+                 "readonly_paths", "devices", "mount_label", "personality")
 
 
 class Spec(Record):
@@ -160,7 +161,9 @@ def _parse_process(spec: dict):
         cwd=_get(p, "cwd", str, "process.", "/"), capabilities=_parse_caps(p),
         rlimits=tuple(rlimits),
         no_new_privileges=_get(p, "noNewPrivileges", bool, "process.", False),
-        oom_score_adj=_get(p, "oomScoreAdj", int, "process.", None))
+        oom_score_adj=_get(p, "oomScoreAdj", int, "process.", None),
+        apparmor_profile=_get(p, "apparmorProfile", str, "process.", ""),
+        selinux_label=_get(p, "selinuxLabel", str, "process.", ""))
 
 
 def _parse_hooks(spec: dict) -> Hooks:
@@ -221,7 +224,27 @@ def _parse_linux(spec: dict) -> Linux:
         rootfs_propagation=prop,
         masked_paths=_str_list(lx, "maskedPaths", "linux."),
         readonly_paths=_str_list(lx, "readonlyPaths", "linux."),
-        devices=tuple(_obj_list(lx, "devices", "linux.")))
+        devices=tuple(_obj_list(lx, "devices", "linux.")),
+        mount_label=_get(lx, "mountLabel", str, "linux.", ""),
+        personality=_parse_personality(lx))
+
+
+PERSONALITIES = {"LINUX": 0x0000, "LINUX32": 0x0008}
+
+
+def _parse_personality(lx: dict) -> int:
+    """linux.personality -> the persona for personality(2); None when not set."""
+    p = _get(lx, "personality", dict, "linux.")
+    if p is None:
+        return None
+    domain = _get(p, "domain", str, "linux.personality.", "LINUX")
+    if domain not in PERSONALITIES:
+        raise SpecError(f"config.json: linux.personality.domain {domain!r} is not one of "
+                        f"{', '.join(PERSONALITIES)}")
+    if _str_list(p, "flags", "linux.personality."):
+        raise SpecError("config.json: linux.personality.flags are not supported by pydocklite "
+                        "(the runtime-spec defines none): remove them")
+    return PERSONALITIES[domain]
 
 
 def _check_version(version: str) -> None:

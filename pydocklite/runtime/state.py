@@ -5,7 +5,7 @@ ROOT/<id>/state.json holds what was true when it was written: pid, the pid's sta
 ROOT/<id>/init.sock (or init.wait, for a one-shot run started through a pipe) exists while
 the init waits for `start`.
 Status: no pid yet -> creating; pid alive with the same start time -> created (init.sock
-present) or running; otherwise stopped. A recycled pid has another start time, so pid reuse
+present), paused (its cgroup frozen) or running; otherwise stopped. A recycled pid has another start time, so pid reuse
 can't make a dead container look alive.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ _ID_CHARS = _ID_FIRST | frozenset("_.+-")
 
 class ContainerState(Record):
     __slots__ = ("id", "pid", "pid_start", "bundle", "rootfs", "created", "annotations", "cgroup",
-                 "owner", "status")
+                 "owner", "status", "hook_phases")
 
 
 def default_root() -> str:
@@ -88,6 +88,10 @@ def derive_status(cdir: str, facts: dict) -> str:
     if os.path.exists(os.path.join(cdir, "init.sock")) or \
             os.path.exists(os.path.join(cdir, "init.wait")):
         return "created"
+    if facts.get("cgroup"):
+        from .control import is_frozen
+        if is_frozen(facts["cgroup"]):
+            return "paused"
     return "running"
 
 
@@ -99,13 +103,13 @@ def load(root: str, cid: str) -> ContainerState:
                           created=facts.get("created", ""),
                           annotations=facts.get("annotations") or {},
                           cgroup=facts.get("cgroup"), owner=facts.get("owner", ""),
-                          status=derive_status(cdir, facts))
+                          status=derive_status(cdir, facts), hook_phases=facts.get("hooks"))
 
 
 def oci_state(st: ContainerState) -> dict:
     """The runtime-spec state object (what `state` prints and hooks read on stdin)."""
     out = {"ociVersion": OCI_VERSION, "id": st.id, "status": st.status,
-           "pid": st.pid if st.status in ("created", "running") else 0,
+           "pid": st.pid if st.status in ("created", "running", "paused") else 0,
            "bundle": st.bundle, "rootfs": st.rootfs, "created": st.created,
            "owner": st.owner}
     if st.annotations:

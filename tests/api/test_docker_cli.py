@@ -201,3 +201,21 @@ def _get(url: str):
             return r.read().decode()
     except OSError:
         return None
+
+
+def test_attach_to_a_running_container_and_health(api, busybox):
+    """`docker attach` to a running container goes through its shim's attach socket (stdin
+    in, output out, the exit code at the end); a health check given at create runs."""
+    ok(api.docker("run", "-d", "-i", "--name", "att", busybox, "sh", "-c",
+                  "read x; echo got-$x; exit 3"))
+    r = api.docker("attach", "att", input="hello\n", timeout=60)
+    assert "got-hello" in r.stdout and r.returncode == 3, (r.stdout, r.stderr)
+    ok(api.docker("rm", "att"))
+    ok(api.docker("run", "-d", "--name", "hc", "--health-cmd", "true", "--health-interval",
+                  "1s", busybox, "sleep", "300"))
+    status = wait_for(lambda: ok(api.docker("inspect", "--format", "{{.State.Health.Status}}",
+                                            "hc")).stdout.strip() == "healthy",
+                      timeout=30, what="the container to be healthy")
+    assert status
+    assert "(healthy)" in ok(api.docker("ps", "--format", "{{.Status}}")).stdout
+    ok(api.docker("rm", "-f", "hc"))

@@ -61,6 +61,25 @@ class Runtime:
                                 env=unpriv.user_env(self.home), **kw)
 
 
+def make_root_bundle(top: Path, rootfs_template: Path, args, mutate=None) -> Path:
+    """A bundle for a container run by root (as engines run them: no user namespace): a
+    root-owned copy of the busybox rootfs, runc's default root spec running `args`."""
+    from pydocklite.runtime.spec_template import default_spec
+    b = top / uuid.uuid4().hex[:8]
+    b.mkdir()
+    subprocess.run(["cp", "-a", str(rootfs_template), str(b / "rootfs")], check=True)
+    subprocess.run(["chown", "-R", "-h", "0:0", str(b / "rootfs")], check=True)
+    cfg = default_spec(rootless=False)
+    cfg["root"] = {"path": "rootfs", "readonly": False}
+    cfg["process"]["args"] = list(args)
+    cfg["process"]["terminal"] = False
+    cfg["linux"].pop("resources", None)
+    if mutate:
+        mutate(cfg)
+    (b / "config.json").write_text(json.dumps(cfg))
+    return b
+
+
 @pytest.fixture(scope="session")
 def rt_home():
     if not os.path.exists(BUSYBOX):

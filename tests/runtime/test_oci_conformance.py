@@ -27,6 +27,7 @@ from pydocklite.runtime import plan as pl  # noqa: E402
 from pydocklite.runtime.errors import RuntimeErr, SpecError  # noqa: E402
 from pydocklite.runtime.spec import parse_spec  # noqa: E402
 from pydocklite.runtime.spec_template import default_spec  # noqa: E402
+from tests.runtime.conftest import make_root_bundle  # noqa: E402
 
 PY = "/usr/bin/python3"
 
@@ -119,10 +120,21 @@ def test_relative_cgroups_path_is_nested_and_parents_pruned(tmp_path):
     assert warnings == []
 
 
-def test_systemd_notation_flat_and_dotdot_refused(tmp_path):
+def test_systemd_notation_expanded_and_dotdot_refused(tmp_path):
+    """slice:prefix:name (engines with --systemd-cgroup): the directories systemd would make."""
+    sp = cgroup_path.systemd_path
+    assert sp("system.slice:cri-containerd:abc") == "/system.slice/cri-containerd-abc.scope"
+    assert sp("kubepods-besteffort-pod1.slice:cri-containerd:abc") == \
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/" \
+        "cri-containerd-abc.scope"
+    assert sp(":docker:abc") == "/system.slice/docker-abc.scope"
+    for bad in ("system.slice:x", "notaslice:p:n", "system.slice:p:"):
+        with pytest.raises(RuntimeErr):
+            sp(bad)
     fake = _FakeCgroups(tmp_path)
-    cg, made = cgroup_path.create(fake, "system.slice:pdl:abc", "x", {}, None, [])
-    assert cg.paths[0][1] == str(tmp_path / "system.slice-pdl-abc") and made == []
+    cg, made = cgroup_path.create(fake, "system.slice:pdl:abc", "x", {}, [str(tmp_path)], [])
+    assert cg.paths[0][1] == str(tmp_path / "system.slice" / "pdl-abc.scope")
+    assert made == [str(tmp_path / "system.slice")]
     cg, made = cgroup_path.create(fake, "", "cid1", {}, None, [])
     assert cg.paths[0][1] == str(tmp_path / "pydocklite-cid1")
     with pytest.raises(RuntimeErr, match="without . or .."):
@@ -154,19 +166,7 @@ def root_env(rootfs_template):
                                                err.read().decode())
 
     def bundle(args, mutate=None) -> Path:
-        b = top / uuid.uuid4().hex[:8]
-        b.mkdir()
-        subprocess.run(["cp", "-a", str(rootfs_template), str(b / "rootfs")], check=True)
-        subprocess.run(["chown", "-R", "-h", "0:0", str(b / "rootfs")], check=True)
-        cfg = default_spec(rootless=False)
-        cfg["root"] = {"path": "rootfs", "readonly": False}
-        cfg["process"]["args"] = list(args)
-        cfg["process"]["terminal"] = False
-        cfg["linux"].pop("resources", None)
-        if mutate:
-            mutate(cfg)
-        (b / "config.json").write_text(json.dumps(cfg))
-        return b
+        return make_root_bundle(top, rootfs_template, args, mutate)
 
     yield run, bundle, state_root
     for cid in os.listdir(state_root):

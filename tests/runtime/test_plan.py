@@ -18,7 +18,8 @@ from pydocklite.runtime import state as st  # noqa: E402
 from pydocklite.runtime import syscalls as sc  # noqa: E402
 from pydocklite.runtime.errors import SpecError  # noqa: E402
 from pydocklite.runtime.record import Record  # noqa: E402
-from pydocklite.runtime.runc_cli import _parse, _signal  # noqa: E402
+from pydocklite.runtime.runc_cli import UsageError, _parse  # noqa: E402
+from pydocklite.runtime.runc_verbs import _signal  # noqa: E402
 from pydocklite.runtime.spec import IdMapping, parse_spec  # noqa: E402
 from pydocklite.runtime.spec_template import MASKED_PATHS, default_spec  # noqa: E402
 
@@ -189,7 +190,7 @@ def test_ro_bind_is_bind_then_remount():
 
 def test_parse_options():
     flags, prop, data = pl.parse_options(["ro", "rw", "nosuid", "noexec", "exec", "mode=755",
-                                          "size=64k", "rslave", "tmpcopyup"])
+                                          "size=64k", "rslave", "defaults"])
     assert flags == sc.MS_NOSUID
     assert prop == sc.MS_SLAVE | sc.MS_REC
     assert data == "mode=755,size=64k"
@@ -241,11 +242,25 @@ def test_status_is_derived_and_pid_reuse_cannot_fool_it(tmp_path):
 
 
 def test_cli_parsing():
-    opts, pos = _parse(["--root", "/r", "create", "--bundle", "b", "--pid-file=p", "id1"])
-    assert opts == {"--root": "/r", "--bundle": "b", "--pid-file": "p"}
-    assert pos == ["create", "id1"]
-    opts, pos = _parse(["exec", "c", "sh", "-c", "echo -n x"])
-    assert pos == ["exec", "c", "sh", "-c", "echo -n x"] and opts == {}
+    """runc's command line as engines write it: global flags first, each verb's own flags
+    (-f is --format for ps, --force for delete), exec's command keeps its flags."""
+    g, verb, opts, pos = _parse(["--root", "/r", "--log", "/l.json", "--log-format", "json",
+                                 "create", "--bundle", "b", "--pid-file=p", "id1"])
+    assert g == {"--root": "/r", "--log": "/l.json", "--log-format": "json"}
+    assert (verb, opts, pos) == ("create", {"bundle": "b", "pid_file": "p"}, ["id1"])
+    g, verb, opts, pos = _parse(["exec", "c", "sh", "-c", "echo -n x"])
+    assert (verb, pos, opts) == ("exec", ["c", "sh", "-c", "echo -n x"], {})
+    g, verb, opts, pos = _parse(["exec", "--process", "/p.json", "--detach", "--pid-file",
+                                 "/e.pid", "c1"])
+    assert opts == {"process": "/p.json", "detach": True, "pid_file": "/e.pid"}
+    assert pos == ["c1"]
+    assert _parse(["delete", "-f", "c1"])[2:] == ({"force": True}, ["c1"])
+    assert _parse(["ps", "-f", "json", "c1"])[2:] == ({"format": "json"}, ["c1"])
+    assert _parse(["--systemd-cgroup", "--rootless=true", "kill", "--all", "c1", "9"])[:3] == \
+        ({"--systemd-cgroup": True, "--rootless": "true"}, "kill", {"all": True})
+    assert _parse(["spec", "--rootless"])[2] == {"rootless": True}
+    with pytest.raises(UsageError, match="not defined"):
+        _parse(["start", "--bogus", "c1"])
     assert _signal("KILL") == 9 and _signal("SIGTERM") == 15 and _signal("10") == 10
 
 
@@ -258,7 +273,7 @@ def test_spec_template_is_valid_and_rootless_has_user_ns():
 
 def test_single_id_fallback_and_told_once(monkeypatch, tmp_path):
     from pydocklite.runtime import idmap
-    from pydocklite.runtime.runc_cli import _single_id_warning_once
+    from pydocklite.runtime.runc_verbs import _single_id_warning_once
     monkeypatch.setattr(idmap, "read_subids", lambda path, uid: [])
     u, g, warn = idmap.default_mappings(1001, 1001)
     assert u == (IdMapping(0, 1001, 1),) and g == (IdMapping(0, 1001, 1),)
