@@ -82,8 +82,9 @@ class TreeWriter:
     def add_tree(self, dir_fd: int, name: str, st: os.stat_result, tar_name: str,
                  prune: Iterable[str] = (), base: str = "") -> None:
         """Entry `name` of directory `dir_fd` ("." = dir_fd itself), lstat `st`, stored as
-        `tar_name` with everything below it. prune: paths (relative to "/", as `base` + the
-        entry's path) stored as empty mount points."""
+        `tar_name` with everything below it (tar_name "": no entry for the top, the ones
+        below named by their paths alone, as `docker export` names them). prune: paths
+        (relative to "/", as `base` + the entry's path) stored as empty mount points."""
         prune = set(prune)
         if name == ".":
             top = fd_walk.Entry(".", ".", dir_fd, st, dir_fd)
@@ -93,7 +94,8 @@ class TreeWriter:
                 top.fd = fd_walk.open_dir(dir_fd, name)
                 top.st = os.fstat(top.fd)
         try:
-            self.entry(tar_name, top)
+            if tar_name:
+                self.entry(tar_name, top)
             if not stat.S_ISDIR(top.st.st_mode):
                 return
             root = base.strip("/")
@@ -101,7 +103,8 @@ class TreeWriter:
             def full(rel: str) -> str:
                 return f"{root}/{rel}" if root else rel
             for e in fd_walk.walk(top.fd, descend=lambda e: full(e.rel) not in prune):
-                self.entry(f"{tar_name}/{e.rel}", e, empty=full(e.rel) in prune)
+                self.entry(f"{tar_name}/{e.rel}" if tar_name else e.rel, e,
+                           empty=full(e.rel) in prune)
         finally:
             if top.fd >= 0 and top.fd != dir_fd:
                 os.close(top.fd)

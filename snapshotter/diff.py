@@ -16,7 +16,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Optional, Sequence, Tuple
+from typing import BinaryIO, Iterator, Optional, Sequence, Tuple
 
 from . import fd_walk
 from .layer_index import BLOCK, CHAR, DIR, FIFO, HARDLINK, REG, SYMLINK
@@ -278,3 +278,45 @@ def write_diff_for(upper: Optional[Path], root: Optional[Path], tree, idmap: IdM
     if upper is not None:
         return lambda f: write_upper_diff(upper, f, idmap, trust)
     return lambda f: write_tree_diff(root, tree, f, idmap)
+
+
+# --- what changed (`docker diff`): "A" added, "C" changed, "D" deleted ---------------------
+
+def upper_changes(upper_fd: int, tree) -> Iterator[Tuple[str, str, os.stat_result]]:
+    """(kind, relative path, lstat) of each change an overlay-format upper dir (opened as
+    upper_fd) records against its lower MergedTree, parents first. Walked by directory fds
+    (fd_walk): the container may have put symlinks anywhere in it."""
+    for e in _walk(upper_fd):
+        if is_whiteout(e.st):
+            yield "D", e.rel, e.st
+        else:
+            yield ("C" if tree.get(e.rel) is not None else "A"), e.rel, e.st
+
+
+def tree_changes(root_fd: int, tree, idmap: IdMap = IdMap()
+                 ) -> Iterator[Tuple[str, str, Optional[os.stat_result]]]:
+    """The same for a full copy (vfs driver) compared with the tree it was made from;
+    deletions (no lstat) come after the walk."""
+    seen = set()
+    for e in fd_walk.walk(root_fd):
+        seen.add(e.rel)
+        node = tree.get(e.rel)
+        if node is None:
+            yield "A", e.rel, e.st
+            continue
+        st = e.st
+        same = stat.S_IFMT(node.mode) == stat.S_IFMT(st.st_mode) and \
+            (node.uid, node.gid) == (idmap.uid(st.st_uid), idmap.gid(st.st_gid)) and \
+            (stat.S_ISLNK(st.st_mode) or (node.mode & 0o7777) == (st.st_mode & 0o7777))
+        if same and not stat.S_ISDIR(st.st_mode):
+            if stat.S_ISREG(st.st_mode):
+                same = node.size == st.st_size and int(node.mtime) == int(st.st_mtime)
+            elif stat.S_ISLNK(st.st_mode):
+                same = node.linkname == fd_walk.read_link(e)
+            else:
+                same = node.rdev == st.st_rdev
+        if not same:
+            yield "C", e.rel, st
+    for rel in tree.paths():
+        if rel and rel not in seen and rel.rpartition("/")[0] in seen | {""}:
+            yield "D", rel, None

@@ -281,7 +281,7 @@ class Snapshotter:
         d = Path(info.path)
         tree = None
         if info.driver == "vfs":
-            tree = self._tree(info.chain)
+            tree = self.tree(info.chain)
         # the FUSE upper server keeps its override xattrs out of the container's reach;
         # through kernel overlayfs the container can set any user.* xattr itself
         write = write_diff_for(d / "upper" if info.driver != "vfs" else None, d / "fs", tree,
@@ -295,7 +295,8 @@ class Snapshotter:
                          time.time(), ""))
         return layer
 
-    def _tree(self, chain):
+    def tree(self, chain):
+        """The merged lower tree of a chain of layers (diff ids)."""
         from .layer_index import LayerIndex
         from .merge import MergedTree
         return MergedTree([LayerIndex.load(self.layout.layer_index(x)) for x in chain])

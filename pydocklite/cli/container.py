@@ -198,8 +198,15 @@ def cmd_container(settings, argv) -> int:
     if argv and argv[0] == "commit":
         from pydocklite.cli.dist import cmd_commit
         return cmd_commit(settings, argv[1:])
+    lazy = {"attach": ("attach", "cmd_attach"), "update": ("update", "cmd_update"),
+            "diff": ("changes", "cmd_diff"), "export": ("changes", "cmd_export")}
+    if argv and argv[0] in lazy:
+        import importlib
+        module, func = lazy[argv[0]]
+        return getattr(importlib.import_module(f"pydocklite.cli.{module}"), func)(
+            settings, argv[1:])
     if not argv or argv[0] not in table:
         sys.stdout.write("Usage:  pydocklite container COMMAND\n\nManage containers\n\n"
-                         "Commands:\n" + "".join(f"  {k}\n" for k in sorted(table)))
+                         "Commands:\n" + "".join(f"  {k}\n" for k in sorted([*table, *lazy])))
         return 0 if not argv or argv[0] in ("-h", "--help") else 125
     return table[argv[0]](settings, argv[1:])

@@ -54,6 +54,10 @@ COMMANDS = {
     "events": ("events", "cmd_events", "Get real time events from pydocklite"),
     "attach": ("attach", "cmd_attach", "Attach local standard input, output, and error "
                "streams to a running container"),
+    "update": ("update", "cmd_update", "Update configuration of one or more containers"),
+    "diff": ("changes", "cmd_diff", "Inspect changes to files or directories on a container's "
+             "filesystem"),
+    "export": ("changes", "cmd_export", "Export a container's filesystem as a tar archive"),
     "info": ("system", "cmd_info", "Display system-wide information"),
     "login": ("login", "cmd_login", "Log in to a registry"),
     "logout": ("login", "cmd_logout", "Log out from a registry"),

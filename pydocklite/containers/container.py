@@ -11,16 +11,15 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import List, Optional
 
-from pydocklite.atomic import atomic_write_json, atomic_write_text
+from pydocklite.atomic import atomic_write_text
 from pydocklite.containers.options import RunOptions
 from pydocklite.errors import ContainerNotModifiedError, ContainerStateError, UsageError
-from pydocklite.runtime.record import asdict, record
+from pydocklite.runtime.record import record
 from pydocklite.settings import Settings
 from pydocklite.state.container import ContainerState, pid_alive
 from pydocklite.state.store import ContainerStore
@@ -60,6 +59,7 @@ class ContainerService:
     # --- create -----------------------------------------------------------------------
     def create(self, opts: RunOptions, image_record, image_config: dict,
                ports: list) -> ContainerState:
+<<<<<<< HEAD
         """A new container from `image_record`. Until its record names the image's layers,
         a lease keeps a concurrent rmi/prune from deleting them (snapshotter/leases.py); if
         one ran just before, the image is reported gone instead of half there."""
@@ -179,54 +179,17 @@ class ContainerService:
             raise
         self.event(state, "create")
         return state
+=======
+        """A new container from an image (containers/create.py)."""
+        from pydocklite.containers.create import create
+        return create(self, opts, image_record, image_config, ports)
+>>>>>>> main
 
     def event(self, state: ContainerState, action: str, **extra) -> None:
         """A container event in the user's journal (pydocklite/events.py)."""
         from pydocklite import events
         events.container(self.run_layout.events_dir, action, state.id, state.image,
                          state.name, state.config.get("Config", {}).get("Labels"), **extra)
-
-    def _etc_files(self, files, hostname: str, opts: RunOptions) -> list:
-        hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                 f"127.0.1.1\t{hostname}\n")
-        try:
-            resolv = Path("/etc/resolv.conf").read_text()
-        except OSError:
-            resolv = ""
-        out = []
-        for name, text in (("hostname", hostname + "\n"), ("hosts", hosts),
-                           ("resolv.conf", resolv)):
-            path = files.etc_file(name)
-            atomic_write_text(path, text, mode=0o644, durable=False)
-            out.append({"destination": f"/etc/{name}", "type": "bind", "source": str(path),
-                        "options": ["rbind", "rw"] if not opts.read_only else ["rbind", "ro"]})
-        return out
-
-    def _volume_mounts(self, opts: RunOptions, cid: str, volumes: List[tuple]) -> list:
-        """The container's mounts with host paths: a volume (named, or anonymous for
-        `-v /dst`) becomes a bind of its _data, and (name, target) is added to `volumes` once
-        the volume service has recorded this container as its user."""
-        from pydocklite.containers.options import Mapping
-        from pydocklite.naming import check_volume_name
-        out = []
-        for m in opts.mounts:
-            if m.kind == "volume" and m.source:
-                check_volume_name(m.source)     # before anything is made of it
-        for m in opts.mounts:
-            if m.kind == "bind":
-                src = os.path.abspath(m.source)
-                if not os.path.exists(src):
-                    raise UsageError(f"invalid mount config: bind source path does not exist: "
-                                     f"{src}: create it first")
-                out.append(m._replace(source=src))
-            elif m.kind == "volume":
-                from pydocklite.volumes import VolumeService
-                vol = VolumeService(self.settings).attach(m.source, cid)
-                volumes.append((vol.name, m.target))
-                out.append(Mapping("bind", vol.mountpoint, m.target, m.readonly, m.options))
-            else:
-                out.append(m)
-        return out
 
     def rename(self, ref: str, new_name: str) -> ContainerState:
         """Docker's rename: the record, the shim's configuration (its events name the
@@ -242,6 +205,11 @@ class ContainerService:
             self.event(new, "rename", oldName="/" + old.name)
         return new
 
+    def update(self, ref: str, want) -> List[str]:
+        """New limits and restart policy (containers/update.py); warnings."""
+        from pydocklite.containers.update import update
+        return update(self, ref, want)
+
     # --- start ------------------------------------------------------------------------
     def start(self, ref: str, attach: Optional[List[int]] = None, exit_fd: Optional[int] = None,
               pending=None) -> StartResult:
@@ -256,6 +224,9 @@ class ContainerService:
         with self.store.operation(ref) as state:
             if state.status().running or state.status().state == "restarting":
                 state = self._stop(state, timeout)
+            if state.status().shim_alive:        # it is recording the exit and cleaning up
+                self._wait_shim_exit(state, 10)
+                state = self.store.load(state.id)
             result = self._start(state)
             if result.ok:
                 self.event(state, "restart")
@@ -477,37 +448,3 @@ class ContainerService:
             uid, gid, _ = resolve_user(user, files["/etc/passwd"], files["/etc/group"])
             kw.update(uid=uid, gid=gid)
         return api.exec_process(state.id, list(args), tty=tty, **kw)
-
-
-def _check_lsm(opts: RunOptions) -> None:
-    """Refuse --security-opt apparmor=/label= on a host whose LSM can't apply them, before
-    anything is made (the runtime refuses them too: a container asked to be confined never
-    runs unconfined)."""
-    from pydocklite.containers.spec_builder import lsm_settings
-    profile, label, _mount = lsm_settings(opts)
-    if not profile and not label:
-        return
-    from pydocklite.runtime import lsm
-    host = lsm.detect()
-    if profile and not host.apparmor:
-        raise UsageError(f"--security-opt apparmor={profile}: AppArmor is disabled or not "
-                         f"supported on this host: refusing to run the container unconfined "
-                         f"(drop the option, or use a host with AppArmor enabled)")
-    if label and not host.selinux:
-        raise UsageError(f"--security-opt label=...: SELinux is disabled or not supported on "
-                         f"this host, so the label {label} can't be applied: refusing to run "
-                         f"the container unlabelled (drop the option or use label=disable)")
-
-
-def _restart_policy(text: str) -> dict:
-    name, _, count = (text or "no").partition(":")
-    if name not in ("no", "always", "on-failure", "unless-stopped"):
-        raise UsageError(f"invalid restart policy '{text}': use no, always, unless-stopped or "
-                         "on-failure[:max-retries]")
-    if count and name != "on-failure":
-        raise UsageError(f"maximum retry count cannot be used with restart policy '{name}'")
-    try:
-        n = int(count) if count else 0
-    except ValueError:
-        raise UsageError(f"invalid restart policy '{text}': max-retries must be a number") from None
-    return {"Name": name, "MaximumRetryCount": n}
