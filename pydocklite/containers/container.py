@@ -59,10 +59,11 @@ class ContainerService:
     # --- create -----------------------------------------------------------------------
     def create(self, opts: RunOptions, image_record, image_config: dict,
                ports: list) -> ContainerState:
-<<<<<<< HEAD
-        """A new container from `image_record`. Until its record names the image's layers,
-        a lease keeps a concurrent rmi/prune from deleting them (snapshotter/leases.py); if
-        one ran just before, the image is reported gone instead of half there."""
+        """A new container from an image (containers/create.py). Until its record names the
+        image's layers, a lease keeps a concurrent rmi/prune from deleting them
+        (snapshotter/leases.py); if one ran just before, the image is reported gone instead
+        of half there."""
+        from pydocklite.containers.create import create
         from snapshotter.leases import Lease
         self.layout.ensure()
         lease = Lease(self.layout, f"create from {opts.image}")
@@ -73,117 +74,9 @@ class ContainerService:
                     from pydocklite.errors import ImageNotFoundError
                     raise ImageNotFoundError(f"image {opts.image} was removed while the "
                                              "container was being created: pull it again")
-            return self._create(opts, image_record, image_config, ports)
+            return create(self, opts, image_record, image_config, ports)
         finally:
             lease.close()
-
-    def _create(self, opts: RunOptions, image_record, image_config: dict,
-                ports: list) -> ContainerState:
-        from pydocklite.containers.image_files import image_user_files
-        from pydocklite.containers.spec_builder import build_spec
-        from snapshotter.snapshots import Snapshotter
-        cfg = image_config.get("config") or {}
-        restart = _restart_policy(opts.restart)
-        if opts.remove and restart["Name"] != "no":
-            raise UsageError("conflicting options: --restart and --rm")
-        labels = dict(cfg.get("Labels") or {})
-        labels.update(dict(opts.labels))
-        from pydocklite.containers import healthcheck
-        health = healthcheck.merge(cfg.get("Healthcheck"), opts)
-        stop_signal = opts.stop_signal or cfg.get("StopSignal") or "SIGTERM"
-        signal_number(stop_signal)
-        _check_lsm(opts)
-        state = self.store.create(ContainerState(
-            id="", name=opts.name or "", image=opts.image, image_id=image_record.id))
-        cid = state.id
-        files = self.store.files(cid)
-        volumes: List[tuple] = []          # (name, target) of the volumes it was recorded using
-        try:
-            snap = Snapshotter(self.layout, self.settings.storage_driver)
-            snap.prepare(cid, list(image_record.diff_ids))
-            etc = image_user_files(self.layout, image_record.id, image_record.diff_ids)
-            passwd, group = etc["/etc/passwd"], etc["/etc/group"]
-            hostname = opts.hostname or cid[:12]
-            extra = self._etc_files(files, hostname, opts)
-            if opts.init:
-                from pydocklite.embedded_init import INIT_PATH_IN_CONTAINER, init_binary
-                try:
-                    init = init_binary(self.run_layout)
-                except FileNotFoundError as e:
-                    raise UsageError(str(e)) from None
-                extra.append({"destination": INIT_PATH_IN_CONTAINER, "type": "bind",
-                              "source": str(init), "options": ["rbind", "ro", "nosuid",
-                                                               "nodev"]})
-            mounts = self._volume_mounts(opts, cid, volumes)
-            rootfs = str(self.run_layout.rootfs(cid))
-            spec = build_spec(cfg, opts._replace(mounts=tuple(mounts)),
-                              container_id=cid, rootfs=rootfs, passwd=passwd, group=group,
-                              hostname=hostname, extra_mounts=extra)
-            spec["linux"]["namespaces"].append({"type": "user"})
-            spec["process"]["oomScoreAdj"] = 0
-            atomic_write_json(files.spec, spec, durable=False)    # see atomic.py
-            from pydocklite.shim import config as shim_config
-            shim_config.write(files.shim_config, durable=False, config=shim_config.ShimConfig(
-                id=cid, name=state.name, bundle=str(files.dir), rootfs=rootfs,
-                storage_driver=snap.driver, log_path=str(files.log), restart=restart["Name"],
-                restart_max=restart["MaximumRetryCount"], auto_remove=opts.remove,
-                network=opts.network, ports=tuple(ports), tty=opts.tty,
-                open_stdin=opts.interactive, image=opts.image, labels=tuple(labels.items()),
-                stdin_once=opts.interactive and (not opts.detach if opts.stdin_once is None
-                                                 else opts.stdin_once),
-                healthcheck=healthcheck.shim_config(health),
-                # where the runtime puts the container's cgroup (a delegated subtree)
-                cgroup_base=":".join(self.settings.cgroup_base)
-                if spec["linux"].get("resources") else ""))
-            config = {
-                "Config": {
-                    "Hostname": hostname, "User": opts.user if opts.user is not None
-                    else cfg.get("User", ""),
-                    "Env": spec["process"]["env"], "Cmd": list(opts.command) or cfg.get("Cmd"),
-                    "Entrypoint": ([opts.entrypoint] if opts.entrypoint else None)
-                    if opts.entrypoint is not None else cfg.get("Entrypoint"),
-                    "Image": opts.image, "WorkingDir": spec["process"]["cwd"],
-                    "Labels": labels, "StopSignal": stop_signal, "OpenStdin": opts.interactive,
-                    "Tty": opts.tty, "ExposedPorts": cfg.get("ExposedPorts") or {},
-                    "StopTimeout": opts.stop_timeout,
-                    **({"Healthcheck": health} if health else {}),
-                },
-                "HostConfig": {
-                    "AutoRemove": opts.remove, "RestartPolicy": restart,
-                    "NetworkMode": "host" if opts.network == "host" else
-                    ("none" if opts.network == "none" else "private"),
-                    "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}"
-                              for m in opts.mounts if m.kind in ("bind", "volume")],
-                    "Memory": opts.memory or 0, "MemorySwap": opts.memory_swap or 0,
-                    "NanoCpus": int((opts.cpus or 0) * 1e9), "PidsLimit": opts.pids_limit,
-                    "CapAdd": list(opts.cap_add), "CapDrop": list(opts.cap_drop),
-                    "ReadonlyRootfs": opts.read_only, "Init": opts.init,
-                    "LogConfig": {"Type": "json-file", "Config": {}},
-                },
-                "PortBindings": [asdict(p) for p in ports],
-                "Args": spec["process"]["args"],
-                # a volume's mount names it ("name"): inspect shows it as Type "volume"
-                "Mounts": [dict(asdict(m), **{"name": n for n, t in volumes if t == m.target})
-                           for m in mounts],
-                "Volumes": [n for n, _ in volumes],
-                "StorageDriver": snap.driver,
-                "diff_ids": list(image_record.diff_ids),
-                "Platform": image_record.os or "linux",
-            }
-            state = self.store.update(cid, lambda s: s._replace(
-                config=config, log_path=str(files.log), shim_log_path=str(files.shim_log)))
-        except BaseException:
-            from pydocklite.shim import teardown
-            teardown.remove(self.settings, self.store, cid, event=False,
-                            volumes=[n for n, _ in volumes], remove_anonymous=True)
-            raise
-        self.event(state, "create")
-        return state
-=======
-        """A new container from an image (containers/create.py)."""
-        from pydocklite.containers.create import create
-        return create(self, opts, image_record, image_config, ports)
->>>>>>> main
 
     def event(self, state: ContainerState, action: str, **extra) -> None:
         """A container event in the user's journal (pydocklite/events.py)."""
