@@ -10,7 +10,6 @@ writes them, through the zipapp as the unprivileged test user.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.server
 import io

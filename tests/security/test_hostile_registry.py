@@ -10,7 +10,6 @@ ingest/.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import subprocess
