@@ -261,7 +261,9 @@ def _events(opts, pos, root) -> int:
                     indent=False)
         return 0
     interval = _duration(opts.get("interval") or "5s")
+    import gc
     import time
+    gc.enable()         # runc_cli.entry turned it off for short calls; this one runs on
     ooms = control.oom_kills(cid, root)
     next_stats = 0.0
     while st.load(root, cid).status in ("running", "paused", "created"):
