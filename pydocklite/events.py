@@ -209,10 +209,11 @@ FILTER_KEYS = ("type", "event", "container", "image", "label", "volume", "networ
 
 def matcher(filters: Dict[str, List[str]]) -> Callable[[dict], bool]:
     """Docker's event filters: values of one key are OR'ed, keys are AND'ed. `filters`:
-    {"type": ["container"], "label": ["a=b"], ...} (unknown keys: ValueError)."""
+    {"type": ["container"], "label": ["a=b"], ...} (unknown keys: UsageError)."""
+    from pydocklite.errors import UsageError
     for key in filters:
         if key not in FILTER_KEYS:
-            raise ValueError(f"invalid filter '{key}': use " + ", ".join(FILTER_KEYS[:8]))
+            raise UsageError(f"invalid filter '{key}': use " + ", ".join(FILTER_KEYS[:8]))
 
     def one(e: dict, key: str, value: str) -> bool:
         actor = e.get("Actor") or {}
@@ -225,8 +226,8 @@ def matcher(filters: Dict[str, List[str]]) -> Callable[[dict], bool]:
         if key == "scope":
             return e.get("scope") == value
         if key == "label":
-            k, eq, v = value.partition("=")
-            return k in attrs and (not eq or attrs[k] == v)
+            from pydocklite.filters import label_matches
+            return label_matches(attrs, value)
         if key == "image":
             image = attrs.get("image", "") if e.get("Type") == "container" else \
                 actor.get("ID", "")
@@ -262,10 +263,5 @@ def _same_image(a: str, b: str) -> bool:
 
 def parse_filters(items: List[str]) -> Dict[str, List[str]]:
     """["type=container", "event=die"] (--filter) -> {"type": ["container"], ...}."""
-    out: Dict[str, List[str]] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"bad format of filter (expected name=value): {item}")
-        out.setdefault(key.strip().lower(), []).append(value)
-    return out
+    from pydocklite.filters import parse_filters as parse
+    return parse(items, FILTER_KEYS)

@@ -126,6 +126,15 @@ def cgroup_status(missing: List[Missing]) -> dict:
             "reason": reason}
 
 
+def pause_status(cg: dict) -> str:
+    """How `pause` works here (containers/pause.py)."""
+    signals = ("SIGSTOP/SIGCONT of every process of the container: its processes show as "
+               "stopped, and a SIGCONT sent to one from the host resumes it")
+    if cg["controllers"] and (cg["version"] == "v2" or "freezer" in cg["controllers"]):
+        return "cgroup freezer for containers given a delegated cgroup; otherwise " + signals
+    return signals + " (no delegated cgroup with a freezer)"
+
+
 def storage_status(settings) -> dict:
     from snapshotter.overlay import choose_driver
     choice = choose_driver(settings.storage_driver)
@@ -184,10 +193,12 @@ def collect(settings) -> dict:
         "FUSE": fuse_status(missing),
         "Network": network_status(missing),
         "Cgroup": cgroup_status(missing),
+        "Pause": "",
         "Storage": storage_status(settings),
         "UnprivilegedPortStart": _read("/proc/sys/net/ipv4/ip_unprivileged_port_start"),
         "APISocket": api_socket(settings),
     }
+    info["Pause"] = pause_status(info["Cgroup"])
     info.update(security_status())
     info["Missing"] = [{"Feature": m.feature, "Effect": m.effect, "Fix": m.fix}
                        for m in missing]
@@ -224,6 +235,7 @@ def render_text(info: dict) -> str:
         f" Cgroup Version:   {cg['version']}",
         f" Cgroup Controllers: {' '.join(cg['controllers']) or 'none delegated'}"
         + (f" ({cg['reason']})" if cg.get("reason") else ""),
+        f" Pause:            {info['Pause']}",
         f" Network:          {info['Network']}",
         " Security Options: " + ", ".join(o[5:].replace(",profile=", " profile ")
                                           for o in info["SecurityOptions"]),

@@ -62,3 +62,43 @@ def go_duration_ns(text: str):
     if not parts or "".join(n + u for n, u in parts) != t:
         return None
     return int(sum(float(n) * _GO_UNITS[u] for n, u in parts))
+
+
+def timestamp_ns(text: str, now_ns: int = 0) -> int:
+    """A --since/--until value as Docker reads it (timetypes.GetTimestamp): a Go duration
+    back from now ("10m", "1h30m", "1.5s"), Unix seconds ("1700000000.5"), or an RFC 3339
+    time (the fraction and the zone optional); nanoseconds since the epoch."""
+    import re
+    import time
+    t = text.strip()
+    back = go_duration_ns(t) if t != "0" and not t.isdigit() else None
+    if back is not None:
+        return (now_ns or time.time_ns()) - back
+    if re.fullmatch(r"\d+(\.\d{1,9})?", t):
+        sec, _, frac = t.partition(".")
+        return int(sec) * 1_000_000_000 + int(frac.ljust(9, "0") or 0)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", t):
+        t += "T00:00:00"
+    try:
+        return rfc3339_ns(t)
+    except ValueError:
+        from pydocklite.errors import UsageError
+        raise UsageError(f"invalid time {text!r}: use a duration back from now (10m), Unix "
+                         "seconds or an RFC 3339 time (2006-01-02T15:04:05Z)") from None
+
+
+def rfc3339_ns(text: str) -> int:
+    """Nanoseconds since the epoch of an RFC 3339 time with any fraction length."""
+    t = text.strip()
+    frac = 0
+    tz = "+00:00"
+    if t.endswith("Z") or t.endswith("z"):
+        t = t[:-1]
+    elif len(t) > 6 and t[-6] in "+-" and t[-3] == ":":
+        t, tz = t[:-6], t[-6:]
+    if "." in t:
+        t, f = t.split(".", 1)
+        frac = int(f[:9].ljust(9, "0"))
+    from datetime import datetime
+    dt = datetime.fromisoformat(t + tz)       # ValueError when it is not one
+    return int(dt.timestamp()) * 1_000_000_000 + frac

@@ -35,8 +35,17 @@ def inspect_image(service, record) -> dict:
         "GraphDriver": {"Name": "pydocklite", "Data": {"ManifestDigest": record.manifest_digest}},
         "RootFS": {"Type": "layers", "Layers": list(record.diff_ids)},
         "Metadata": {"LastTagTime": ""},
-        "Trust": record.trust.to_json() if record.trust is not None else None,
+        "Trust": trust_json(record.trust),
     }
+
+
+def trust_json(verdict) -> dict:
+    """`Trust`: what the signature policy concluded when the image was pulled; an object
+    even when no policy applied, so that `{{.Trust.Verified}}` always has an answer."""
+    if verdict is None:
+        from pydocklite.trust.verdict import Verdict
+        verdict = Verdict(policy="", entry="", requirements=())
+    return verdict.to_json()
 
 
 def _history_comment(config: dict) -> str:

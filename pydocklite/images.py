@@ -303,8 +303,9 @@ class ImageService:
         self.gc()
         return lines
 
-    def prune(self, *, all_images: bool = False) -> tuple:
-        """Remove dangling (or, with all_images, all unused) images; (ids, bytes freed)."""
+    def prune(self, *, all_images: bool = False, select=None) -> tuple:
+        """Remove dangling (or, with all_images, all unused) images; (ids, bytes freed).
+        select(record, labels) -> bool: only those it selects (--filter until=/label=)."""
         db = self.db.load()
         used = self.images_in_use()
         victims = []
@@ -312,6 +313,13 @@ class ImageService:
             if iid in used:
                 continue
             if all_images or not db.tags_of(iid):
+                if select is not None:
+                    try:
+                        labels = (self.config_json(record).get("config") or {}).get("Labels")
+                    except Exception:  # noqa: BLE001 - no config: no labels to match
+                        labels = None
+                    if not select(record, labels or {}):
+                        continue
                 victims.append(record)
         for record in victims:
             self.db.remove(record.id)

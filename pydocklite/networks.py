@@ -23,6 +23,7 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from pydocklite.errors import PydockliteError, UsageError
+from pydocklite.filters import labels_pass
 from pydocklite.naming import check_network_name
 from pydocklite.nshost import ipam
 from pydocklite.nshost.state import NetworkConfig
@@ -127,20 +128,8 @@ def network_json(net: Network, containers: Optional[dict] = None) -> dict:
 
 def parse_filters(pairs: Sequence[str]) -> Dict[str, List[str]]:
     """`--filter k=v` values -> {k: [v...]} (keys checked)."""
-    out: Dict[str, List[str]] = {}
-    for text in pairs:
-        key, eq, value = text.partition("=")
-        key = key.strip().lower()
-        if not eq or key not in FILTER_KEYS:
-            raise UsageError(f"invalid filter '{text}': use one of "
-                             f"{', '.join(k + '=' for k in FILTER_KEYS)}")
-        out.setdefault(key, []).append(value)
-    return out
-
-
-def _label_match(labels: dict, want: str) -> bool:
-    k, eq, v = want.partition("=")
-    return k in labels and (not eq or labels[k] == v)
+    from pydocklite.filters import parse_filters as parse
+    return parse(pairs, FILTER_KEYS)
 
 
 def matches(net: Network, filters: Dict[str, List[str]], used: bool = False) -> bool:
@@ -154,9 +143,7 @@ def matches(net: Network, filters: Dict[str, List[str]], used: bool = False) -> 
             return False
         if key == "scope" and "local" not in values:
             return False
-        if key == "label" and not all(_label_match(labels, v) for v in values):
-            return False
-        if key == "label!" and any(_label_match(labels, v) for v in values):
+        if key in ("label", "label!") and not labels_pass(labels, {key: values}):
             return False
         if key == "type":
             for v in values:

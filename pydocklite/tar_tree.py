@@ -61,18 +61,19 @@ class TreeWriter:
         elif t == FIFO or empty:
             self.w.add(name, t, **common)
         else:
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in self.links:
-                self.w.add(name, HARDLINK, linkname=self.links[key], **common)
-                return
             opened = fd_walk.open_regular(e)
             if opened is None:
-                return                     # replaced while we looked: not what was listed
-            fd, fst = opened
+                return                     # gone, or no longer a file, since the listing
+            fd, fst = opened               # (what is there now, described by itself)
             try:
-                if st.st_nlink > 1:
+                key = (fst.st_dev, fst.st_ino)
+                common.update(mode=fst.st_mode & 0o7777, uid=fst.st_uid, gid=fst.st_gid,
+                              mtime=fst.st_mtime)
+                if fst.st_nlink > 1 and key in self.links:
+                    self.w.add(name, HARDLINK, linkname=self.links[key], **common)
+                    return
+                if fst.st_nlink > 1:
                     self.links[key] = name
-                common["mode"] = fst.st_mode & 0o7777
                 self.w.add(name, REG, size=fst.st_size, xattrs=fd_xattrs(fd),
                            data=iter(lambda: os.read(fd, _CHUNK), b""), **common)
             finally:
@@ -81,8 +82,9 @@ class TreeWriter:
     def add_tree(self, dir_fd: int, name: str, st: os.stat_result, tar_name: str,
                  prune: Iterable[str] = (), base: str = "") -> None:
         """Entry `name` of directory `dir_fd` ("." = dir_fd itself), lstat `st`, stored as
-        `tar_name` with everything below it. prune: paths (relative to "/", as `base` + the
-        entry's path) stored as empty mount points."""
+        `tar_name` with everything below it (tar_name "": no entry for the top, the ones
+        below named by their paths alone, as `docker export` names them). prune: paths
+        (relative to "/", as `base` + the entry's path) stored as empty mount points."""
         prune = set(prune)
         if name == ".":
             top = fd_walk.Entry(".", ".", dir_fd, st, dir_fd)
@@ -92,7 +94,8 @@ class TreeWriter:
                 top.fd = fd_walk.open_dir(dir_fd, name)
                 top.st = os.fstat(top.fd)
         try:
-            self.entry(tar_name, top)
+            if tar_name:
+                self.entry(tar_name, top)
             if not stat.S_ISDIR(top.st.st_mode):
                 return
             root = base.strip("/")
@@ -100,7 +103,8 @@ class TreeWriter:
             def full(rel: str) -> str:
                 return f"{root}/{rel}" if root else rel
             for e in fd_walk.walk(top.fd, descend=lambda e: full(e.rel) not in prune):
-                self.entry(f"{tar_name}/{e.rel}", e, empty=full(e.rel) in prune)
+                self.entry(f"{tar_name}/{e.rel}" if tar_name else e.rel, e,
+                           empty=full(e.rel) in prune)
         finally:
             if top.fd >= 0 and top.fd != dir_fd:
                 os.close(top.fd)

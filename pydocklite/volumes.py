@@ -29,6 +29,7 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from pydocklite.errors import PydockliteError, UsageError
+from pydocklite.filters import labels_pass
 from pydocklite.naming import check_volume_name
 from pydocklite.runtime.record import record
 
@@ -72,23 +73,13 @@ def volume_json(v: Volume) -> dict:
             "Scope": "local"}
 
 
+FILTER_KEYS = ("name", "label", "label!", "dangling", "driver")
+
+
 def parse_filters(pairs: Sequence[str]) -> Dict[str, List[str]]:
-    """`--filter k=v` values -> {k: [v...]}, keys checked (name, label, label!, dangling,
-    driver)."""
-    out: Dict[str, List[str]] = {}
-    for text in pairs:
-        key, eq, value = text.partition("=")
-        key = key.strip().lower()
-        if not eq or key not in ("name", "label", "label!", "dangling", "driver"):
-            raise UsageError(f"invalid filter '{text}': use name=, label=, label!=, "
-                             "dangling=true|false or driver=")
-        out.setdefault(key, []).append(value)
-    return out
-
-
-def _label_match(labels: dict, want: str) -> bool:
-    k, eq, v = want.partition("=")
-    return k in labels and (not eq or labels[k] == v)
+    """`--filter k=v` values -> {k: [v...]}, keys checked (FILTER_KEYS)."""
+    from pydocklite.filters import parse_filters as parse
+    return parse(pairs, FILTER_KEYS)
 
 
 def matches(v: Volume, filters: Dict[str, List[str]]) -> bool:
@@ -98,9 +89,7 @@ def matches(v: Volume, filters: Dict[str, List[str]]) -> bool:
             return False
         if key == "driver" and DRIVER not in values:
             return False
-        if key == "label" and not all(_label_match(labels, x) for x in values):
-            return False
-        if key == "label!" and any(_label_match(labels, x) for x in values):
+        if key in ("label", "label!") and not labels_pass(labels, {key: values}):
             return False
         if key == "dangling":
             for x in values:

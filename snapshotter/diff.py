@@ -14,17 +14,25 @@ from __future__ import annotations
 
 import os
 import stat
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional, Sequence, Tuple
 
+from . import fd_walk
+from .layer_index import BLOCK, CHAR, DIR, FIFO, HARDLINK, REG, SYMLINK
+from .tar_stream import TarWriter
 from .upper import (INTERNAL_XATTR_PREFIXES, OPAQUE_XATTR, OVERRIDE_XATTR, TEMP_PREFIX,
                     is_whiteout)
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 TAR_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar"
+_CHUNK = 1 << 20
+
+# Which `user.pydocklite.override` xattrs to believe (see upper.py): the FUSE upper server
+# writes them and never lets a container set one; through kernel overlayfs (and in a vfs copy,
+# which the container writes directly) a container can set any user.* xattr on its files.
+TRUST_ALL, TRUST_NONE, TRUST_LOWER = "all", "none", "lower"
 
 
 @dataclass(frozen=True)
@@ -49,52 +57,70 @@ class IdMap:
         return self._to_container(self.gids, host_gid)
 
 
-def _xattrs(path: str) -> dict:
+def _fd_xattrs(fd: int) -> dict:
     out = {}
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(fd)
     except OSError:
         return out
     for name in sorted(names):
         if name.startswith(INTERNAL_XATTR_PREFIXES):
             continue
         try:
-            out[name] = os.getxattr(path, name, follow_symlinks=False)
+            out[name] = os.getxattr(fd, name)
         except OSError:
             continue
     return out
 
 
-def _override(path: str):
+def _fd_override(fd: int):
     try:
-        raw = os.getxattr(path, OVERRIDE_XATTR, follow_symlinks=False)
-    except OSError:
+        raw = os.getxattr(fd, OVERRIDE_XATTR)
+        uid, gid, mode, rdev = (int(x) for x in raw.decode().split(":"))
+    except (OSError, ValueError, UnicodeDecodeError):
         return None
-    return tuple(int(x) for x in raw.decode().split(":"))
+    return uid, gid, mode, rdev
 
 
-def _walk(root: str) -> Iterator[Tuple[str, str]]:
-    """(relative path, absolute path) of everything under root, parents first, sorted."""
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        absdir = os.path.join(root, rel) if rel else root
-        with os.scandir(absdir) as it:
-            names = sorted(de.name for de in it)
-        subdirs = []
-        for name in names:
-            if name.startswith(TEMP_PREFIX):
-                continue
-            r = f"{rel}/{name}" if rel else name
-            yield r, os.path.join(root, r)
-            if os.path.isdir(os.path.join(root, r)) and not os.path.islink(os.path.join(root, r)):
-                subdirs.append(r)
-        stack.extend(reversed(subdirs))
+def _fd_has(fd: int, name: str) -> bool:
+    try:
+        os.getxattr(fd, name)
+        return True
+    except OSError:
+        return False
+
+
+class _Opened:
+    """An entry's fd when it carries one (a directory's, a regular file opened without
+    following a link) and its override xattr."""
+
+    def __init__(self, e: fd_walk.Entry) -> None:
+        self.fd, self.own = e.fd, False
+        self.st = e.st
+        if stat.S_ISREG(e.st.st_mode):
+            got = fd_walk.open_regular(e)
+            if got is not None:
+                self.fd, self.st = got
+                self.own = True
+        self.override = _fd_override(self.fd) if self.fd >= 0 else None
+
+    def close(self) -> None:
+        if self.own:
+            os.close(self.fd)
+            self.fd, self.own = -1, False
+
+
+def _walk(root_fd: int):
+    return fd_walk.walk(root_fd, skip=lambda name: name.startswith(TEMP_PREFIX))
+
+
+def _open_root(root) -> int:
+    return os.open(str(root), fd_walk.DIR_FLAGS)
 
 
 class _TarOut:
     def __init__(self, fileobj: BinaryIO, idmap: IdMap) -> None:
-        self.tf = tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT)
+        self.w = TarWriter(fileobj.write)
         self.idmap = idmap
         self.links = {}   # (dev, ino) -> first path
 
@@ -106,94 +132,96 @@ class _TarOut:
         self._empty(f"{rel}/{OPAQUE_MARKER}" if rel else OPAQUE_MARKER)
 
     def _empty(self, name: str) -> None:
-        ti = tarfile.TarInfo(name)
-        ti.mode, ti.mtime = 0o644, 0
-        self.tf.addfile(ti)
+        self.w.add(name, REG, 0o644)
 
-    def add(self, rel: str, path: str, st: os.stat_result) -> None:
-        ti = tarfile.TarInfo(rel)
-        ti.uid, ti.gid = self.idmap.uid(st.st_uid), self.idmap.gid(st.st_gid)
+    def add(self, rel: str, e: fd_walk.Entry, o: _Opened, ov) -> None:
+        """Entry e (its fd and xattrs in o); ov: the override to apply, or None."""
+        st = o.st
+        uid, gid = self.idmap.uid(st.st_uid), self.idmap.gid(st.st_gid)
         mode, rdev = st.st_mode, st.st_rdev
-        ov = _override(path) if not stat.S_ISLNK(mode) else None
         if ov is not None:
-            ti.uid, ti.gid, mode, rdev = ov
-        ti.mode = mode & 0o7777
-        ti.mtime = st.st_mtime
-        xattrs = _xattrs(path) if not stat.S_ISLNK(mode) else {}
-        if xattrs:
-            ti.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
-                              for k, v in xattrs.items()}
-        data = None
+            uid, gid, mode, rdev = ov
+        common = dict(mode=mode & 0o7777, uid=uid, gid=gid, mtime=st.st_mtime)
+        xattrs = tuple(_fd_xattrs(o.fd).items()) if o.fd >= 0 else ()
         if stat.S_ISREG(mode) and stat.S_ISREG(st.st_mode):
+            if not o.own:
+                return                  # gone, or no longer a file, since the listing
             key = (st.st_dev, st.st_ino)
             if st.st_nlink > 1 and key in self.links:
-                ti.type, ti.linkname = tarfile.LNKTYPE, self.links[key]
-            else:
-                if st.st_nlink > 1:
-                    self.links[key] = rel
-                ti.type, ti.size = tarfile.REGTYPE, st.st_size
-                data = open(path, "rb")
+                self.w.add(rel, HARDLINK, linkname=self.links[key], **common)
+                return
+            if st.st_nlink > 1:
+                self.links[key] = rel
+            fd = o.fd
+            self.w.add(rel, REG, size=st.st_size, xattrs=xattrs,
+                       data=iter(lambda: os.read(fd, _CHUNK), b""), **common)
         elif stat.S_ISDIR(mode):
-            ti.type = tarfile.DIRTYPE
-        elif stat.S_ISLNK(mode):
-            ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(path)
+            self.w.add(rel, DIR, xattrs=xattrs, **common)
+        elif stat.S_ISLNK(mode) and stat.S_ISLNK(st.st_mode):
+            self.w.add(rel, SYMLINK, linkname=fd_walk.read_link(e), **common)
         elif stat.S_ISFIFO(mode):
-            ti.type = tarfile.FIFOTYPE
+            self.w.add(rel, FIFO, **common)
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            ti.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-            ti.devmajor, ti.devminor = os.major(rdev), os.minor(rdev)
-        else:
-            return  # sockets are not stored in layers
-        try:
-            self.tf.addfile(ti, data)
-        finally:
-            if data is not None:
-                data.close()
+            self.w.add(rel, CHAR if stat.S_ISCHR(mode) else BLOCK, devmajor=os.major(rdev),
+                       devminor=os.minor(rdev), **common)
+        # sockets (and a symlink an override calls something else) are not stored
 
     def close(self) -> None:
-        self.tf.close()
+        self.w.close()
 
 
-def write_upper_diff(upper: Path, out: BinaryIO, idmap: IdMap = IdMap()) -> int:
-    """Write the changes recorded in an overlay-format upper dir as a tar; returns #entries."""
+def write_upper_diff(upper: Path, out: BinaryIO, idmap: IdMap = IdMap(),
+                     trust: str = TRUST_ALL) -> int:
+    """Write the changes recorded in an overlay-format upper dir as a tar; returns #entries.
+    The upper dir is walked by directory fds, never following a link (a container may swap
+    one in while we walk); `trust` says which override xattrs to believe (TRUST_ALL for the
+    FUSE upper, TRUST_NONE for kernel overlayfs)."""
     t = _TarOut(out, idmap)
     n = 0
-    root = str(upper)
-    for rel, path in _walk(root):
-        st = os.lstat(path)
-        if is_whiteout(st):
-            t.whiteout(rel)
-        else:
-            t.add(rel, path, st)
-            if stat.S_ISDIR(st.st_mode) and _has(path, OPAQUE_XATTR):
-                t.opaque(rel)
+    root = _open_root(upper)
+    try:
+        for e in _walk(root):
+            if is_whiteout(e.st):
+                t.whiteout(e.rel)
                 n += 1
-        n += 1
+                continue
+            o = _Opened(e)
+            try:
+                t.add(e.rel, e, o, o.override if trust == TRUST_ALL else None)
+                if stat.S_ISDIR(o.st.st_mode) and _fd_has(o.fd, OPAQUE_XATTR):
+                    t.opaque(e.rel)
+                    n += 1
+            finally:
+                o.close()
+            n += 1
+    finally:
+        os.close(root)
     t.close()
     return n
 
 
-def _has(path: str, name: str) -> bool:
-    try:
-        os.getxattr(path, name, follow_symlinks=False)
-        return True
-    except OSError:
-        return False
-
-
 def write_tree_diff(root: Path, tree, out: BinaryIO, idmap: IdMap = IdMap()) -> int:
-    """Changes of a full copy `root` (vfs driver) against the MergedTree it was made from."""
+    """Changes of a full copy `root` (vfs driver) against the MergedTree it was made from.
+    An override xattr counts only where it describes the image's own file unchanged: the
+    container writes this copy directly and could set one."""
     t = _TarOut(out, idmap)
     n = 0
     seen = set()
-    for rel, path in _walk(str(root)):
-        seen.add(rel)
-        st = os.lstat(path)
-        node = tree.get(rel)
-        if node is not None and _same(node, path, st, idmap):
-            continue
-        t.add(rel, path, st)
-        n += 1
+    rfd = _open_root(root)
+    try:
+        for e in _walk(rfd):
+            seen.add(e.rel)
+            node = tree.get(e.rel)
+            o = _Opened(e)
+            try:
+                if node is not None and _same(node, e, o, idmap):
+                    continue
+                t.add(e.rel, e, o, None)
+                n += 1
+            finally:
+                o.close()
+    finally:
+        os.close(rfd)
     for rel in tree.paths():
         if rel and rel not in seen and tree.get(rel) is not None:
             parent = rel.rpartition("/")[0]
@@ -204,11 +232,11 @@ def write_tree_diff(root: Path, tree, out: BinaryIO, idmap: IdMap = IdMap()) -> 
     return n
 
 
-def _same(node, path: str, st: os.stat_result, idmap: IdMap) -> bool:
+def _same(node, e: fd_walk.Entry, o: _Opened, idmap: IdMap) -> bool:
+    st = o.st
     mode, uid, gid, rdev = st.st_mode, idmap.uid(st.st_uid), idmap.gid(st.st_gid), st.st_rdev
-    ov = _override(path) if not stat.S_ISLNK(mode) else None
-    if ov is not None:   # owner/type that could not be set for real (see upper.py)
-        uid, gid, mode, rdev = ov
+    if o.override is not None:   # owner/type that could not be set for real (see upper.py)
+        uid, gid, mode, rdev = o.override
         if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             return stat.S_IFMT(node.mode) == stat.S_IFMT(mode) and node.rdev == rdev and \
                 (node.uid, node.gid, node.mode & 0o7777) == (uid, gid, mode & 0o7777)
@@ -225,7 +253,7 @@ def _same(node, path: str, st: os.stat_result, idmap: IdMap) -> bool:
     if stat.S_ISREG(st.st_mode):
         return node.size == st.st_size
     if stat.S_ISLNK(st.st_mode):
-        return node.linkname == os.readlink(path)
+        return node.linkname == fd_walk.read_link(e)
     return node.rdev == rdev
 
 
@@ -239,12 +267,56 @@ def diff_to_layer(layer_store, write, name: str):
 def tar_members(data: bytes) -> Sequence[str]:
     """Names in a tar (for tests and diagnostics)."""
     import io
+    import tarfile
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         return [m.name for m in tf.getmembers()]
 
 
-def write_diff_for(upper: Optional[Path], root: Optional[Path], tree, idmap: IdMap):
+def write_diff_for(upper: Optional[Path], root: Optional[Path], tree, idmap: IdMap,
+                   trust: str = TRUST_ALL):
     """A `write(fileobj)` for diff_to_layer from either an upper dir or a vfs copy."""
     if upper is not None:
-        return lambda f: write_upper_diff(upper, f, idmap)
+        return lambda f: write_upper_diff(upper, f, idmap, trust)
     return lambda f: write_tree_diff(root, tree, f, idmap)
+
+
+# --- what changed (`docker diff`): "A" added, "C" changed, "D" deleted ---------------------
+
+def upper_changes(upper_fd: int, tree) -> Iterator[Tuple[str, str, os.stat_result]]:
+    """(kind, relative path, lstat) of each change an overlay-format upper dir (opened as
+    upper_fd) records against its lower MergedTree, parents first. Walked by directory fds
+    (fd_walk): the container may have put symlinks anywhere in it."""
+    for e in _walk(upper_fd):
+        if is_whiteout(e.st):
+            yield "D", e.rel, e.st
+        else:
+            yield ("C" if tree.get(e.rel) is not None else "A"), e.rel, e.st
+
+
+def tree_changes(root_fd: int, tree, idmap: IdMap = IdMap()
+                 ) -> Iterator[Tuple[str, str, Optional[os.stat_result]]]:
+    """The same for a full copy (vfs driver) compared with the tree it was made from;
+    deletions (no lstat) come after the walk."""
+    seen = set()
+    for e in fd_walk.walk(root_fd):
+        seen.add(e.rel)
+        node = tree.get(e.rel)
+        if node is None:
+            yield "A", e.rel, e.st
+            continue
+        st = e.st
+        same = stat.S_IFMT(node.mode) == stat.S_IFMT(st.st_mode) and \
+            (node.uid, node.gid) == (idmap.uid(st.st_uid), idmap.gid(st.st_gid)) and \
+            (stat.S_ISLNK(st.st_mode) or (node.mode & 0o7777) == (st.st_mode & 0o7777))
+        if same and not stat.S_ISDIR(st.st_mode):
+            if stat.S_ISREG(st.st_mode):
+                same = node.size == st.st_size and int(node.mtime) == int(st.st_mtime)
+            elif stat.S_ISLNK(st.st_mode):
+                same = node.linkname == fd_walk.read_link(e)
+            else:
+                same = node.rdev == st.st_rdev
+        if not same:
+            yield "C", e.rel, st
+    for rel in tree.paths():
+        if rel and rel not in seen and rel.rpartition("/")[0] in seen | {""}:
+            yield "D", rel, None

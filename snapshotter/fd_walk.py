@@ -43,7 +43,9 @@ def lstat_at(dir_fd: int, name: str) -> os.stat_result:
 
 
 def open_regular(e: Entry):
-    """(fd, fstat) of entry e if it is (still) the regular file that was listed, else None."""
+    """(fd, fstat) of the regular file now at entry e's name (opened without following a
+    link: if a file was swapped in since the listing, it is that one, described by its own
+    fstat), or None when there is no regular file there any more."""
     try:
         fd = os.open(e.name, _FILE_FLAGS, dir_fd=e.dir_fd)
     except OSError as err:
@@ -51,7 +53,7 @@ def open_regular(e: Entry):
             return None
         raise
     st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (e.st.st_dev, e.st.st_ino):
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         return None
     os.set_blocking(fd, True)
@@ -63,17 +65,26 @@ def read_link(e: Entry) -> str:
 
 
 def walk(root_fd: int, descend: Optional[Callable[[Entry], bool]] = None,
-         skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
+         skip: Optional[Callable[[str], bool]] = None,
+         unreadable: Optional[Callable[[str, OSError], None]] = None) -> Iterator[Entry]:
     """Every entry below root_fd (not the root itself), parents before children, names
     sorted. descend(entry) -> False keeps the walk out of a directory (still yielded);
-    skip(name) -> True leaves a name out entirely. The directory fds are closed as the walk
-    leaves them; an Entry's dir_fd and fd are valid only until the next step."""
+    skip(name) -> True leaves a name out entirely; unreadable(rel, error): a directory that
+    can't be opened or listed is told there and passed over (default: the error is raised).
+    The directory fds are closed as the walk leaves them; an Entry's dir_fd and fd are valid
+    only until the next step."""
     stack = [(os.dup(root_fd), "", None)]
     try:
         while stack:
             dfd, rel, names = stack[-1]
             if names is None:
-                names = iter(sorted(os.listdir(dfd)))
+                try:
+                    names = iter(sorted(os.listdir(dfd)))
+                except PermissionError as err:
+                    if unreadable is None:
+                        raise
+                    unreadable(rel, err)
+                    names = iter(())
                 stack[-1] = (dfd, rel, names)
             name = next(names, None)
             if name is None:
@@ -92,6 +103,12 @@ def walk(root_fd: int, descend: Optional[Callable[[Entry], bool]] = None,
                 continue
             try:
                 cfd = open_dir(dfd, name)
+            except PermissionError as err:
+                if unreadable is None:
+                    raise
+                unreadable(child, err)
+                yield Entry(child, name, dfd, st)
+                continue
             except OSError as err:
                 if err.errno not in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
                     raise

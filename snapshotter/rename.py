@@ -13,7 +13,7 @@ import os
 import stat
 
 from .merge import DIR
-from .upper import dirent_is_whiteout, parent_of
+from .upper import is_whiteout, parent_of
 
 
 def rename(u, old: str, new: str) -> None:
@@ -45,11 +45,10 @@ def rename(u, old: str, new: str) -> None:
         u.copy_up(old)
     u.copy_up(parent_of(new))
     upper.remove_whiteout(new)
-    dp = upper.path(new)
     if dkind == "upper" and src_dir:
-        u._clear_upper_dir(dp)
+        u._clear_upper_dir(new)
         upper.forget_subtree(new)
-    os.rename(upper.path(old), dp)
+    upper.rename(old, new)
     if src_dir:
         upper.move_state(old, new)
         if dst_lower or src_lower:
@@ -73,8 +72,7 @@ def _copy_up_tree(u, rel: str) -> None:
         elif kind == "lower":
             u.copy_up(child)
     # whiteouts inside no longer matter once the dir becomes opaque at its new place
-    with os.scandir(u.upper.path(rel)) as it:
-        for de in it:
-            if dirent_is_whiteout(de):
-                os.unlink(de.path)
+    for name, st in u.upper.listdir(rel):
+        if is_whiteout(st):
+            u.upper.unlink(f"{rel}/{name}" if rel else name)
 

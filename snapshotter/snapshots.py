@@ -248,13 +248,20 @@ class Snapshotter:
             size = sum(os.path.getsize(self.layout.layer_blob(x)) for x in info.chain)
             return Usage(size, 0)
         size = inodes = 0
+        from .fd_walk import DIR_FLAGS, walk
         for sub in ("upper", "fs"):
-            top = Path(info.path) / sub
-            for dirpath, dirnames, filenames in os.walk(top):
-                for name in dirnames + filenames:
-                    st = os.lstat(os.path.join(dirpath, name))
+            try:
+                top = os.open(str(Path(info.path) / sub), DIR_FLAGS)
+            except OSError:
+                continue
+            try:
+                # by fds: a container's links are never followed; what the user may not
+                # read (a subordinate id's 0700 dir) is left out, as before
+                for e in walk(top, unreadable=lambda rel, err: None):
                     inodes += 1
-                    size += st.st_blocks * 512
+                    size += e.st.st_blocks * 512
+            finally:
+                os.close(top)
         return Usage(size, inodes)
 
     # --- commit / remove ------------------------------------------------------------------
@@ -262,7 +269,7 @@ class Snapshotter:
         """Turn active snapshot `key` into a new layer and record committed snapshot `name`
         (its chain = the parent's chain + the new layer). Returns the store's LayerInfo.
         `idmap` (diff.IdMap) maps on-disk owners back to container ids (subuid ranges)."""
-        from .diff import IdMap, diff_to_layer, write_diff_for
+        from .diff import TRUST_ALL, TRUST_NONE, IdMap, diff_to_layer, write_diff_for
         from .store import LayerStore
         info = self.stat(key)
         if info.kind != KIND_ACTIVE:
@@ -274,9 +281,12 @@ class Snapshotter:
         d = Path(info.path)
         tree = None
         if info.driver == "vfs":
-            tree = self._tree(info.chain)
+            tree = self.tree(info.chain)
+        # the FUSE upper server keeps its override xattrs out of the container's reach;
+        # through kernel overlayfs the container can set any user.* xattr itself
         write = write_diff_for(d / "upper" if info.driver != "vfs" else None, d / "fs", tree,
-                               idmap or IdMap())
+                               idmap or IdMap(),
+                               TRUST_ALL if info.driver == "fuse" else TRUST_NONE)
         layer = diff_to_layer(LayerStore(self.layout), write, f"snapshot {key}")
         with self._db() as con:
             chain = info.chain + (layer.diff_id,)
@@ -285,7 +295,8 @@ class Snapshotter:
                          time.time(), ""))
         return layer
 
-    def _tree(self, chain):
+    def tree(self, chain):
+        """The merged lower tree of a chain of layers (diff ids)."""
         from .layer_index import LayerIndex
         from .merge import MergedTree
         return MergedTree([LayerIndex.load(self.layout.layer_index(x)) for x in chain])

@@ -1,7 +1,9 @@
 """The writable merged view: a `MergedTree` (lower, immutable) under an `UpperDir`.
 
-Every operation takes relative paths ("" is the root) and raises OSError with an errno; the
-FUSE adapter (fuse_fs.py) only translates. Lookup order for a path: the upper entry (a
+Every operation takes relative paths ("" is the root; anything but plain names joined by "/"
+is EINVAL) and raises OSError with an errno; the FUSE adapter (fuse_fs.py) only translates.
+The upper dir is only ever reached through UpperDir's fd-relative calls: no path string is
+resolved on the host, no link in it is followed. Lookup order for a path: the upper entry (a
 whiteout there means "absent"), else the lower node unless an upper ancestor is opaque or is
 not a directory. Writes copy the lower file up first.
 """
@@ -18,8 +20,8 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 
 from .errors import LayerCorruptError
 from .merge import DIR, REG, Inode, LowerData, MergedTree
-from .upper import (INTERNAL_XATTR_PREFIXES, TEMP_PREFIX, UpperDir, dirent_is_whiteout,
-                    is_whiteout, parent_of)
+from .upper import (INTERNAL_XATTR_PREFIXES, TEMP_PREFIX, UpperDir, check_rel, is_whiteout,
+                    parent_of)
 
 LOWER_FH_BASE = 1 << 40
 STAT_FIELDS = ("st_mode", "st_ino", "st_nlink", "st_uid", "st_gid", "st_size", "st_rdev",
@@ -65,13 +67,19 @@ class Union:
 
     def resolve(self, rel: str) -> Tuple[str, object]:
         """("upper", stat_result) or ("lower", Inode); raises ENOENT."""
+        check_rel(rel)
         if self.upper is not None:
             try:
-                st = os.lstat(self.upper.path(rel))
+                with self.upper.at(rel) as (fd, name):
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 st = None
             except NotADirectoryError:
                 raise _enoent(rel) from None
+            except OSError as e:
+                if e.errno == errno.ELOOP:   # through a link: the kernel follows links, not us
+                    raise _enoent(rel) from None
+                raise
             if st is not None:
                 if is_whiteout(st):
                     raise _enoent(rel)
@@ -122,14 +130,13 @@ class Union:
             raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), rel)
         names: Dict[str, None] = {}
         hidden = set()
-        with os.scandir(self.upper.path(rel)) as it:
-            for de in it:
-                if de.name.startswith(TEMP_PREFIX):
-                    continue
-                if dirent_is_whiteout(de):
-                    hidden.add(de.name)
-                    continue
-                names[de.name] = None
+        for name, st in self.upper.listdir(rel):
+            if name.startswith(TEMP_PREFIX):
+                continue
+            if is_whiteout(st):
+                hidden.add(name)
+                continue
+            names[name] = None
         if rel not in self.upper.opaque:
             low = self.lower(rel)
             if low is not None and low.type == DIR:
@@ -144,38 +151,36 @@ class Union:
             if not stat.S_ISLNK(obj.mode):
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), rel)
             return obj.linkname
-        return os.readlink(self.upper.path(rel))
+        return self.upper.readlink(rel)
 
     # --- xattrs ---------------------------------------------------------------------------
     def listxattr(self, rel: str) -> List[str]:
         kind, obj = self.resolve(rel)
-        if kind == "lower":
-            return list(obj.xattrs)
-        names = os.listxattr(self.upper.path(rel), follow_symlinks=False)
+        names = list(obj.xattrs) if kind == "lower" else self.upper.listxattr(rel)
         return [n for n in names if not n.startswith(INTERNAL_XATTR_PREFIXES)]
 
     def getxattr(self, rel: str, name: str) -> bytes:
         kind, obj = self.resolve(rel)
+        if name.startswith(INTERNAL_XATTR_PREFIXES):   # ours (or a layer's forgery): hidden
+            raise OSError(errno.ENODATA, os.strerror(errno.ENODATA), rel)
         if kind == "lower":
             try:
                 return obj.xattrs[name]
             except KeyError:
                 raise OSError(errno.ENODATA, os.strerror(errno.ENODATA), rel) from None
-        if name.startswith(INTERNAL_XATTR_PREFIXES):
-            raise OSError(errno.ENODATA, os.strerror(errno.ENODATA), rel)
-        return os.getxattr(self.upper.path(rel), name, follow_symlinks=False)
+        return self.upper.getxattr(rel, name)
 
     def setxattr(self, rel: str, name: str, value: bytes, flags: int) -> None:
         if name.startswith(INTERNAL_XATTR_PREFIXES):
             raise OSError(errno.EPERM, "reserved xattr name", rel)
         self.copy_up(rel)
-        os.setxattr(self.upper.path(rel), name, value, flags, follow_symlinks=False)
+        self.upper.setxattr(rel, name, value, flags)
 
     def removexattr(self, rel: str, name: str) -> None:
         if name.startswith(INTERNAL_XATTR_PREFIXES):
             raise OSError(errno.ENODATA, os.strerror(errno.ENODATA), rel)
         self.copy_up(rel)
-        os.removexattr(self.upper.path(rel), name, follow_symlinks=False)
+        self.upper.removexattr(rel, name)
 
     # --- copy-up --------------------------------------------------------------------------
     def _writable(self) -> UpperDir:
@@ -228,9 +233,9 @@ class Union:
         uid, gid, mode = self._owner_for(rel, owner, mode)
         upper.apply_owner(rel, uid, gid, mode)
         if upper.override(rel) is not None and not stat.S_ISLNK(mode):
-            os.chmod(upper.path(rel), (mode & 0o7777) | (0o700 if is_dir else 0o600))
+            upper.chmod(rel, (mode & 0o7777) | (0o700 if is_dir else 0o600))
         elif is_dir:
-            os.chmod(upper.path(rel), mode & 0o7777)
+            upper.chmod(rel, mode & 0o7777)
         if is_dir and was_lower:
             upper.set_opaque(rel)
 
@@ -239,7 +244,7 @@ class Union:
         with self._lock:
             was_lower = self._lower_exists(rel)
             self._prepare_new(rel)
-            fd = os.open(self.upper.path(rel), flags | os.O_CREAT | os.O_EXCL, mode & 0o7777)
+            fd = self.upper.open(rel, flags | os.O_CREAT | os.O_EXCL, mode & 0o7777)
             try:
                 self._finish_new(rel, owner, stat.S_IFREG | (mode & 0o7777), was_lower)
             except BaseException:
@@ -251,7 +256,7 @@ class Union:
         with self._lock:
             was_lower = self._lower_hidden_by_whiteout(rel)
             self._prepare_new(rel)
-            os.mkdir(self.upper.path(rel), mode & 0o7777)
+            self.upper.mkdir(rel, mode & 0o7777)
             self._finish_new(rel, owner, stat.S_IFDIR | (mode & 0o7777), was_lower, True)
 
     def _lower_hidden_by_whiteout(self, rel: str) -> bool:
@@ -261,22 +266,21 @@ class Union:
     def symlink(self, rel: str, target: str, owner: Tuple[int, int]) -> None:
         with self._lock:
             self._prepare_new(rel)
-            os.symlink(target, self.upper.path(rel))
+            self.upper.symlink(target, rel)
             self._finish_new(rel, owner, stat.S_IFLNK | 0o777, False)
 
     def mknod(self, rel: str, mode: int, dev: int, owner: Tuple[int, int]) -> None:
         with self._lock:
             self._prepare_new(rel)
-            p = self.upper.path(rel)
             fmt = stat.S_IFMT(mode)
             if (fmt in (stat.S_IFCHR, stat.S_IFBLK)) and dev == 0:
                 raise OSError(errno.EPERM, "device 0/0 is reserved for whiteouts", rel)
             try:
-                os.mknod(p, mode, dev)
+                self.upper.mknod(rel, mode, dev)
             except PermissionError:
                 if fmt not in (stat.S_IFCHR, stat.S_IFBLK):
                     raise
-                os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                os.close(self.upper.open(rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
                 self.upper.set_override(rel, owner[0], owner[1], mode, dev)
             uid, gid, mode = self._owner_for(rel, owner, mode)
             self.upper.apply_owner(rel, uid, gid, mode, dev)
@@ -288,7 +292,7 @@ class Union:
                 raise OSError(errno.EPERM, os.strerror(errno.EPERM), existing)
             self.copy_up(existing)
             self._prepare_new(rel)
-            os.link(self.upper.path(existing), self.upper.path(rel))
+            self.upper.link(existing, rel)     # a symlink is linked as itself
 
     # --- removing -------------------------------------------------------------------------
     def unlink(self, rel: str) -> None:
@@ -313,23 +317,20 @@ class Union:
         upper = self._writable()
         lower_there = self._lower_exists(rel)
         if kind == "upper":
-            p = upper.path(rel)
             if is_dir:
-                self._clear_upper_dir(p)
-                os.rmdir(p)
+                self._clear_upper_dir(rel)
+                upper.rmdir(rel)
                 upper.forget_subtree(rel)
             else:
-                os.unlink(p)
+                upper.unlink(rel)
         if lower_there:
             self.copy_up(parent_of(rel))
             upper.add_whiteout(rel)
 
-    @staticmethod
-    def _clear_upper_dir(p: str) -> None:
+    def _clear_upper_dir(self, rel: str) -> None:
         """Remove what is left in an upper dir whose merged view is empty (whiteouts)."""
-        with os.scandir(p) as it:
-            for de in it:
-                os.unlink(de.path)
+        for name, _st in self.upper.listdir(rel):
+            self.upper.unlink(f"{rel}/{name}" if rel else name)
 
     # --- renaming -------------------------------------------------------------------------
     def rename(self, old: str, new: str) -> None:
@@ -346,14 +347,13 @@ class Union:
             self.copy_up(rel)
             upper = self.upper
             ov = upper.override(rel)
-            p = upper.path(rel)
             if ov is not None:
                 uid, gid, old_mode, rdev = ov
                 new_mode = stat.S_IFMT(old_mode) | (mode & 0o7777)
                 upper.set_override(rel, uid, gid, new_mode, rdev)
-                os.chmod(p, (mode & 0o7777) | (0o700 if stat.S_ISDIR(old_mode) else 0o600))
+                upper.chmod(rel, (mode & 0o7777) | (0o700 if stat.S_ISDIR(old_mode) else 0o600))
             else:
-                os.chmod(p, mode & 0o7777, follow_symlinks=not os.path.islink(p))
+                upper.chmod(rel, mode & 0o7777)
 
     def chown(self, rel: str, uid: int, gid: int) -> None:
         with self._lock:
@@ -366,16 +366,12 @@ class Union:
     def utimens(self, rel: str, ns: Optional[Tuple[int, int]]) -> None:
         with self._lock:
             self.copy_up(rel)
-            p = self.upper.path(rel)
-            if ns is None:
-                os.utime(p, follow_symlinks=False)
-            else:
-                os.utime(p, ns=ns, follow_symlinks=False)
+            self.upper.utime(rel, ns)
 
     def truncate(self, rel: str, length: int) -> None:
         with self._lock:
             self.copy_up(rel, with_data=length != 0)
-            os.truncate(self.upper.path(rel), length)
+            self.upper.truncate(rel, length)
 
     # --- file data ------------------------------------------------------------------------
     def open(self, rel: str, flags: int) -> int:
@@ -394,7 +390,7 @@ class Union:
             with self._lock:
                 self.copy_up(rel, with_data=not flags & os.O_TRUNC)
         flags &= ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
-        return os.open(self.upper.path(rel), flags)
+        return self.upper.open(rel, flags)
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
         if fh >= LOWER_FH_BASE:
@@ -428,8 +424,7 @@ class Union:
             os.close(fh)
 
     def statfs(self) -> dict:
-        root = self.upper.root if self.upper is not None else "/"
-        sv = os.statvfs(root)
+        sv = self.upper.statvfs() if self.upper is not None else os.statvfs("/")
         out = {k: getattr(sv, k) for k in ("f_bsize", "f_frsize", "f_blocks", "f_bfree",
                                            "f_bavail", "f_files", "f_ffree", "f_favail",
                                            "f_namemax")}

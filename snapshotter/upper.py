@@ -24,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Optional, Set, Tuple
 
-from .layer_index import INTERNAL_XATTR_PREFIXES
+from .layer_index import INTERNAL_XATTR_PREFIXES  # (diff.py and union.py take it from here)
 from .merge import DIR, FIFO, REG, SYMLINK, CHAR, BLOCK, Inode, LowerData
 
 OPAQUE_XATTR = "user.overlay.opaque"
@@ -33,14 +33,16 @@ TEMP_PREFIX = ".pdl-tmp-"
 _COPY_CHUNK = 1 << 20
 
 
+def _has_at(fd: int, name: str, xattr: str) -> bool:
+    try:
+        os.getxattr(_proc(fd, name), xattr, follow_symlinks=False)
+        return True
+    except OSError:
+        return False
+
+
 def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def dirent_is_whiteout(de: os.DirEntry) -> bool:
-    if de.is_dir(follow_symlinks=False) or de.is_file(follow_symlinks=False) or de.is_symlink():
-        return False
-    return is_whiteout(de.stat(follow_symlinks=False))
 
 
 def parent_of(path: str) -> str:
@@ -48,67 +50,179 @@ def parent_of(path: str) -> str:
     return path[:i] if i >= 0 else ""
 
 
+def check_rel(rel: str) -> str:
+    """A relative path as the servers take them ("" = the root): plain names joined by "/";
+    "", ".", "..", a NUL or an absolute path is EINVAL (the kernel never sends them: a request
+    that does is not followed anywhere)."""
+    if rel and (rel.startswith("/") or "\0" in rel or
+                any(c in ("", ".", "..") for c in rel.split("/"))):
+        raise OSError(errno.EINVAL, "not a plain relative path", rel)
+    return rel
+
+
+# openat2(2): resolve below a directory fd with no symlink, magic link or mount crossing
+_SYS_OPENAT2 = 437
+_RESOLVE = 0x01 | 0x02 | 0x04 | 0x08   # NO_XDEV | NO_MAGICLINKS | NO_SYMLINKS | BENEATH
+_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_openat2 = None
+
+
+def _load_openat2():
+    """openat2 through libc's syscall(), or False where the kernel or libc lacks it."""
+    global _openat2
+    if _openat2 is None:
+        try:
+            import ctypes
+
+            class OpenHow(ctypes.Structure):
+                _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                            ("resolve", ctypes.c_uint64)]
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.syscall.restype = ctypes.c_long
+            how = OpenHow(_PATH_DIR, 0, _RESOLVE)
+
+            def call(dirfd: int, path: str) -> int:
+                fd = libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd),
+                                  ctypes.c_char_p(os.fsencode(path)), ctypes.byref(how),
+                                  ctypes.c_size_t(ctypes.sizeof(how)))
+                if fd < 0:
+                    e = ctypes.get_errno()
+                    raise OSError(e, os.strerror(e), path)
+                return fd
+            probe = os.open("/", _PATH_DIR)
+            try:
+                os.close(call(probe, "."))
+                _openat2 = call
+            finally:
+                os.close(probe)
+        except (OSError, AttributeError):
+            _openat2 = False
+    return _openat2
+
+
+def open_beneath(root_fd: int, rel: str) -> int:
+    """An O_PATH fd of directory `rel` below root_fd, reached without following any link
+    (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS where the kernel has it, else one
+    O_NOFOLLOW step per name). A link on the way is ELOOP/ENOTDIR, never followed."""
+    call = _load_openat2()
+    if call:
+        try:
+            return call(root_fd, rel)
+        except OSError as e:
+            if e.errno != errno.ENOSYS:
+                raise
+    fd = os.dup(root_fd)
+    try:
+        for name in rel.split("/"):
+            nfd = os.open(name, _PATH_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _At:
+    """(dir fd, name) of a relative path's last name, its parent opened beneath the root."""
+    __slots__ = ("fd", "name", "own")
+
+    def __init__(self, root_fd: int, rel: str) -> None:
+        parent, _, name = check_rel(rel).rpartition("/")
+        self.name = name or "."
+        self.own = bool(parent)
+        self.fd = open_beneath(root_fd, parent) if parent else root_fd
+
+    def __enter__(self):
+        return self.fd, self.name
+
+    def __exit__(self, *exc) -> None:
+        if self.own:
+            os.close(self.fd)
+
+
+def _proc(fd: int, name: str) -> str:
+    """A path naming exactly (directory fd, name), for the calls that take no dir fd
+    (xattrs): the magic link is the directory we hold, and the last name ("." for the
+    directory itself) is never followed by the l*xattr callers below."""
+    return f"/proc/self/fd/{fd}/{name}"
+
+
 class UpperDir:
-    """On-disk upper dir + the in-memory set of its opaque directories (relative paths)."""
+    """On-disk upper dir + the in-memory set of its opaque directories (relative paths).
+
+    Every operation is relative to the upper dir's own fd: a path's directories are opened
+    beneath it without following links (open_beneath), and the last name is acted on with
+    the *at() calls, never followed (O_NOFOLLOW, AT_SYMLINK_NOFOLLOW). A link a container
+    made -- or swapped in behind our back -- is an entry like any other, never a way out."""
 
     def __init__(self, root: Path) -> None:
         self.root = str(root)
+        self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.opaque: Set[str] = set()
         self.uses_overrides = False
         self._lock = threading.RLock()
         self._tmp_counter = 0
         self._scan()
 
+    def close(self) -> None:
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+            self.root_fd = -1
+
     # --- paths and state -------------------------------------------------------------------
-    def path(self, rel: str) -> str:
-        return f"{self.root}/{rel}" if rel else self.root
+    def at(self, rel: str) -> _At:
+        """with upper.at(rel) as (dir_fd, name): ..."""
+        return _At(self.root_fd, rel)
 
     def _scan(self) -> None:
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            rel_dir = os.path.relpath(dirpath, self.root)
-            rel_dir = "" if rel_dir == "." else rel_dir
-            if self._has_xattr(dirpath, OPAQUE_XATTR):
-                self.opaque.add(rel_dir)
-            if not self.uses_overrides:
-                for name in dirnames + filenames:
-                    if self._has_xattr(os.path.join(dirpath, name), OVERRIDE_XATTR):
-                        self.uses_overrides = True
-                        break
-            for name in filenames:
-                if name.startswith(TEMP_PREFIX):  # left over by a crash mid copy-up
-                    try:
-                        os.unlink(os.path.join(dirpath, name))
-                    except OSError:
-                        pass
+        from .fd_walk import walk
+        if self._has_xattr("", OPAQUE_XATTR):
+            self.opaque.add("")
+        for e in walk(self.root_fd):
+            if e.name.startswith(TEMP_PREFIX):    # left over by a crash mid copy-up
+                try:
+                    if stat.S_ISDIR(e.st.st_mode):
+                        os.rmdir(e.name, dir_fd=e.dir_fd)   # (a copy-up's dir is empty)
+                    else:
+                        os.unlink(e.name, dir_fd=e.dir_fd)
+                except OSError:
+                    pass
+                continue
+            if stat.S_ISDIR(e.st.st_mode) and _has_at(e.dir_fd, e.name, OPAQUE_XATTR):
+                self.opaque.add(e.rel)
+            if not self.uses_overrides and _has_at(e.dir_fd, e.name, OVERRIDE_XATTR):
+                self.uses_overrides = True
 
-    @staticmethod
-    def _has_xattr(p: str, name: str) -> bool:
-        try:
-            os.getxattr(p, name, follow_symlinks=False)
-            return True
-        except OSError:
-            return False
+    def _has_xattr(self, rel: str, name: str) -> bool:
+        with self.at(rel) as (fd, n):
+            return _has_at(fd, n, name)
 
     def lstat(self, rel: str) -> Optional[os.stat_result]:
-        """The upper entry, or None; raises nothing for ENOENT/ENOTDIR."""
+        """The upper entry, or None; raises nothing for ENOENT/ENOTDIR (nor for a link where
+        a directory was: ELOOP)."""
         try:
-            return os.lstat(self.path(rel))
+            with self.at(rel) as (fd, name):
+                return os.stat(name, dir_fd=fd, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return None
+            raise
 
     def override(self, rel: str) -> Optional[Tuple[int, int, int, int]]:
         if not self.uses_overrides:
             return None
         try:
-            raw = os.getxattr(self.path(rel), OVERRIDE_XATTR, follow_symlinks=False)
+            raw = self.getxattr(rel, OVERRIDE_XATTR)
         except OSError:
             return None
         uid, gid, mode, rdev = (int(x) for x in raw.decode().split(":"))
         return uid, gid, mode, rdev
 
     def set_override(self, rel: str, uid: int, gid: int, mode: int, rdev: int = 0) -> None:
-        os.setxattr(self.path(rel), OVERRIDE_XATTR, f"{uid}:{gid}:{mode}:{rdev}".encode(),
-                    follow_symlinks=False)
+        self.setxattr(rel, OVERRIDE_XATTR, f"{uid}:{gid}:{mode}:{rdev}".encode())
         self.uses_overrides = True
 
     def temp_name(self, parent: str) -> str:
@@ -118,25 +232,125 @@ class UpperDir:
         name = f"{TEMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{n}"
         return f"{parent}/{name}" if parent else name
 
+    # --- file operations, all by dir fd ----------------------------------------------------
+    def open(self, rel: str, flags: int, mode: int = 0o600) -> int:
+        with self.at(rel) as (fd, name):
+            return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+
+    def listdir(self, rel: str) -> list:
+        """(name, lstat) of the entries of directory rel."""
+        with self.at(rel) as (fd, name):
+            dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=fd)
+        try:
+            out = []
+            for n in os.listdir(dfd):
+                try:
+                    out.append((n, os.stat(n, dir_fd=dfd, follow_symlinks=False)))
+                except FileNotFoundError:
+                    pass
+            return out
+        finally:
+            os.close(dfd)
+
+    def readlink(self, rel: str) -> str:
+        with self.at(rel) as (fd, name):
+            return os.readlink(name, dir_fd=fd)
+
+    def mkdir(self, rel: str, mode: int) -> None:
+        with self.at(rel) as (fd, name):
+            os.mkdir(name, mode, dir_fd=fd)
+
+    def mknod(self, rel: str, mode: int, dev: int = 0) -> None:
+        with self.at(rel) as (fd, name):
+            os.mknod(name, mode, dev, dir_fd=fd)
+
+    def symlink(self, target: str, rel: str) -> None:
+        with self.at(rel) as (fd, name):
+            os.symlink(target, name, dir_fd=fd)
+
+    def link(self, existing: str, rel: str) -> None:
+        """A hard link to the entry itself (a link to a symlink is to the symlink)."""
+        with self.at(existing) as (sfd, sname), self.at(rel) as (dfd, dname):
+            os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+
+    def unlink(self, rel: str) -> None:
+        with self.at(rel) as (fd, name):
+            os.unlink(name, dir_fd=fd)
+
+    def rmdir(self, rel: str) -> None:
+        with self.at(rel) as (fd, name):
+            os.rmdir(name, dir_fd=fd)
+
+    def rename(self, old: str, new: str) -> None:
+        with self.at(old) as (sfd, sname), self.at(new) as (dfd, dname):
+            os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+
+    def chmod(self, rel: str, mode: int) -> None:
+        """chmod of the entry itself (a symlink's mode means nothing: left alone)."""
+        with self.at(rel) as (fd, name):
+            pfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            if not stat.S_ISLNK(os.fstat(pfd).st_mode):
+                os.chmod(f"/proc/self/fd/{pfd}", mode)     # exactly that inode
+        finally:
+            os.close(pfd)
+
+    def chown(self, rel: str, uid: int, gid: int) -> None:
+        with self.at(rel) as (fd, name):
+            os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
+
+    def utime(self, rel: str, ns: Optional[Tuple[int, int]]) -> None:
+        with self.at(rel) as (fd, name):
+            if ns is None:
+                os.utime(name, dir_fd=fd, follow_symlinks=False)
+            else:
+                os.utime(name, ns=ns, dir_fd=fd, follow_symlinks=False)
+
+    def truncate(self, rel: str, length: int) -> None:
+        fd = self.open(rel, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, length)
+        finally:
+            os.close(fd)
+
+    def statvfs(self) -> os.statvfs_result:
+        return os.fstatvfs(self.root_fd)
+
+    def getxattr(self, rel: str, name: str) -> bytes:
+        with self.at(rel) as (fd, n):
+            return os.getxattr(_proc(fd, n), name, follow_symlinks=False)
+
+    def listxattr(self, rel: str) -> list:
+        with self.at(rel) as (fd, n):
+            return os.listxattr(_proc(fd, n), follow_symlinks=False)
+
+    def setxattr(self, rel: str, name: str, value: bytes, flags: int = 0) -> None:
+        with self.at(rel) as (fd, n):
+            os.setxattr(_proc(fd, n), name, value, flags, follow_symlinks=False)
+
+    def removexattr(self, rel: str, name: str) -> None:
+        with self.at(rel) as (fd, n):
+            os.removexattr(_proc(fd, n), name, follow_symlinks=False)
+
     # --- whiteouts and opaque dirs ---------------------------------------------------------
     def add_whiteout(self, rel: str) -> None:
-        p = self.path(rel)
         try:
-            os.mknod(p, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+            self.mknod(rel, stat.S_IFCHR | 0o000, os.makedev(0, 0))
         except FileExistsError:
-            st = os.lstat(p)
-            if not is_whiteout(st):
+            st = self.lstat(rel)
+            if st is None or not is_whiteout(st):
                 raise
 
     def remove_whiteout(self, rel: str) -> bool:
         st = self.lstat(rel)
         if st is not None and is_whiteout(st):
-            os.unlink(self.path(rel))
+            self.unlink(rel)
             return True
         return False
 
     def set_opaque(self, rel: str) -> None:
-        os.setxattr(self.path(rel), OPAQUE_XATTR, b"y", follow_symlinks=False)
+        self.setxattr(rel, OPAQUE_XATTR, b"y")
         with self._lock:
             self.opaque.add(rel)
 
@@ -156,25 +370,28 @@ class UpperDir:
     # --- metadata --------------------------------------------------------------------------
     def apply_owner(self, rel: str, uid: int, gid: int, mode: int, rdev: int = 0) -> None:
         """chown to uid:gid; where not permitted, record it (and mode/type) as an override."""
-        p = self.path(rel)
         try:
-            st = os.lstat(p)
+            st = self.lstat(rel)
+            if st is None:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), rel)
             if (st.st_uid, st.st_gid) != (uid, gid):
-                os.chown(p, uid, gid, follow_symlinks=False)
+                self.chown(rel, uid, gid)
             if stat.S_IFMT(st.st_mode) != stat.S_IFMT(mode):
                 raise PermissionError(errno.EPERM, "type differs")
             if self.override(rel) is not None:
-                os.removexattr(p, OVERRIDE_XATTR, follow_symlinks=False)
+                self.removexattr(rel, OVERRIDE_XATTR)
         except PermissionError:
-            if stat.S_ISLNK(os.lstat(p).st_mode):
+            st = self.lstat(rel)
+            if st is not None and stat.S_ISLNK(st.st_mode):
                 return  # user.* xattrs can't live on symlinks: keep the server's owner
             self.set_override(rel, uid, gid, mode, rdev)
 
     def set_xattrs(self, rel: str, xattrs: dict) -> None:
-        p = self.path(rel)
         for name, value in xattrs.items():
+            if name.startswith(INTERNAL_XATTR_PREFIXES):
+                continue        # our own markers come from us, never from a layer
             try:
-                os.setxattr(p, name, value, follow_symlinks=False)
+                self.setxattr(rel, name, value)
             except OSError as exc:
                 # trusted.* / security.* need privileges this server may not have
                 if exc.errno not in (errno.EPERM, errno.EACCES, errno.ENOTSUP):
@@ -185,10 +402,8 @@ class UpperDir:
         """Create `rel` in the upper dir from the lower `node`; parents must exist already."""
         parent = parent_of(rel)
         tmp = self.temp_name(parent)
-        tp = self.path(tmp)
-        perm = node.mode & 0o7777
         if node.type == REG:
-            fd = os.open(tp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = self.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 if with_data:
                     pos = 0
@@ -201,39 +416,38 @@ class UpperDir:
             finally:
                 os.close(fd)
         elif node.type == DIR:
-            os.mkdir(tp, 0o700)
+            self.mkdir(tmp, 0o700)
         elif node.type == SYMLINK:
-            os.symlink(node.linkname, tp)
+            self.symlink(node.linkname, tmp)
         elif node.type == FIFO:
-            os.mkfifo(tp, 0o600)
+            self.mknod(tmp, stat.S_IFIFO | 0o600)
         elif node.type in (CHAR, BLOCK):
             try:
-                os.mknod(tp, node.mode & ~0o7777 | 0o600, node.rdev)
+                self.mknod(tmp, node.mode & ~0o7777 | 0o600, node.rdev)
             except PermissionError:
-                os.close(os.open(tp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                os.close(self.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         else:
             raise OSError(errno.EINVAL, f"cannot copy up {rel!r}: unknown type {node.type!r}")
         try:
             self.finish_meta(tmp, node.mode, node.uid, node.gid, node.rdev, node.xattrs,
                              node.mtime)
-            os.rename(tp, self.path(rel))
+            self.rename(tmp, rel)
         except BaseException:
             if node.type == DIR:
-                os.rmdir(tp)
+                self.rmdir(tmp)
             else:
-                os.unlink(tp)
+                self.unlink(tmp)
             raise
 
     def finish_meta(self, rel: str, mode: int, uid: int, gid: int, rdev: int, xattrs: dict,
                     mtime: Optional[float]) -> None:
-        p = self.path(rel)
         self.set_xattrs(rel, xattrs)
         self.apply_owner(rel, uid, gid, mode, rdev)
         if not stat.S_ISLNK(mode):
             real = mode & 0o7777
             if self.override(rel) is not None:
                 real |= 0o700 if stat.S_ISDIR(mode) else 0o600
-            os.chmod(p, real)
+            self.chmod(rel, real)
         if mtime is not None:
             ns = int(mtime * 1e9)
-            os.utime(p, ns=(ns, ns), follow_symlinks=False)
+            self.utime(rel, (ns, ns))

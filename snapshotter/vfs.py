@@ -6,7 +6,6 @@ hardlinks kept as hardlinks.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Dict, Sequence
 
@@ -37,7 +36,7 @@ def extract_tree(tree: MergedTree, data: LowerData, dest: Path) -> None:
             continue
         if node.type != DIR and node.nlink > 1:
             if node.ino in first:
-                os.link(upper.path(first[node.ino]), upper.path(rel))
+                upper.link(first[node.ino], rel)
                 continue
             first[node.ino] = rel
         upper.copy_up(rel, node, data)
@@ -45,4 +44,5 @@ def extract_tree(tree: MergedTree, data: LowerData, dest: Path) -> None:
             dirs.append((rel, node))
     for rel, node in reversed(dirs):   # children changed the dirs' mtimes
         ns = int(node.mtime * 1e9)
-        os.utime(upper.path(rel), ns=(ns, ns))
+        upper.utime(rel, (ns, ns))
+    upper.close()

@@ -341,7 +341,7 @@ def commit(ctx, req, resp):
     container = req.arg("container")
     if not container:
         raise HttpError(400, "commit needs ?container=ID")
-    body = req.read_json(default={})
+    req.read_json(default={})    # the container config to merge: not supported, read past
     repo = req.arg("repo")
     if repo and req.arg("tag"):
         repo += ":" + req.arg("tag")
@@ -349,6 +349,5 @@ def commit(ctx, req, resp):
     record = commit_container(ctx.images, ctx.containers, container, repo or None,
                               message=req.arg("comment") or "",
                               author=req.arg("author") or "", changes=changes)
-    del body
     resp.json({"Id": record.id}, status=201)
     return None

@@ -188,7 +188,7 @@ def _attached(service, cid: str, emit: Callable[[bytes], None]) -> int:
 
 def _commit(settings, cid: str, parent_diff_ids: Sequence[str]) -> str:
     from snapshotter.snapshots import Snapshotter
-    from pydocklite.userns_exec import run_in_userns
+    from pydocklite.distribution.commit import commit_upper
     layout = settings.layout
     snap = Snapshotter(layout, settings.storage_driver)
     info = snap.stat(cid)
@@ -196,13 +196,8 @@ def _commit(settings, cid: str, parent_diff_ids: Sequence[str]) -> str:
     full_copy = info.driver == "vfs"          # a whole tree, compared with the layers
     root = os.path.join(info.path, "fs" if full_copy else "upper")
     lower = _LowerNames(layout, parent_diff_ids)
-
-    def commit():
-        from snapshotter.diff import IdMap
-        _drop_mount_points(root, lower, full_copy)
-        Snapshotter(layout, settings.storage_driver).commit(name, cid, idmap=IdMap())
-    run_in_userns(commit)
-    diff_id = snap.stat(name).chain[-1]
+    diff_id = commit_upper(settings, cid, name, snap,
+                           before=lambda: _drop_mount_points(root, lower, full_copy))
     snap.remove(name)
     return diff_id
 
@@ -221,21 +216,37 @@ class _LowerNames:
 
 def _drop_mount_points(root: str, lower: _LowerNames, full_copy: bool) -> None:
     """Empty files the runtime made only to bind-mount over (hosts, resolv.conf, hostname),
-    and an /etc it made only for them, are not changes the command made."""
-    if not os.path.isdir(root):
-        return
-    for rel in MOUNT_POINTS:
-        p = os.path.join(root, rel)
-        try:
-            st = os.lstat(p)
-        except OSError:
-            continue
-        if st.st_size == 0 and rel not in lower.present:
-            os.unlink(p)
-    etc = os.path.join(root, "etc")
+    and an /etc it made only for them, are not changes the command made. The RUN step
+    controlled this tree (an `etc` that is a link to the user's files...): it is walked by
+    directory fds, never through a link."""
+    import stat
+    from snapshotter.fd_walk import DIR_FLAGS, lstat_at, open_dir
     try:
-        # in an upper dir an empty etc/ is only a copy-up; in a full copy it is the image's
-        if not os.listdir(etc) and (not full_copy or "etc" not in lower.present):
-            os.rmdir(etc)
+        rfd = os.open(root, DIR_FLAGS)
     except OSError:
-        pass
+        return
+    try:
+        try:
+            efd = open_dir(rfd, "etc")
+        except OSError:
+            return                      # no etc/, or not a directory: nothing of ours
+        try:
+            for rel in MOUNT_POINTS:
+                name = rel.split("/", 1)[1]
+                try:
+                    st = lstat_at(efd, name)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and st.st_size == 0 and rel not in lower.present:
+                    os.unlink(name, dir_fd=efd)
+            empty = not os.listdir(efd)
+        finally:
+            os.close(efd)
+        # in an upper dir an empty etc/ is only a copy-up; in a full copy it is the image's
+        if empty and (not full_copy or "etc" not in lower.present):
+            try:
+                os.rmdir("etc", dir_fd=rfd)
+            except OSError:
+                pass
+    finally:
+        os.close(rfd)

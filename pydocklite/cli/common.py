@@ -40,30 +40,6 @@ def parse_time(text: str) -> float:
         return 0.0
 
 
-def timestamp_ns(text: str, now_ns: int = 0) -> int:
-    """A --since/--until value as Docker reads it (timetypes.GetTimestamp): a Go duration
-    back from now ("10m", "1h30m", "1.5s"), Unix seconds ("1700000000.5"), or an RFC 3339
-    time (the fraction and the zone optional); nanoseconds since the epoch."""
-    import re
-    import time
-    from pydocklite.humanize import go_duration_ns
-    t = text.strip()
-    back = go_duration_ns(t) if t != "0" and not t.isdigit() else None
-    if back is not None:
-        return (now_ns or time.time_ns()) - back
-    if re.fullmatch(r"\d+(\.\d{1,9})?", t):
-        sec, _, frac = t.partition(".")
-        return int(sec) * 1_000_000_000 + int(frac.ljust(9, "0") or 0)
-    from pydocklite.shim.logs import LogError, parse_time_ns
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", t):
-        t += "T00:00:00"
-    try:
-        return parse_time_ns(t)
-    except LogError:
-        raise UsageError(f"invalid time {text!r}: use a duration back from now (10m), Unix "
-                         "seconds or an RFC 3339 time (2006-01-02T15:04:05Z)") from None
-
-
 def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

@@ -165,6 +165,26 @@ def cmd_container_prune(settings, argv) -> int:
     return 0
 
 
+def cmd_pause(settings, argv) -> int:
+    p = Parser("pause", "pause CONTAINER [CONTAINER...]",
+               "Pause all processes within one or more containers\n\nWith a delegated cgroup "
+               "the cgroup is frozen; without one (the usual rootless case) every process of "
+               "the container is stopped with SIGSTOP ('pydocklite info' says which).")
+    p.add_argument("containers", nargs="+")
+    args = p.parse_args(argv)
+    from pydocklite.containers.pause import pause
+    return _each(args.containers, lambda n: (pause(settings, n), n)[1])
+
+
+def cmd_unpause(settings, argv) -> int:
+    p = Parser("unpause", "unpause CONTAINER [CONTAINER...]",
+               "Unpause all processes within one or more containers")
+    p.add_argument("containers", nargs="+")
+    args = p.parse_args(argv)
+    from pydocklite.containers.pause import unpause
+    return _each(args.containers, lambda n: (unpause(settings, n), n)[1])
+
+
 def cmd_container(settings, argv) -> int:
     from pydocklite.cli import inspect as insp, logs, ps, run
     table = {
@@ -173,12 +193,20 @@ def cmd_container(settings, argv) -> int:
         "kill": cmd_kill, "rm": cmd_rm, "remove": cmd_rm, "wait": cmd_wait, "exec": cmd_exec,
         "port": cmd_port, "rename": cmd_rename, "prune": cmd_container_prune,
         "logs": logs.cmd_logs, "inspect": insp.cmd_container_inspect,
+        "pause": cmd_pause, "unpause": cmd_unpause,
     }
     if argv and argv[0] == "commit":
         from pydocklite.cli.dist import cmd_commit
         return cmd_commit(settings, argv[1:])
+    lazy = {"attach": ("attach", "cmd_attach"), "update": ("update", "cmd_update"),
+            "diff": ("changes", "cmd_diff"), "export": ("changes", "cmd_export")}
+    if argv and argv[0] in lazy:
+        import importlib
+        module, func = lazy[argv[0]]
+        return getattr(importlib.import_module(f"pydocklite.cli.{module}"), func)(
+            settings, argv[1:])
     if not argv or argv[0] not in table:
         sys.stdout.write("Usage:  pydocklite container COMMAND\n\nManage containers\n\n"
-                         "Commands:\n" + "".join(f"  {k}\n" for k in sorted(table)))
+                         "Commands:\n" + "".join(f"  {k}\n" for k in sorted([*table, *lazy])))
         return 0 if not argv or argv[0] in ("-h", "--help") else 125
     return table[argv[0]](settings, argv[1:])

@@ -209,17 +209,17 @@ def cmd_commit(settings, argv) -> int:
                    help="Apply Dockerfile instruction to the created image")
     p.add_argument("-m", "--message", default="", help="Commit message")
     p.add_argument("-p", "--pause", action="store_true",
-                   help="Pause container during commit (accepted; a running container keeps "
-                        "running: commit a stopped one for a consistent layer)")
+                   help="Pause container during commit (default true; --pause=false to "
+                        "leave it running)")
     p.add_argument("container")
     p.add_argument("repository", nargs="?")
-    argv, _ = _bool_flags(argv, {"-p": "pause", "--pause": "pause"})
+    argv, flags = _bool_flags(argv, {"-p": "pause", "--pause": "pause"})
     args = p.parse_args(argv)
     from pydocklite.containers.container import ContainerService
     from pydocklite.distribution.commit import commit_container
     record = commit_container(_service(settings), ContainerService(settings), args.container,
                               args.repository, message=args.message, author=args.author,
-                              changes=args.change)
+                              changes=args.change, pause=flags.get("pause", True))
     sys.stdout.write(f"{record.id}\n")
     return 0
 

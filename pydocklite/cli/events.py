@@ -54,12 +54,8 @@ def cmd_events(settings, argv, prog: str = "events") -> int:
     p.add_argument("--until", help="Stream events until this timestamp")
     args = p.parse_args(argv)
     from pydocklite import events
-    from pydocklite.cli.common import timestamp_ns
-    from pydocklite.errors import UsageError
-    try:
-        match = events.matcher(events.parse_filters(args.filter))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    from pydocklite.humanize import timestamp_ns
+    match = events.matcher(events.parse_filters(args.filter))
     since = timestamp_ns(args.since) if args.since else None
     until = timestamp_ns(args.until) if args.until else None
     render = _renderer(args.format)

@@ -7,10 +7,10 @@ from pydocklite.cli.common import Parser
 
 
 def _since(text):
-    """--since/--until (cli.common.timestamp_ns) as the log reader's exact RFC 3339 text."""
+    """--since/--until (humanize.timestamp_ns) as the log reader's exact RFC 3339 text."""
     if text is None:
         return None
-    from pydocklite.cli.common import timestamp_ns
+    from pydocklite.humanize import timestamp_ns
     from pydocklite.shim.logs import format_time
     return format_time(timestamp_ns(text), fixed=True)
 

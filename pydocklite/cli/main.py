@@ -28,6 +28,8 @@ COMMANDS = {
     "top": ("container_tools", "cmd_top", "Display the running processes of a container"),
     "stats": ("container_tools", "cmd_stats", "Display container resource usage statistics"),
     "wait": ("container", "cmd_wait", "Block until containers stop, then print their exit codes"),
+    "pause": ("container", "cmd_pause", "Pause all processes within one or more containers"),
+    "unpause": ("container", "cmd_unpause", "Unpause all processes within one or more containers"),
     "pull": ("pull", "cmd_pull", "Download an image from a registry"),
     "images": ("images", "cmd_images", "List images"),
     "rmi": ("images", "cmd_rmi", "Remove one or more images"),
@@ -52,6 +54,10 @@ COMMANDS = {
     "events": ("events", "cmd_events", "Get real time events from pydocklite"),
     "attach": ("attach", "cmd_attach", "Attach local standard input, output, and error "
                "streams to a running container"),
+    "update": ("update", "cmd_update", "Update configuration of one or more containers"),
+    "diff": ("changes", "cmd_diff", "Inspect changes to files or directories on a container's "
+             "filesystem"),
+    "export": ("changes", "cmd_export", "Export a container's filesystem as a tar archive"),
     "info": ("system", "cmd_info", "Display system-wide information"),
     "login": ("login", "cmd_login", "Log in to a registry"),
     "logout": ("login", "cmd_logout", "Log out from a registry"),

@@ -168,36 +168,11 @@ def _ports(opts, image_config) -> list:
     return resolve_ports(opts, image_config, warn=sys.stderr.write)
 
 
-BASE_FIX = ("or give pydocklite a cgroup you may write to: PYDOCKLITE_CGROUP_BASE=DIR[:DIR...] "
-            "(a cgroup v2 directory delegated to you, or on cgroup v1 one directory per "
-            "hierarchy, e.g. children of your cgroups that root created and chowned to you)")
-
-
 def _warn_limits(opts, base=()) -> None:
-    """Say which requested limits can't be enforced here, and how to fix that."""
-    if opts.memory is None and opts.cpus is None and opts.pids_limit is None:
-        return
-    try:
-        from pydocklite.runtime import cgroups
-        info = cgroups.detect(list(base) if base else None)
-    except Exception as e:  # noqa: BLE001 - report as missing support
-        sys.stderr.write(f"WARNING: resource limits may not be enforced: {e}\n")
-        return
-    controllers = set(getattr(info, "controllers", ()) or ())
-    wanted = {"memory": opts.memory is not None, "cpu": opts.cpus is not None,
-              "pids": opts.pids_limit is not None}
-    missing = [c for c, w in wanted.items() if w and c not in controllers]
-    if not missing:
-        return
-    where = f"the cgroup base {':'.join(base)}" if base else "you"
-    why = getattr(info, "reason", "") if not info.mode else ""
-    fix = getattr(info, "fix", "") or ""
-    if not base:
-        fix = f"{fix}; {BASE_FIX}" if fix else BASE_FIX
-    sys.stderr.write(f"WARNING: the {', '.join(missing)} controller(s) are not delegated to "
-                     f"{where}: those limits will not be enforced"
-                     + (f" ({why.rstrip('.')})" if why else "")
-                     + (f". Fix: {fix}" if fix else "") + "\n")
+    from pydocklite.containers.limits import unenforced
+    msg = unenforced(opts.memory, opts.cpus, opts.pids_limit, base)
+    if msg:
+        sys.stderr.write(f"WARNING: {msg}\n")
 
 
 def cmd_create(settings, argv) -> int:

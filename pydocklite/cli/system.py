@@ -135,9 +135,49 @@ def cmd_system(settings, argv) -> int:
     if argv and argv[0] == "service":
         from pydocklite.cli.service import cmd_service
         return cmd_service(settings, argv[1:])
+    if argv and argv[0] == "prune":
+        return cmd_system_prune(settings, argv[1:])
     sys.stdout.write("Usage:  pydocklite system COMMAND\n\nManage pydocklite\n\nCommands:\n"
                      "  df       Show pydocklite disk usage\n"
                      "  events   Get real time events from pydocklite\n"
                      "  info     Display system-wide information\n"
+                     "  prune    Remove unused data\n"
                      "  service  Serve the Docker Engine API on a unix socket\n")
     return 0 if not argv or argv[0] in ("-h", "--help") else 125
+
+
+def cmd_system_prune(settings, argv) -> int:
+    p = Parser("system prune", "system prune [OPTIONS]", "Remove unused data")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="Remove all unused images not just dangling ones")
+    p.add_argument("--filter", action="append", default=[],
+                   help="Provide filter values (e.g. 'label=<key>=<value>', 'until=24h')")
+    p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
+    p.add_argument("--volumes", action="store_true", help="Prune anonymous volumes")
+    args = p.parse_args(argv)
+    from pydocklite import system
+    from pydocklite.cli.common import confirm
+    from pydocklite.filters import parse_filters
+    filters = parse_filters(args.filter, system.FILTER_KEYS)
+    what = ["all stopped containers", "all networks not used by at least one container"]
+    if args.volumes:
+        what.append("all anonymous volumes not used by at least one container")
+    what += ["all images without at least one container associated to them" if args.all
+             else "all dangling images",
+             "all build cache" if args.all else "unused build cache"]
+    if not args.force and not confirm("WARNING! This will remove:\n" +
+                                      "".join(f"  - {w}\n" for w in what)):
+        return 0
+    r = system.prune(settings, all_images=args.all, volumes=args.volumes, filters=filters)
+    out = sys.stdout
+    for title, items in (("Deleted Containers", r.containers), ("Deleted Networks", r.networks),
+                         ("Deleted Volumes", r.volumes)):
+        if items:
+            out.write(f"{title}:\n" + "".join(f"{i}\n" for i in items) + "\n")
+    if r.images:
+        out.write("Deleted Images:\n" + "".join(f"deleted: {i}\n" for i in r.images) + "\n")
+    if r.build_cache:
+        out.write(f"Deleted build cache objects: {r.build_cache}\n\n")
+    out.write(f"Total reclaimed space: {human_size(r.reclaimed)}\n")
+    return 0
+

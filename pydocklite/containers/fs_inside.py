@@ -96,13 +96,14 @@ def tar_path(path: str, rootfs_only: bool = False) -> None:
     """A tar of `path` on fd 1: named by its last name (a symlink as itself unless the path
     ends with "/"), or its contents only ("./...") for "DIR/." and "/". rootfs_only: leave
     out what is mounted below (proc, sys, dev, volumes, bind mounts), keeping the mount
-    points themselves, empty (`export`)."""
+    points themselves, empty, and name the entries as `docker export` does ("bin/sh", no
+    "./" and no entry for the top)."""
     parent, name, follow = _split(path)
     dfd, nm, st, real = _target_of(parent, name, follow)
     try:
         out = tar_tree.TreeWriter(lambda b: _write_all(1, b))
         prune = _mount_points() if rootfs_only else ()
-        out.add_tree(dfd, nm, st, name, prune=prune, base=real)
+        out.add_tree(dfd, nm, st, "" if rootfs_only else name, prune=prune, base=real)
         out.close()
     finally:
         os.close(dfd)

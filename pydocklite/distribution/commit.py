@@ -1,11 +1,14 @@
 """`commit`: a container's filesystem changes become a new layer on top of its image.
 
 The container's snapshot (key = container id) is committed through the snapshotter, which
-writes its upper dir as a tar layer. Files in the upper dir are owned by host ids of the
-container's user namespace (you and your subordinate range): the same id map the container
-ran with turns them back into the ids seen inside. The new config is the image's, with the
-container's command, user, working dir and environment, then the --change instructions,
-and one more history entry.
+writes its upper dir as a tar layer, walking it by directory fds (a link the container placed
+or swaps in is never followed). Files in the upper dir are owned by host ids of the
+container's user namespace (you and your subordinate range, 0600 files of its other users
+among them): the walk runs as root of a user namespace with the same id map, where every file
+is readable and shows the ids seen inside. A running container is paused meanwhile (`-p`,
+Docker's default) so the layer is one moment of it. The new config is the image's, with the
+container's command, user, working dir and environment, then the --change instructions, and
+one more history entry.
 """
 from __future__ import annotations
 
@@ -17,13 +20,21 @@ from pydocklite.distribution.changes import apply_changes
 from pydocklite.distribution.local_image import config_bytes, now_rfc3339, register
 
 
-def container_idmap():
-    """The snapshotter's IdMap for this user's rootless containers."""
-    from pydocklite.runtime.idmap import default_mappings
+def commit_upper(settings, cid: str, name: str, snapshotter=None, before=None) -> str:
+    """Commit snapshot `cid` as committed snapshot `name`, from inside a user namespace with
+    the containers' id map (every file readable, owners as seen inside); its diff_id.
+    before(): run there first (a build drops the runtime's mount points)."""
     from snapshotter.diff import IdMap
-    uids, gids, _warning = default_mappings()
-    return IdMap(uids=tuple((m.container_id, m.host_id, m.size) for m in uids),
-                 gids=tuple((m.container_id, m.host_id, m.size) for m in gids))
+    from snapshotter.snapshots import Snapshotter
+    from pydocklite.userns_exec import run_in_userns
+    layout, driver = settings.layout, settings.storage_driver
+
+    def commit():
+        if before is not None:
+            before()
+        Snapshotter(layout, driver).commit(name, cid, idmap=IdMap())
+    run_in_userns(commit)
+    return (snapshotter or Snapshotter(layout, driver)).stat(name).chain[-1]
 
 
 def _container_config(image_cfg: dict, recorded: dict) -> dict:
@@ -43,15 +54,25 @@ def _container_config(image_cfg: dict, recorded: dict) -> dict:
 
 def commit_container(service, containers, ref: str, name: Optional[str] = None, *,
                      message: str = "", author: str = "", changes: Iterable[str] = (),
-                     snapshotter=None):
-    """Commit container `ref`; returns the new ImageRecord."""
+                     snapshotter=None, pause: bool = True):
+    """Commit container `ref` (paused meanwhile if it runs and `pause`); the new
+    ImageRecord."""
     from snapshotter.snapshots import Snapshotter
     state = containers.store.get(ref)
     snap = snapshotter or Snapshotter(service.layout, service.settings.storage_driver)
     parent = service.lookup(state.image_id)
     image_doc = service.config_json(parent)
     commit_key = f"commit-{state.id[:12]}-{time.time_ns()}"
-    layer = snap.commit(commit_key, state.id, idmap=container_idmap())
+    frozen = pause and state.status().state == "running"
+    if frozen:
+        from pydocklite.containers.pause import freeze
+        freeze(service.settings, state)
+    try:
+        diff_id = commit_upper(service.settings, state.id, commit_key, snap)
+    finally:
+        if frozen:
+            from pydocklite.containers.pause import thaw
+            thaw(service.settings, state)
     try:
         snap.remove(commit_key)     # the layer stays in the store; the image records it
     except Exception:  # noqa: BLE001 - a stale committed record costs nothing
@@ -75,7 +96,7 @@ def commit_container(service, containers, ref: str, name: Optional[str] = None, 
     else:
         doc.pop("author", None)
     doc["rootfs"] = {"type": "layers",
-                     "diff_ids": list(parent.diff_ids) + [layer.diff_id]}
+                     "diff_ids": list(parent.diff_ids) + [diff_id]}
     doc["history"] = list(doc.get("history") or []) + [entry]
     doc.pop("container_config", None)
     _remember_parent_blobs(service, parent)

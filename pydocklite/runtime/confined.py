@@ -84,8 +84,8 @@ def keep_only_fds(keep) -> None:
 
 def confine(c: Confinement, name: bytes = b"pdl-helper") -> None:
     """Become the container's root with its capabilities, rlimits, no_new_privs and seccomp
-    filter. Reads no file: everything was decided by confinement_of()."""
-    sc.prctl(sc.PR_SET_NAME, _name_buf(name))
+    filter. Reads no file: everything was decided by confinement_of(). The process takes
+    its name (`ps`, /proc/PID/comm) last: anything found by that name is fully confined."""
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     if c.rlimits:
         _set_rlimits(c.rlimits, lambda m: None)
@@ -104,6 +104,10 @@ def confine(c: Confinement, name: bytes = b"pdl-helper") -> None:
     if c.bpf is not None:
         seccomp_load.install(c.bpf, c.bpf_flags, no_new_privs=False)
     os.umask(0o022)
+    try:
+        sc.prctl(sc.PR_SET_NAME, _name_buf(name))
+    except OSError:
+        pass                            # a profile that denies prctl: keep the old name
 
 
 _NAME_BUFS = []
@@ -177,7 +181,7 @@ class JoinRunning:
     def __init__(self, root: str, cid: str, spec) -> None:
         from . import state as st
         s = st.load(root, cid)
-        if s.status not in ("running", "created"):
+        if s.status not in ("running", "created", "paused"):
             raise StateError(f"container {cid!r} is {s.status}: it has no processes to join")
         types = [n.type for n in spec.linux.namespaces]
         order = (["user"] if "user" in types else []) + \

@@ -48,21 +48,11 @@ def format_time(ns: int, fixed: bool = False) -> str:
 
 def parse_time_ns(text: str) -> int:
     """Nanoseconds since the epoch of an RFC 3339 time with any fraction length."""
-    t = text.strip()
-    frac = 0
-    tz = "+00:00"
-    if t.endswith("Z") or t.endswith("z"):
-        t = t[:-1]
-    elif len(t) > 6 and t[-6] in "+-" and t[-3] == ":":
-        t, tz = t[:-6], t[-6:]
-    if "." in t:
-        t, f = t.split(".", 1)
-        frac = int(f[:9].ljust(9, "0"))
+    from pydocklite.humanize import rfc3339_ns
     try:
-        dt = datetime.fromisoformat(t + tz)
+        return rfc3339_ns(text)
     except ValueError:
         raise LogError(f"invalid timestamp {text!r}: expected RFC 3339") from None
-    return int(dt.timestamp()) * 1_000_000_000 + frac
 
 
 def to_ns(value: TimeArg) -> Optional[int]:

@@ -266,7 +266,7 @@ class Shim:
         log("started")
         self.state = self.update(init_pid=pid, init_start_time=process_start_time(pid) or 0,
                                  started_at=now_rfc3339(), exit_code=None, restarting=False,
-                                 finished_at=ZERO_TIME, oom_killed=False)
+                                 finished_at=ZERO_TIME, oom_killed=False, paused=False)
         self.config.event(self.run_layout.events_dir, "start")
         self.start_ports(pid)
         self.start_health()

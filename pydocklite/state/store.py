@@ -169,33 +169,61 @@ class ContainerStore:
 
     # records
     def create(self, state: ContainerState) -> ContainerState:
-        """Record a new container: reserves its name (generated if empty), writes state.json.
-        Fills id (if empty) and created (if zero). Returns the stored state."""
+        """Record a new container and reserve its name (a generated one if empty). Fills id
+        (if empty) and created (if zero). Returns the stored state.
+
+        The record appears whole: its directory is made under a hidden name with state.json
+        in it, then renamed into place; the name is reserved after that (a name link whose
+        container directory is missing is stale, see reserve_name). A creator killed half-way
+        leaves only a hidden .creating-* directory, which a later create sweeps away."""
         self.ensure()
+        self._sweep_partial()
         cid = state.id or new_id()
-        name = normalize_name(state.name)
-        d = self.files(cid).dir
-        # the directory exists before the name points at it: a name link whose directory is
-        # missing is then always stale (see reserve_name)
-        d.mkdir(mode=0o700)
+        wanted = normalize_name(state.name)
+        if wanted and not is_valid_name(wanted):
+            raise InvalidNameError(f'Invalid container name ({wanted}), only '
+                                   f'[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
+        state = state._replace(id=cid, name=wanted or generate_name(0),
+                               created=state.created if state.created != ZERO_TIME
+                               else now_rfc3339())
+        tmp = self.root / f".creating-{cid}"
+        tmp.mkdir(mode=0o700)
         try:
-            if name:
-                self.reserve_name(name, cid)
-            else:
-                name = self._reserve_generated(cid)
+            atomic_write_json(tmp / "state.json", state.to_json())
+            os.rename(tmp, self.files(cid).dir)
         except BaseException:
-            d.rmdir()
+            _rmtree(tmp)
             raise
         try:
-            state = state._replace(id=cid, name=name,
-                                        created=state.created if state.created != ZERO_TIME
-                                        else now_rfc3339())
-            atomic_write_json(self.state_path(cid), state.to_json())
+            if wanted:
+                self.reserve_name(wanted, cid)
+            else:
+                try:
+                    self.reserve_name(state.name, cid)
+                except NameConflictError:
+                    state = state._replace(name=self._reserve_generated(cid))
+                    self.save(state)
         except BaseException:
-            self.release_name(name, cid)
-            _rmtree(d)
+            _rmtree(self.files(cid).dir)
             raise
         return state
+
+    def _sweep_partial(self, age: float = 60.0) -> None:
+        """Hidden leftovers of a create or rm killed half-way (.creating-*, .removing-*)
+        older than `age` seconds."""
+        import time
+        now = time.time()
+        try:
+            entries = [e for e in os.scandir(self.root)
+                       if e.name.startswith((".creating-", ".removing-"))]
+        except FileNotFoundError:
+            return
+        for e in entries:
+            try:
+                if now - e.stat(follow_symlinks=False).st_mtime > age:
+                    _rmtree(Path(e.path))
+            except OSError:
+                continue
 
     def load(self, cid: str) -> ContainerState:
         try:

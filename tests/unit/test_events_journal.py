@@ -130,9 +130,10 @@ def test_filters(tmp_path, filters, want):
 
 
 def test_unknown_filter_is_refused():
-    with pytest.raises(ValueError, match="invalid filter 'colour'"):
+    from pydocklite.errors import UsageError
+    with pytest.raises(UsageError, match="invalid filter 'colour'"):
         events.matcher({"colour": ["red"]})
-    with pytest.raises(ValueError, match="expected name=value"):
+    with pytest.raises(UsageError, match="expected name=value"):
         events.parse_filters(["type"])
 
 

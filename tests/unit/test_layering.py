@@ -54,6 +54,7 @@ FORBIDDEN = {
     # the volumes service is a leaf the one teardown (shim/teardown.py) calls: a container
     # removed by its shim (--rm) lets go of its volumes as one removed by `rm` does
     "pydocklite/volumes.py": SERVICES_AND_ABOVE + ("pydocklite.shim", "pydocklite.state"),
+    "pydocklite/system.py": ("pydocklite.cli", "pydocklite.api", "pydocklite.builder"),
     # the two faces never import each other: both call the services
     "pydocklite/api": ("pydocklite.cli",),
     # the namespace host sits beside the shim: requests carry what it needs, it reads no
