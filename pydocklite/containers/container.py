@@ -59,9 +59,24 @@ class ContainerService:
     # --- create -----------------------------------------------------------------------
     def create(self, opts: RunOptions, image_record, image_config: dict,
                ports: list) -> ContainerState:
-        """A new container from an image (containers/create.py)."""
+        """A new container from an image (containers/create.py). Until its record names the
+        image's layers, a lease keeps a concurrent rmi/prune from deleting them
+        (snapshotter/leases.py); if one ran just before, the image is reported gone instead
+        of half there."""
         from pydocklite.containers.create import create
-        return create(self, opts, image_record, image_config, ports)
+        from snapshotter.leases import Lease
+        self.layout.ensure()
+        lease = Lease(self.layout, f"create from {opts.image}")
+        try:
+            lease.add(layers=image_record.diff_ids, blobs=[image_record.id])
+            for d in image_record.diff_ids:
+                if not (self.layout.layer_dir(d) / "index").is_file():
+                    from pydocklite.errors import ImageNotFoundError
+                    raise ImageNotFoundError(f"image {opts.image} was removed while the "
+                                             "container was being created: pull it again")
+            return create(self, opts, image_record, image_config, ports)
+        finally:
+            lease.close()
 
     def event(self, state: ContainerState, action: str, **extra) -> None:
         """A container event in the user's journal (pydocklite/events.py)."""
@@ -81,6 +96,12 @@ class ContainerService:
             except FileNotFoundError:
                 pass                      # a record whose create was cut short
             self.event(new, "rename", oldName="/" + old.name)
+            if old.status().running and old.config.get("Networks"):
+                from pydocklite.nshost.client import connect
+                host = connect(self.settings.runtime_dir, start=False)
+                if host is not None:          # its DNS answers the new name at once
+                    with host:
+                        host.call("rename", cid=old.id, name=new.name)
         return new
 
     def update(self, ref: str, want) -> List[str]:
@@ -120,6 +141,7 @@ class ContainerService:
                                       f"(pid {state.shim_pid}): wait or stop it first")
         files = self.store.files(state.id)
         files.stop_marker.unlink(missing_ok=True)
+        self._refresh_network(state, files)
         self.run_layout.ensure()
         if pending is None:
             from pydocklite.shim.launch import spawn
@@ -137,6 +159,18 @@ class ContainerService:
             return StartResult(False, error=msg.get("error", "start failed"),
                                exit_code=int(msg.get("exit_code", 125)))
         return StartResult(True, pid=int(msg.get("pid", 0)))
+
+    def _refresh_network(self, state: ContainerState, files) -> None:
+        """The networks as they are now into the shim's configuration (see netconfig)."""
+        from pydocklite.containers import netconfig
+        from pydocklite.shim import config as shim_config
+        try:
+            cfg = shim_config.read(files.shim_config)
+        except FileNotFoundError:
+            return
+        fresh = netconfig.refresh(self.settings, self.store, state, cfg)
+        if fresh is not cfg:
+            shim_config.write(files.shim_config, fresh, durable=False)
 
     # --- stop / kill ------------------------------------------------------------------
     def kill(self, ref: str, sig=None) -> ContainerState:
@@ -177,6 +211,15 @@ class ContainerService:
         self._wait_shim_recorded(state.id, 10)
         self.event(state, "stop")
         return self.store.load(state.id)
+
+    def pause(self, ref: str) -> ContainerState:
+        """Docker's pause (containers/pause.py: the freezer, else SIGSTOP of every process)."""
+        from pydocklite.containers.pause import pause
+        return pause(self.settings, ref)
+
+    def unpause(self, ref: str) -> ContainerState:
+        from pydocklite.containers.pause import unpause
+        return unpause(self.settings, ref)
 
     def _request_stop(self, cid: str, why: str) -> None:
         """Tell the shim not to apply the restart policy (and, for "rm", not to remove a
