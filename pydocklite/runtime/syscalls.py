@@ -125,7 +125,7 @@ _setdomainname = _func("setdomainname", (_CharP, _ULong))
 _personality = _func("personality", (_ULong,))
 _capget = _func("capget", (_VoidP, _VoidP))
 _capset = _func("capset", (_VoidP, _VoidP))
-_syscall = _func("syscall", (_Long,) * 4, _LongFunc)
+_syscall = _LongFunc(("syscall", _CLibrary))     # variadic: each argument given as a long
 _ioctl = _func("ioctl", (_Int, _ULong, _VoidP))
 _socket = _func("socket", (_Int, _Int, _Int))
 
@@ -141,11 +141,16 @@ def address_of(arr) -> int:
 
 
 def syscall(nr: int, *args) -> int:
-    """syscall(2) with up to 3 arguments, integers or char_array()s (passed by address):
-    -1 with get_errno() set on failure."""
-    vals = [address_of(a) if isinstance(a, _ctypes.Array) else a for a in args]
-    vals += [0] * (3 - len(vals))
-    return _syscall(nr, *vals)
+    """syscall(2); each argument an integer, bytes (passed as a NUL-terminated string) or a
+    char_array() (by address, for structs): -1 with get_errno() set on failure."""
+    keep = []
+    vals = []
+    for a in args:
+        if isinstance(a, bytes):
+            a = char_array(a + b"\0")
+            keep.append(a)
+        vals.append(_Long(address_of(a) if isinstance(a, _ctypes.Array) else a))
+    return _syscall(_Long(nr), *vals)
 
 
 def get_errno() -> int:
@@ -201,9 +206,7 @@ def pivot_root(new_root, put_old) -> None:
         _check(_func("pivot_root", (_CharP, _CharP))(_b(new_root), _b(put_old)),
                f"pivot_root {new_root}")
         return
-    new, old = _b(new_root), _b(put_old)
-    _check(syscall(nr, char_array(new + b"\0"), char_array(old + b"\0")),
-           f"pivot_root {new_root}")
+    _check(syscall(nr, _b(new_root), _b(put_old)), f"pivot_root {new_root}")
 
 
 def ioctl(fd: int, request: int, arg) -> int:
@@ -224,6 +227,7 @@ RLIM_INFINITY = (1 << 64) - 1
 
 
 def _u64s(*values) -> bytes:
+    """A struct of __u64 fields (rlimit64, open_how, mount_attr) as bytes."""
     return b"".join((v & RLIM_INFINITY).to_bytes(8, sys.byteorder) for v in values)
 
 
@@ -307,47 +311,31 @@ MOUNT_ATTR_STRICTATIME = 0x20
 MOUNT_ATTR_NODIRATIME = 0x80
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
 def openat2(dirfd: int, path, flags: int, resolve: int, mode: int = 0) -> int:
     """openat2(2); OSError(ENOSYS) on kernels before 5.6."""
-    how = _OpenHow(flags, mode, resolve)
-    ret = _LIBC.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd),
-                        ctypes.c_char_p(_b(path)), ctypes.byref(how),
-                        ctypes.c_size_t(ctypes.sizeof(how)))
+    how = char_array(_u64s(flags, mode, resolve))         # struct open_how
+    ret = syscall(_SYS_OPENAT2, dirfd, _b(path), how, 24)
     return _check(ret, f"openat2 {os.fsdecode(_b(path))}")
 
 
 def open_tree(dirfd: int, path, flags: int) -> int:
     """open_tree(2) (5.2): with OPEN_TREE_CLONE, a detached copy of the mount at path."""
-    ret = _LIBC.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(dirfd),
-                        ctypes.c_char_p(_b(path)), ctypes.c_uint(flags))
+    ret = syscall(_SYS_OPEN_TREE, dirfd, _b(path), flags)
     return _check(ret, f"open_tree {os.fsdecode(_b(path))}")
 
 
 def mount_setattr(fd: int, attr_set: int, attr_clr: int = 0, propagation: int = 0,
                   recursive: bool = False) -> None:
     """mount_setattr(2) (5.12) on the mount (tree) behind `fd` (AT_EMPTY_PATH)."""
-    attr = _MountAttr(attr_set, attr_clr, propagation, 0)
-    ret = _LIBC.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(fd),
-                        ctypes.c_char_p(b""),
-                        ctypes.c_uint(AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)),
-                        ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    attr = char_array(_u64s(attr_set, attr_clr, propagation, 0))     # struct mount_attr
+    ret = syscall(_SYS_MOUNT_SETATTR, fd, b"", AT_EMPTY_PATH | (AT_RECURSIVE if recursive
+                                                                  else 0), attr, 32)
     _check(ret, f"mount_setattr(set 0x{attr_set:x}, clear 0x{attr_clr:x})")
 
 
 def move_mount(from_fd: int, to_fd: int) -> None:
     """move_mount(2) (5.2): attach the detached mount `from_fd` on the directory or file
     `to_fd` is open on (both by fd: no path is walked)."""
-    ret = _LIBC.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(from_fd),
-                        ctypes.c_char_p(b""), ctypes.c_int(to_fd), ctypes.c_char_p(b""),
-                        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
+    ret = syscall(_SYS_MOVE_MOUNT, from_fd, b"", to_fd, b"",
+                  MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
     _check(ret, "move_mount")

@@ -78,3 +78,49 @@ def test_unshare_and_hostname():
         finally:
             os._exit(2)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+def test_openat2_resolves_in_root(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "f").write_text("inside")
+    (tmp_path / "up").symlink_to("/../../etc")       # absolute: re-rooted at tmp_path
+    root = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        fd = sc.openat2(root, "up/f", os.O_RDONLY | os.O_CLOEXEC,
+                        sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+        try:
+            assert os.read(fd, 100) == b"inside"
+        finally:
+            os.close(fd)
+        with pytest.raises(OSError, match="openat2 nothing"):
+            sc.openat2(root, "nothing", os.O_RDONLY, sc.RESOLVE_IN_ROOT)
+    finally:
+        os.close(root)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts need CAP_SYS_ADMIN")
+def test_a_bind_mount_by_fd(tmp_path):
+    """open_tree + mount_setattr + move_mount (bind_mount.bind's calls), in a private mount
+    namespace: the copy is read-only from the start."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_text("x")
+    (tmp_path / "dst").mkdir()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sc.unshare(sc.CLONE_NEWNS)
+            sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+            tree = sc.open_tree(-100, str(tmp_path / "src"), sc.OPEN_TREE_CLONE | os.O_CLOEXEC)
+            sc.mount_setattr(tree, sc.MOUNT_ATTR_RDONLY)
+            target = os.open(tmp_path / "dst", os.O_PATH | os.O_CLOEXEC)
+            sc.move_mount(tree, target)
+            ok = open(tmp_path / "dst" / "f").read() == "x"
+            try:
+                open(tmp_path / "dst" / "g", "w")
+                ok = False
+            except OSError as e:
+                ok = ok and e.errno == 30            # EROFS
+            os._exit(0 if ok else 3)
+        finally:
+            os._exit(2)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
