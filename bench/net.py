@@ -29,22 +29,19 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.pull import prepare_host, write_section  # noqa: E402
-from bench.run import Tool, free_port, wait_http  # noqa: E402
+from bench.pull import write_section  # noqa: E402
+from bench.run import Tool, bench_tools, free_port, wait_http  # noqa: E402
 from tests import unpriv  # noqa: E402
 from tests.fixtures import images  # noqa: E402
-from tests.fixtures.podman import configure_podman  # noqa: E402
 from tests.fixtures.registry_server import start_registry  # noqa: E402
 
 PDL_HELPERS = ("__shim", "__nshost", "nshost-pause", "slirp4netns ", "pasta ")
@@ -171,20 +168,7 @@ def main() -> int:
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--zipapp", default=str(REPO / "pydocklite.pyz"))
     args = ap.parse_args()
-    prepare_host()
-    work = Path(tempfile.mkdtemp(prefix="pdl-bench-net-", dir="/var/tmp"))
-    os.chmod(work, 0o755)
-    app = work / "pydocklite.pyz"
-    shutil.copy2(args.zipapp, app)
-    os.chmod(app, 0o755)
-    pdl_home = unpriv.make_user_dir(work / "pdl")
-    pod_home = unpriv.make_user_dir(work / "podman")
-    configure_podman(pod_home)
-    pdl_env = {"SHIV_ROOT": str(unpriv.make_user_dir(work / "shiv")), "PYTHONPATH": "",
-               "PYTHONDONTWRITEBYTECODE": ""}
-    tools = [Tool("pydocklite", [str(app)], pdl_home, pdl_env)]
-    if shutil.which("podman"):
-        tools.append(Tool("podman", ["podman"], pod_home, {}))
+    work, tools = bench_tools(args.zipapp, "pdl-bench-net-")
     cache = images.cache_dir()
     rounds = []
     with start_registry(work / "registry") as srv:
