@@ -91,6 +91,18 @@ def unshare(flags: int) -> None:
     _check(_libc().unshare(ctypes.c_int(flags)), f"unshare(0x{flags:x})")
 
 
+def close_fds_except(keep) -> None:
+    """In a forked child: close every inherited fd not in `keep` (listed from /proc/self/fd:
+    the host's, so call it before entering another mount namespace)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass   # the fd of the listdir itself, already gone
+
+
 def setns(fd: int, nstype: int = 0) -> None:
     _check(_libc().setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns(fd {fd})")
 
@@ -189,3 +201,72 @@ def setgroups_deny(pid) -> None:
     """Write 'deny' to /proc/PID/setgroups (needed before an unprivileged gid_map)."""
     with open(f"/proc/{pid}/setgroups", "w") as f:
         f.write("deny")
+
+
+# --- by file descriptor: openat2 and the new mount API (same numbers on x86_64 and aarch64) --
+_SYS_OPENAT2 = 437
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
+
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x01
+MOUNT_ATTR_NOSUID = 0x02
+MOUNT_ATTR_NODEV = 0x04
+MOUNT_ATTR_NOEXEC = 0x08
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2); OSError(ENOSYS) on kernels before 5.6."""
+    how = _OpenHow(flags, mode, resolve)
+    ret = _LIBC.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd),
+                        ctypes.c_char_p(_b(path)), ctypes.byref(how),
+                        ctypes.c_size_t(ctypes.sizeof(how)))
+    return _check(ret, f"openat2 {os.fsdecode(_b(path))}")
+
+
+def open_tree(dirfd: int, path, flags: int) -> int:
+    """open_tree(2) (5.2): with OPEN_TREE_CLONE, a detached copy of the mount at path."""
+    ret = _LIBC.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(dirfd),
+                        ctypes.c_char_p(_b(path)), ctypes.c_uint(flags))
+    return _check(ret, f"open_tree {os.fsdecode(_b(path))}")
+
+
+def mount_setattr(fd: int, attr_set: int, attr_clr: int = 0, propagation: int = 0,
+                  recursive: bool = False) -> None:
+    """mount_setattr(2) (5.12) on the mount (tree) behind `fd` (AT_EMPTY_PATH)."""
+    attr = _MountAttr(attr_set, attr_clr, propagation, 0)
+    ret = _LIBC.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(fd),
+                        ctypes.c_char_p(b""),
+                        ctypes.c_uint(AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)),
+                        ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    _check(ret, f"mount_setattr(set 0x{attr_set:x}, clear 0x{attr_clr:x})")
+
+
+def move_mount(from_fd: int, to_fd: int) -> None:
+    """move_mount(2) (5.2): attach the detached mount `from_fd` on the directory or file
+    `to_fd` is open on (both by fd: no path is walked)."""
+    ret = _LIBC.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(from_fd),
+                        ctypes.c_char_p(b""), ctypes.c_int(to_fd), ctypes.c_char_p(b""),
+                        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
+    _check(ret, "move_mount")
