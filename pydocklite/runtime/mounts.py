@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 
 from . import inroot
 from . import plan as pl
@@ -253,18 +254,18 @@ def run_rootfs_steps(steps, bundle: str, warn) -> None:
 
 
 def _loopback_up() -> None:
-    """SIOCGIFFLAGS / SIOCSIFFLAGS |= IFF_UP on lo. Uses the C module _socket: `socket`
-    costs milliseconds to import (enums) for one ioctl."""
-    import _socket
-    import fcntl
-    import struct
-    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    """SIOCGIFFLAGS / SIOCSIFFLAGS |= IFF_UP on lo, through syscalls (no socket, fcntl or
+    struct module to load into the init for one ioctl). struct ifreq: the name in 16 bytes,
+    then the union (short ifr_flags first), 40 bytes in all."""
+    fd = sc.socket(2, 2)                # AF_INET, SOCK_DGRAM
     try:
-        req = struct.pack("16sh22x", b"lo", 0)
-        flags = struct.unpack("16sh22x", fcntl.ioctl(s.fileno(), 0x8913, req))[1]
-        fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sh22x", b"lo", flags | 1))
+        req = sc.char_array(b"lo".ljust(40, b"\0"))
+        sc.ioctl(fd, 0x8913, req)                              # SIOCGIFFLAGS
+        flags = int.from_bytes(bytes(req)[16:18], sys.byteorder) | 1     # IFF_UP
+        sc.ioctl(fd, 0x8914, sc.char_array(b"lo".ljust(16, b"\0") +     # SIOCSIFFLAGS
+                                            flags.to_bytes(2, sys.byteorder) + bytes(22)))
     finally:
-        s.close()
+        os.close(fd)
 
 
 def _mask(root_fd: int, path: str) -> None:
