@@ -13,8 +13,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Optional, Tuple
 
+    from pydocklite.shim.port_spec import PortMapping
+
 from pydocklite.runtime.record import record
-from pydocklite.shim.port_spec import PortMapping
 
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
 
@@ -44,7 +45,7 @@ class ShimConfig:
     restart_max: int = 0            # on-failure:N (0 = no limit)
     auto_remove: bool = False       # --rm
     network: str = "private"        # private | host | none
-    ports: Tuple[PortMapping, ...] = ()
+    ports: Tuple[PortMapping, ...] = ()       # (port_spec imported only when there are some)
     tty: bool = False
     open_stdin: bool = False        # -i: the container's stdin stays open for attaching
     stdin_once: bool = False        # an attached client's EOF closes the container's stdin
@@ -78,7 +79,11 @@ class ShimConfig:
     @classmethod
     def from_json(cls, data: dict) -> "ShimConfig":
         data = {k: v for k, v in data.items() if k in cls._fields}
-        data["ports"] = tuple(PortMapping(**p) for p in data.get("ports") or ())
+        if data.get("ports"):                  # port_spec only when there are ports
+            from pydocklite.shim.port_spec import PortMapping
+            data["ports"] = tuple(PortMapping(**p) for p in data["ports"])
+        else:
+            data["ports"] = ()
         data["labels"] = tuple(tuple(kv) for kv in data.get("labels") or ())
         health = data.get("healthcheck")
         if health:
