@@ -174,11 +174,15 @@ class Shim:
             if self.stop_requested():
                 return False
             if time.monotonic() >= deadline:
+                from pydocklite.errors import ContainerNotFoundError
                 try:
                     self.op = self.store.operation(self.cid, wait=False)
                     self.op.__enter__()
                     return True
-                except Exception:  # noqa: BLE001 - busy (or gone): look again
+                except ContainerNotFoundError:
+                    self.op = None
+                    return False            # removed meanwhile (rm -f): nothing to restart
+                except Exception:  # noqa: BLE001 - busy: look again
                     self.op = None
             time.sleep(0.02)
 
