@@ -100,13 +100,46 @@ def fuse_status(missing: List[Missing]) -> str:
 
 
 def network_status(missing: List[Missing]) -> str:
-    from pydocklite.shim.outbound import outbound_tool
+    from pydocklite.nshost.outbound import outbound_tool
     tool, why = outbound_tool()
     if tool:
-        return f"private with outbound traffic via {tool}; published ports forwarded"
-    missing.append(Missing("outbound networking for private networks", why,
-                           "sudo apt-get install passt; sudo chmod 0666 /dev/net/tun"))
-    return "private, loopback only (published ports forwarded; --network host has outbound)"
+        return (f"bridge networks in the namespace host, outbound traffic via {tool}; "
+                "published ports forwarded")
+    missing.append(Missing("outbound networking for bridge networks", why,
+                           "sudo apt-get install slirp4netns (or passt); "
+                           "sudo chmod 0666 /dev/net/tun"))
+    return ("bridge networks in the namespace host without outbound traffic (containers "
+            "reach each other; published ports forwarded; --network host has outbound)")
+
+
+def nshost_status(settings, missing: List[Missing]) -> dict:
+    """The per-user namespace host: running or not, its pid, log, id mapping, outbound
+    helper (asked without starting one)."""
+    from pydocklite.nshost.client import connect
+    from pydocklite.nshost.state import HostFiles
+    files = HostFiles(settings.runtime_dir)
+    out = {"Running": False, "Log": str(files.log)}
+    try:
+        host = connect(settings.runtime_dir, start=False)
+    except Exception as e:  # noqa: BLE001 - a host that doesn't answer: said as such
+        out["Error"] = str(e)
+        return out
+    if host is None:
+        return out
+    with host:
+        st = host.call("status")
+    if st.get("firewall"):
+        out["Firewall"] = st["firewall"]
+        missing.append(Missing("nf_tables in user namespaces", st["firewall"],
+                               "a kernel with nf_tables, NAT, masquerade and conntrack "
+                               "(CONFIG_NF_TABLES, CONFIG_NFT_NAT, CONFIG_NFT_MASQ, "
+                               "CONFIG_NFT_CT), or their modules loaded: sudo modprobe -a "
+                               "nf_tables nft_masq nft_ct nft_nat"))
+    out.update({"Running": True, "Pid": st["pid"], "PausePid": st["pause_pid"],
+                "IDMapping": st["idmap"], "Outbound": st["outbound"] or "none",
+                "Networks": len(st["networks"]), "Endpoints": len(st["endpoints"]),
+                "SharedLowers": len(st["lowers"])})
+    return out
 
 
 def cgroup_status(missing: List[Missing]) -> dict:
@@ -192,6 +225,7 @@ def collect(settings) -> dict:
         "IDMapping": idmap_mode(missing),
         "FUSE": fuse_status(missing),
         "Network": network_status(missing),
+        "NamespaceHost": nshost_status(settings, missing),
         "Cgroup": cgroup_status(missing),
         "Pause": "",
         "Storage": storage_status(settings),
@@ -211,6 +245,16 @@ def _os_name() -> str:
         if line.startswith("PRETTY_NAME="):
             return line.split("=", 1)[1].strip('"')
     return platform.system()
+
+
+def _nshost_line(ns: dict) -> str:
+    if not ns.get("Running"):
+        why = f" ({ns['Error']})" if ns.get("Error") else " (started by the first container)"
+        return f"not running{why}; log {ns['Log']}"
+    return (f"pid {ns['Pid']} (pause {ns['PausePid']}), {ns['IDMapping']} id map, outbound "
+            f"{ns['Outbound']}, {ns['Networks']} bridge(s), {ns['Endpoints']} endpoint(s), "
+            f"{ns['SharedLowers']} shared image mount(s); log {ns['Log']}"
+            + (f"; {ns['Firewall']}" if ns.get("Firewall") else ""))
 
 
 def render_text(info: dict) -> str:
@@ -237,6 +281,7 @@ def render_text(info: dict) -> str:
         + (f" ({cg['reason']})" if cg.get("reason") else ""),
         f" Pause:            {info['Pause']}",
         f" Network:          {info['Network']}",
+        f" Namespace Host:   {_nshost_line(info['NamespaceHost'])}",
         " Security Options: " + ", ".join(o[5:].replace(",profile=", " profile ")
                                           for o in info["SecurityOptions"]),
         f" LSMs:             {info['LSM']}",

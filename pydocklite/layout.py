@@ -5,7 +5,7 @@ the ensure() methods; every module asks these objects instead of joining names b
 $XDG_RUNTIME_DIR/pydocklite/  (RuntimeLayout; tmpfs, per boot; /tmp/pydocklite-UID without one)
   runtime/                    the OCI runtime's state root (runtime/state.py's ROOT)
   <id[:12]>/                  a container's run dir: rootfs/ (mount point), console.sock,
-                              attach.sock, outbound.pid
+                              attach.sock
   fs-<id[:12]>-<pid>/         a stopped container's files, mounted for cp/export/diff
   mounts/<image id[:12]>/     `pydocklite mount IMAGE`
   init                        an executable copy of the embedded init (when needed)
@@ -50,9 +50,6 @@ class RuntimeLayout:
 
     def attach_socket(self, cid: str) -> Path:
         return self.run_dir(cid) / "attach.sock"
-
-    def outbound_pid(self, cid: str) -> Path:
-        return self.run_dir(cid) / "outbound.pid"
 
     def sandbox_dir(self, cid: str, pid: int) -> Path:
         """Where a stopped container's files are mounted for process `pid` to reach them

@@ -250,6 +250,28 @@ class NetworkService:
         used = self.used_networks() if "dangling" in filters else set()
         return [n for n in self.all() if matches(n, filters, n.id in used)]
 
+    def resolve(self, choices) -> List[Tuple[Network, object]]:
+        """The networks of a container's --network choices (netopts.NetworkChoice), checked
+        as dockerd checks them: (network, choice) pairs, in order."""
+        nets = {n.id: n for n in self.all()}
+        out = []
+        for c in choices:
+            net = self._find(nets, c.name)
+            if net.driver != "bridge":
+                raise UsageError(f"container cannot be connected to network {net.name} "
+                                 f"(driver {net.driver}) along with others: use --network "
+                                 f"{net.name} alone")
+            if net.builtin and c.aliases:
+                raise UsageError("network-scoped alias is supported only for containers in "
+                                 "user defined networks")
+            if net.builtin and c.ip:
+                raise UsageError("user specified IP address is supported on user defined "
+                                 "networks only")
+            if c.ip:
+                ipam.check_in(net.subnet, c.ip, "address")
+            out.append((net, c))
+        return out
+
     # --- create / remove ------------------------------------------------------------------
     def create(self, name: str, driver: str = "bridge", subnet: str = "", gateway: str = "",
                ip_range: str = "", internal: bool = False, labels: Optional[dict] = None,
@@ -382,6 +404,16 @@ class NetworkService:
             with host:
                 host.call("network_rm", network=network_id)
 
+    def connect(self, ref: str, container: str, aliases=(), ip: str = "", mac: str = "") -> None:
+        """`network connect` (a running container is attached at once)."""
+        from pydocklite.containers.netconfig import connect
+        connect(self.settings, ref, container, aliases, ip, mac)
+
+    def disconnect(self, ref: str, container: str, force: bool = False) -> None:
+        """`network disconnect` (a running container's endpoint goes at once)."""
+        from pydocklite.containers.netconfig import disconnect
+        disconnect(self.settings, ref, container, force)
+
     def inspect_json(self, ref: str) -> dict:
         net = self.inspect(ref)
         containers = self.live_endpoints().get(net.id, {}) if net.driver == "bridge" else {}
@@ -394,3 +426,29 @@ class NetworkService:
                 except Exception:  # noqa: BLE001 - a record removed meanwhile
                     pass
         return network_json(net, containers)
+
+
+def report_restart(settings, out) -> None:
+    """After the namespace host was killed: start its successor (it adopts what survived)
+    and say which running containers lost their network, and how to get it back."""
+    from pydocklite.nshost.client import restarted
+    from pydocklite.state.store import ContainerStore
+    try:
+        lost = restarted(settings.runtime_dir)
+    except Exception as e:  # noqa: BLE001 - told; the verb goes on
+        out.write(f"WARNING: the namespace host is gone and could not be restarted: {e}\n")
+        return
+    store = ContainerStore(settings.layout.containers_dir)
+    names = []
+    for entry in lost:
+        try:
+            state = store.load(entry["id"])
+        except Exception:  # noqa: BLE001 - removed since
+            continue
+        if state.status().running:
+            names.append(state.name)
+    if names:
+        out.write(f"WARNING: the namespace host was killed and its network namespace went "
+                  f"with it: containers {', '.join(names)} lost their network (they still "
+                  f"run); restart them to get it back: pydocklite restart "
+                  f"{' '.join(names)}\n")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 
 from snapshotter.layer_index import (BLOCK, CHAR, DIR, FIFO, HARDLINK, INTERNAL_XATTR_PREFIXES,
                                      REG, SYMLINK)
-from snapshotter.tar_stream import TarParser
+from snapshotter.tar_stream import TarParser, normal_name
 from pydocklite.errors import UnsafeArchiveError
 from pydocklite.runtime.record import Record
 
@@ -50,22 +50,10 @@ HOST = ExtractPolicy(owners=False, setid=False, fifos=False, links_anywhere=Fals
 
 def normalise(name: str, what: str = "archive") -> str:
     """The relative path of an archive entry, or raise UnsafeArchiveError."""
-    if "\0" in name:
-        raise UnsafeArchiveError(f"{what}: entry {name!r}: the name contains a NUL byte")
-    if name.startswith("/") and name.strip("/"):
-        raise UnsafeArchiveError(f"{what}: entry {name!r}: absolute names are not allowed")
-    parts: List[str] = []
-    for comp in name.split("/"):
-        if comp in ("", "."):
-            continue
-        if comp == "..":
-            if not parts:
-                raise UnsafeArchiveError(f"{what}: entry {name!r}: '..' leads outside the "
-                                         f"destination")
-            parts.pop()
-        else:
-            parts.append(comp)
-    return "/".join(parts)
+    try:
+        return normal_name(name, "the destination")
+    except ValueError as e:
+        raise UnsafeArchiveError(f"{what}: entry {name!r}: {e}") from None
 
 
 def link_stays_inside(rel: str, target: str) -> bool:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, Optional, Sequence, Tuple
 
 from . import fd_walk
-from .layer_index import BLOCK, CHAR, DIR, FIFO, HARDLINK, REG, SYMLINK
+from .layer_index import (BLOCK, CHAR, DIR, FIFO, HARDLINK, INTERNAL_XATTR_PREFIXES, REG,
+                          SYMLINK)
 from .tar_stream import TarWriter
-from .upper import (INTERNAL_XATTR_PREFIXES, OPAQUE_XATTR, OVERRIDE_XATTR, TEMP_PREFIX,
-                    is_whiteout)
+from .upper import OPAQUE_XATTR, OVERRIDE_XATTR, TEMP_PREFIX, is_whiteout
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"

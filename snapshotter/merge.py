@@ -29,7 +29,6 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Dict, List, Optional, Sequence
 
 from .errors import LayerCorruptError
-from .layer_index import INTERNAL_XATTR_PREFIXES
 from .layout import sha256_hex
 
 WHITEOUT_PREFIX = ".wh."
@@ -63,10 +62,13 @@ class Inode:
         (self.type, self.mode, self.uid, self.gid, self.size, self.mtime, self.linkname,
          self.rdev, xattrs, self.layer, self.offset, self.ino) = node
         self.xattrs = dict(xattrs)
-        if xattrs and any(k.startswith(INTERNAL_XATTR_PREFIXES) for k, _ in xattrs):
+        if xattrs:
             # the upper dir's own markers never come from a layer (an index made before
-            # the indexer dropped them may still hold some)
-            self.xattrs = {k: v for k, v in xattrs if not k.startswith(INTERNAL_XATTR_PREFIXES)}
+            # the indexer dropped them may still hold some); imported here: the start path
+            # of a container without xattrs doesn't pay for layer_index
+            from .layer_index import INTERNAL_XATTR_PREFIXES as internal
+            if any(k.startswith(internal) for k, _ in xattrs):
+                self.xattrs = {k: v for k, v in xattrs if not k.startswith(internal)}
         self.nlink = nlink
         self.attrs = None   # stat tuple, filled in by the union view on first use
 

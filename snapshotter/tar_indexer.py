@@ -17,7 +17,7 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 from snapshotter.errors import UnsafeLayerEntryError
 from snapshotter.layer_index import (BLOCK, CHAR, DIR, HARDLINK, INTERNAL_XATTR_PREFIXES,
                                      SYMLINK, LayerIndex)
-from snapshotter.tar_stream import TarParser
+from snapshotter.tar_stream import TarParser, normal_name
 
 _Row = tuple  # an IndexEntry as a plain tuple, in IndexEntry field order
 
@@ -47,21 +47,10 @@ class TarIndexer(TarParser):
 
     # -- paths and entries --
     def _normalise(self, raw: str, entry: str) -> str:
-        if "\0" in raw:
-            raise UnsafeLayerEntryError(self.name, entry, "the name contains a NUL byte")
-        if raw.startswith("/") and raw.strip("/"):  # a bare "/" is the root itself
-            raise UnsafeLayerEntryError(self.name, entry, "absolute paths are not allowed in a layer")
-        parts: List[str] = []
-        for comp in raw.split("/"):
-            if comp in ("", "."):
-                continue
-            if comp == "..":
-                if not parts:
-                    raise UnsafeLayerEntryError(self.name, entry, "'..' leads outside the layer")
-                parts.pop()
-            else:
-                parts.append(comp)
-        return "/".join(parts)
+        try:
+            return normal_name(raw, "the layer")
+        except ValueError as e:
+            raise UnsafeLayerEntryError(self.name, entry, str(e)) from None
 
     def _ensure_parents(self, path: str, entry: str) -> None:
         missing = []

@@ -49,6 +49,26 @@ class TarMember(namedtuple("TarMember", "name type mode uid gid size mtime linkn
     __slots__ = ()
 
 
+def normal_name(raw: str, where: str = "the archive") -> str:
+    """An entry name made relative and plain ("./a//b" -> "a/b", "/" -> ""), or ValueError
+    saying why it can't be (a NUL, an absolute name, a '..' that climbs out of `where`)."""
+    if "\0" in raw:
+        raise ValueError("the name contains a NUL byte")
+    if raw.startswith("/") and raw.strip("/"):  # a bare "/" is the root itself
+        raise ValueError(f"absolute names are not allowed in {where}")
+    parts = []
+    for comp in raw.split("/"):
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if not parts:
+                raise ValueError(f"'..' leads outside {where}")
+            parts.pop()
+        else:
+            parts.append(comp)
+    return "/".join(parts)
+
+
 def pad(n: int) -> int:
     return (n + BLOCK_SIZE - 1) // BLOCK_SIZE * BLOCK_SIZE
 

@@ -20,8 +20,7 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 
 from .errors import LayerCorruptError
 from .merge import DIR, REG, Inode, LowerData, MergedTree
-from .upper import (INTERNAL_XATTR_PREFIXES, TEMP_PREFIX, UpperDir, check_rel, is_whiteout,
-                    parent_of)
+from .upper import TEMP_PREFIX, UpperDir, check_rel, is_internal, is_whiteout, parent_of
 
 LOWER_FH_BASE = 1 << 40
 STAT_FIELDS = ("st_mode", "st_ino", "st_nlink", "st_uid", "st_gid", "st_size", "st_rdev",
@@ -157,11 +156,11 @@ class Union:
     def listxattr(self, rel: str) -> List[str]:
         kind, obj = self.resolve(rel)
         names = list(obj.xattrs) if kind == "lower" else self.upper.listxattr(rel)
-        return [n for n in names if not n.startswith(INTERNAL_XATTR_PREFIXES)]
+        return [n for n in names if not is_internal(n)]
 
     def getxattr(self, rel: str, name: str) -> bytes:
         kind, obj = self.resolve(rel)
-        if name.startswith(INTERNAL_XATTR_PREFIXES):   # ours (or a layer's forgery): hidden
+        if is_internal(name):          # ours (or a layer's forgery): hidden
             raise OSError(errno.ENODATA, os.strerror(errno.ENODATA), rel)
         if kind == "lower":
             try:
@@ -171,13 +170,13 @@ class Union:
         return self.upper.getxattr(rel, name)
 
     def setxattr(self, rel: str, name: str, value: bytes, flags: int) -> None:
-        if name.startswith(INTERNAL_XATTR_PREFIXES):
+        if is_internal(name):
             raise OSError(errno.EPERM, "reserved xattr name", rel)
         self.copy_up(rel)
         self.upper.setxattr(rel, name, value, flags)
 
     def removexattr(self, rel: str, name: str) -> None:
-        if name.startswith(INTERNAL_XATTR_PREFIXES):
+        if is_internal(name):
             raise OSError(errno.ENODATA, os.strerror(errno.ENODATA), rel)
         self.copy_up(rel)
         self.upper.removexattr(rel, name)

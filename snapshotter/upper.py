@@ -24,13 +24,20 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Optional, Set, Tuple
 
-from .layer_index import INTERNAL_XATTR_PREFIXES  # (diff.py and union.py take it from here)
 from .merge import DIR, FIFO, REG, SYMLINK, CHAR, BLOCK, Inode, LowerData
 
 OPAQUE_XATTR = "user.overlay.opaque"
 OVERRIDE_XATTR = "user.pydocklite.override"
 TEMP_PREFIX = ".pdl-tmp-"
 _COPY_CHUNK = 1 << 20
+
+
+def is_internal(xattr: str) -> bool:
+    """One of the upper dir's own markers (user.overlay.*, user.pydocklite.*): never taken
+    from a layer or a container. (layer_index holds the list; imported on first use: the
+    start path of a container doesn't pay for it.)"""
+    from .layer_index import INTERNAL_XATTR_PREFIXES
+    return xattr.startswith(INTERNAL_XATTR_PREFIXES)
 
 
 def _has_at(fd: int, name: str, xattr: str) -> bool:
@@ -388,7 +395,7 @@ class UpperDir:
 
     def set_xattrs(self, rel: str, xattrs: dict) -> None:
         for name, value in xattrs.items():
-            if name.startswith(INTERNAL_XATTR_PREFIXES):
+            if is_internal(name):
                 continue        # our own markers come from us, never from a layer
             try:
                 self.setxattr(rel, name, value)

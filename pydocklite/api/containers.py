@@ -31,29 +31,24 @@ def summary(state) -> dict:
         if key not in published and port.isdigit():
             ports.append({"PrivatePort": int(port), "Type": proto or "tcp"})
     mode = network_mode(state)
+    from pydocklite.containers.netconfig import settings_json
+    networks = settings_json(state, {})["Networks"]
     return {
         "Id": state.id, "Names": ["/" + state.name], "Image": state.image,
         "ImageID": state.image_id, "Command": " ".join(cfg.get("Args", [])),
         "Created": unix_time(state.created), "Ports": ports,
         "Labels": c.get("Labels") or {}, "State": st.state, "Status": state.human_status(),
         "HostConfig": {"NetworkMode": mode},
-        "NetworkSettings": {"Networks": {mode: _endpoint(state)}},
+        "NetworkSettings": {"Networks": networks},
         "Mounts": [{"Type": "bind", "Source": m.get("source"), "Destination": m.get("target"),
                     "RW": not m.get("readonly"), "Propagation": "rprivate"}
                    for m in cfg.get("Mounts", [])],
     }
 
 
-def _endpoint(state) -> dict:
-    return {"IPAMConfig": None, "Links": None, "Aliases": state.config.get("ApiAliases"),
-            "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
-            "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0, "MacAddress": "", "DriverOpts": None}
-
-
 def network_mode(state) -> str:
     mode = state.config.get("HostConfig", {}).get("NetworkMode", "")
-    return state.config.get("ApiNetwork") or ("bridge" if mode in ("private", "") else mode)
+    return "bridge" if mode in ("private", "") else mode
 
 
 def list_(ctx, req, resp):
@@ -80,13 +75,7 @@ def inspect(ctx, req, resp, id):
     from pydocklite.containers.inspect_json import container_json
     state = _state(ctx, id)
     data = container_json(ctx.settings, state)
-    mode = network_mode(state)
-    data["HostConfig"]["NetworkMode"] = mode
-    ns = data.setdefault("NetworkSettings", {})
-    ns.setdefault("Networks", {mode: _endpoint(state)})
-    for key in ("Gateway", "IPAddress", "MacAddress", "IPv6Gateway", "GlobalIPv6Address"):
-        ns.setdefault(key, "")
-    ns.setdefault("IPPrefixLen", 0)
+    data["HostConfig"]["NetworkMode"] = network_mode(state)
     data["Config"].setdefault("Image", state.image)
     return data
 

@@ -82,8 +82,13 @@ def run_options(body: dict, name):
     restart = _field(host, "RestartPolicy", dict, hc, {})
     rname = _field(restart, "Name", str, "RestartPolicy.") or "no"
     retries = _field(restart, "MaximumRetryCount", int, "RestartPolicy.") or 0
-    mode = _field(host, "NetworkMode", str, hc) or "default"
-    network = mode if mode in ("host", "none") else "private"
+    _field(host, "NetworkMode", str, hc)
+    from pydocklite.containers.netopts import from_api
+    from pydocklite.errors import UsageError
+    try:
+        net = from_api(host, body.get("NetworkingConfig"), body)
+    except UsageError as e:
+        raise HttpError(400, str(e)) from None
     nano = _field(host, "NanoCpus", int, hc) or 0
     quota, period = _field(host, "CpuQuota", int, hc) or 0, _field(host, "CpuPeriod", int, hc) or 0
     cpus = nano / 1e9 if nano else (quota / period if quota > 0 and period > 0 else None)
@@ -97,7 +102,6 @@ def run_options(body: dict, name):
     # the CLI's parser: apparmor= and label= reach the spec (and are refused, 400 from the
     # container service, on a host whose LSM can't apply them), never dropped
     from pydocklite.containers.options import parse_security_opts
-    from pydocklite.errors import UsageError
     try:
         extra = parse_security_opts(_strings(host, "SecurityOpt", hc))
     except UsageError as e:
@@ -119,7 +123,7 @@ def run_options(body: dict, name):
         workdir=_field(body, "WorkingDir", str) or None,
         user=_field(body, "User", str) or None,
         hostname=_field(body, "Hostname", str) or None,
-        network=network, publish=tuple(publish),
+        network=net.mode, net=net, publish=tuple(publish),
         publish_all=bool(_field(host, "PublishAllPorts", bool, hc, False)),
         mounts=tuple(mounts), memory=memory, memory_swap=swap, cpus=cpus,
         pids_limit=pids if pids and pids > 0 else None, ulimits=tuple(ulimits),
@@ -176,15 +180,11 @@ def create(ctx, req, resp):
     warnings = []
     ports = resolve_ports(opts, image_config, warn=lambda text: warnings.append(text.strip()))
     state = ctx.containers.create(opts, record, image_config, ports)
-    network = _network_name(body)
     size = _console_size((body.get("HostConfig") or {}).get("ConsoleSize"))
-    if network or size:
+    if size:
         def remember(s):
             cfg = dict(s.config)
-            if network:
-                cfg["ApiNetwork"], cfg["ApiAliases"] = network
-            if size:
-                cfg["ApiConsoleSize"] = size
+            cfg["ApiConsoleSize"] = size
             return s._replace(config=cfg)
         state = ctx.containers.store.update(state.id, remember)
     from pydocklite.api.attach import fork_ahead
@@ -199,17 +199,3 @@ def _console_size(value):
             isinstance(v, int) and not isinstance(v, bool) and 0 < v < 0x10000 for v in value):
         return value
     return None
-
-
-def _network_name(body: dict):
-    """The user-defined network a client asked for (Compose's <project>_default) and the
-    container's aliases there: shown by inspect; the container gets the private network
-    until the networks service gives it that network."""
-    host = body.get("HostConfig") or {}
-    mode = host.get("NetworkMode") if isinstance(host, dict) else None
-    if not isinstance(mode, str) or mode in ("", "default", "bridge", "host", "none", "private"):
-        return None
-    endpoints = ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}) \
-        if isinstance(body.get("NetworkingConfig"), dict) else {}
-    aliases = (endpoints.get(mode) or {}).get("Aliases") if isinstance(endpoints, dict) else None
-    return mode, aliases if isinstance(aliases, list) else None

@@ -1,6 +1,6 @@
-"""/networks: translations to the networks service (pydocklite/networks.py). A container
-created through the API on a user-defined network (Compose's <project>_default) records
-that network's name; connect/disconnect come with the networks' start-path integration."""
+"""/networks: translations to the networks service (pydocklite/networks.py); a container
+created on a network (Compose's <project>_default, with the service's aliases) joins it
+through containers/netopts.from_api, connect/disconnect through the service."""
 from __future__ import annotations
 
 from pydocklite.api.http import HttpError
@@ -63,42 +63,19 @@ def _endpoint(req):
     return body, container
 
 
-def _remember(ctx, container: str, network, aliases) -> None:
-    """Until containers join networks for real (the networks' start-path integration): the
-    network a client put the container on, shown by inspect, as create records it."""
-    def change(s):
-        cfg = dict(s.config)
-        if network is None:
-            cfg.pop("ApiNetwork", None)
-            cfg.pop("ApiAliases", None)
-        else:
-            cfg["ApiNetwork"], cfg["ApiAliases"] = network, list(aliases) or None
-        return s._replace(config=cfg)
-    ctx.containers.store.update(ctx.containers.store.resolve(container), change)
-
-
 def connect(ctx, req, resp, id):
     body, container = _endpoint(req)
-    service = _service(ctx)
-    net = service.inspect(id)
-    aliases = tuple((body.get("EndpointConfig") or {}).get("Aliases") or ())
-    fn = getattr(service, "connect", None)
-    if fn is not None:
-        fn(id, container, aliases=aliases)
-    else:
-        _remember(ctx, container, net.name, aliases)
+    config = body.get("EndpointConfig") or {}
+    if not isinstance(config, dict):
+        raise HttpError(400, "invalid EndpointConfig: expected an object")
+    ipam = config.get("IPAMConfig") if isinstance(config.get("IPAMConfig"), dict) else {}
+    aliases = tuple(a for a in (config.get("Aliases") or ()) if isinstance(a, str))
+    _service(ctx).connect(id, container, aliases=aliases, ip=ipam.get("IPv4Address") or "",
+                          mac=config.get("MacAddress") or "")
     return None
 
 
 def disconnect(ctx, req, resp, id):
     body, container = _endpoint(req)
-    service = _service(ctx)
-    net = service.inspect(id)
-    fn = getattr(service, "disconnect", None)
-    if fn is not None:
-        fn(id, container, force=bool(body.get("Force")))
-    else:
-        state = ctx.containers.store.get(container)
-        if state.config.get("ApiNetwork") == net.name:
-            _remember(ctx, container, None, ())
+    _service(ctx).disconnect(id, container, force=bool(body.get("Force")))
     return None

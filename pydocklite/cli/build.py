@@ -23,8 +23,8 @@ def _parser() -> Parser:
     a("--label", action="append", default=[], help="Set metadata for an image")
     a("-q", "--quiet", action="store_true", help="Suppress the build output and print image ID "
       "on success")
-    a("--network", default="private", help="Networking mode for RUN: private (default), host, "
-      "none")
+    a("--network", default="private", help="Networking mode for RUN: default (the default "
+      "bridge), host, none")
     a("--iidfile", help="Write the image ID to the file")
     a("--signature-policy", metavar="FILE",
       help="Signature policy for base images pulled by FROM (default: "

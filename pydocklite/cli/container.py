@@ -172,8 +172,8 @@ def cmd_pause(settings, argv) -> int:
                "the container is stopped with SIGSTOP ('pydocklite info' says which).")
     p.add_argument("containers", nargs="+")
     args = p.parse_args(argv)
-    from pydocklite.containers.pause import pause
-    return _each(args.containers, lambda n: (pause(settings, n), n)[1])
+    service = _service(settings)
+    return _each(args.containers, lambda n: (service.pause(n), n)[1])
 
 
 def cmd_unpause(settings, argv) -> int:
@@ -181,8 +181,8 @@ def cmd_unpause(settings, argv) -> int:
                "Unpause all processes within one or more containers")
     p.add_argument("containers", nargs="+")
     args = p.parse_args(argv)
-    from pydocklite.containers.pause import unpause
-    return _each(args.containers, lambda n: (unpause(settings, n), n)[1])
+    service = _service(settings)
+    return _each(args.containers, lambda n: (service.unpause(n), n)[1])
 
 
 def cmd_container(settings, argv) -> int:

@@ -118,6 +118,18 @@ def _split_global(argv: list):
     return opts, None, []
 
 
+# verbs after which a killed namespace host is noticed, restored, and its losses told
+NSHOST_VERBS = frozenset(("run", "create", "start", "restart", "ps", "network", "container",
+                          "inspect", "stop", "rm", "exec"))
+
+
+def _namespace_host_check(settings) -> None:
+    from pydocklite.nshost.state import host_died
+    if host_died(settings.runtime_dir):
+        from pydocklite.networks import report_restart
+        report_restart(settings, sys.stderr)
+
+
 def _fail(message: str, code: int = 125) -> int:
     sys.stderr.write(f"pydocklite: {message}\n")
     return code
@@ -140,6 +152,8 @@ def main(argv=None) -> int:
     from pydocklite.settings import Settings
     try:
         settings = Settings.from_environment(**opts)
+        if verb in NSHOST_VERBS:
+            _namespace_host_check(settings)
         module = importlib.import_module(f"pydocklite.cli.{module_name}")
         return int(getattr(module, func_name)(settings, rest) or 0)
     except KeyboardInterrupt:

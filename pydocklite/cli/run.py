@@ -25,7 +25,19 @@ def add_create_flags(p) -> None:
     a("-i", "--interactive", action="store_true", help="Keep STDIN open even if not attached")
     a("-t", "--tty", action="store_true", help="Allocate a pseudo-TTY")
     a("-h", "--hostname", help="Container host name")
-    a("--network", "--net", default="private", help="Network: private (default), host, none")
+    a("--network", "--net", action="append", default=[],
+      help="Connect a container to a network (bridge, host, none, container:NAME or a "
+           "network's name; repeatable)")
+    a("--network-alias", action="append", default=[],
+      help="Add network-scoped alias for the container")
+    a("--ip", default="", help="IPv4 address (e.g., 172.30.100.104)")
+    a("--mac-address", default="", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)")
+    a("--dns", action="append", default=[], help="Set custom DNS servers")
+    a("--dns-search", action="append", default=[], help="Set custom DNS search domains")
+    a("--dns-option", "--dns-opt", action="append", default=[], help="Set DNS options")
+    a("--add-host", action="append", default=[],
+      help="Add a custom host-to-IP mapping (host:ip, or host:host-gateway for the host)")
+    a("--domainname", default="", help="Container NIS domain name")
     a("-m", "--memory", help="Memory limit")
     a("--memory-swap", help="Swap limit equal to memory plus swap: '-1' for unlimited swap")
     a("--cpus", type=float, help="Number of CPUs")
@@ -82,9 +94,10 @@ def options_from_args(args):
     for item in args.env:
         env.append(item if "=" in item else f"{item}={os.environ.get(item, '')}"
                    if item in os.environ else item)
-    if args.network not in ("private", "host", "none", "bridge", "default"):
-        raise UsageError(f"network {args.network} not found: use private, host or none")
-    network = "private" if args.network in ("bridge", "default") else args.network
+    from pydocklite.containers.netopts import parse as parse_network
+    net = parse_network(args.network, args.network_alias, args.ip, args.mac_address, args.dns,
+                        args.dns_search, args.dns_option, args.add_host, args.hostname or "",
+                        args.domainname)
     labels = tuple(tuple(lbl.split("=", 1)) if "=" in lbl else (lbl, "") for lbl in args.label)
     memory = parse_bytes(args.memory) if args.memory else None
     swap = None
@@ -114,7 +127,7 @@ def options_from_args(args):
         image=args.image, command=tuple(args.command), name=args.name,
         detach=getattr(args, "detach", False), remove=args.rm, interactive=args.interactive,
         tty=args.tty, env=tuple(env), entrypoint=args.entrypoint, workdir=args.workdir,
-        user=args.user, hostname=args.hostname, network=network, publish=tuple(args.publish),
+        user=args.user, hostname=args.hostname, network=net.mode, net=net, publish=tuple(args.publish),
         publish_all=args.publish_all,
         mounts=tuple([parse_volume(v) for v in args.volume] + [parse_tmpfs(t) for t in args.tmpfs]),
         memory=memory, memory_swap=swap, cpus=args.cpus, pids_limit=args.pids_limit,

@@ -81,6 +81,12 @@ class ContainerService:
             except FileNotFoundError:
                 pass                      # a record whose create was cut short
             self.event(new, "rename", oldName="/" + old.name)
+            if old.status().running and old.config.get("Networks"):
+                from pydocklite.nshost.client import connect
+                host = connect(self.settings.runtime_dir, start=False)
+                if host is not None:          # its DNS answers the new name at once
+                    with host:
+                        host.call("rename", cid=old.id, name=new.name)
         return new
 
     def update(self, ref: str, want) -> List[str]:
@@ -120,6 +126,7 @@ class ContainerService:
                                       f"(pid {state.shim_pid}): wait or stop it first")
         files = self.store.files(state.id)
         files.stop_marker.unlink(missing_ok=True)
+        self._refresh_network(state, files)
         self.run_layout.ensure()
         if pending is None:
             from pydocklite.shim.launch import spawn
@@ -137,6 +144,18 @@ class ContainerService:
             return StartResult(False, error=msg.get("error", "start failed"),
                                exit_code=int(msg.get("exit_code", 125)))
         return StartResult(True, pid=int(msg.get("pid", 0)))
+
+    def _refresh_network(self, state: ContainerState, files) -> None:
+        """The networks as they are now into the shim's configuration (see netconfig)."""
+        from pydocklite.containers import netconfig
+        from pydocklite.shim import config as shim_config
+        try:
+            cfg = shim_config.read(files.shim_config)
+        except FileNotFoundError:
+            return
+        fresh = netconfig.refresh(self.settings, self.store, state, cfg)
+        if fresh is not cfg:
+            shim_config.write(files.shim_config, fresh, durable=False)
 
     # --- stop / kill ------------------------------------------------------------------
     def kill(self, ref: str, sig=None) -> ContainerState:
@@ -177,6 +196,15 @@ class ContainerService:
         self._wait_shim_recorded(state.id, 10)
         self.event(state, "stop")
         return self.store.load(state.id)
+
+    def pause(self, ref: str) -> ContainerState:
+        """Docker's pause (containers/pause.py: the freezer, else SIGSTOP of every process)."""
+        from pydocklite.containers.pause import pause
+        return pause(self.settings, ref)
+
+    def unpause(self, ref: str) -> ContainerState:
+        from pydocklite.containers.pause import unpause
+        return unpause(self.settings, ref)
 
     def _request_stop(self, cid: str, why: str) -> None:
         """Tell the shim not to apply the restart policy (and, for "rm", not to remove a

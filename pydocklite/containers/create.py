@@ -5,13 +5,12 @@ written last, durably."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import List
 
-from pydocklite.atomic import atomic_write_json, atomic_write_text
+from pydocklite.atomic import atomic_write_json
 from pydocklite.containers.options import RunOptions
 from pydocklite.errors import UsageError
 from pydocklite.runtime.record import asdict
@@ -53,8 +52,10 @@ def create(service, opts: RunOptions, image_record, image_config: dict,
         snap.prepare(cid, list(image_record.diff_ids))
         etc = image_user_files(service.layout, image_record.id, image_record.diff_ids)
         passwd, group = etc["/etc/passwd"], etc["/etc/group"]
-        hostname = opts.hostname or cid[:12]
-        extra = _etc_files(files, hostname, opts)
+        from pydocklite.containers import netconfig
+        net = netconfig.plan(service.settings, service.store, opts)
+        hostname = netconfig.hostname_for(opts, cid, net)
+        extra = netconfig.etc_mounts(files, net, hostname, opts)
         if opts.init:
             from pydocklite.embedded_init import INIT_PATH_IN_CONTAINER, init_binary
             try:
@@ -70,6 +71,8 @@ def create(service, opts: RunOptions, image_record, image_config: dict,
                           container_id=cid, rootfs=rootfs, passwd=passwd, group=group,
                           hostname=hostname, extra_mounts=extra)
         spec["linux"]["namespaces"].append({"type": "user"})
+        if opts.net is not None and opts.net.domainname:
+            spec["domainname"] = opts.net.domainname
         spec["process"]["oomScoreAdj"] = 0
         atomic_write_json(files.spec, spec, durable=False)    # see atomic.py
         from pydocklite.shim import config as shim_config
@@ -77,7 +80,13 @@ def create(service, opts: RunOptions, image_record, image_config: dict,
             id=cid, name=state.name, bundle=str(files.dir), rootfs=rootfs,
             storage_driver=snap.driver, log_path=str(files.log), restart=restart["Name"],
             restart_max=restart["MaximumRetryCount"], auto_remove=opts.remove,
-            network=opts.network, ports=tuple(ports), tty=opts.tty,
+            network=net.mode, endpoints=net.endpoints, join=net.join,
+            hostname=hostname, domainname=opts.net.domainname if opts.net else "",
+            extra_hosts=opts.net.extra_hosts if opts.net else (),
+            dns=opts.net.dns if opts.net else (),
+            dns_search=opts.net.dns_search if opts.net else (),
+            dns_options=opts.net.dns_options if opts.net else (),
+            ports=tuple(ports), tty=opts.tty,
             open_stdin=opts.interactive, image=opts.image, labels=tuple(labels.items()),
             stdin_once=opts.interactive and (not opts.detach if opts.stdin_once is None
                                              else opts.stdin_once),
@@ -87,8 +96,8 @@ def create(service, opts: RunOptions, image_record, image_config: dict,
             if spec["linux"].get("resources") else ""))
         config = {
             "Config": {
-                "Hostname": hostname, "User": opts.user if opts.user is not None
-                else cfg.get("User", ""),
+                "Hostname": hostname, "Domainname": opts.net.domainname if opts.net else "",
+                "User": opts.user if opts.user is not None else cfg.get("User", ""),
                 "Env": spec["process"]["env"], "Cmd": list(opts.command) or cfg.get("Cmd"),
                 "Entrypoint": ([opts.entrypoint] if opts.entrypoint else None)
                 if opts.entrypoint is not None else cfg.get("Entrypoint"),
@@ -100,8 +109,7 @@ def create(service, opts: RunOptions, image_record, image_config: dict,
             },
             "HostConfig": {
                 "AutoRemove": opts.remove, "RestartPolicy": restart,
-                "NetworkMode": "host" if opts.network == "host" else
-                ("none" if opts.network == "none" else "private"),
+                **netconfig.host_config(opts, net),
                 "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}"
                           for m in opts.mounts if m.kind in ("bind", "volume")],
                 "Memory": opts.memory or 0, "MemorySwap": opts.memory_swap or 0,
@@ -116,6 +124,7 @@ def create(service, opts: RunOptions, image_record, image_config: dict,
             "Mounts": [dict(asdict(m), **{"name": n for n, t in volumes if t == m.target})
                        for m in mounts],
             "Volumes": [n for n, _ in volumes],
+            "Networks": net.networks or {},
             "StorageDriver": snap.driver,
             "diff_ids": list(image_record.diff_ids),
             "Platform": image_record.os or "linux",
@@ -130,22 +139,6 @@ def create(service, opts: RunOptions, image_record, image_config: dict,
     service.event(state, "create")
     return state
 
-
-def _etc_files(files, hostname: str, opts: RunOptions) -> list:
-    hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-             f"127.0.1.1\t{hostname}\n")
-    try:
-        resolv = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        resolv = ""
-    out = []
-    for name, text in (("hostname", hostname + "\n"), ("hosts", hosts),
-                       ("resolv.conf", resolv)):
-        path = files.etc_file(name)
-        atomic_write_text(path, text, mode=0o644, durable=False)
-        out.append({"destination": f"/etc/{name}", "type": "bind", "source": str(path),
-                    "options": ["rbind", "rw"] if not opts.read_only else ["rbind", "ro"]})
-    return out
 
 def _volume_mounts(service, opts: RunOptions, cid: str, volumes: List[tuple]) -> list:
     """The container's mounts with host paths: a volume (named, or anonymous for

@@ -131,6 +131,15 @@ def _failed(e, state, path: str) -> Exception:
     return ContainerPathError(f"container {state.name}: {path}: {e}")
 
 
+def _wait(helper, state, path: str) -> None:
+    """Wait for the helper; its failure as the service's error for `path`."""
+    from pydocklite.runtime.confined import ConfinedError
+    try:
+        helper.wait()
+    except ConfinedError as e:
+        raise _failed(e, state, path) from None
+
+
 def _read_bounded(fd: int, limit: int) -> bytes:
     data = b""
     while True:
@@ -144,7 +153,6 @@ def _read_bounded(fd: int, limit: int) -> bytes:
 
 def _run_small(settings, state, fn, path: str, limit: int = STAT_MAX):
     """Run fn in a helper; its fd 1 is read back (bounded) and parsed as JSON."""
-    from pydocklite.runtime.confined import ConfinedError
     r, w = os.pipe()
     try:
         helper = _start(settings, state, fn, stdout=w)
@@ -160,10 +168,7 @@ def _run_small(settings, state, fn, path: str, limit: int = STAT_MAX):
         raise
     finally:
         os.close(r)
-    try:
-        helper.wait()
-    except ConfinedError as e:
-        raise _failed(e, state, path) from None
+    _wait(helper, state, path)
     try:
         return json.loads(data)
     except ValueError:
@@ -207,15 +212,11 @@ class ArchiveStream:
         return os.read(self.fd, n)
 
     def close(self) -> None:
-        from pydocklite.runtime.confined import ConfinedError
         if self.fd < 0:
             return
         os.close(self.fd)
         self.fd = -1
-        try:
-            self.helper.wait()
-        except ConfinedError as e:
-            raise _failed(e, self.state, self.path) from None
+        _wait(self.helper, self.state, self.path)
 
     def abort(self) -> None:
         """Stop early: kill the helper, no error."""
@@ -271,7 +272,6 @@ def put_tar(settings, ref: str, path: str, feed: Callable[[Callable[[bytes], Non
             copy_ids: bool = False) -> List[Tuple[str, str]]:
     """put_archive() for a producer: feed(write) writes the tar through write(bytes)."""
     from pydocklite.containers import fs_inside
-    from pydocklite.runtime.confined import ConfinedError
     state = _container(settings, ref)
     path = _check_path(path)
     in_r, in_w = os.pipe()
@@ -304,10 +304,7 @@ def put_tar(settings, ref: str, path: str, feed: Callable[[Callable[[bytes], Non
         raise
     finally:
         os.close(out_r)
-    try:
-        helper.wait()
-    except ConfinedError as e:
-        raise _failed(e, state, path) from None
+    _wait(helper, state, path)
     try:
         return [(str(n), str(why)) for n, why in json.loads(answer)]
     except (ValueError, TypeError):

@@ -21,6 +21,7 @@ def container_json(settings, state) -> dict:
     args = cfg.get("Args", [])
     from pydocklite.shim.port_spec import PortMapping, inspect_ports
     ports = inspect_ports([PortMapping(**m) for m in cfg.get("PortBindings", [])])
+    from pydocklite.containers import netconfig
     from pydocklite.layout import ContainerFiles
     files = ContainerFiles(settings.layout.containers_dir / state.id)
     return {
@@ -43,6 +44,5 @@ def container_json(settings, state) -> dict:
         "HostConfig": {**cfg.get("HostConfig", {}), "PortBindings": ports},
         "Mounts": [mount_json(m) for m in cfg.get("Mounts", [])],
         "Config": {**c, "Cmd": c.get("Cmd"), "Entrypoint": c.get("Entrypoint")},
-        "NetworkSettings": {"Ports": ports,
-                            "NetworkMode": cfg.get("HostConfig", {}).get("NetworkMode", "")},
+        "NetworkSettings": netconfig.settings_json(state, ports),
     }

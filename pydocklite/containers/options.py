@@ -7,6 +7,9 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 
 from pydocklite.runtime.record import Factory, record
 
+if TYPE_CHECKING:
+    from pydocklite.containers.netopts import NetworkOptions
+
 
 @record
 class Mapping:
@@ -33,7 +36,8 @@ class RunOptions:
     workdir: Optional[str] = None
     user: Optional[str] = None
     hostname: Optional[str] = None
-    network: str = "private"                  # private | host | none
+    network: str = "bridge"                   # bridge | host | none | container
+    net: Optional[NetworkOptions] = None      # the network flags (containers/netopts.py)
     publish: Tuple[str, ...] = ()             # raw -p values
     publish_all: bool = False
     mounts: Tuple[Mapping, ...] = ()

@@ -139,22 +139,21 @@ def _wait_frozen(cg, frozen: bool) -> None:
                               f"{FREEZE_WAIT:.0f} s")
 
 
-def freeze(settings, state) -> None:
+def _set_frozen(settings, state, frozen: bool) -> None:
     cg = _cgroup(settings, state.id)
     if cg is not None:
-        cg.freeze()
-        _wait_frozen(cg, True)
+        cg.freeze() if frozen else cg.thaw()
+        _wait_frozen(cg, frozen)
     else:
-        _signal_all(settings, state, signal.SIGSTOP)
+        _signal_all(settings, state, signal.SIGSTOP if frozen else signal.SIGCONT)
+
+
+def freeze(settings, state) -> None:
+    _set_frozen(settings, state, True)
 
 
 def thaw(settings, state) -> None:
-    cg = _cgroup(settings, state.id)
-    if cg is not None:
-        cg.thaw()
-        _wait_frozen(cg, False)
-    else:
-        _signal_all(settings, state, signal.SIGCONT)
+    _set_frozen(settings, state, False)
 
 
 def _event(settings, state, action: str) -> None:

@@ -12,6 +12,9 @@ def resolve_ports(opts, image_config, warn) -> list:
     if not opts.publish and not opts.publish_all:
         return []
     from pydocklite.shim.port_spec import parse_publish, publish_all, unprivileged_port_start
+    if opts.network == "container":
+        raise UsageError("conflicting options: port publishing and the container type network "
+                         "mode")
     if opts.network == "host":
         warn("WARNING: Published ports are discarded when using host network mode\n")
         return []

@@ -38,10 +38,33 @@ class HostClient:
         self.rfile = sock.makefile("rb")
         self.info: dict = {}
 
-    def call(self, op: str, **args):
+    def call(self, op: str, fds=(), **args):
+        """One request, its reply's result. fds: file descriptors passed along."""
+        self.send_request(op, fds, **args)
+        return self.reply(op)
+
+    def send_request(self, op: str, fds=(), **args) -> None:
+        """The first half of call(): the reply is read by reply() (requests are answered
+        in order), so the caller can do something else meanwhile."""
         args["op"] = op
+        if fds:
+            args["fds"] = len(fds)
+        data = json.dumps(args).encode() + b"\n"
         try:
-            self.sock.sendall(json.dumps(args).encode() + b"\n")
+            if fds:
+                import array
+                sent = self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                   array.array("i", fds))])
+                if sent < len(data):
+                    self.sock.sendall(data[sent:])
+            else:
+                self.sock.sendall(data)
+        except OSError as e:
+            raise NsHostError(f"the namespace host went away during {op!r} ({e.strerror}): "
+                              f"see {self.files.log}") from None
+
+    def reply(self, op: str):
+        try:
             line = self.rfile.readline()
         except OSError as e:
             raise NsHostError(f"the namespace host went away during {op!r} ({e.strerror}): "
@@ -108,6 +131,26 @@ def connect(runtime_dir, start: bool = True) -> Optional[HostClient]:
     client = HostClient(sock, files)
     client.info = client.call("hello")
     return client
+
+
+def restarted(runtime_dir) -> list:
+    """When a host had been running and is dead now (killed), start its successor, which
+    adopts what survived; the containers that lost their network ([{id, name, networks}],
+    told once), else []. Cheap when nothing happened: a small file read and a /proc look."""
+    from pydocklite.nshost.state import read_state
+    from pydocklite.runtime.state import proc_start_time
+    files = HostFiles(runtime_dir)
+    if not files.state.exists():
+        return []
+    st = read_state(files)
+    if st is None or (st.pid and proc_start_time(st.pid) == st.start_time):
+        if st is None or not st.lost:
+            return []
+    with connect(runtime_dir) as host:
+        lost = host.info.get("lost") or []
+        if lost:
+            host.call("ack_lost")
+    return lost
 
 
 def running(runtime_dir) -> bool:

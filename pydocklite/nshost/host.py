@@ -44,41 +44,14 @@ class Host:
 
     # --- start --------------------------------------------------------------------------
     def boot(self) -> None:
+        """Make or adopt the namespaces, start (or keep) the outbound helper, enter the
+        namespaces, restore what a killed predecessor left."""
         from pydocklite.nshost.dns import host_resolvers
         old = read_state(self.files)
-        self.upstream = [s for s in host_resolvers()[0]]
-        st = HostState(pid=os.getpid(), start_time=proc_start_time(os.getpid()) or 0)
-        keep_pause = old is not None and alive(old.pause_pid, old.pause_start)
-        anchor = 0
-        if old is not None and not keep_pause:
-            anchor = next((lw.pid for lw in old.lowers.values()
-                           if alive(lw.pid, lw.start_time)), 0)
+        self.upstream = list(host_resolvers()[0])
         exit_r, self.exit_w = os.pipe()
-        if keep_pause:
-            st = st._replace(pause_pid=old.pause_pid, pause_start=old.pause_start,
-                             idmap=old.idmap, idmap_warning=old.idmap_warning)
-            self.log(f"adopting the namespaces of pause process {old.pause_pid}")
-        else:
-            if anchor:
-                self.log(f"the pause process is gone: adopting the namespaces of {anchor}")
-            pid, warning = make_pause(str(self.files.dir.parent), (self.exit_w,), anchor)
-            st = st._replace(pause_pid=pid, pause_start=proc_start_time(pid) or 0,
-                             idmap=(old.idmap if anchor else "") or
-                             ("single-id" if warning else "subuid"),
-                             idmap_warning=(old.idmap_warning if anchor else warning))
-        if keep_pause and old.outbound and alive(old.outbound_pid, old.outbound_start):
-            # the old helper still serves the namespaces
-            st = st._replace(outbound=old.outbound, outbound_pid=old.outbound_pid,
-                             outbound_start=old.outbound_start, outbound_if=old.outbound_if,
-                             host_gateway=old.host_gateway, outbound_why=old.outbound_why)
-        else:
-            outbound = start_outbound(st.pause_pid, exit_r, str(self.files.dir / "pasta.pid"),
-                                      self.log)
-            st = st._replace(outbound=outbound.tool, outbound_why=outbound.why,
-                             outbound_pid=outbound.pid,
-                             outbound_start=proc_start_time(outbound.pid) or 0
-                             if outbound.pid else 0,
-                             outbound_if=outbound.ifname, host_gateway=outbound.gateway)
+        st, adopted = self._namespaces(old)
+        st = self._outbound(st, old, adopted, exit_r)
         os.close(exit_r)
         join(st.pause_pid)
         self.home_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -91,13 +64,51 @@ class Host:
             gw, index = self.nl.default_gateway()
             name = next((ln.name for ln in self.nl.links() if ln.index == index), "")
             st = st._replace(outbound_if=name, host_gateway=gw)
-        self.state = st
-        if old is not None and (keep_pause or anchor):
+        self.state = st._replace(lost=old.lost if old is not None else ())
+        if adopted:
             self._restore(old)
         elif old is not None and old.endpoints:
             self._lose(old.endpoints.values(), "its namespaces are gone")
         self.apply_rules()
         self.save()
+
+    def _namespaces(self, old: Optional[HostState]):
+        """(state with the pause process, whether the old namespaces were adopted): the old
+        pause kept, or a new one made in the namespaces of a survivor (a shared lower's
+        FUSE server), or made afresh."""
+        st = HostState(pid=os.getpid(), start_time=proc_start_time(os.getpid()) or 0)
+        if old is not None and alive(old.pause_pid, old.pause_start):
+            self.log(f"adopting the namespaces of pause process {old.pause_pid}")
+            return st._replace(pause_pid=old.pause_pid, pause_start=old.pause_start,
+                               idmap=old.idmap, idmap_warning=old.idmap_warning), True
+        anchor = next((lw.pid for lw in old.lowers.values() if alive(lw.pid, lw.start_time)),
+                      0) if old is not None else 0
+        if anchor:
+            self.log(f"the pause process is gone: adopting the namespaces of {anchor}")
+        pid, warning = make_pause(str(self.files.dir.parent), (self.exit_w,), anchor)
+        if anchor:
+            idmap, warning = old.idmap, old.idmap_warning
+        else:
+            idmap = "single-id" if warning else "subuid"
+        return st._replace(pause_pid=pid, pause_start=proc_start_time(pid) or 0, idmap=idmap,
+                           idmap_warning=warning), bool(anchor)
+
+    def _outbound(self, st: HostState, old: Optional[HostState], adopted: bool,
+                  exit_r: int) -> HostState:
+        """Keep the old outbound helper when it still serves the adopted namespaces, else
+        start one (an old one serving namespaces no longer used is killed: pasta outlives
+        its namespace unless that is bound to a file)."""
+        if old is not None and old.outbound and alive(old.outbound_pid, old.outbound_start):
+            if adopted:
+                return st._replace(outbound=old.outbound, outbound_pid=old.outbound_pid,
+                                   outbound_start=old.outbound_start,
+                                   outbound_if=old.outbound_if, host_gateway=old.host_gateway,
+                                   outbound_why=old.outbound_why)
+            _kill(old.outbound_pid)
+        out = start_outbound(st.pause_pid, exit_r, str(self.files.dir / "pasta.pid"), self.log)
+        return st._replace(outbound=out.tool, outbound_why=out.why, outbound_pid=out.pid,
+                           outbound_start=(proc_start_time(out.pid) or 0) if out.pid else 0,
+                           outbound_if=out.ifname, host_gateway=out.gateway)
 
     def _restore(self, old: HostState) -> None:
         links = {ln.name: ln for ln in self.nl.links()}
@@ -135,15 +146,23 @@ class Host:
         write_state(self.files, self.state)
 
     def apply_rules(self) -> None:
+        """The packet rules for the networks and endpoints now. Where the kernel has no
+        nf_tables (or refuses it in a user namespace), nothing is forwarded at all: the
+        networks stay apart and containers reach only their own bridge (no way out, no
+        host-gateway), said once in the log and by `info`."""
         st = self.state
+        if st.firewall:
+            return
         networks = [(n.bridge, n.subnet, n.internal) for n in st.networks.values()]
         allowed = sorted({ep.ip for ep in st.endpoints.values() if ep.host_gateway})
         try:
             nft.apply(networks, st.outbound_if, st.host_gateway, allowed)
         except OSError as e:
-            self.log(f"packet rules not applied: {e}")
-            raise HostError(f"the namespace host could not apply its packet rules: {e} "
-                            f"(see {self.files.log})") from None
+            why = f"no packet rules ({e.strerror or e}): nothing is forwarded between " \
+                  "networks or out of them"
+            self.log(why)
+            set_sysctl("net.ipv4.ip_forward", "0")
+            self.state = self.state._replace(firewall=why)
 
     def busy(self) -> bool:
         return bool(self.state.endpoints or self.state.lowers)
@@ -190,15 +209,11 @@ class Host:
         return {"removed": True}
 
     # --- endpoints ----------------------------------------------------------------------
-    def attach(self, cid: str, name: str, pid: int, requests: List[EndpointRequest],
+    def attach(self, cid: str, name: str, netns: int, requests: List[EndpointRequest],
                host_gateway: bool = False, upstream=()) -> List[dict]:
-        """Attach the network namespace of `pid` to each requested network: addresses
-        planned first (a taken or exhausted one fails before anything is made), then the
-        veths; a failure undoes what was made."""
-        try:
-            netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            raise HostError(f"container {name}: its network namespace is gone ({e.strerror})")
+        """Attach the network namespace `netns` (an fd the client passed) to each requested
+        network: addresses planned first (a taken or exhausted one fails before anything
+        is made), then the veths; a failure undoes what was made."""
         made: List[Endpoint] = []
         inner = None
         try:
@@ -228,7 +243,6 @@ class Host:
                 raise HostError(f"container {name}: {e}") from None
             raise
         finally:
-            os.close(netns)
             if inner is not None:
                 inner.close()
         if host_gateway:
@@ -266,26 +280,39 @@ class Host:
             planned.append((ep, req))
         return planned
 
-    def _forget(self, ep: Endpoint) -> None:
-        try:
-            self.nl.delete_link(name=ep.host_if)
-        except NetlinkError as e:
-            self.log(f"delete {ep.host_if}: {e}")
+    def _forget(self, ep: Endpoint, delete_link: bool = True) -> None:
+        if delete_link:
+            try:
+                self.nl.delete_link(name=ep.host_if)
+            except NetlinkError as e:
+                self.log(f"delete {ep.host_if}: {e}")
         endpoints = {k: v for k, v in self.state.endpoints.items() if v is not ep and
                      v.host_if != ep.host_if}
         self.state = self.state._replace(endpoints=endpoints)
 
-    def detach(self, cid: str, network_id: str = "") -> int:
+    def detach(self, cid: str, network_id: str = "", dying: bool = False) -> int:
+        """Forget a container's endpoints (on one network, or all). dying: its network
+        namespace is going away with its last process, which takes the veths along (the
+        kernel deletes them in a batch, where one deletion here costs an RCU grace
+        period, ~20-100 ms); else (a disconnect from a running container) deleted now."""
         gone = [ep for ep in self.state.endpoints.values()
                 if ep.cid == cid and (not network_id or ep.network == network_id)]
         for ep in gone:
-            self._forget(ep)
+            self._forget(ep, delete_link=not dying)
         if gone:
             if any(ep.host_gateway for ep in gone):
                 self.apply_rules()
             self.on_names_changed()
             self.save()
         return len(gone)
+
+    def forget(self, cid: str) -> None:
+        """A container removed (its shim may have died without telling): its endpoints and
+        its holds on shared lowers go."""
+        self.detach(cid, dying=True)
+        for lw in list(self.state.lowers.values()):
+            if cid in lw.holders:
+                self._set_lower(lw, {k: v for k, v in lw.holders.items() if k != cid})
 
     def link_gone(self, name: str) -> None:
         """A host-side veth vanished (its container's namespace died): forget it."""
@@ -311,7 +338,7 @@ class Host:
 
     # --- lowers -------------------------------------------------------------------------
     def hold_lower(self, key: str, layers: List[str], cache: str, cid: str,
-                   pids: List[int]) -> str:
+                   pids: List[int]) -> dict:
         current = self.state.lowers.get(key)
         if current is not None and not alive(current.pid, current.start_time):
             lowers.unmount(current, self.log)
@@ -327,7 +354,7 @@ class Host:
         table[key] = current._replace(holders=holders)
         self.state = self.state._replace(lowers=table)
         self.save()
-        return current.path
+        return {"path": current.path, "pid": current.pid, "start_time": current.start_time}
 
     def watch(self, cid: str, pids: List[int]) -> None:
         table = {}
@@ -369,17 +396,21 @@ class Host:
                 self._set_lower(lw, live)
 
     # --- reports ------------------------------------------------------------------------
+    def ack_lost(self) -> None:
+        """The lost containers were reported to the user: don't tell again."""
+        if self.state.lost:
+            self.state = self.state._replace(lost=())
+            self.save()
+
     def hello(self) -> dict:
         st = self.state
-        lost, self.state = st.lost, st._replace(lost=())
-        if lost:
-            self.save()
+        lost = st.lost
         return {"pid": os.getpid(), "pause": st.pause_pid,
                 "userns": f"/proc/{st.pause_pid}/ns/user",
                 "mntns": f"/proc/{st.pause_pid}/ns/mnt", "log": str(self.files.log),
                 "idmap": st.idmap, "idmap_warning": st.idmap_warning,
                 "outbound": st.outbound, "outbound_why": st.outbound_why,
-                "host_gateway": st.host_gateway, "lost": list(lost)}
+                "firewall": st.firewall, "host_gateway": st.host_gateway, "lost": list(lost)}
 
     def status(self) -> dict:
         data = self.state.to_json()
@@ -391,13 +422,14 @@ class Host:
     def shutdown(self) -> None:
         """Idle: everything goes (the pause takes the namespaces, bridges and the outbound
         helper's network with it)."""
-        import signal
         for lw in list(self.state.lowers.values()):
             lowers.unmount(lw, self.log)
-        try:
-            os.kill(self.state.pause_pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill(self.state.pause_pid)
+        if self.state.outbound == "pasta" and alive(self.state.outbound_pid,
+                                                     self.state.outbound_start):
+            # pasta quits with its namespace only when that is bound to a file (slirp4netns
+            # quits when its exit pipe closes, below)
+            _kill(self.state.outbound_pid)
         if self.exit_w >= 0:
             os.close(self.exit_w)
             self.exit_w = -1
@@ -407,3 +439,11 @@ class Host:
             except OSError:
                 pass
         self.log("idle: exiting")
+
+
+def _kill(pid: int) -> None:
+    import signal
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

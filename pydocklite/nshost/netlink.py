@@ -149,30 +149,36 @@ class Netlink:
     def request(self, kind: int, body: bytes, flags: int = 0, what: str = "") -> None:
         """Send one request and wait for its ack (NetlinkError names `what` on failure)."""
         seq = self._send(kind, NLM_F_REQUEST | NLM_F_ACK | flags, body)
-        for mtype, _flags, mseq, payload in self._messages():
-            if mseq != seq:
-                continue
-            if mtype == NLMSG_ERROR:
-                code = -struct.unpack_from("=i", payload)[0]
-                if code:
-                    raise NetlinkError(code, f"{what or 'netlink request'}: "
-                                             f"{os.strerror(code)}")
-                return
+        mtype, payload = self._reply(seq)
+        if mtype == NLMSG_ERROR:
+            code = -struct.unpack_from("=i", payload)[0]
+            if code:
+                raise NetlinkError(code, f"{what or 'netlink request'}: {os.strerror(code)}")
 
-    def dump(self, kind: int, body: bytes) -> Iterator[Tuple[int, bytes]]:
+    def _reply(self, seq: int) -> Tuple[int, bytes]:
+        """The first message answering `seq` (messages of earlier requests are skipped)."""
+        while True:
+            for mtype, _flags, mseq, payload in self._messages():
+                if mseq == seq:
+                    return mtype, payload
+
+    def dump(self, kind: int, body: bytes) -> List[Tuple[int, bytes]]:
+        """Every message of a dump, read to its end (a dump left half read would answer
+        the next request)."""
         seq = self._send(kind, NLM_F_REQUEST | NLM_F_DUMP, body)
+        out = []
         while True:
             for mtype, _flags, mseq, payload in self._messages():
                 if mseq != seq:
                     continue
                 if mtype == NLMSG_DONE:
-                    return
+                    return out
                 if mtype == NLMSG_ERROR:
                     code = -struct.unpack_from("=i", payload)[0]
                     if code:
                         raise NetlinkError(code, f"netlink dump: {os.strerror(code)}")
-                    return
-                yield mtype, payload
+                    return out
+                out.append((mtype, payload))
 
     def _messages(self) -> Iterator[Tuple[int, int, int, bytes]]:
         data = self.sock.recv(1 << 16)
@@ -202,16 +208,13 @@ class Netlink:
 
     def link(self, name: str) -> Optional[Link]:
         seq = self._send(RTM_GETLINK, NLM_F_REQUEST, ifinfo() + attr_str(IFLA_IFNAME, name))
-        for mtype, _flags, mseq, payload in self._messages():
-            if mseq != seq:
-                continue
-            if mtype == NLMSG_ERROR:
-                code = -struct.unpack_from("=i", payload)[0]
-                if code in (errno.ENODEV, 0):
-                    return None
-                raise NetlinkError(code, f"link {name}: {os.strerror(code)}")
-            return _parse_link(payload)
-        return None
+        mtype, payload = self._reply(seq)
+        if mtype == NLMSG_ERROR:
+            code = -struct.unpack_from("=i", payload)[0]
+            if code in (errno.ENODEV, 0):
+                return None
+            raise NetlinkError(code, f"link {name}: {os.strerror(code)}")
+        return _parse_link(payload)
 
     def add_bridge(self, name: str, mac: str, mtu: int = 0, up: bool = True) -> None:
         info = attr(IFLA_LINKINFO, attr_str(IFLA_INFO_KIND, "bridge"))

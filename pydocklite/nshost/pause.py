@@ -131,7 +131,7 @@ class Outbound:
 def start_outbound(pause: int, exit_r: int, pid_file: str, log) -> Outbound:
     """Start slirp4netns or pasta for the pause's namespaces and wait until it has
     configured them; Outbound("") with the reason when there is none (logged)."""
-    from pydocklite.shim.outbound import Child, outbound_tool
+    from pydocklite.nshost.outbound import Child, outbound_tool
     tool, why = outbound_tool()
     if not tool:
         log(f"outbound: none ({why}): containers reach each other but not outside")
@@ -171,8 +171,8 @@ def start_outbound(pause: int, exit_r: int, pid_file: str, log) -> Outbound:
         proc.kill()
         log(f"outbound: {tool} exited with {proc.poll()}")
         return Outbound(why=f"{tool} failed (exit status {proc.poll()})")
-    from pydocklite.shim.outbound import _read_pid
-    daemon = _read_pid(pid_file) or 0
+    from pydocklite.nshost.outbound import read_pid_file
+    daemon = read_pid_file(pid_file) or 0
     log(f"outbound: {tool} (pid {daemon})")
     return Outbound(tool, daemon)       # interface and gateway: read inside (routes)
 

@@ -160,6 +160,7 @@ class Server:
         self.host = Host(files, log)
         self.sel = selectors.DefaultSelector()
         self.clients: Dict[socket.socket, bytearray] = {}
+        self.passed: Dict[socket.socket, list] = {}     # fds sent along, not used yet
         self.idle = idle_timeout()
 
     def start(self) -> None:
@@ -239,21 +240,24 @@ class Server:
                     self.host.link_gone(link.name)
 
     def _client(self, conn: socket.socket) -> None:
-        buf = self.clients[conn]
+        buf, fds = self.clients[conn], self.passed.setdefault(conn, [])
         try:
-            chunk = conn.recv(65536)
+            chunk, anc, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(4 * 8))
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            chunk = b""
-        if not chunk or len(buf) + len(chunk) > MAX_REQUEST:
+            chunk, anc = b"", []
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.extend(struct.unpack(f"={len(data) // 4}i", data[:len(data) // 4 * 4]))
+        if not chunk or len(buf) + len(chunk) > MAX_REQUEST or len(fds) > 64:
             self._drop(conn)
             return
         buf += chunk
         while b"\n" in buf:
             line, _, rest = bytes(buf).partition(b"\n")
             buf[:] = rest
-            reply = self._handle(line)
+            reply = self._handle(line, fds)
             if reply is None:
                 continue                  # a request that asked for no reply
             try:
@@ -267,15 +271,22 @@ class Server:
 
     def _drop(self, conn: socket.socket) -> None:
         self.clients.pop(conn, None)
+        for fd in self.passed.pop(conn, ()):
+            os.close(fd)
         self.sel.unregister(conn)
         conn.close()
 
-    def _handle(self, line: bytes):
+    def _handle(self, line: bytes, fds: list):
         req = {}
+        mine = []
         try:
             req = json.loads(line)
+            count = int(req.get("fds", 0))
+            if count > len(fds):
+                raise HostError("a request's file descriptors did not arrive")
+            mine, fds[:count] = fds[:count], []
             op = req.get("op")
-            result = self._op(op, req)
+            result = self._op(op, req, mine)
             return None if req.get("noreply") else {"ok": True, "result": result}
         except HostError as e:
             if req.get("noreply"):
@@ -288,17 +299,22 @@ class Server:
             if req.get("noreply") if isinstance(req, dict) else False:
                 return None
             return {"ok": False, "error": f"namespace host: {type(e).__name__}: {e}"}
+        finally:
+            for fd in mine:
+                os.close(fd)
 
-    def _op(self, op: str, req: dict):
+    def _op(self, op: str, req: dict, fds: list):
         h = self.host
         if op == "hello":
             return h.hello()
         if op == "attach":
-            return h.attach(req["cid"], req["name"], int(req["pid"]),
+            if not fds:
+                raise HostError("attach: pass the container's network namespace (an fd)")
+            return h.attach(req["cid"], req["name"], fds[0],
                             [EndpointRequest.from_json(e) for e in req["endpoints"]],
                             bool(req.get("host_gateway")), tuple(req.get("upstream") or ()))
         if op == "detach":
-            return h.detach(req["cid"], req.get("network", ""))
+            return h.detach(req["cid"], req.get("network", ""), bool(req.get("dying")))
         if op == "network_rm":
             return h.remove_network(req["network"])
         if op == "lower":
@@ -308,10 +324,14 @@ class Server:
             return h.watch(req["cid"], [int(p) for p in req.get("pids", ())])
         if op == "unlower":
             return h.release_lower(req["key"], req["cid"])
+        if op == "forget":
+            return h.forget(req["cid"])
         if op == "rename":
             return h.rename(req["cid"], req["name"])
         if op == "status":
             return h.status()
+        if op == "ack_lost":
+            return h.ack_lost()
         raise HostError(f"unknown request {op!r}")
 
     def _reap(self) -> None:

@@ -157,6 +157,7 @@ class HostState:
     outbound_start: int = 0
     outbound_if: str = ""
     host_gateway: str = ""        # the address that reaches the host's loopback
+    firewall: str = ""            # why there are no packet rules ("": they are applied)
     networks: Dict[str, NetworkConfig] = Factory(dict)
     last_ip: Dict[str, str] = Factory(dict)       # network id -> last address handed out
     endpoints: Dict[str, Endpoint] = Factory(dict)  # "cid/network id" -> endpoint
@@ -183,8 +184,32 @@ class HostState:
         return cls(**data)
 
 
+def docker_endpoint(e: dict) -> dict:
+    """An endpoint the host made (Endpoint.to_json()) as a container's record keeps it:
+    Docker's NetworkSettings.Networks fields."""
+    return {"NetworkID": e["network"], "EndpointID": e["id"], "Gateway": e["gateway"],
+            "IPAddress": e["ip"], "IPPrefixLen": e["prefix"], "MacAddress": e["mac"],
+            "DNSNames": list(e["names"]) or None}
+
+
 def endpoint_key(cid: str, network_id: str) -> str:
     return f"{cid}/{network_id}"
+
+
+def host_died(runtime_dir) -> bool:
+    """Had a host been running here, and is it gone without having said so (killed)? Or
+    has its successor something to tell (containers that lost their network)? Cheap: a
+    small file read and a look at /proc (the CLI asks before its container verbs)."""
+    try:
+        with open(HostFiles(runtime_dir).state) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if data.get("lost"):
+        return True
+    from pydocklite.runtime.state import proc_start_time
+    pid = data.get("pid") or 0
+    return not pid or proc_start_time(pid) != data.get("start_time")
 
 
 def read_state(files: HostFiles) -> Optional[HostState]:

@@ -71,17 +71,6 @@ def lock_imports() -> None:
     sys.path_importer_cache.clear()
 
 
-def keep_only_fds(keep) -> None:
-    """Close every descriptor but `keep` (the host's /proc: call it before entering)."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
 def confine(c: Confinement, name: bytes = b"pdl-helper") -> None:
     """Become the container's root with its capabilities, rlimits, no_new_privs and seccomp
     filter. Reads no file: everything was decided by confinement_of(). The process takes
@@ -140,7 +129,7 @@ def run_child(fn, stdio, conf: Confinement, enter, name: bytes) -> None:
         for target, fd in enumerate(high):
             os.dup2(fd, target)         # the copies above 64 are closed just below
         enter.prepare()
-        keep_only_fds(enter.fds() | {0, 1, 2})
+        sc.close_fds_except(enter.fds() | {0, 1, 2})
         enter.join()
         inner = os.fork()
         if inner == 0:

@@ -91,6 +91,18 @@ def unshare(flags: int) -> None:
     _check(_libc().unshare(ctypes.c_int(flags)), f"unshare(0x{flags:x})")
 
 
+def close_fds_except(keep) -> None:
+    """In a forked child: close every inherited fd not in `keep` (listed from /proc/self/fd:
+    the host's, so call it before entering another mount namespace)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass   # the fd of the listdir itself, already gone
+
+
 def setns(fd: int, nstype: int = 0) -> None:
     _check(_libc().setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns(fd {fd})")
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 
     from pydocklite.shim.port_spec import PortMapping
 
+from pydocklite.nshost.state import EndpointRequest
 from pydocklite.runtime.record import record
 
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
@@ -44,7 +45,7 @@ class ShimConfig:
     restart: str = "no"             # RESTART_POLICIES
     restart_max: int = 0            # on-failure:N (0 = no limit)
     auto_remove: bool = False       # --rm
-    network: str = "private"        # private | host | none
+    network: str = "bridge"         # bridge (any bridge network) | host | none | container
     ports: Tuple[PortMapping, ...] = ()       # (port_spec imported only when there are some)
     tty: bool = False
     open_stdin: bool = False        # -i: the container's stdin stays open for attaching
@@ -55,6 +56,18 @@ class ShimConfig:
     healthcheck: Optional[HealthConfig] = None
     image: str = ""                 # for the events the shim writes (start, die, health)
     labels: Tuple[Tuple[str, str], ...] = ()
+    # the network: its endpoints (network bridge: the networks, in order, as the namespace
+    # host needs them; refreshed by the service at each start), the container whose
+    # network namespace it shares (network container), and what goes into /etc/hosts and
+    # /etc/resolv.conf
+    endpoints: Tuple[EndpointRequest, ...] = ()
+    join: str = ""
+    hostname: str = ""
+    domainname: str = ""
+    extra_hosts: Tuple[Tuple[str, str], ...] = ()   # (name, ip or "host-gateway")
+    dns: Tuple[str, ...] = ()
+    dns_search: Tuple[str, ...] = ()
+    dns_options: Tuple[str, ...] = ()
 
     def event(self, events_dir, action: str, **extra) -> None:
         """A container event about this container in the user's journal."""
@@ -74,6 +87,7 @@ class ShimConfig:
         data = self._asdict()
         data["ports"] = [p._asdict() for p in self.ports]
         data["healthcheck"] = self.healthcheck._asdict() if self.healthcheck else None
+        data["endpoints"] = [e.to_json() for e in self.endpoints]
         return data
 
     @classmethod
@@ -85,6 +99,11 @@ class ShimConfig:
         else:
             data["ports"] = ()
         data["labels"] = tuple(tuple(kv) for kv in data.get("labels") or ())
+        data["endpoints"] = tuple(EndpointRequest.from_json(e)
+                                  for e in data.get("endpoints") or ())
+        data["extra_hosts"] = tuple(tuple(kv) for kv in data.get("extra_hosts") or ())
+        for key in ("dns", "dns_search", "dns_options"):
+            data[key] = tuple(data.get(key) or ())
         health = data.get("healthcheck")
         if health:
             health["test"] = tuple(health["test"])

@@ -7,9 +7,10 @@ the CLI has already.
 
 `run` forks it ahead (fork_ahead), before the container exists: while the CLI looks the
 image up and writes the container's record, the shim imports the runtime and the mount
-code, loads libfuse3 and makes the container's user namespace (UserNsHolder, id maps
-written) on the other CPU; go(ID, NAME) then sets it off. A CLI that fails (or dies) before
-go() closes the pipe, and the waiting shim just exits.
+code, loads libfuse3 and connects to the namespace host when one runs (it holds the user
+namespace every container joins; the start starts one otherwise) on the other CPU; go(ID,
+NAME) then sets it off. A CLI that fails (or dies) before go() closes the pipe, and the waiting shim just
+exits.
 """
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ _PRELOAD = (("pydocklite.runtime.api", "pydocklite.runtime.process", "pydocklite
              "pydocklite.runtime.spec", "pydocklite.runtime.idmap", "pydocklite.runtime.hooks",
              "pydocklite.runtime.mounts", "pydocklite.runtime.security",
              "pydocklite.runtime.seccomp_load"),
-            # (the user namespace's id maps are started in between)
+            # (the namespace host is connected to in between)
             ("pydocklite.shim.shim", "pydocklite.shim.stdio", "pydocklite.shim.logs",
-            "pydocklite.shim.config", "pydocklite.shim.outbound", "pydocklite.proctitle",
+            "pydocklite.shim.config", "pydocklite.shim.hosted", "pydocklite.proctitle",
             "snapshotter.mounter", "snapshotter.fuse_fs", "snapshotter.union",
             "snapshotter.merge", "snapshotter.upper", "snapshotter.mmap_blob",
             "snapshotter.fuse_ll3", "_socket", "resource", "termios", "array", "struct",
@@ -123,26 +124,21 @@ def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optiona
         signal.signal(sig, signal.SIG_IGN)
     for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGWINCH):
         signal.signal(sig, signal.SIG_DFL)
-    holder = None
+    hosted = None
     if preload:
-        # the user namespace is made while the modules load: its holder unshares while the
-        # first ones do, newuidmap/newgidmap run during the others
-        holder = UserNsHolder.fork() if os.geteuid() != 0 else None
+        # the namespace host's connection while the modules load: the container joins its
+        # user namespace, made once per user
         _preload(_PRELOAD[0])
-        if holder is not None:
-            holder = holder.map()
+        hosted = _open_host(settings)
         _preload(_PRELOAD[1])
         from snapshotter.fuse_ll3 import load_libfuse3
         load_libfuse3()
-        if holder is not None and not holder.finish():
-            holder = None
     line = b""
     while not line.endswith(b"\n"):
         chunk = os.read(go_r, 512)
         if not chunk:
-            if holder is not None:
-                holder.release()
-                holder.reap()
+            if hosted is not None and not isinstance(hosted, Exception):
+                hosted.close()
             return 0            # the CLI did not create the container: nothing to do
         line += chunk
     os.close(go_r)
@@ -165,7 +161,7 @@ def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optiona
     from pydocklite.shim.shim import Shim, log
     try:
         log(f"shim {os.getpid()} for container {cid} ({name})")
-        shim = Shim(settings, cid, ready_fd, exit_fd, attach, userns_holder=holder)
+        shim = Shim(settings, cid, ready_fd, exit_fd, attach, hosted=hosted)
         signal.signal(signal.SIGWINCH, lambda _n, _f: shim.stdio and shim.stdio.resize_pty())
         return shim.run()
     except BaseException:  # noqa: BLE001 - the shim's log is where a failure is explained
@@ -183,87 +179,12 @@ def _preload(modules: tuple) -> None:
             pass
 
 
-class UserNsHolder:
-    """A user namespace made ahead for the container (a forked process that unshared it and
-    waits), its id maps written by newuidmap/newgidmap while the shim preloads; the runtime
-    joins it (api.create(made_userns=...)) instead of making one on the critical path."""
-
-    def __init__(self, pid: int, keep_w: int, ready_r: int):
-        self.pid, self.keep_w, self.ready_r = pid, keep_w, ready_r
-        self._finish = None
-
-    @classmethod
-    def fork(cls) -> Optional[UserNsHolder]:
-        """Start the holder; map() then writes its id maps, finish() waits for them. None
-        (and at any later step) when the namespace can't be made ahead: the runtime makes
-        it then, as usual."""
-        from pydocklite.runtime import syscalls as sc
-        keep_r, keep_w = os.pipe()
-        ready_r, ready_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.dup2(keep_r, 0)
-                os.closerange(3, ready_w)
-                os.closerange(ready_w + 1, max(keep_r, keep_w, ready_r) + 64)
-                sc.unshare(sc.CLONE_NEWUSER)
-                os.write(ready_w, b"1")
-                os.close(ready_w)
-                # a shell waiting on the pipe, not this copy of the shim: an exec drops the
-                # memory shared with the shim, which would otherwise copy every page it writes
-                os.execv("/bin/sh", ["sh", "-c", "read _"])
-            finally:
-                os._exit(0)
-        os.close(keep_r)
-        os.close(ready_w)
-        return cls(pid, keep_w, ready_r)
-
-    def map(self) -> Optional[UserNsHolder]:
-        """Once the holder has its namespace, start writing the default id maps."""
-        from pydocklite.runtime import idmap
-        try:
-            try:
-                ok = os.read(self.ready_r, 1) == b"1"
-            finally:
-                os.close(self.ready_r)
-            if not ok:
-                raise OSError("the user namespace holder failed")
-            uid_maps, gid_maps, _warn = idmap.default_mappings()
-            self._finish = idmap.start(self.pid, uid_maps, gid_maps)
-        except Exception:  # noqa: BLE001 - the runtime makes the namespace itself, as usual
-            self.release()
-            self.reap()
-            return None
-        return self
-
-    def finish(self) -> bool:
-        """Wait for the id maps; False (holder released) when they failed."""
-        try:
-            self._finish()
-            return True
-        except Exception:  # noqa: BLE001 - see fork()
-            self.release()
-            self.reap()
-            return False
-
-    @property
-    def path(self) -> str:
-        return f"/proc/{self.pid}/ns/user"
-
-    def release(self) -> None:
-        """The container has joined (or won't): the holder goes. Killed, not told: every
-        process forked meanwhile (the container's init until it execs, its FUSE servers)
-        holds a copy of the pipe it waits on."""
-        if self.keep_w >= 0:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.close(self.keep_w)
-            self.keep_w = -1
-
-    def reap(self) -> None:
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
+def _open_host(settings):
+    """The namespace host's connection (shim/hosted.py) when one runs, else None (the start
+    starts it: not before the CLI has made the container, which may fail first), or the
+    exception that kept it from being made (the start reports it)."""
+    try:
+        from pydocklite.shim.hosted import Hosted
+        return Hosted.open(settings.runtime_dir, start=False)
+    except Exception as e:  # noqa: BLE001 - told when the container starts
+        return e

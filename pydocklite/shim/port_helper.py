@@ -95,18 +95,6 @@ def _setns(path: str, nstype: int) -> None:
         os.close(fd)
 
 
-def _close_fds_except(keep: set) -> None:
-    """In a forked child: close every inherited fd not in `keep`, so that no listening
-    socket, pipe or lock of the parent stays open in (and is held alive by) the helper."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass   # the fd of the listdir itself, already gone
-
-
 class NetnsHelper(namedtuple("NetnsHelper", "pid sock")):
     """A forked helper process inside a container's namespaces; `sock` (a socket) goes to
     PortForwarder."""
@@ -128,6 +116,7 @@ def start_netns_helper(pid: int) -> NetnsHelper:
         os.stat(ns_net)
     except OSError as exc:
         raise HelperError(exc.errno, f"cannot forward ports: no namespaces for pid {pid} ({exc.strerror})") from None
+    from pydocklite.runtime.syscalls import close_fds_except
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     r, w = os.pipe()
     cpid = os.fork()
@@ -135,7 +124,8 @@ def start_netns_helper(pid: int) -> NetnsHelper:
         try:
             parent.close()
             os.close(r)
-            _close_fds_except({0, 1, 2, child.fileno(), w})  # e.g. the shim's listeners
+            # no listening socket, pipe or lock of the shim stays open in (and held by) it
+            close_fds_except({0, 1, 2, child.fileno(), w})
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: never outlive the shim
             if join_user:

@@ -40,7 +40,7 @@ def log(msg: str) -> None:
 
 class Shim:
     def __init__(self, settings: Settings, cid: str, ready_fd: Optional[int],
-                 exit_fd: Optional[int], attach: Optional[List[int]], userns_holder=None):
+                 exit_fd: Optional[int], attach: Optional[List[int]], hosted=None):
         self.settings = settings
         self.layout = settings.layout
         self.store = ContainerStore(self.layout.containers_dir)
@@ -57,9 +57,10 @@ class Shim:
         self.forwarder = None
         self.helper = None
         self.stdio: Optional[StdioRelay] = None       # built once the log is open
-        self.outbound = None         # pasta/slirp4netns serving the private network
         self.dying: List[int] = []   # killed FUSE servers not reaped yet
-        self.holder = userns_holder  # launch.UserNsHolder: the first start's user namespace
+        # the namespace host (shim/hosted.py), connected to ahead by launch.py (or the
+        # exception that kept it from being connected to), else at the first start
+        self.hosted = hosted
         self.op = None               # the life lock, held while restarting the container
         self.checker = None          # health.Checker while a container with a check runs
         self.attach_server = None    # attach.AttachServer: later attachments (attach.py)
@@ -125,6 +126,7 @@ class Shim:
                 self.helper.close()
             if self.stdio is not None:
                 self.stdio.close()
+            self._leave_host(final=True)
             if self.config.auto_remove:
                 self.remove_container()
             _send(self.exit_fd, {"exit_code": code})
@@ -191,12 +193,22 @@ class Shim:
         from pydocklite.runtime import api
         from snapshotter.snapshots import Snapshotter
         cfg = self.config
+        hosted = self._host()
         os.makedirs(cfg.rootfs, exist_ok=True)
         mounts = Snapshotter(self.layout, cfg.storage_driver or "auto").mounts(self.cid)
+        # the image's lower shared with the other containers of the image, mounted once in
+        # the namespace host (None for the fuse and vfs drivers: their own mounts)
+        shared = hosted.shared_mounts(mounts, self.cid) if cfg.default_idmap else None
+        mntns = hosted.open_mntns() if shared is not None else -1
         pid_r, pid_w = os.pipe()
 
         def prepare_rootfs(path: str) -> None:
             from snapshotter.mounter import mount_all
+            if shared is not None:
+                hosted.enter_mntns(mntns)
+                mount_all(shared, path, allow_other=True)
+                os.write(pid_w, b"[]")
+                return
             active = mount_all(mounts, path, allow_other=True)
             os.write(pid_w, json.dumps(active.server_pids()).encode())
 
@@ -224,26 +236,31 @@ class Shim:
             err_r, err_w = os.pipe()
             child_fds = [in_r, out_w, err_w]
             stdio = (in_r, out_w, err_w)
-        def start_network(ns_pid: int) -> None:
-            from pydocklite.shim.outbound import start_outbound
-            self.run_layout.ensure_run_dir(self.cid)
-            self.outbound = start_outbound(ns_pid, log,
-                                           str(self.run_layout.outbound_pid(self.cid)))
-        private = cfg.network == "private"
+
+        def attach(ns_pid: int) -> None:
+            # the namespace host attaches the container's network namespace to its networks
+            # while the rootfs mounts; the answer is read before the start
+            hosted.attach_begin(self.cid, cfg.name, ns_pid,
+                                [e.to_json() for e in cfg.endpoints],
+                                any(ip == "host-gateway" for _, ip in cfg.extra_hosts),
+                                cfg.dns)
+        bridged = cfg.network == "bridge" and bool(cfg.endpoints)
+        if cfg.network == "container":
+            self._join_network(cfg.join)
         log("creating the container")
         try:
-            holder, self.holder = self.holder, None
-            made = None
-            if holder is not None and cfg.default_idmap:
-                made = holder.path       # made ahead with the default maps, as asked
             created = api.create(cfg.bundle, self.cid, root=self.runtime_root, stdio=stdio,
                                  console_socket=console_path, prepare_rootfs=prepare_rootfs,
                                  cgroup_base=self._cgroup_base(),
-                                 on_namespaces=start_network if private else None,
-                                 made_userns=made)
+                                 on_namespaces=attach if bridged else None,
+                                 made_userns=hosted.userns if cfg.default_idmap else None)
+        except BaseException:
+            if bridged:
+                hosted.detach(self.cid)
+            raise
         finally:
-            if holder is not None:      # the container's processes hold the namespace now;
-                holder.release()        # the holder exits, wait_container() reaps it
+            if mntns >= 0:
+                os.close(mntns)
             os.close(pid_w)
             for fd in child_fds:
                 os.close(fd)
@@ -267,17 +284,82 @@ class Shim:
                 self.stdio.feed_stdin(self.stdio.stdin_w)
         pid = created.pid
         log(f"created, init pid {pid}")
-        if self.outbound is not None and not self.outbound.wait_ready():
-            self.outbound = None
+        hosted.watch(self.cid, [pid])
+        if shared is not None:
+            hosted.watch_lower(self._lower_died)
+        endpoints = hosted.attach_end() if bridged else []
+        self._write_network_files(hosted, endpoints)
         api.start(self.cid, root=self.runtime_root)
         log("started")
         self.state = self.update(init_pid=pid, init_start_time=process_start_time(pid) or 0,
                                  started_at=now_rfc3339(), exit_code=None, restarting=False,
-                                 finished_at=ZERO_TIME, oom_killed=False, paused=False)
+                                 finished_at=ZERO_TIME, oom_killed=False, paused=False,
+                                 endpoints=self._endpoint_settings(endpoints))
         self.config.event(self.run_layout.events_dir, "start")
         self.start_ports(pid)
         self.start_health()
         return pid
+
+    def _lower_died(self, pid: int) -> None:
+        msg = (f"the FUSE server of the image's shared lower (pid {pid}) died: the "
+               "container's image files now fail with ENOTCONN; its own changes are kept "
+               "in its upper directory: restart the container")
+        log(msg)
+        self.state = self.update(error=msg)
+
+    def _host(self):
+        """The namespace host (connected now if launch.py did not, or if it failed then)."""
+        from pydocklite.shim.hosted import Hosted
+        if isinstance(self.hosted, Exception) or self.hosted is None:
+            self.hosted = Hosted.open(self.settings.runtime_dir)
+        return self.hosted
+
+    def _join_network(self, join: str) -> None:
+        """--network container:ID: the spec names that container's network namespace as it
+        is now (its init's), for this start."""
+        other = self.store.load(join)
+        if not other.status().running:
+            from pydocklite.errors import ContainerStateError
+            raise ContainerStateError(f"cannot join network of a non running container: "
+                                      f"{other.name}: start it first")
+        path = self.files.spec
+        spec = json.loads(path.read_text())
+        for ns in spec["linux"]["namespaces"]:
+            if ns.get("type") == "network":
+                ns["path"] = f"/proc/{other.init_pid}/ns/net"
+        from pydocklite.atomic import atomic_write_json
+        atomic_write_json(path, spec, durable=False)
+
+    def _write_network_files(self, hosted, endpoints: list) -> None:
+        """/etc/hosts and /etc/resolv.conf with the addresses the container got (written in
+        place: the files are bind-mounted already)."""
+        cfg = self.config
+        if cfg.network not in ("bridge", "none"):
+            return
+        from pydocklite.nshost import etcfiles
+        from pydocklite.nshost.dns import host_resolvers
+        gateway = hosted.host_gateway
+        extra = [(n, gateway if ip == "host-gateway" else ip) for n, ip in cfg.extra_hosts
+                 if ip != "host-gateway" or gateway]
+        hosts = etcfiles.hosts_file(cfg.hostname, cfg.domainname,
+                                    [e["ip"] for e in endpoints][:1], extra)
+        by_id = {e.network.id: e.network for e in cfg.endpoints}
+        named = [by_id[e["network"]].gateway for e in endpoints
+                 if e["network"] in by_id and by_id[e["network"]].named]
+        gateways = [by_id[e["network"]].gateway for e in endpoints if e["network"] in by_id]
+        resolv = etcfiles.resolv_conf("user" if named else "bridge", host_resolvers(),
+                                      cfg.dns, cfg.dns_search, cfg.dns_options,
+                                      gateways=named or gateways)
+        for name, text in (("hosts", hosts), ("resolv.conf", resolv)):
+            with open(self.files.etc_file(name), "r+") as f:
+                f.write(text)
+                f.truncate()
+
+    def _endpoint_settings(self, endpoints: list) -> dict:
+        """Docker's NetworkSettings.Networks values of the endpoints, by network name."""
+        from pydocklite.nshost.state import docker_endpoint
+        names = {e.network.id: e.network.name for e in self.config.endpoints}
+        return {names.get(e["network"], e["network"]): docker_endpoint(e) for e in endpoints}
 
     def serve_attach(self) -> None:
         """The attach socket (attach.py), served by a thread of its own from now on."""
@@ -369,8 +451,8 @@ class Shim:
                 self.config.event(events_dir, "oom")
             self.config.event(events_dir, "die", exitCode=str(code))
         self.state = self.store.update(self.cid, lambda s: s._replace(
-            exit_code=code, finished_at=now_rfc3339(), oom_killed=oom), then=told,
-            durable=not self.config.auto_remove)      # (--rm: removed right after)
+            exit_code=code, finished_at=now_rfc3339(), oom_killed=oom, endpoints={}),
+            then=told, durable=not self.config.auto_remove)     # (--rm: removed right after)
         log(f"container exited with code {code}")
         return code
 
@@ -408,13 +490,11 @@ class Shim:
         return False
 
     def cleanup_container(self, final: bool = False) -> None:
-        """Undo one run of the container. What takes a while to go (the network stack
-        releasing its tap device, the FUSE servers' exit) is told first and waited for last,
-        or, the final time, after the CLI has its exit code (reap_late())."""
+        """Undo one run of the container. What takes a while to go (the FUSE servers' exit)
+        is told first and waited for last, or, the final time, after the CLI has its exit
+        code (reap_late())."""
         from pydocklite.shim.teardown import release_runtime
         # the servers' mount namespace holds nothing else: killing them drops their mounts
-        if self.outbound is not None:
-            self.outbound.stop()
         killed = []
         for pid in self.fuse_pids:
             try:
@@ -424,28 +504,39 @@ class Shim:
                 pass
         self.fuse_pids = []
         release_runtime(self.settings, self.cid, log)
+        self._leave_host(final)
         self.dying = killed
         if not final or self.fuse_leaves:   # their leaf cgroup goes only once they have
-            self.reap_late(network=not final)
+            self.reap_late()
         if self.fuse_leaves:
             from pydocklite.shim.fuse_cgroup import remove_leaves
             remove_leaves(self.fuse_leaves)
             self.fuse_leaves = []
 
-    def reap_late(self, network: bool = False) -> None:
-        """Reap the killed FUSE servers; and the network stack only when asked: the last
-        time it is left to whoever inherits it (it takes ~30 ms to release its tap device,
-        told to quit already)."""
+    def _leave_host(self, final: bool) -> None:
+        """The container's processes are gone: its endpoints go, its addresses leave the
+        record; the final time the hold on the image's shared lower goes too."""
+        hosted = self.hosted
+        if hosted is None or isinstance(hosted, Exception):
+            return
+        try:
+            if self.config.network == "bridge" and self.config.endpoints:
+                hosted.detach(self.cid)          # (its addresses left the record at the exit)
+            if final:
+                hosted.release()
+                hosted.close()
+                self.hosted = None
+        except Exception as e:  # noqa: BLE001 - the host notices dead containers itself
+            log(f"namespace host: {e}")
+
+    def reap_late(self) -> None:
+        """Reap the killed FUSE servers."""
         for pid in self.dying:
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
         self.dying = []
-        if self.outbound is not None:
-            if network:
-                self.outbound.reap()
-            self.outbound = None
 
     def remove_container(self) -> None:
         """--rm: the one teardown, under the life lock; not when an `rm` asked for the stop:
@@ -456,7 +547,8 @@ class Shim:
             return
         try:
             with self.store.operation(self.cid):
-                teardown.remove(self.settings, self.store, self.cid, log, remove_anonymous=True)
+                teardown.remove(self.settings, self.store, self.cid, log, remove_anonymous=True,
+                                host=False)       # (_leave_host told it already)
         except ContainerNotFoundError:
             pass                 # removed already
         except Exception as e:  # noqa: BLE001 - logged; `rm` can finish it

@@ -2,8 +2,7 @@
 it exits, a `create` that failed half-way.
 
     release_runtime(settings, cid, log)   what a run leaves in the runtime directory: the
-                                          runtime's state (delete --force kills what is left),
-                                          a network helper whose shim died
+                                          runtime's state (delete --force kills what is left)
     remove(settings, store, cid, log)     all of a stopped container: the above, its run
                                           dir, its snapshot (files under subordinate ids
                                           deleted as root of a user namespace), its record,
@@ -26,7 +25,6 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 def release_runtime(settings, cid: str, log: Optional[Callable[[str], None]] = None) -> None:
     from pydocklite.runtime import api
     from pydocklite.runtime.errors import ContainerNotFound
-    from pydocklite.shim.outbound import stop_by_pid_file
     layout = settings.runtime_layout
     try:
         api.delete(cid, root=str(layout.runtime_root), force=True)
@@ -35,16 +33,17 @@ def release_runtime(settings, cid: str, log: Optional[Callable[[str], None]] = N
     except Exception as e:  # noqa: BLE001 - told, and the removal goes on
         if log is not None:
             log(f"runtime delete: {e}")
-    stop_by_pid_file(str(layout.outbound_pid(cid)))     # the shim may have died
 
 
 def remove(settings, store, cid: str, log: Optional[Callable[[str], None]] = None,
            event: bool = True, volumes: Optional[Sequence[str]] = None,
-           remove_anonymous: bool = False) -> None:
+           remove_anonymous: bool = False, host: bool = True) -> None:
     """Everything of stopped container `cid`; raises only when its record or files stay.
     event: tell the journal (`destroy`), not for a create that failed (no `create` either).
     volumes: the names of its volumes (None: those its record names); remove_anonymous:
-    delete the anonymous ones no other container uses (rm -v, --rm, as Docker)."""
+    delete the anonymous ones no other container uses (rm -v, --rm, as Docker).
+    host: tell the namespace host (when one runs) to forget the container's endpoints and
+    its hold on a shared lower (its shim, killed, may not have; the shim itself has)."""
     import shutil
     from pydocklite.errors import ContainerNotFoundError
     try:
@@ -54,6 +53,8 @@ def remove(settings, store, cid: str, log: Optional[Callable[[str], None]] = Non
     if volumes is None:
         volumes = [str(n) for n in (state.config.get("Volumes") or ())] if state else []
     release_runtime(settings, cid, log)
+    if host:
+        _forget_in_host(settings, cid, log)
     shutil.rmtree(settings.runtime_layout.run_dir(cid), ignore_errors=True)
     discard_snapshot(settings, cid)
     try:
@@ -67,6 +68,18 @@ def remove(settings, store, cid: str, log: Optional[Callable[[str], None]] = Non
         from pydocklite import events
         events.container(settings.runtime_layout.events_dir, "destroy", cid, state.image,
                          state.name, state.config.get("Config", {}).get("Labels"))
+
+
+def _forget_in_host(settings, cid: str, log) -> None:
+    from pydocklite.nshost.client import connect
+    try:
+        host = connect(settings.runtime_dir, start=False)
+        if host is not None:
+            with host:
+                host.call("forget", cid=cid)
+    except Exception as e:  # noqa: BLE001 - the host notices dead processes itself
+        if log is not None:
+            log(f"namespace host: {e}")
 
 
 def discard_snapshot(settings, cid: str) -> None:

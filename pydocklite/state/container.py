@@ -104,6 +104,11 @@ class ContainerState:
     error: str = ""
     log_path: str = ""
     shim_log_path: str = ""
+    # the endpoints of the running container, by network name (the shim writes them when
+    # the namespace host has attached it, and empties them when it stops): Docker's
+    # NetworkSettings.Networks values (IPAddress, IPPrefixLen, Gateway, MacAddress,
+    # EndpointID, NetworkID)
+    endpoints: Dict[str, Any] = Factory(dict)
 
     @property
     def short_id(self) -> str:

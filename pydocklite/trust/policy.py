@@ -98,7 +98,8 @@ class Policy:
         return self.select("docker", docker_identity(ref), docker_namespaces(ref.repository))
 
     def for_path(self, transport: str, path: str) -> Selection:
-        if transport == "docker-archive":
+        """`path` "" (an archive read from stdin): only the transport's "" scope applies."""
+        if transport == "docker-archive" or not path:
             return self.select(transport, "")
         real = os.path.realpath(path)
         parents = []

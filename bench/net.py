@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""bench/net: networks and shared image mounts, pydocklite beside rootless Podman in one
+run, both as the unprivileged test user, images from a local registry.
+
+    sudo /path/to/venv/bin/python bench/net.py [--reps 20] [--rounds 1] [--no-readme]
+
+Each tool has a user-defined network (`network create benchnet`; Podman 4.3: netavark +
+aardvark-dns, its rootless network namespace with slirp4netns). Measured:
+- `run --rm busybox true` (the default network: pydocklite's bridge in its namespace host,
+  Podman's default slirp4netns), median of --reps;
+- `run -d --network benchnet -p P:80 nginx` until the first HTTP 200 through the published
+  port, for the second and later containers of the image (one nginx of it keeps running, as
+  in a Compose project), median of --reps / 2;
+- helper memory per idle container: PSS of every helper process (pydocklite: the shims,
+  the namespace host, its pause process, slirp4netns, the shared lowers' FUSE servers;
+  Podman: conmon, its pause process, the rootless network namespace's slirp4netns,
+  aardvark-dns, rootlessport, fuse-overlayfs when used) with 10 idle nginx on benchnet,
+  divided by 10;
+- container to container on benchnet: HTTP latency and requests/s of nginx's index page
+  (wrk, 2 threads, 4 connections, 5 s) and bulk download of a 256 MiB file (curl, best of
+  3), run from the network namespace of a second container (nsenter into it, the host's
+  wrk and curl: the same client for both tools).
+--rounds N repeats the whole measurement and reports each round's numbers (spread).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.pull import prepare_host, write_section  # noqa: E402
+from bench.run import Tool, free_port, wait_http  # noqa: E402
+from tests import unpriv  # noqa: E402
+from tests.fixtures import images  # noqa: E402
+from tests.fixtures.podman import configure_podman  # noqa: E402
+from tests.fixtures.registry_server import start_registry  # noqa: E402
+
+PDL_HELPERS = ("__shim", "__nshost", "nshost-pause", "slirp4netns ", "pasta ")
+POD_HELPERS = ("conmon", "rootlessport", "slirp4netns", "fuse-overlayfs", "aardvark-dns",
+               "catatonit", "podman pause", "pasta")
+
+
+class Q(float):
+    """A number with its unit, for the table (seconds are plain floats, shown in ms)."""
+
+    def __new__(cls, value: float, unit: str):
+        q = float.__new__(cls, value)
+        q.unit = unit
+        return q
+
+
+def helpers_pss_kb(podman: bool) -> int:
+    total = 0
+    for pid, cmd in unpriv.user_processes():
+        mine = any(k in cmd for k in (POD_HELPERS if podman else PDL_HELPERS))
+        if podman and not mine:
+            # podman's pause process is `podman` re-exec'd as "catatonit -P"-like
+            mine = Path(f"/proc/{pid}/comm").exists() and \
+                Path(f"/proc/{pid}/comm").read_text().strip() in ("catatonit", "podman pause")
+        if not mine:
+            continue
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        m = re.search(r"^Pss:\s+(\d+)", rollup, re.M)
+        total += int(m.group(1)) if m else 0
+    return total
+
+
+def inside(tool: Tool, container: str, argv: list, timeout: float = 120):
+    """Run a host program in the network namespace of `container` (nsenter as the user:
+    its user namespace is the user's own)."""
+    pid = tool.run("inspect", "-f", "{{.State.Pid}}", container).stdout.strip()
+    return unpriv.run_as_user(["nsenter", "-t", pid, "-U", "-n", "--preserve-credentials",
+                               *argv], tool.home, env=tool.env, timeout=timeout)
+
+
+def c2c(tool: Tool, nginx: str, busybox: str, net: str) -> dict:
+    tool.run("run", "-d", "--name", "srv", "--network", net, nginx)
+    tool.run("run", "-d", "--name", "cli", "--network", net, busybox, "sleep", "3600")
+    ip = tool.run("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                  "srv").stdout.strip()
+    tool.run("exec", "srv", "sh", "-c", "head -c 268435456 /dev/zero > /var/www/html/big.bin")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r = inside(tool, "cli", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                 f"http://{ip}/"])
+        if r.stdout.strip() == "200":
+            break
+        time.sleep(0.05)
+    r = inside(tool, "cli", ["wrk", "-t2", "-c4", "-d5s", "--latency", f"http://{ip}/"])
+    lat = re.search(r"50%\s+(\S+)", r.stdout)
+    rps = re.search(r"Requests/sec:\s+(\S+)", r.stdout)
+    best = 0.0
+    for _ in range(3):
+        r = inside(tool, "cli", ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download}",
+                                 f"http://{ip}/big.bin"])
+        try:
+            best = max(best, float(r.stdout.strip()))
+        except ValueError:
+            pass
+    tool.run("rm", "-f", "srv", "cli")
+    return {"c2c HTTP p50 latency (wrk)": lat.group(1) if lat else "?",
+            "c2c HTTP requests/s (wrk)": Q(float(rps.group(1)) if rps else 0.0, "req/s"),
+            "c2c bulk download": Q(best / 1e6, "MB/s")}
+
+
+def measure(tool: Tool, busybox: str, nginx: str, reps: int) -> dict:
+    res = {}
+    tool.run("run", "--rm", busybox, "true")                      # warm caches
+    res["run --rm busybox true"] = statistics.median(
+        tool.timed("run", "--rm", busybox, "true") for _ in range(reps))
+    tool.run("run", "-d", "--name", "keeper", "--network", "benchnet", nginx)
+    ready = []
+    for i in range(max(5, reps // 2)):
+        port = free_port()
+        t0 = time.monotonic()
+        tool.run("run", "-d", "--name", f"web{i}", "--network", "benchnet", "-p", f"{port}:80",
+                 nginx)
+        wait_http(port)
+        ready.append(time.monotonic() - t0)
+        tool.run("rm", "-f", f"web{i}")
+    res["run -d nginx -> first 200 (2nd+ of the image)"] = statistics.median(ready)
+    for i in range(9):
+        tool.run("run", "-d", "--name", f"idle{i}", "--network", "benchnet", nginx)
+    time.sleep(2)
+    res["helper PSS per idle container (10 nginx)"] = \
+        Q(helpers_pss_kb(tool.name == "podman") / 10 / 1024, "MiB")
+    tool.run("rm", "-f", "keeper", *[f"idle{i}" for i in range(9)])
+    res.update(c2c(tool, nginx, busybox, "benchnet"))
+    return res
+
+
+def fmt(v) -> str:
+    if isinstance(v, Q):
+        return f"{v:.1f} {v.unit}" if v < 100 else f"{v:.0f} {v.unit}"
+    if isinstance(v, float):
+        return f"{v * 1000:.0f} ms"
+    return str(v)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--zipapp", default=str(REPO / "pydocklite.pyz"))
+    args = ap.parse_args()
+    prepare_host()
+    work = Path(tempfile.mkdtemp(prefix="pdl-bench-net-", dir="/var/tmp"))
+    os.chmod(work, 0o755)
+    app = work / "pydocklite.pyz"
+    shutil.copy2(args.zipapp, app)
+    os.chmod(app, 0o755)
+    pdl_home = unpriv.make_user_dir(work / "pdl")
+    pod_home = unpriv.make_user_dir(work / "podman")
+    configure_podman(pod_home)
+    pdl_env = {"SHIV_ROOT": str(unpriv.make_user_dir(work / "shiv")), "PYTHONPATH": "",
+               "PYTHONDONTWRITEBYTECODE": ""}
+    tools = [Tool("pydocklite", [str(app)], pdl_home, pdl_env)]
+    if shutil.which("podman"):
+        tools.append(Tool("podman", ["podman"], pod_home, {}))
+    cache = images.cache_dir()
+    rounds = []
+    with start_registry(work / "registry") as srv:
+        images.push(images.build_busybox_image(cache), srv.url, "bench/busybox")
+        images.push(images.build_nginx_image(cache), srv.url, "bench/nginx")
+        busybox = f"{srv.host}/bench/busybox:latest"
+        nginx = f"{srv.host}/bench/nginx:latest"
+        for t in tools:
+            tls = ["--tls-verify=false"] if t.name == "podman" else []
+            t.run("pull", "-q", *tls, busybox)
+            t.run("pull", "-q", *tls, nginx)
+            t.run("network", "create", "benchnet")
+        for _ in range(args.rounds):
+            # the tools take turns within a round, so the machine's load hits both alike
+            rounds.append({t.name: measure(t, busybox, nginx, args.reps) for t in tools})
+    subprocess.run(["rm", "-rf", str(work)], check=False)
+    first = rounds[0]
+    metrics = list(dict.fromkeys(m for t in tools for m in first[t.name]))
+    header = ["metric"] + [t.name for t in tools] + (["ratio"] if len(tools) > 1 else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m in metrics:
+        vals = [first[t.name].get(m) for t in tools]
+        cells = [m] + [fmt(v) for v in vals]
+        if len(tools) > 1 and all(isinstance(v, (int, float)) for v in vals) and vals[1]:
+            cells.append(f"{vals[0] / vals[1]:.2f}x")
+        elif len(tools) > 1:
+            cells.append("")
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(rounds) > 1:
+        lines.append("")
+        lines.append("Each round (pydocklite / podman):")
+        for m in metrics:
+            per = ["/".join(fmt(r[t.name].get(m)) for t in tools) for r in rounds]
+            lines.append(f"- {m}: " + ", ".join(per))
+    table = "\n".join(lines)
+    print(table)
+    if not args.no_readme:
+        write_section("net", f"`bench/net.py` (as the unprivileged test user; {args.reps} reps "
+                      f"of `run --rm`, {max(5, args.reps // 2)} nginx starts, {args.rounds} "
+                      f"round(s); {time.strftime('%Y-%m-%d')}, load average "
+                      f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; podman 4.3 "
+                      f"rootless, runc, netavark + aardvark-dns).\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
