@@ -161,6 +161,7 @@ def engines_bench(n: int, runtime_bin: str) -> None:
     for engine in ("ctr", "podman"):
         cases = [(k, None) for k in res["times"] if k.startswith(engine)]
         sub = {"times": {k: res["times"][k] for k, _ in cases},
+               "cpu": {k: res["cpu"][k] for k, _ in cases},
                "failures": {k: res["failures"][k] for k, _ in cases}}
         _print_table(f"\n{n} rounds of `{engine} run --rm` busybox `true` as root, one per "
                      f"runtime per round (load {os.getloadavg()[0]:.2f})",
@@ -168,14 +169,46 @@ def engines_bench(n: int, runtime_bin: str) -> None:
 
 
 # Runs as root inside the private mount namespace: one containerd, one rootful Podman home.
+# CPU per run: the engine's whole stack for that container, robust to the machine's load --
+# the client (ctr / podman, with what it waits for: podman's own runtime calls), what gets
+# reparented to this driver (a child subreaper) and reaped once the run is over: containerd's
+# shim and its runtime calls, conmon and its runtime calls, podman's cleanup process; and
+# containerd's own CPU meanwhile (/proc/PID/stat utime..cstime).
 _ENGINE_DRIVER = r"""
-import json, os, subprocess, sys, time
+import ctypes, json, os, subprocess, sys, time
 n, base, archive, ours, repo = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 sys.path.insert(0, repo)
 from pathlib import Path
 from tests.fixtures import engines
 runtimes = [("pydocklite-runtime", ours), ("runc", "/usr/sbin/runc"), ("crun", "/usr/bin/crun")]
-times, failures = {}, {}
+times, cpu, failures = {}, {}, {}
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)       # PR_SET_CHILD_SUBREAPER
+TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) * TICK_MS
+
+
+def reap(quiet_s=0.3, cap_s=3.0):
+    # rusage (ms) of the orphans reaped until none came for quiet_s
+    total, last, start = 0.0, time.monotonic(), time.monotonic()
+    while time.monotonic() - last < quiet_s and time.monotonic() - start < cap_s:
+        try:
+            pid, _, ru = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            pid = 0
+        if pid:
+            total += (ru.ru_utime + ru.ru_stime) * 1000
+            last = time.monotonic()
+        else:
+            time.sleep(0.02)
+    return total
+
+
+devnull = os.open(os.devnull, os.O_RDWR)
 cbase = Path(base) / "c"
 pbase = Path(base) / "p"
 (pbase / "tmp").mkdir(parents=True)
@@ -194,21 +227,31 @@ with engines.Containerd(cbase) as c:
         cases.append((f"podman + {name}", ["podman", "--runtime", path, "run", "--rm",
                       "--network", "none", "busybox", "true"], penv))
     for name, _, _ in cases:
-        times[name], failures[name] = [], 0
+        times[name], cpu[name], failures[name] = [], [], 0
+    reap()
     for i in range(n + 2):
         for name, argv, env in cases:
             argv = [a.replace("{ID}", f"b{i}") for a in argv]
+            err = os.open(f"{base}/run.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            c0 = proc_cpu(c.proc.pid)
             t0 = time.perf_counter()
-            r = subprocess.run(argv, env=env, capture_output=True)
+            pid = os.posix_spawnp(argv[0], argv, env, file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
+                (os.POSIX_SPAWN_DUP2, err, 2)])
+            _, status, ru = os.wait4(pid, 0)
             dt = (time.perf_counter() - t0) * 1000
+            os.close(err)
+            used = (ru.ru_utime + ru.ru_stime) * 1000 + reap() + proc_cpu(c.proc.pid) - c0
             if i < 2:
                 continue            # warm-up: first runs of each runtime and engine
             times[name].append(dt)
-            if r.returncode != 0:
+            cpu[name].append(used)
+            if status != 0:
                 failures[name] += 1
-                sys.stderr.write(f"{name}: {r.stderr.decode()[-500:]}\n")
+                with open(f"{base}/run.err") as f:
+                    sys.stderr.write(f"{name}: {f.read()[-500:]}\n")
 subprocess.run(["podman", "system", "reset", "-f"], env=penv, capture_output=True)
-print(json.dumps({"times": times, "failures": failures}))
+print(json.dumps({"times": times, "cpu": cpu, "failures": failures}))
 """
 
 

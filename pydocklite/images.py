@@ -154,6 +154,17 @@ class ImageService:
         if policy is not None:
             from pydocklite.trust.verify import check_registry_image
             verdict = check_registry_image(policy, client, ref, resolved)
+        # until the image is recorded, a lease keeps a concurrent rmi/prune from deleting
+        # the layers and blobs found or stored here (snapshotter/leases.py)
+        with self.lease(f"pull {ref}") as lease:
+            manifest = resolved.manifest
+            lease.add(layers=[str(d) for d in resolved.config.diff_ids],
+                      blobs=[str(manifest.digest), str(manifest.config.digest),
+                             str(resolved.index.digest) if resolved.index else ""]
+                      + [str(d.digest) for d in manifest.layers])
+            return self._pull_leased(client, ref, resolved, emit, verdict)
+
+    def _pull_leased(self, client, ref, resolved, emit: ProgressFn, verdict) -> ImageRecord:
         manifest = resolved.manifest
         config = resolved.config
         diff_ids = [str(d) for d in config.diff_ids]
@@ -168,6 +179,7 @@ class ImageService:
                 emit(PullEvent(short_id(str(desc.digest)), "Pulling fs layer", 0, desc.size))
                 todo.append((desc, diff_id))
         if todo:
+            self._check_space(ref, sum(desc.size for desc, _ in todo))
             self._fetch_layers(client, ref, todo, layers, emit)
         if resolved.index is not None:
             content.write(str(resolved.index.digest), resolved.index.raw)
@@ -195,6 +207,22 @@ class ImageService:
         emit(PullEvent("", "Digest", 0, 0))
         return record
 
+    def _check_space(self, ref, compressed: int) -> None:
+        """Before a pull: room for at least the compressed layers (they only grow once
+        unpacked; each layer's writer checks again as it goes) plus min-free-space."""
+        import os
+        from snapshotter.errors import StoreFullError
+        st = os.statvfs(self.layout.root)
+        free = st.f_bavail * st.f_frsize
+        need = compressed + self.settings.min_free_space
+        if free < need:
+            from pydocklite.humanize import human_size
+            raise StoreFullError(
+                f"pulling {ref}: {human_size(free)} free in {self.layout.root}, the image's "
+                f"{human_size(compressed)} of compressed layers (more once unpacked) and the "
+                f"{human_size(self.settings.min_free_space)} kept free need "
+                f"{human_size(need)}: free disk space or lower PYDOCKLITE_MIN_FREE_SPACE")
+
     def _warm(self, diff_ids) -> None:
         """Build the merged-tree cache now, so the image's first container starts fast."""
         from snapshotter.snapshots import Snapshotter
@@ -209,8 +237,8 @@ class ImageService:
             sid = short_id(str(desc.digest))
             done = 0
             last = 0.0
-            with layers.ingest(diff_id, desc.media_type,
-                               name=f"{desc.digest} of {ref}") as writer:
+            with layers.ingest(diff_id, desc.media_type, name=f"{desc.digest} of {ref}",
+                               **self.settings.layer_bounds(desc.size)) as writer:
                 for chunk in client.stream_blob(ref, desc):
                     writer.write(chunk)
                     done += len(chunk)
@@ -328,11 +356,25 @@ class ImageService:
         return [r.id for r in victims], freed
 
     def gc(self) -> int:
-        """Delete layers and blobs no image references; returns bytes freed."""
+        """Delete layers and blobs no image, container or lease references (a pull, build,
+        load or create in progress holds a lease: snapshotter/leases.py); returns bytes
+        freed. Runs under the store's gc lock, so no lease is being written meanwhile."""
+        from snapshotter.leases import gc_lock
+        with gc_lock(self.layout):
+            return self._gc()
+
+    def lease(self, what: str):
+        """A lease on layers/blobs this process is about to use (snapshotter.leases)."""
+        from snapshotter.leases import Lease
+        self.layout.ensure()
+        return Lease(self.layout, what)
+
+    def _gc(self) -> int:
+        from snapshotter.leases import leased
         db = self.db.load()
-        keep_layers = {d for r in db.images.values() for d in r.diff_ids}
+        keep_layers, keep_blobs = leased(self.layout)
+        keep_layers |= {d for r in db.images.values() for d in r.diff_ids}
         keep_layers |= self._layers_in_use()
-        keep_blobs = set()
         content = self._content()
         for r in db.images.values():
             keep_blobs |= {r.id, r.manifest_digest}

@@ -32,8 +32,8 @@ def import_layout(service, layout_dir: Path, name):
     for ldesc, diff_id in zip(manifest.layers, config.diff_ids):
         if layers.has(diff_id):
             continue
-        with layers.ingest(diff_id, ldesc.media_type,
-                           name=f"{ldesc.digest} of {layout_dir}") as writer:
+        with layers.ingest(diff_id, ldesc.media_type, name=f"{ldesc.digest} of {layout_dir}",
+                           **service.settings.layer_bounds(ldesc.size)) as writer:
             with open(_blob(layout_dir, ldesc.digest), "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     writer.write(chunk)

@@ -42,6 +42,10 @@ class Settings:
     # delegated cgroup dir(s) to put containers' cgroups under (v1: one per hierarchy);
     # () = let the runtime find one (PYDOCKLITE_CGROUP_BASE="a:b" or config "cgroup-base")
     cgroup_base: Tuple[str, ...] = ()
+    # what a hostile image, archive or URL may make us write (SECURITY.md, class 7):
+    # the largest uncompressed layer (None: auto, 0: no limit) and the space kept free
+    max_layer_size: Optional[int] = None
+    min_free_space: int = 256 << 20
     extra: dict = Factory(dict, compare=False)
 
     @classmethod
@@ -64,8 +68,34 @@ class Settings:
             docker_config=Path(docker_config) / "config.json" if docker_config else None,
             cgroup_base=_cgroup_base(os.environ.get("PYDOCKLITE_CGROUP_BASE"),
                                      conf.get("cgroup-base")),
+            max_layer_size=_size_setting("PYDOCKLITE_MAX_LAYER_SIZE", conf, "max-layer-size",
+                                         None),
+            min_free_space=_size_setting("PYDOCKLITE_MIN_FREE_SPACE", conf, "min-free-space",
+                                         256 << 20),
             extra=conf,
         )
+
+    def expansion_limit(self, compressed: int) -> Optional[int]:
+        """How many bytes a layer (or an ADD archive or URL) of `compressed` bytes may turn
+        into: the max-layer-size setting, or by default 100 times its size and at least
+        1 GiB (a decompression bomb stops there; real layers rarely pass 10x); None: no
+        limit (max-layer-size 0)."""
+        if self.max_layer_size is None:
+            return max(100 * compressed, AUTO_LAYER_FLOOR)
+        return self.max_layer_size or None
+
+    def layer_bounds(self, compressed: Optional[int] = None, expand: bool = True) -> dict:
+        """LayerStore.ingest's bounds for a layer: the expansion limit from its compressed
+        size when known (a pull), else from the bytes read so far (load, import); none for
+        a layer we make ourselves (expand=False); min-free-space always."""
+        if not expand:
+            limit = None
+        elif compressed is not None:
+            fixed = self.expansion_limit(compressed)
+            limit = (lambda _fed: fixed)
+        else:
+            limit = self.expansion_limit
+        return {"limit": limit, "min_free": self.min_free_space, "hint": LIMITS_HINT}
 
     @property
     def layout(self):
@@ -83,6 +113,37 @@ class Settings:
         return (self.config_dir / "certs.d" / registry_host,
                 Path("/etc/docker/certs.d") / registry_host,
                 Path("/etc/containers/certs.d") / registry_host)
+
+
+AUTO_LAYER_FLOOR = 1 << 30
+LIMITS_HINT = ("if the image is genuine, raise PYDOCKLITE_MAX_LAYER_SIZE (e.g. 64g; 0: no limit) "
+               "or lower PYDOCKLITE_MIN_FREE_SPACE")
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str, what: str) -> int:
+    """"64m", "2g", "1048576" -> bytes (binary units, as Docker's sizes)."""
+    t = str(text).strip().lower()
+    if t.endswith("b") and len(t) > 1 and t[-2] in "kmgt":
+        t = t[:-1]
+    unit = t[-1:] if t[-1:] in "kmgt" else ""
+    try:
+        value = float(t[:len(t) - len(unit)])
+    except ValueError:
+        value = -1
+    if value < 0:
+        from pydocklite.errors import UsageError
+        raise UsageError(f"{what}: {text!r} is not a size: use a number of bytes with an "
+                         "optional unit (k, m, g), e.g. 512m")
+    return int(value * _UNITS[unit])
+
+
+def _size_setting(env: str, conf: dict, key: str, default):
+    """The environment wins over the config file; "auto" (or nothing) is the default."""
+    value = os.environ.get(env) or conf.get(key)
+    if value is None or str(value).strip().lower() in ("", "auto"):
+        return default
+    return parse_size(value, f"{env} / {key}")
 
 
 def _cgroup_base(env: Optional[str], conf) -> Tuple[str, ...]:

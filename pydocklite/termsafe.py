@@ -8,23 +8,29 @@ escapes them too, for a value printed inside one line.
 """
 from __future__ import annotations
 
-# C0 controls but \t and \n, DEL, the C1 controls (0x9b is a one-byte CSI on many terminals),
-# and the Unicode bidi overrides/isolates that reorder what a line appears to say
-_UNSAFE = set(range(0x00, 0x20)) - {0x09, 0x0a} | {0x7f} | set(range(0x80, 0xa0)) | \
-    {0x200e, 0x200f, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069}
-_TABLE = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _UNSAFE}
-_LINE_TABLE = {**_TABLE, 0x09: "\\t", 0x0a: "\\n"}
+
+def _shown(c: str) -> str:
+    n = ord(c)
+    if n < 0x100:
+        return f"\\x{n:02x}"
+    return f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
 def escape(text: str) -> str:
-    """`text` with terminal control characters escaped (tabs and newlines kept)."""
+    """`text` with terminal control characters escaped (tabs and newlines kept): C0 and C1
+    controls (0x9b is a one-byte CSI on many terminals), DEL, and every other character
+    Python calls unprintable (bidi overrides that reorder a line, line separators, format
+    and unassigned characters, lone surrogates)."""
+    text = str(text)
     if text.isprintable():          # the common case, one C call
         return text
-    return str(text).translate(_TABLE)
+    return "".join(c if c.isprintable() or c in "\t\n" else _shown(c) for c in text)
 
 
 def escape_line(text: str) -> str:
     """`text` as one line: newlines and tabs escaped too."""
+    text = str(text)
     if text.isprintable():
         return text
-    return str(text).translate(_LINE_TABLE)
+    return "".join(c if c.isprintable() else "\\t" if c == "\t" else "\\n" if c == "\n"
+                   else _shown(c) for c in text)

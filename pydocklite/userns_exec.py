@@ -12,16 +12,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Callable
 
-CLONE_NEWUSER = 0x10000000
-
-
 def run_in_userns(fn: Callable[[], None]) -> None:
     """fn() in a child that is root of a new user namespace; raises if it failed."""
     if os.geteuid() == 0:
         fn()
         return
-    import ctypes
     from pydocklite.runtime import idmap
+    from pydocklite.runtime import syscalls as sc
     uid_maps, gid_maps, _warning = idmap.default_mappings()
     go_r, go_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -31,9 +28,7 @@ def run_in_userns(fn: Callable[[], None]) -> None:
         try:
             os.close(go_w)
             os.close(err_r)
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.unshare(CLONE_NEWUSER) != 0:
-                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER)")
+            sc.unshare(sc.CLONE_NEWUSER)
             os.write(err_w, b"U")            # tell the parent to write the maps
             if os.read(go_r, 1) != b"g":
                 os._exit(1)

@@ -28,7 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from pydocklite.errors import PydockliteError, UsageError
+from pydocklite.errors import ConflictError, NotFoundError, PydockliteError, UsageError
 from pydocklite.filters import labels_pass
 from pydocklite.naming import check_volume_name
 from pydocklite.runtime.record import record
@@ -44,11 +44,11 @@ class VolumeError(PydockliteError):
     pass
 
 
-class VolumeNotFoundError(VolumeError):
+class VolumeNotFoundError(VolumeError, NotFoundError):
     pass
 
 
-class VolumeInUseError(VolumeError):
+class VolumeInUseError(VolumeError, ConflictError):
     pass
 
 
@@ -73,11 +73,12 @@ def volume_json(v: Volume) -> dict:
             "Scope": "local"}
 
 
-FILTER_KEYS = ("name", "label", "label!", "dangling", "driver")
+FILTER_KEYS = ("name", "label", "label!", "dangling", "driver", "all")
 
 
 def parse_filters(pairs: Sequence[str]) -> Dict[str, List[str]]:
-    """`--filter k=v` values -> {k: [v...]}, keys checked (FILTER_KEYS)."""
+    """`--filter k=v` values -> {k: [v...]}, keys checked (FILTER_KEYS; `all` is the API's
+    prune's: Docker 23+ clients send all=true for -a)."""
     from pydocklite.filters import parse_filters as parse
     return parse(pairs, FILTER_KEYS)
 

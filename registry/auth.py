@@ -9,6 +9,7 @@ re-exported here.
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Callable, Dict, FrozenSet, Optional, Tuple
@@ -156,8 +157,8 @@ class RegistryAuth:
             auth_header = "Bearer " + self.fetch_token(host, params, scope)
         else:
             return resp
-        resp.content  # drain so the connection can be reused
-        resp.close()
+        from .bounded import drain
+        drain(resp)       # a little is read so the connection can be reused, never all of it
         prep = resp.request.copy()
         prep.headers["Authorization"] = auth_header
         prep._pdl_retried = True
@@ -194,6 +195,9 @@ class RegistryAuth:
                 kw["auth"] = (creds.username, creds.password)
             resp = self._token_getter("GET", realm, params=query, **kw)
         status = getattr(resp, "status_code", 0)
+        if status != 200:
+            from .bounded import drain
+            drain(resp)
         if status in (401, 403):
             who = f"as {creds.username!r}" if creds and creds.username else "anonymously"
             raise AuthError(f"token server {realm} refused access to {host} {who}"
@@ -201,9 +205,13 @@ class RegistryAuth:
                             f"(pydocklite login {host})")
         if status != 200:
             raise AuthError(f"token server {realm} for {host} answered HTTP {status}")
+        from .bounded import read_capped
+        from .model import MAX_TOKEN_BYTES
         try:
-            doc = resp.json()
-        except ValueError:
+            doc = json.loads(read_capped(resp, MAX_TOKEN_BYTES, f"token server {realm}"))
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError):
             raise AuthError(f"token server {realm} returned invalid JSON") from None
         token = doc.get("token") or doc.get("access_token")
         if not token or not isinstance(token, str):

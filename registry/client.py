@@ -18,8 +18,9 @@ from .auth import RegistryAuth, as_source, parse_challenge
 from .credentials import Credentials
 from .errors import (AuthError, BlobVerifyError, ManifestError, ManifestVerifyError,
                      NotFoundError, PlatformNotFound, RateLimitError, RegistryError,
-                     TransportError)
-from .model import (ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES, Descriptor, Digest, ImageConfig,
+                     ResponseTooLargeError, TransportError)
+from .model import (ACCEPT_MANIFESTS, MAX_CONFIG_BYTES, MAX_ERROR_BYTES, MAX_MANIFEST_BYTES,
+                    Descriptor, Digest, ImageConfig,
                     Index, Manifest, Platform, parse_image_config, parse_manifest,
                     sha256_digest, validate_config_for_manifest)
 from .reference import Reference
@@ -50,8 +51,10 @@ def _ref(ref: RefLike) -> Reference:
 
 
 def _error_detail(resp: Any) -> str:
+    """The registry's error codes and messages (from at most MAX_ERROR_BYTES of body)."""
+    from .bounded import read_capped
     try:
-        errs = resp.json().get("errors") or []
+        errs = json.loads(read_capped(resp, MAX_ERROR_BYTES, "error body")).get("errors") or []
         return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
                          for e in errs if isinstance(e, dict))
     except Exception:
@@ -172,16 +175,19 @@ class RegistryClient:
     def _get_small(self, domain: str, path: str, what: str,
                    headers: "Optional[dict]" = None,
                    limit: int = MAX_MANIFEST_BYTES) -> "tuple[Any, bytes]":
-        """GET a small document (manifest, tag list) whole; a body cut short is asked again.
-        At most `limit` + 1 bytes are read: a longer body shows as longer than `limit`."""
+        """GET a small document (manifest, tag list) whole, at most `limit` bytes (more is
+        ResponseTooLargeError, a gzip Content-Encoding included); a body cut short is asked
+        again."""
         from urllib3.exceptions import HTTPError as Urllib3Error
+        from .bounded import read_capped
         for attempt in range(self.max_resumes + 1):
             resp = self._t.request("GET", domain, path, headers=headers or {}, stream=True)
             try:
                 self._raise_for(resp, what, domain)
-                raw = resp.raw.read(limit + 1, decode_content=True)
+                raw = read_capped(resp, limit, what)
                 length = resp.headers.get("Content-Length", "")
-                if length.isdigit() and len(raw) < min(int(length), limit + 1):
+                if length.isdigit() and len(raw) < int(length) and \
+                        not resp.headers.get("Content-Encoding"):
                     raise OSError(f"connection closed after {len(raw)} of {length} bytes")
                 return resp, raw
             except (Urllib3Error, OSError) as e:
@@ -248,8 +254,15 @@ class RegistryClient:
             raise TransportError(f"{what}: the registry sent an invalid tag list") from None
 
     # -- blobs ----------------------------------------------------------------------------
-    def get_blob_bytes(self, ref: RefLike, desc: Descriptor) -> bytes:
-        """The whole blob in memory, verified (use for configs and small blobs)."""
+    def get_blob_bytes(self, ref: RefLike, desc: Descriptor,
+                       cap: int = MAX_CONFIG_BYTES) -> bytes:
+        """The whole blob in memory, verified (configs and small blobs): refused when its
+        descriptor announces more than `cap` bytes (stream_blob then holds it to that)."""
+        if desc.size > cap:
+            raise ResponseTooLargeError(
+                f"blob {desc.digest} ({desc.media_type or 'no media type'}): the manifest "
+                f"says {desc.size} bytes, more than the {cap} accepted for it in memory: "
+                "refused (a broken or hostile image?)")
         return b"".join(self.stream_blob(ref, desc))
 
     def stream_blob(self, ref: RefLike, desc: Descriptor,

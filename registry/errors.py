@@ -11,7 +11,8 @@
      ├── BlobVerifyError         blob bytes do not match the descriptor (size or digest)
      ├── PlatformNotFound        an index has no manifest for the wanted platform
      └── TransportError          network, TLS or server failure after retries
-          └── RateLimitError     the registry kept answering 429
+          ├── RateLimitError     the registry kept answering 429
+          └── ResponseTooLargeError  a document read into memory passed its cap
 
 Library code raises these; it never prints or exits. Messages name the object and the fix.
 """
@@ -68,3 +69,7 @@ class TransportError(RegistryError):
 
 class RateLimitError(TransportError):
     """The registry kept answering 429 Too Many Requests."""
+
+
+class ResponseTooLargeError(TransportError):
+    """A document read whole (manifest, index, config, token, error body) passed its cap."""

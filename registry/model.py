@@ -40,7 +40,11 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 ACCEPT_MANIFESTS = (OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
 LAYER_TYPES = (OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, DOCKER_LAYER_GZIP)
 CONFIG_TYPES = (OCI_CONFIG, DOCKER_CONFIG)
-MAX_MANIFEST_BYTES = 4 << 20
+# What a registry may make us hold in memory (it is not trusted; layers are streamed)
+MAX_MANIFEST_BYTES = 4 << 20          # a manifest, an index, a tag list (containerd: 4 MiB)
+MAX_CONFIG_BYTES = 8 << 20            # an image config (real ones: a few KiB to ~100 KiB)
+MAX_TOKEN_BYTES = 1 << 20             # a token server's JSON answer
+MAX_ERROR_BYTES = 64 << 10            # an error body we show a line of
 
 
 @dataclass(frozen=True)
@@ -257,6 +261,7 @@ __all__ = [
     "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST", "DOCKER_CONFIG", "DOCKER_LAYER_GZIP",
     "DOCKER_FOREIGN_LAYER", "OCI_MANIFEST", "OCI_INDEX", "OCI_CONFIG", "OCI_LAYER",
     "OCI_LAYER_GZIP", "OCI_LAYER_ZSTD", "OCI_LAYER_NONDIST_GZIP", "MAX_MANIFEST_BYTES",
+    "MAX_CONFIG_BYTES", "MAX_TOKEN_BYTES", "MAX_ERROR_BYTES",
     "Digest", "Descriptor", "Manifest", "Index", "Platform", "host_platform",
     "ImageConfig", "ContainerConfig", "Healthcheck", "HistoryEntry",
     "parse_manifest", "parse_image_config", "validate_config_for_manifest",

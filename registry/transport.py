@@ -209,6 +209,8 @@ class Transport:
             self._prepare_tls(host)
         kw.setdefault("timeout", self.timeout)
         kw.setdefault("verify", self._verify(host))
+        # no body is read implicitly: callers read what they need, capped (bounded.py)
+        kw.setdefault("stream", True)
         if auth_flow:
             kw["auth"] = self.auth
         data = kw.get("data")

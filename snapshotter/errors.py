@@ -2,7 +2,8 @@
 
     SnapshotterError
      ├── StoreError              the store could not do what was asked (I/O, full disk, bad digest)
-     │    ├── StoreFullError     ENOSPC/EDQUOT while writing; temporary files were removed
+     │    ├── StoreFullError     ENOSPC/EDQUOT, or less free space than asked to keep
+     │    ├── LayerTooLargeError a layer expanded past its limit (a decompression bomb?)
      │    ├── LayerNotFoundError no layer with that diff_id in the store
      │    └── BlobNotFoundError  no blob with that digest in the content store
      ├── LayerCorruptError       a layer stream, tar, blob or index is damaged or truncated
@@ -27,6 +28,10 @@ class StoreError(SnapshotterError):
 
 class StoreFullError(StoreError):
     """The disk (or quota) is full; nothing was committed and temporary files were removed."""
+
+
+class LayerTooLargeError(StoreError):
+    """A layer decompressed to more than it was allowed; nothing was committed."""
 
 
 class LayerNotFoundError(StoreError):

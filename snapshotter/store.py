@@ -19,12 +19,13 @@ from pathlib import Path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
-    from typing import Dict, Iterable, List, Optional
+    from typing import Callable, Dict, Iterable, List, Optional
 
 from snapshotter.content_store import BlobWriter, ContentStore  # noqa: F401  (public here too)
 from snapshotter.decompress import open_decompressor
 from snapshotter.errors import (DigestMismatchError, LayerCorruptError,  # noqa: F401
-                                LayerNotFoundError, StoreError)
+                                LayerNotFoundError, LayerTooLargeError, StoreError,
+                                StoreFullError)
 from snapshotter.layer_index import LayerIndex
 from snapshotter.layout import StoreLayout, digest_hex
 from snapshotter.mmap_blob import MmapBlob
@@ -41,17 +42,28 @@ class LayerInfo(namedtuple("LayerInfo", "diff_id size entries")):
     __slots__ = ()
 
 
+SPACE_CHECK_EVERY = 8 << 20
+
+
 class LayerWriter(CommitOnExit):
     """One pass over a compressed layer: decompress -> sha256 + TarIndexer + blob file.
     commit() verifies the diff_id, fsyncs, and renames the directory into layers/.
     Context manager: commit on a clean exit (if not done yet), abort on an exception.
-    `diff_id` may be None (a layer being created locally): the computed digest is used."""
+    `diff_id` may be None (a layer being created locally): the computed digest is used.
+
+    Bounds for a layer from someone else (SECURITY.md, class 7), each a clean abort:
+    `limit(compressed bytes fed so far)` -> the most the layer may decompress to (None: no
+    limit); `min_free`: bytes the file system must keep free while it is written (checked
+    every SPACE_CHECK_EVERY bytes); `hint` ends those errors (how to raise the bound)."""
 
     def __init__(self, store: "LayerStore", diff_id: Optional[str], media_type: Optional[str],
-                 name: str) -> None:
+                 name: str, limit: "Optional[Callable[[int], Optional[int]]]" = None,
+                 min_free: int = 0, hint: str = "") -> None:
         if diff_id is not None:
             digest_hex(diff_id)
         self.store, self.diff_id, self.name = store, diff_id, name or diff_id or "layer"
+        self._limit_of, self._limit, self._fed = limit, None, 0
+        self._min_free, self._next_check, self._hint = min_free, 0, hint
         layout = store.layout.ensure()
         cleanup_ingest(layout)
         hint = digest_hex(diff_id)[:16] if diff_id else "new"
@@ -79,15 +91,33 @@ class LayerWriter(CommitOnExit):
             raise
 
     def _sink(self, data: bytes) -> None:
+        self.size += len(data)
+        if self._limit is not None and self.size > self._limit:
+            raise LayerTooLargeError(
+                f"layer {self.name} expands to more than {self._limit} bytes from "
+                f"{self._fed} compressed (a decompression bomb?): refused, nothing was stored"
+                + (f"; {self._hint}" if self._hint else ""))
+        if self._min_free and self.size >= self._next_check:
+            self._next_check = self.size + SPACE_CHECK_EVERY
+            st = os.fstatvfs(self._file.fileno())
+            free = st.f_bavail * st.f_frsize
+            if free - len(data) < self._min_free:
+                raise StoreFullError(
+                    f"layer {self.name}: only {free} bytes left free in "
+                    f"{self.store.layout.root}, below the {self._min_free} to keep free: "
+                    "stopped, nothing was stored; free disk space"
+                    + (f" ({self._hint})" if self._hint else ""))
         self._hash.update(data)
         self._indexer.feed(data)
         self._file.write(data)
-        self.size += len(data)
 
     def write(self, chunk) -> None:
         """Feed the next compressed bytes.  Any error aborts the ingest before it is raised."""
         if self._state != "open":
             raise StoreError(f"layer {self.name}: write after {self._state}")
+        self._fed += len(chunk)
+        if self._limit_of is not None:
+            self._limit = self._limit_of(self._fed)
         try:
             self._dec.write(chunk)
         except OSError as e:
@@ -199,19 +229,20 @@ class LayerStore:
         return MmapBlob(self.layout.layer_blob(diff_id), name=f"layer {diff_id}")
 
     def ingest(self, diff_id: Optional[str], media_type: Optional[str],
-               name: str = "") -> LayerWriter:
-        return LayerWriter(self, diff_id, media_type, name or (diff_id or "new layer"))
+               name: str = "", **bounds) -> LayerWriter:
+        """A LayerWriter; `bounds`: its limit, min_free and hint."""
+        return LayerWriter(self, diff_id, media_type, name or (diff_id or "new layer"), **bounds)
 
     def ingest_stream(self, diff_id: Optional[str], media_type: Optional[str],
-                      chunks: Iterable[bytes], name: str = "") -> LayerInfo:
+                      chunks: Iterable[bytes], name: str = "", **bounds) -> LayerInfo:
         """Ingest from an iterable of compressed chunks (e.g. RegistryClient.stream_blob)."""
-        with self.ingest(diff_id, media_type, name) as w:
+        with self.ingest(diff_id, media_type, name, **bounds) as w:
             for c in chunks:
                 w.write(c)
             return w.commit()
 
     def ingest_file(self, diff_id: Optional[str], media_type: Optional[str], path: Path,
-                    name: str = "") -> LayerInfo:
+                    name: str = "", **bounds) -> LayerInfo:
         def chunks():
             with open(path, "rb") as f:
                 while True:
@@ -219,7 +250,7 @@ class LayerStore:
                     if not b:
                         return
                     yield b
-        return self.ingest_stream(diff_id, media_type, chunks(), name or str(path))
+        return self.ingest_stream(diff_id, media_type, chunks(), name or str(path), **bounds)
 
     def remove(self, diff_id: str) -> None:
         """Remove a layer (atomic: it disappears by one rename, then is deleted)."""

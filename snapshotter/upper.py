@@ -85,17 +85,22 @@ def _load_openat2():
                 _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
                             ("resolve", ctypes.c_uint64)]
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.syscall.restype = ctypes.c_long
+            syscall = libc.syscall
+            syscall.restype = ctypes.c_long
+            syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
+                                ctypes.c_size_t]
             how = OpenHow(_PATH_DIR, 0, _RESOLVE)
+            how_p, how_n = ctypes.addressof(how), ctypes.sizeof(how)
+            get_errno = ctypes.get_errno
 
             def call(dirfd: int, path: str) -> int:
-                fd = libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd),
-                                  ctypes.c_char_p(os.fsencode(path)), ctypes.byref(how),
-                                  ctypes.c_size_t(ctypes.sizeof(how)))
+                fd = syscall(_SYS_OPENAT2, dirfd, path.encode("utf-8", "surrogateescape"),
+                             how_p, how_n)
                 if fd < 0:
-                    e = ctypes.get_errno()
+                    e = get_errno()
                     raise OSError(e, os.strerror(e), path)
                 return fd
+            call.how = how                       # kept alive with the function
             probe = os.open("/", _PATH_DIR)
             try:
                 os.close(call(probe, "."))
@@ -111,6 +116,8 @@ def open_beneath(root_fd: int, rel: str) -> int:
     """An O_PATH fd of directory `rel` below root_fd, reached without following any link
     (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS where the kernel has it, else one
     O_NOFOLLOW step per name). A link on the way is ELOOP/ENOTDIR, never followed."""
+    if "/" not in rel:                  # one name: a single O_NOFOLLOW open is enough
+        return os.open(rel, _PATH_DIR, dir_fd=root_fd)
     call = _load_openat2()
     if call:
         try:
@@ -131,14 +138,31 @@ def open_beneath(root_fd: int, rel: str) -> int:
 
 
 class _At:
-    """(dir fd, name) of a relative path's last name, its parent opened beneath the root."""
+    """(dir fd, name) of a relative path's last name, its parent opened beneath the root.
+    A thread keeps the parent it opened last (most requests work in one directory); the
+    directory renames and removals of the upper dir retire those (a generation count). A
+    kept fd is O_PATH beneath the root: even a stale one never leads outside it."""
     __slots__ = ("fd", "name", "own")
 
-    def __init__(self, root_fd: int, rel: str) -> None:
+    def __init__(self, upper: "UpperDir", rel: str, keep: bool = True) -> None:
         parent, _, name = check_rel(rel).rpartition("/")
         self.name = name or "."
-        self.own = bool(parent)
-        self.fd = open_beneath(root_fd, parent) if parent else root_fd
+        self.own = False
+        if not parent:
+            self.fd = upper.root_fd
+            return
+        last = upper._last
+        if keep and getattr(last, "parent", None) == parent and last.gen == upper._gen:
+            self.fd = last.fd
+            return
+        fd = open_beneath(upper.root_fd, parent)
+        if not keep:
+            self.fd, self.own = fd, True
+            return
+        if getattr(last, "fd", -1) >= 0:
+            os.close(last.fd)
+        last.parent, last.fd, last.gen = parent, fd, upper._gen
+        self.fd = fd
 
     def __enter__(self):
         return self.fd, self.name
@@ -166,6 +190,8 @@ class UpperDir:
     def __init__(self, root: Path) -> None:
         self.root = str(root)
         self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._last = threading.local()   # each thread's last parent directory (see _At)
+        self._gen = 0
         self.opaque: Set[str] = set()
         self.uses_overrides = False
         self._lock = threading.RLock()
@@ -173,14 +199,22 @@ class UpperDir:
         self._scan()
 
     def close(self) -> None:
+        if getattr(self._last, "fd", -1) >= 0:      # (this thread's: others' go with them)
+            os.close(self._last.fd)
+            self._last.fd = -1
         if self.root_fd >= 0:
             os.close(self.root_fd)
             self.root_fd = -1
 
     # --- paths and state -------------------------------------------------------------------
-    def at(self, rel: str) -> _At:
-        """with upper.at(rel) as (dir_fd, name): ..."""
-        return _At(self.root_fd, rel)
+    def at(self, rel: str, keep: bool = True) -> _At:
+        """with upper.at(rel) as (dir_fd, name): ... (keep=False: a fresh parent fd, for the
+        operations that hold two at once)."""
+        return _At(self, rel, keep)
+
+    def _moved(self) -> None:
+        """A directory was renamed or removed: the parents threads kept are retired."""
+        self._gen += 1
 
     def _scan(self) -> None:
         from .fd_walk import walk
@@ -278,7 +312,7 @@ class UpperDir:
 
     def link(self, existing: str, rel: str) -> None:
         """A hard link to the entry itself (a link to a symlink is to the symlink)."""
-        with self.at(existing) as (sfd, sname), self.at(rel) as (dfd, dname):
+        with self.at(existing, False) as (sfd, sname), self.at(rel, False) as (dfd, dname):
             os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
 
     def unlink(self, rel: str) -> None:
@@ -288,10 +322,12 @@ class UpperDir:
     def rmdir(self, rel: str) -> None:
         with self.at(rel) as (fd, name):
             os.rmdir(name, dir_fd=fd)
+        self._moved()
 
     def rename(self, old: str, new: str) -> None:
-        with self.at(old) as (sfd, sname), self.at(new) as (dfd, dname):
+        with self.at(old, False) as (sfd, sname), self.at(new, False) as (dfd, dname):
             os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+        self._moved()
 
     def chmod(self, rel: str, mode: int) -> None:
         """chmod of the entry itself (a symlink's mode means nothing: left alone)."""

@@ -42,6 +42,7 @@ class BuildOptions:
     platform: str = ""
     source_date_epoch: Optional[int] = None
     dockerfile_text: Optional[str] = None      # `-f -`: the Dockerfile read from stdin
+    allow: Tuple[str, ...] = ()                # entitlements granted: "network.host"
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,21 @@ class Builder:
         self.states: Dict[int, _State] = {}
         self._views: Dict[tuple, object] = {}
         self.base_records: List[object] = []
+        # what the build makes or stands on is named by a lease until the image is recorded:
+        # a concurrent rmi/image prune can't collect it (snapshotter/leases.py)
+        self.writer.lease = self.service.lease("build")
         try:
-            for i in needed:
-                self.states[i] = self._run_stage(df.stages[i])
+            return self._build_stages(opts, needed, target)
         finally:
             for view in self._views.values():
                 view.close()
+            self.ctx.close()
+            self.writer.lease.close()
+            self.writer.lease = None
+
+    def _build_stages(self, opts: BuildOptions, needed, target: int) -> BuildResult:
+        for i in needed:
+            self.states[i] = self._run_stage(self.df.stages[i])
         final = self.states[target]
         if opts.labels:     # --label: on the final image only, as Docker does
             cfg = json.loads(json.dumps(final.config))
@@ -260,18 +270,23 @@ class Builder:
         return _State(config, self.writer.base_layers(record), record.id)
 
     def _image(self, name: str):
-        """A FROM's image: from the store, the embedded one, or pulled (name parsed once)."""
+        """A FROM's (or --from's) image: from the store, the embedded one, or pulled (name
+        parsed once); kept by the build's lease until the build ends."""
         from pydocklite.errors import ImageNotFoundError
         from pydocklite.images import parse_reference
         from pydocklite.oci_layout import load_embedded
         ref = parse_reference(name)
+        record = None
         if not self.opts.pull:
             try:
-                return self.service.lookup(name, ref=ref)
+                record = self.service.lookup(name, ref=ref)
             except ImageNotFoundError:
                 pass
-        record = None if self.opts.pull else load_embedded(self.settings, ref)
-        return record or self._pull(name, ref)
+        if record is None:
+            record = (None if self.opts.pull else load_embedded(self.settings, ref)) \
+                or self._pull(name, ref)
+        self.writer.keep_image(record, name)
+        return record
 
     # --- one step --------------------------------------------------------------------------
     def _step(self, state: _State, ins: Instruction, counted: bool = True) -> None:
@@ -317,12 +332,21 @@ class Builder:
         args = sorted((k, v) for k, v in state.args.items())
         data = canonical_json([parent, ins.keyword, ins.original, list(ins.heredocs), args,
                                extra,
-                               self.opts.network if ins.keyword == "RUN" else "",
+                               prepared.get("network", "") if isinstance(prepared, dict) else "",
                                state.cmd_set])
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
     def _prepare(self, state: _State, ins: Instruction, env: Dict[str, str]):
-        """What the cache key needs before running: the COPY/ADD plan and its content hash."""
+        """What the cache key needs before running: the COPY/ADD plan and its content hash;
+        RUN's network, checked against the entitlements granted even when cached."""
+        if ins.keyword == "RUN":
+            from pydocklite.builder.errors import DockerfileError
+            from pydocklite.builder.runstep import run_network
+
+            def bad(msg: str):
+                return DockerfileError(msg, self.df.filename, ins.line, ins.original)
+            return {"network": run_network(ins.flag("network"), self.opts.network,
+                                           self.opts.allow, bad)}
         if ins.keyword not in ("COPY", "ADD"):
             return {}
         from pydocklite.builder.copier import plan_hash

@@ -3,7 +3,7 @@
 `ContextFS` and `ImageFS` (imagefs.py, an image's or a stage's layers) share one small
 interface that COPY/ADD work over: `stat(rel)`, `listdir(rel)`, `chunks(rel)`. Paths are
 relative, '/'-separated, "" for the root. A path that names something outside the context
-(`../x`, or a symlink leading out of it) is refused with ContextError.
+(`../x`) is refused with ContextError; symlinks are followed inside the context only.
 """
 from __future__ import annotations
 
@@ -46,13 +46,21 @@ def clean_rel(path: str, what: str = "path") -> str:
 
 
 class ContextFS:
-    """The context directory, with .dockerignore applied (excluded paths look absent)."""
+    """The context directory, with .dockerignore applied (excluded paths look absent).
+
+    A build context is someone else's tree (a cloned repository): its symlinks may point
+    anywhere. Every path is resolved inside the context by file descriptors, symlinks
+    followed as if the context were "/" (runtime/inroot.py, BuildKit's scoping): a link to
+    /etc, or a directory link on the way to a file (`sub -> /etc`, `COPY sub/passwd`),
+    leads to the context's own etc/, never the host's. Files are read through the fd that
+    was checked."""
 
     name = "build context"
 
     def __init__(self, root: Path, ignore: Optional[IgnoreMatcher] = None) -> None:
         self.root = Path(os.path.realpath(root))
         self.ignore = ignore or IgnoreMatcher()
+        self._fd: Optional[int] = None
 
     @classmethod
     def open(cls, root: Path, dockerfile_name: str = "Dockerfile") -> "ContextFS":
@@ -71,10 +79,30 @@ class ContextFS:
                 break
         return cls(root, IgnoreMatcher(rules))
 
-    def _host(self, rel: str) -> str:
-        """Host path of a context path. Cheap: walks below a source use lstat and never follow
-        symlinks; top-level sources go through follow(), which checks where links lead."""
-        return os.path.join(str(self.root), rel) if rel else str(self.root)
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _root_fd(self) -> int:
+        if self._fd is None:
+            from pydocklite.runtime import inroot
+            try:
+                self._fd = inroot.open_root(str(self.root))
+            except OSError as e:
+                raise ContextError(f"cannot open the build context {self.root}: "
+                                   f"{e.strerror}") from None
+        return self._fd
+
+    def _open(self, rel: str) -> Optional[int]:
+        """O_PATH fd of `rel` resolved inside the context (links followed there), or None."""
+        from pydocklite.runtime import inroot
+        try:
+            return inroot.resolve(self._root_fd(), rel)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise ContextError(f"cannot read {rel} in the build context: {e.strerror}") from None
 
     def _visible(self, rel: str, is_dir: bool) -> bool:
         if not rel or not self.ignore.excluded(rel):
@@ -82,48 +110,78 @@ class ContextFS:
         return is_dir and self.ignore.may_reinclude_under(rel)
 
     def stat(self, rel: str) -> Optional[FileEntry]:
+        """The entry itself (a symlink is a symlink); the directories on the way to it are
+        resolved inside the context."""
+        if not rel:
+            return _entry(os.fstat(self._root_fd()), "")
+        head, _, name = rel.rpartition("/")
+        parent = self._open(head)
+        if parent is None:
+            return None
         try:
-            s = os.lstat(self._host(rel))
+            s = os.lstat(name, dir_fd=parent)
+            entry = _entry(s, os.readlink(name, dir_fd=parent) if st.S_ISLNK(s.st_mode) else "")
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
             raise ContextError(f"cannot read {rel} in the build context: {e.strerror}") from None
-        entry = _entry(s, self._host(rel))
+        finally:
+            os.close(parent)
         if entry is None or not self._visible(rel, entry.type == DIR):
             return None
         return entry
 
     def follow(self, rel: str) -> Optional[FileEntry]:
-        """stat() through a symlink that stays inside the context (top-level COPY sources)."""
-        host = self._host(rel)
-        real = os.path.realpath(host)
-        if real != str(self.root) and not real.startswith(str(self.root) + os.sep):
-            raise ContextError(f"forbidden path outside the build context: {rel} -> {real}")
-        if not os.path.lexists(host) or not self._visible(rel, os.path.isdir(real)):
+        """stat() through symlinks, resolved inside the context (top-level COPY sources)."""
+        fd = self._open(rel)
+        if fd is None:
             return None
         try:
-            return _entry(os.stat(real), real)
-        except FileNotFoundError:
+            entry = _entry(os.fstat(fd), "")
+        finally:
+            os.close(fd)
+        if entry is None or not self._visible(rel, entry.type == DIR):
             return None
+        return entry
 
     def listdir(self, rel: str) -> List[str]:
+        fd = self._readable(rel, os.O_DIRECTORY, "list")
         try:
-            names = sorted(os.listdir(self._host(rel)))
+            out = []
+            for n in sorted(os.listdir(fd)):
+                child = f"{rel}/{n}" if rel else n
+                if self.ignore.excluded(child):
+                    try:
+                        is_dir = st.S_ISDIR(os.lstat(n, dir_fd=fd).st_mode)
+                    except OSError:
+                        continue
+                    if not (is_dir and self.ignore.may_reinclude_under(child)):
+                        continue
+                out.append(n)
+            return out
+        finally:
+            os.close(fd)
+
+    def _readable(self, rel: str, flags: int, what: str) -> int:
+        """A readable fd of `rel`, reopened from the O_PATH fd that was resolved."""
+        from pydocklite.runtime import inroot
+        fd = self._open(rel)
+        if fd is None:
+            raise ContextError(f"cannot {what} {rel or '.'} in the build context: it is gone")
+        try:
+            return os.open(inroot.fd_path(fd), os.O_RDONLY | os.O_CLOEXEC | flags)
         except OSError as e:
-            raise ContextError(f"cannot list {rel or '.'} in the build context: "
+            raise ContextError(f"cannot {what} {rel or '.'} in the build context: "
                                f"{e.strerror}") from None
-        out = []
-        for n in names:
-            child = f"{rel}/{n}" if rel else n
-            if self.ignore.excluded(child):
-                if not (os.path.isdir(os.path.join(str(self.root), child))
-                        and self.ignore.may_reinclude_under(child)):
-                    continue
-            out.append(n)
-        return out
+        finally:
+            os.close(fd)
+
+    def open_file(self, rel: str):
+        """A binary file object on `rel` (resolved inside the context)."""
+        return os.fdopen(self._readable(rel, 0, "read"), "rb")
 
     def chunks(self, rel: str) -> Iterator[bytes]:
-        with open(self._host(rel), "rb") as f:
+        with self.open_file(rel) as f:
             while True:
                 b = f.read(CHUNK)
                 if not b:
@@ -131,15 +189,23 @@ class ContextFS:
                 yield b
 
     def host_path(self, rel: str) -> str:
-        return self._host(rel)
+        """The host path `rel` resolves to inside the context (for a RUN --mount bind)."""
+        from pydocklite.runtime import inroot
+        fd = self._open(rel)
+        if fd is None:
+            raise ContextError(f"{rel!r} is not in the build context")
+        try:
+            return os.readlink(inroot.fd_path(fd))
+        finally:
+            os.close(fd)
 
 
-def _entry(s: os.stat_result, host: str) -> Optional[FileEntry]:
+def _entry(s: os.stat_result, linkname: str) -> Optional[FileEntry]:
     mode = s.st_mode
     if st.S_ISREG(mode):
         return FileEntry(REG, mode & 0o7777, s.st_size, s.st_mtime)
     if st.S_ISDIR(mode):
         return FileEntry(DIR, mode & 0o7777, 0, s.st_mtime)
     if st.S_ISLNK(mode):
-        return FileEntry(SYMLINK, 0o777, 0, s.st_mtime, os.readlink(host))
+        return FileEntry(SYMLINK, 0o777, 0, s.st_mtime, linkname)
     return None

@@ -64,8 +64,10 @@ def _follows(fs, rel: str) -> bool:
 
 def plan_copy(fs, sources: Sequence[str], dest: str, *, dest_is_dir: Callable[[str], bool],
               owner: Optional[Tuple[int, int]], chmod: Optional[int], extract: bool,
-              what: str, now: float) -> List[CopyItem]:
-    """The files COPY/ADD puts in the image. `dest` is absolute (WORKDIR applied)."""
+              what: str, now: float,
+              max_bytes: Optional[Callable[[int], Optional[int]]] = None) -> List[CopyItem]:
+    """The files COPY/ADD puts in the image. `dest` is absolute (WORKDIR applied).
+    `max_bytes(archive size)`: how much an archive ADD unpacks may hold (None: no limit)."""
     matches: List[str] = []
     literal = set()            # sources named without a wildcard: symlinks are followed
     for src in sources:
@@ -96,6 +98,9 @@ def plan_copy(fs, sources: Sequence[str], dest: str, *, dest_is_dir: Callable[[s
 
     for src in matches:
         entry = fs.follow(src) if src in literal else fs.stat(src)
+        if entry is None and src in literal:
+            raise ContextError(f"{what}: file not found in {fs.name}: {src!r} (a symlink to "
+                               f"nothing inside the {fs.name}: links are followed there)")
         if entry is None:
             continue
         if entry.type == DIR:
@@ -107,7 +112,8 @@ def plan_copy(fs, sources: Sequence[str], dest: str, *, dest_is_dir: Callable[[s
         name = posixpath.basename(src)
         target = posixpath.join(dest_rel, name) if into_dir else dest_rel
         if extract and entry.type == REG and _is_archive(fs, src):
-            _add_archive(fs, src, dest_rel, items, add, what)
+            _add_archive(fs, src, dest_rel, items, add, what,
+                         max_bytes(entry.size) if max_bytes else None)
             continue
         add(target, _default_owner(entry, fs), _data(fs, src))
     return [items[k] for k in sorted(items)]
@@ -121,17 +127,6 @@ def _default_owner(entry: FileEntry, fs) -> FileEntry:
 
 
 def _data(fs, rel: str):
-    if hasattr(fs, "host_path"):
-        path = fs.host_path(rel)
-
-        def read():
-            with open(path, "rb") as f:
-                while True:
-                    b = f.read(1 << 20)
-                    if not b:
-                        return
-                    yield b
-        return read
     return lambda: fs.chunks(rel)
 
 
@@ -156,19 +151,40 @@ def _add_tree(fs, src: str, target: str, add) -> None:
 
 
 def _is_archive(fs, rel: str) -> bool:
-    if not hasattr(fs, "host_path"):
+    if not hasattr(fs, "open_file"):
         return False
     try:
-        return tarfile.is_tarfile(fs.host_path(rel))
+        with fs.open_file(rel) as f:
+            return tarfile.is_tarfile(f)
     except (OSError, tarfile.TarError):
         return rel.endswith(_TAR_SUFFIXES)
 
 
-def _add_archive(fs, rel: str, base: str, items, add, what: str) -> None:
-    path = fs.host_path(rel)
+# ADD unpacks an archive from the build context (someone else's): what it may expand to
+MAX_ARCHIVE_ENTRIES = 1_000_000
+
+
+class ArchiveTooLargeError(ContextError):
+    pass
+
+
+def _add_archive(fs, rel: str, base: str, items, add, what: str,
+                 max_bytes: Optional[int]) -> None:
+    """The archive's members as items; refused (nothing added) past `max_bytes` of content
+    or MAX_ARCHIVE_ENTRIES entries: a decompression bomb stops here, before any layer."""
+    total = count = 0
     try:
-        with tarfile.open(path, "r:*") as tf:
+        with fs.open_file(rel) as f, tarfile.open(fileobj=f, mode="r:*") as tf:
             for m in tf:
+                count += 1
+                total += m.size if m.isreg() else 0
+                if count > MAX_ARCHIVE_ENTRIES or (max_bytes is not None and total > max_bytes):
+                    raise ArchiveTooLargeError(
+                        f"{what}: {rel} unpacks to more than "
+                        + (f"{MAX_ARCHIVE_ENTRIES} entries" if count > MAX_ARCHIVE_ENTRIES
+                           else f"{max_bytes} bytes") +
+                        " (a decompression bomb?): refused; if it is genuine, raise "
+                        "PYDOCKLITE_MAX_LAYER_SIZE (0: no limit)")
                 name = posixpath.normpath(m.name).lstrip("/")
                 if name in (".", "") or name.startswith("../") or name == "..":
                     continue
@@ -181,14 +197,14 @@ def _add_archive(fs, rel: str, base: str, items, add, what: str) -> None:
                 elif m.isreg() or m.islnk():
                     src_member = m if m.isreg() else tf.getmember(m.linkname)
                     add(target, FileEntry(REG, mode, src_member.size, m.mtime, "", m.uid, m.gid),
-                        _member_reader(path, src_member.name))
-    except (OSError, tarfile.TarError) as e:
+                        _member_reader(fs, rel, src_member.name))
+    except (OSError, tarfile.TarError, EOFError) as e:
         raise ContextError(f"{what}: cannot unpack {rel}: {e}") from None
 
 
-def _member_reader(archive: str, member: str):
+def _member_reader(fs, rel: str, member: str):
     def read():
-        with tarfile.open(archive, "r:*") as tf:
+        with fs.open_file(rel) as archive, tarfile.open(fileobj=archive, mode="r:*") as tf:
             f = tf.extractfile(member)
             while f is not None:
                 b = f.read(1 << 20)

@@ -96,33 +96,57 @@ def plan_for(builder, state, ins, env: Dict[str, str]) -> List[CopyItem]:
             fs, from_image = _source_fs(builder, ins, env)
             items = plan_copy(fs, local, dest_abs, dest_is_dir=dest_is_dir, owner=owner,
                               chmod=chmod, extract=ins.keyword == "ADD" and not from_image,
-                              what=what, now=now)
+                              what=what, now=now,
+                              max_bytes=builder.settings.expansion_limit)
         for src in inline:
             items.append(_heredoc_item(builder, ins, src, dest_abs, dest_is_dir, owner, chmod,
                                        now, env))
         for url in urls:
-            items.append(_download(url, dest_abs, dest_is_dir, owner, chmod, now, what,
-                                   ins.flag("checksum") or ""))
+            items.append(_download(builder.settings, url, dest_abs, dest_is_dir, owner, chmod,
+                                   now, what, ins.flag("checksum") or ""))
         items += parent_dirs(items, target.follow, now)
         return sorted(items, key=lambda i: i.dest)
     finally:
         target.close()
 
 
-def _download(url: str, dest: str, dest_is_dir, owner, chmod, now, what: str,
+def _download(settings, url: str, dest: str, dest_is_dir, owner, chmod, now, what: str,
               checksum: str) -> CopyItem:
+    """ADD URL: the body spooled to a file under the store (never whole in memory), at most
+    the max-layer-size setting (1 GiB by default): the server is not trusted."""
+    import hashlib
+    import tempfile
     import urllib.request
     from email.utils import parsedate_to_datetime
+    limit = settings.expansion_limit(0)
+    layout = settings.layout.ensure()
+    spool = tempfile.TemporaryFile(dir=str(layout.ingest_dir), prefix="add-url-")
+    digest = hashlib.sha256()
+    size = 0
     try:
         with urllib.request.urlopen(url, timeout=60) as resp:
-            data = resp.read()
             modified = resp.headers.get("Last-Modified")
+            announced = resp.headers.get("Content-Length", "")
+            if limit is not None and announced.isdigit() and int(announced) > limit:
+                size = int(announced)
+            while limit is None or size <= limit:
+                b = resp.read(1 << 20)
+                if not b:
+                    break
+                size += len(b)
+                digest.update(b)
+                spool.write(b)
     except OSError as e:
+        spool.close()
         raise ContextError(f"{what}: cannot download {url}: {e}") from None
+    if limit is not None and size > limit:
+        spool.close()
+        raise ContextError(f"{what}: {url} is larger than {limit} bytes: refused; if it is "
+                           "genuine, raise PYDOCKLITE_MAX_LAYER_SIZE (0: no limit)")
     if checksum:
-        import hashlib
-        got = "sha256:" + hashlib.sha256(data).hexdigest()
+        got = "sha256:" + digest.hexdigest()
         if got != checksum:
+            spool.close()
             raise ContextError(f"{what}: {url}: checksum mismatch: expected {checksum}, got "
                                f"{got}")
     mtime = now
@@ -136,8 +160,16 @@ def _download(url: str, dest: str, dest_is_dir, owner, chmod, now, what: str,
     if dest.endswith("/") or dest_is_dir(rel):
         rel = posixpath.join(rel, name)
     uid, gid = owner or (0, 0)
-    entry = FileEntry(REG, chmod if chmod is not None else 0o600, len(data), mtime, "", uid, gid)
-    return CopyItem(rel, entry, lambda: iter([data]))
+    entry = FileEntry(REG, chmod if chmod is not None else 0o600, size, mtime, "", uid, gid)
+
+    def chunks():
+        spool.seek(0)
+        while True:
+            b = spool.read(1 << 20)
+            if not b:
+                return
+            yield b
+    return CopyItem(rel, entry, chunks)
 
 
 def _heredoc_item(builder, ins, src: str, dest: str, dest_is_dir, owner, chmod, now, env):

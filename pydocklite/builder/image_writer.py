@@ -47,14 +47,41 @@ class ImageWriter:
         self.layout = service.layout
         self.content = service._content()
         self.layers = service._layers()
+        self.lease = None          # the build's (snapshotter.leases.Lease), while it runs
+
+    # --- what the build holds against garbage collection ------------------------------------
+    def keep(self, layers=(), blobs=()) -> None:
+        """Name layers/blobs in the build's lease (before they are written or relied on)."""
+        if self.lease is not None:
+            self.lease.add(layers=layers, blobs=blobs)
+
+    def keep_image(self, record, name: str) -> None:
+        """Hold an image the build stands on; BuildError if a collection took it first."""
+        self.keep(layers=record.diff_ids, blobs=[record.id, record.manifest_digest])
+        self.keep(blobs=[r.digest for r in self.base_layers(record)])
+        if not self.content.has(record.id) or \
+                any(not self.layers.has(d) for d in record.diff_ids):
+            from pydocklite.builder.errors import BuildError
+            raise BuildError(f"image {name} was removed while the build was using it "
+                             "(rmi or image prune): build again")
+
+    def _commit_kept(self, w) -> str:
+        """Commit a layer writer and name the layer in the lease, with the gc lock held
+        shared between the two, so no collection runs while the new layer is unnamed."""
+        from snapshotter.leases import gc_lock
+        with gc_lock(self.layout, shared=True):
+            diff_id = w.commit().diff_id
+            self.keep(layers=[diff_id])
+        return diff_id
 
     # --- layers --------------------------------------------------------------------------
     def new_layer(self, write: Callable, name: str) -> LayerRef:
         """Ingest the tar `write(fileobj)` produces, then store its gzip blob."""
-        with self.layers.ingest(None, TAR, name) as w:
+        with self.layers.ingest(None, TAR, name,
+                                **self.service.settings.layer_bounds(expand=False)) as w:
             write(w)
-            info = w.commit()
-        return self.compress(info.diff_id)
+            diff_id = self._commit_kept(w)
+        return self.compress(diff_id)
 
     def compress(self, diff_id: str) -> LayerRef:
         """The layer as a gzip blob in blobs/ (deterministic: mtime 0, no name)."""
@@ -80,6 +107,7 @@ class ImageWriter:
                 raw.flush()
                 os.fsync(raw.fileno())
             digest = "sha256:" + h.hexdigest()
+            self.keep(blobs=[digest])
             os.chmod(tmp, 0o644)
             dest = self.layout.blob_path(digest)
             if not dest.exists():
@@ -103,7 +131,7 @@ class ImageWriter:
                     dst.addfile(m, src.extractfile(m) if m.isreg() else None)
         with self.layers.ingest(None, TAR, f"{diff_id} clamped") as w:
             write(w)
-            return w.commit().diff_id
+            return self._commit_kept(w)
 
     def base_layers(self, record) -> List[LayerRef]:
         """The layer descriptors of a stored image (from its manifest)."""
@@ -126,6 +154,7 @@ class ImageWriter:
     def write_config(self, config: dict) -> str:
         raw = canonical_json(config)
         digest = sha256(raw)
+        self.keep(blobs=[digest])
         self.content.write(digest, raw)
         return digest
 
@@ -150,6 +179,7 @@ class ImageWriter:
         }
         raw = json.dumps(manifest, indent=2).encode()
         mdigest = sha256(raw)
+        self.keep(blobs=[mdigest])
         self.content.write(mdigest, raw)
         diff_ids = tuple(r.diff_id for r in layers)
         record = ImageRecord(
@@ -183,6 +213,9 @@ class BuildCache:
         layers = [LayerRef(**d) for d in data.get("layers", [])]
         image_id = data.get("image_id", "")
         built = set(data.get("built", ()))
+        # held first, then checked: once named, a collection can't take them any more
+        self.writer.keep(layers=[r.diff_id for r in layers],
+                         blobs=[image_id] + [r.digest for r in layers])
         if not self.writer.content.has(image_id):
             return None
         for ref in layers:

@@ -1,6 +1,10 @@
 """RUN --mount: type=cache (a directory kept between builds), type=bind (from the context,
 read-only unless rw), type=tmpfs. Pure parsing into `RunMount`; the builder turns them into
 the container's mounts. Cache contents never enter the image's layers, as in BuildKit.
+
+A `rw` bind gets a throw-away copy of its part of the context (what .dockerignore lets
+through; symlinks copied as symlinks), deleted after the step: as in BuildKit, what the
+command writes there is discarded, and the user's context is never written to.
 """
 from __future__ import annotations
 
@@ -59,8 +63,11 @@ def cache_dir_name(mount: RunMount) -> str:
     return hashlib.sha256(mount.id.encode()).hexdigest()[:24]
 
 
-def to_mappings(mounts: Sequence[RunMount], cache_root, context_fs) -> List[object]:
-    """containers.options.Mapping values for the RUN container."""
+def to_mappings(mounts: Sequence[RunMount], cache_root, context_fs, scratch_root,
+                scratch: List[str]) -> List[object]:
+    """containers.options.Mapping values for the RUN container; the throw-away copies made
+    for rw binds are added to `scratch` (the caller deletes them after the step)."""
+    import os
     from pydocklite.builder.context import clean_rel
     from pydocklite.containers.options import Mapping
     out = []
@@ -71,9 +78,47 @@ def to_mappings(mounts: Sequence[RunMount], cache_root, context_fs) -> List[obje
             out.append(Mapping("bind", str(d), m.target, m.readonly))
         elif m.type == "bind":
             rel = clean_rel(m.source, "RUN --mount")
-            if context_fs.follow(rel) is None:
+            entry = context_fs.follow(rel)
+            if entry is None:
                 raise BuildError(f"RUN --mount: {m.source!r} is not in the build context")
-            out.append(Mapping("bind", context_fs.host_path(rel), m.target, m.readonly))
+            if m.readonly:
+                out.append(Mapping("bind", context_fs.host_path(rel), m.target, True))
+                continue
+            scratch_root.mkdir(parents=True, exist_ok=True)
+            top = scratch_root / f"rw-{os.urandom(8).hex()}"
+            top.mkdir(mode=0o755)
+            scratch.append(str(top))
+            copy_out(context_fs, rel, entry, top / "src")
+            out.append(Mapping("bind", str(top / "src"), m.target, False))
         else:
             out.append(Mapping("tmpfs", "", m.target))
     return out
+
+
+def copy_out(fs, rel: str, entry, dest) -> None:
+    """A copy of context path `rel` (a directory's visible tree, or one file) at `dest`."""
+    import os
+    from pydocklite.builder.context import DIR, REG, SYMLINK
+    todo = [(rel, entry, str(dest))]
+    dirs = []                                 # their modes are set last (0555 dirs fill too)
+    while todo:
+        src, e, path = todo.pop()
+        if e.type == DIR:
+            os.mkdir(path, 0o700)
+            dirs.append((path, e.mode))
+            for name in fs.listdir(src):
+                child = f"{src}/{name}" if src else name
+                ce = fs.stat(child)
+                if ce is not None:
+                    todo.append((child, ce, os.path.join(path, name)))
+        elif e.type == SYMLINK:
+            os.symlink(e.linkname, path)
+        elif e.type == REG:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                for b in fs.chunks(src):
+                    f.write(b)
+            os.chmod(path, e.mode)
+    for path, mode in reversed(dirs):
+        os.chmod(path, mode)

@@ -61,15 +61,15 @@ def run_instruction(builder, state, ins):
     if ins.flag("security"):
         raise bad("RUN --security is not supported by pydocklite")
     workdir = (state.config.get("config") or {}).get("WorkingDir") or "/"
+    network = run_network(ins.flag("network"), builder.opts.network, builder.opts.allow, bad)
+    scratch: List[str] = []           # throw-away copies for rw binds, deleted after the step
     try:
         mounts = to_mappings([parse_mount(v, workdir) for k, v in ins.flags if k == "mount"],
-                             builder.writer.layout.root / "build-cache-mounts", builder.ctx)
+                             builder.writer.layout.root / "build-cache-mounts", builder.ctx,
+                             builder.writer.layout.root / "build-scratch", scratch)
     except BuildError as e:
+        _drop(scratch)
         raise bad(str(e)) from None
-    network = ins.flag("network") or builder.opts.network
-    if network not in ("private", "host", "none", "default"):
-        raise bad(f"RUN --network={network}: use default, none or host")
-    network = "private" if network == "default" else network
     record = builder.writer.record_for(builder.current_id(state),
                                        [r.diff_id for r in state.layers])
     image_env = steps.env_map(state.config)     # ENV wins over an ARG of the same name
@@ -91,23 +91,49 @@ def run_instruction(builder, state, ins):
         builder.say(f" ---> Running in {cid[:12]}")
     try:
         diff_id = run_container(builder.settings, record, state.config, argv, run_env, network,
-                                emit, started, mounts=mounts)
+                                emit, started, mounts=mounts, keep=builder.writer.keep)
     except StepFailedError as e:
         shown = " ".join(argv) if ins.json_args is None else json.dumps(argv)
         raise StepFailedError(f"The command '{shown}' returned a non-zero code: {e.code} "
                               f"({df.filename}:{ins.line})", e.code) from None
+    finally:
+        _drop(scratch)
     builder.say(f"Removing intermediate container {cids[0][:12] if cids else ''}")
     if builder.epoch is not None:      # reproducible: no file time after SOURCE_DATE_EPOCH
         diff_id = builder.writer.clamp_mtimes(diff_id, builder.epoch)
     return builder.writer.compress(diff_id)
 
 
+def run_network(flag: Optional[str], build_network: str, allow: Sequence[str], bad) -> str:
+    """RUN --network=FLAG under `build --network BUILD_NETWORK`: none and default (the
+    build's own mode: `build --network none` wins) need nothing; host is BuildKit's
+    network.host entitlement, the user's to grant with `build --allow network.host`."""
+    if not flag or flag == "default":
+        return build_network
+    if flag == "none":
+        return "none"
+    if flag == "host":
+        if "network.host" not in allow:
+            raise bad("RUN --network=host: granting entitlement network.host is not allowed: "
+                      "the build must be run with --allow network.host")
+        return "host"
+    raise bad(f"RUN --network={flag}: use default, none or host")
+
+
+def _drop(paths: Sequence[str]) -> None:
+    if paths:
+        from pydocklite.userns_exec import rmtree_as_root
+        rmtree_as_root(*paths)
+
+
 def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequence[str],
                   network: str, emit: Callable[[bytes], None],
-                  on_start: Callable[[str], None], mounts: Sequence = ()) -> Optional[str]:
+                  on_start: Callable[[str], None], mounts: Sequence = (),
+                  keep: Optional[Callable] = None) -> Optional[str]:
     """Run argv in a container of `record` (an ImageRecord, maybe unsaved) with image config
     `config`; returns the diff_id of the committed layer. StepFailedError on a non-zero exit
-    (the container is removed either way)."""
+    (the container is removed either way). `keep(layers=...)` names the new layer in the
+    build's lease before a collection may run (ImageWriter.keep)."""
     from pydocklite.containers.container import ContainerService
     from pydocklite.containers.options import Mapping, RunOptions
     cfg = dict(config.get("config") or {})
@@ -135,7 +161,7 @@ def run_container(settings, record, config: dict, argv: Sequence[str], env: Sequ
         if code != 0:
             raise StepFailedError(f"exit code {code}", code)
         service.wait(cid, timeout=60)
-        return _commit(settings, cid, record.diff_ids)
+        return _commit(settings, cid, record.diff_ids, keep)
     finally:
         try:
             service.remove(cid, force=True)
@@ -186,7 +212,9 @@ def _attached(service, cid: str, emit: Callable[[bytes], None]) -> int:
             os.close(out_r)
 
 
-def _commit(settings, cid: str, parent_diff_ids: Sequence[str]) -> str:
+def _commit(settings, cid: str, parent_diff_ids: Sequence[str],
+            keep: Optional[Callable] = None) -> str:
+    from snapshotter.leases import gc_lock
     from snapshotter.snapshots import Snapshotter
     from pydocklite.distribution.commit import commit_upper
     layout = settings.layout
@@ -196,8 +224,11 @@ def _commit(settings, cid: str, parent_diff_ids: Sequence[str]) -> str:
     full_copy = info.driver == "vfs"          # a whole tree, compared with the layers
     root = os.path.join(info.path, "fs" if full_copy else "upper")
     lower = _LowerNames(layout, parent_diff_ids)
-    diff_id = commit_upper(settings, cid, name, snap,
-                           before=lambda: _drop_mount_points(root, lower, full_copy))
+    with gc_lock(layout, shared=True):      # the new layer is named before a collection
+        diff_id = commit_upper(settings, cid, name, snap,
+                               before=lambda: _drop_mount_points(root, lower, full_copy))
+        if keep is not None:
+            keep(layers=[diff_id])
     snap.remove(name)
     return diff_id
 

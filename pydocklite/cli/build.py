@@ -10,6 +10,10 @@ from pydocklite.cli.common import Parser
 from pydocklite.errors import UsageError
 
 
+# BuildKit's entitlements a Dockerfile can only use when the user grants them
+ENTITLEMENTS = ("network.host",)
+
+
 def _parser() -> Parser:
     p = Parser("build", "build [OPTIONS] PATH", "Build an image from a Dockerfile")
     a = p.add_argument
@@ -25,6 +29,8 @@ def _parser() -> Parser:
       "on success")
     a("--network", default="private", help="Networking mode for RUN: default (the default "
       "bridge), host, none")
+    a("--allow", action="append", default=[], help="Allow extra privileged entitlement "
+      "(network.host: RUN --network=host)")
     a("--iidfile", help="Write the image ID to the file")
     a("--signature-policy", metavar="FILE",
       help="Signature policy for base images pulled by FROM (default: "
@@ -42,6 +48,11 @@ def options_from_argv(argv):
         raise UsageError(f"network mode {args.network!r} not supported: use private, host or "
                          "none")
     network = "private" if args.network in ("default", "bridge") else args.network
+    allow = tuple(sorted({e.strip() for v in args.allow for e in v.split(",") if e.strip()}))
+    for e in allow:
+        if e not in ENTITLEMENTS:
+            raise UsageError(f"invalid entitlement {e!r} in --allow: pydocklite knows "
+                             f"{', '.join(ENTITLEMENTS)}")
     build_args = []
     for item in args.build_arg:
         k, eq, v = item.partition("=")
@@ -63,7 +74,7 @@ def options_from_argv(argv):
         context=os.path.abspath(args.path), dockerfile=dockerfile, tags=tuple(args.tag),
         build_args=tuple(build_args), target=args.target, no_cache=args.no_cache,
         pull=args.pull, labels=labels, network=network, platform=args.platform,
-        source_date_epoch=source_date_epoch(), dockerfile_text=text)
+        source_date_epoch=source_date_epoch(), dockerfile_text=text, allow=allow)
 
 
 def cmd_build(settings, argv) -> int:

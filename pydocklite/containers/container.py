@@ -59,9 +59,24 @@ class ContainerService:
     # --- create -----------------------------------------------------------------------
     def create(self, opts: RunOptions, image_record, image_config: dict,
                ports: list) -> ContainerState:
-        """A new container from an image (containers/create.py)."""
+        """A new container from an image (containers/create.py). Until its record names the
+        image's layers, a lease keeps a concurrent rmi/prune from deleting them
+        (snapshotter/leases.py); if one ran just before, the image is reported gone instead
+        of half there."""
         from pydocklite.containers.create import create
-        return create(self, opts, image_record, image_config, ports)
+        from snapshotter.leases import Lease
+        self.layout.ensure()
+        lease = Lease(self.layout, f"create from {opts.image}")
+        try:
+            lease.add(layers=image_record.diff_ids, blobs=[image_record.id])
+            for d in image_record.diff_ids:
+                if not (self.layout.layer_dir(d) / "index").is_file():
+                    from pydocklite.errors import ImageNotFoundError
+                    raise ImageNotFoundError(f"image {opts.image} was removed while the "
+                                             "container was being created: pull it again")
+            return create(self, opts, image_record, image_config, ports)
+        finally:
+            lease.close()
 
     def event(self, state: ContainerState, action: str, **extra) -> None:
         """A container event in the user's journal (pydocklite/events.py)."""

@@ -144,7 +144,8 @@ def load(service, source, *, signature_policy=None, origin=None) -> List[Loaded]
     archive, tar or directory), oci-archive (an OCI layout in a tar) or oci (an OCI layout
     directory), scoped by `origin` (the path the user gave; None for stdin: only the
     transport's "" scope and the default then apply). Archives carry no signatures: a policy
-    asking for them refuses the archive before anything is stored."""
+    asking for them refuses the archive before anything is stored. No collection (rmi,
+    prune) runs while it loads: what is stored stays until recorded."""
     if source.has("manifest.json"):
         transport, loader = "docker-archive", _load_docker
     elif source.has("index.json") and source.has("oci-layout"):
@@ -158,14 +159,17 @@ def load(service, source, *, signature_policy=None, origin=None) -> List[Loaded]
     if policy is not None:
         from pydocklite.trust.verify import check_archive
         check_archive(policy, transport, origin or "")
-    return loader(service, source)
+    from snapshotter.leases import gc_lock
+    with gc_lock(service.layout.ensure(), shared=True):
+        return loader(service, source)
 
 
 def _ingest(service, source, path: str, diff_id: str, media_type) -> None:
     layers = service._layers()
     if layers.has(diff_id):
         return
-    with layers.ingest(diff_id, media_type, name=f"{path} ({diff_id})") as w:
+    with layers.ingest(diff_id, media_type, name=f"{path} ({diff_id})",
+                       **service.settings.layer_bounds()) as w:
         with source.open(path) as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 w.write(chunk)

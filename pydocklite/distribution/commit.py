@@ -56,7 +56,17 @@ def commit_container(service, containers, ref: str, name: Optional[str] = None, 
                      message: str = "", author: str = "", changes: Iterable[str] = (),
                      snapshotter=None, pause: bool = True):
     """Commit container `ref` (paused meanwhile if it runs and `pause`); the new
-    ImageRecord."""
+    ImageRecord. No collection runs from the moment the new layer exists until the image
+    that names it is recorded (the gc lock is held shared)."""
+    from snapshotter.leases import gc_lock
+    with gc_lock(service.layout.ensure(), shared=True):
+        return _commit_container(service, containers, ref, name, message=message,
+                                 author=author, changes=changes, snapshotter=snapshotter,
+                                 pause=pause)
+
+
+def _commit_container(service, containers, ref: str, name: Optional[str], *, message: str,
+                      author: str, changes: Iterable[str], snapshotter, pause: bool):
     from snapshotter.snapshots import Snapshotter
     state = containers.store.get(ref)
     snap = snapshotter or Snapshotter(service.layout, service.settings.storage_driver)

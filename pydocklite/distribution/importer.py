@@ -30,7 +30,16 @@ def _url_chunks(url: str) -> Iterator[bytes]:
 def import_tarball(service, source: str, name: Optional[str] = None, *,
                    changes: Iterable[str] = (), message: str = "",
                    stdin: Optional[BinaryIO] = None, platform: Optional[str] = None):
-    """Store the tarball as a layer and register an image for it; returns the ImageRecord."""
+    """Store the tarball as a layer and register an image for it; returns the ImageRecord.
+    No collection runs meanwhile (the new layer is unnamed until the image is recorded)."""
+    from snapshotter.leases import gc_lock
+    with gc_lock(service.layout.ensure(), shared=True):
+        return _import(service, source, name, changes=changes, message=message, stdin=stdin,
+                       platform=platform)
+
+
+def _import(service, source: str, name: Optional[str], *, changes: Iterable[str],
+            message: str, stdin: Optional[BinaryIO], platform: Optional[str]):
     from registry.model import Platform, host_platform
     config = apply_changes({}, changes)          # refuse bad --change before reading data
     plat = Platform.parse(platform) if platform else host_platform()
@@ -47,7 +56,8 @@ def import_tarball(service, source: str, name: Optional[str] = None, *,
         except OSError as e:
             raise DistributionError(f"import {source}: {e.strerror}: check the path") from None
         chunks, shown = _file_chunks(f), source
-    layer = service._layers().ingest_stream(None, None, chunks, name=f"import of {shown}")
+    layer = service._layers().ingest_stream(None, None, chunks, name=f"import of {shown}",
+                                            **service.settings.layer_bounds())
     created = now_rfc3339()
     history = {"created": created, "created_by": "",
                "comment": message or f"Imported from {shown}"}

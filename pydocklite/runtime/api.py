@@ -40,10 +40,9 @@ def _root(root):
     return root or st.default_root()
 
 
-def _cgroups_setup(spec, cid: str, warnings: list, base=None, made=None):
+def _cgroups_setup(spec, cid: str, warnings: list, base=None):
     """Create the container's cgroup when the spec asks for limits; None when not (or when
-    no cgroup is usable: the limits are then reported as not applied). Parent directories
-    made for a nested linux.cgroupsPath are appended to `made` (cgroup_path.prune)."""
+    no cgroup is usable: the limits are then reported as not applied)."""
     resources = spec.linux.resources
     if resources.get("devices") and any(n.type == "user" for n in spec.linux.namespaces):
         # a user namespace can't make device nodes at all: the rules would add nothing
@@ -58,11 +57,8 @@ def _cgroups_setup(spec, cid: str, warnings: list, base=None, made=None):
         return None
     from . import cgroup_path
     try:
-        cg, new_dirs = cgroup_path.create(cgroups, spec.linux.cgroups_path, cid, resources,
-                                          base, warnings)
-        if made is not None:
-            made.extend(new_dirs)
-        return cg
+        return cgroup_path.create(cgroups, spec.linux.cgroups_path, cid, resources, base,
+                                  warnings)
     except Exception as e:  # noqa: BLE001 - CgroupError: limits unenforced, told to the user
         warnings.append(f"resource limits not applied: {e}" if resources else
                         f"linux.cgroupsPath {spec.linux.cgroups_path} not made: {e}")
@@ -95,8 +91,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
     creating it (the shim makes one while the CLI prepares the container).
     preserve_fds: fds 3..3+N-1 reach the container process (runc's --preserve-fds); every
     other inherited fd is closed at its exec."""
-    from . import idmap, init_sock, plan, process, spec_fields
-    from .hooks import run_hooks
+    from . import init_sock, plan, process, spec_fields
     from .spec import load_spec
 
     root = _root(root)
@@ -107,6 +102,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
     default_maps = None
     if any(n.type == "user" and not n.path for n in spec.linux.namespaces) and \
             (not spec.linux.uid_mappings or not spec.linux.gid_mappings):
+        from . import idmap
         u, g, warn = idmap.default_mappings()
         default_maps = (u, g)
         if warn:
@@ -124,6 +120,7 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
     if made_userns and the_plan.userns is not None and not the_plan.userns.path:
         the_plan = the_plan._replace(userns=the_plan.userns._replace(path=made_userns))
     if the_plan.userns is not None and not the_plan.userns.path and os.geteuid() != 0:
+        from . import idmap
         idmap.check_owned(the_plan.userns.uid_maps, os.geteuid(), "/etc/subuid", "uid")
         idmap.check_owned(the_plan.userns.gid_maps, os.getegid(), "/etc/subgid", "gid")
     os.makedirs(root, mode=0o700, exist_ok=True)
@@ -149,16 +146,15 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
         def on_sync(child_pid: int) -> None:
             nonlocal cgroup
             if the_plan.userns is not None and not the_plan.userns.path:
+                from . import idmap
                 idmap.apply(child_pid, the_plan.userns.uid_maps, the_plan.userns.gid_maps)
-            cgroup = _cgroups_setup(spec, cid, warnings, cgroup_base,
-                                    facts.setdefault("cgroup_made", []))
+            cgroup = _cgroups_setup(spec, cid, warnings, cgroup_base)
             if cgroup is not None:
                 try:
                     cgroup.add_pid(child_pid)
                 except Exception as e:  # noqa: BLE001 - CgroupError: report, run unlimited
                     warnings.append(f"resource limits not applied: {e}")
                     _remove_dir_cgroup_only(cgroup)
-                    _prune_cgroup_parents(facts)
                     cgroup = None
                     return
                 for na in cgroup.apply() or ():
@@ -186,14 +182,15 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
             receiver = None
         facts["pid"] = pid
         facts["pid_start"] = st.proc_start_time(pid)
-        if not _start_by_pipe:
-            with open(os.path.join(cdir, init_sock.INIT_PID), "w") as f:
-                f.write(f"{pid}\n")   # for the sh prelude's start (read, no JSON)
         facts["cgroup"] = [list(p) for p in cgroup.paths] if cgroup is not None else None
+        if not _start_by_pipe:
+            _write_prelude_facts(cdir, facts, cgroup, teardown=not spec.hooks.poststop)
         st.write_facts(cdir, facts)
-        oci = st.oci_state(st.load(root, cid))
-        run_hooks(spec.hooks.prestart, oci, "prestart")
-        run_hooks(spec.hooks.create_runtime, oci, "createRuntime")
+        if spec.hooks.prestart or spec.hooks.create_runtime:
+            from .hooks import run_hooks
+            oci = st.oci_state(st.load(root, cid))
+            run_hooks(spec.hooks.prestart, oci, "prestart")
+            run_hooks(spec.hooks.create_runtime, oci, "createRuntime")
         if pid_file:
             tmp = pid_file + ".tmp"
             with open(tmp, "w") as f:
@@ -206,9 +203,28 @@ def create(bundle: str, cid: str, root: str = None, stdio=None, console_socket: 
         if pid:
             _kill_wait(pid)
         _remove_dir(cdir, cgroup)
-        _prune_cgroup_parents(facts)
         raise
     return Created(pid, warnings, start_fd, master, spec.hooks)
+
+
+def _write_prelude_facts(cdir: str, facts: dict, cgroup, teardown: bool = True) -> None:
+    """Plain files for ./pydocklite-runtime's sh prelude (tools/runtime_prelude.sh), which
+    answers `start` and the `delete` of a stopped container without Python: init.pid = "PID
+    STARTTIME" (is the init alive?), and, when delete needs nothing but removals (teardown
+    False: a poststop hook to run), teardown = what delete() removes besides the state dir:
+    "cg DIR" per cgroup directory."""
+    from .init_sock import INIT_PID, TEARDOWN
+    with open(os.path.join(cdir, INIT_PID), "w") as f:
+        f.write(f"{facts['pid']} {facts['pid_start']}\n")
+    lines = []
+    if cgroup is not None:
+        for _, d in cgroup.paths:
+            if f"cg {d}\n" not in lines:
+                lines.append(f"cg {d}\n")
+    if not teardown or any(line.count("\n") > 1 for line in lines):
+        return          # a line per directory, or Python does it
+    with open(os.path.join(cdir, TEARDOWN), "w") as f:
+        f.write("".join(lines))
 
 
 def _owner() -> str:
@@ -242,12 +258,6 @@ def _kill_wait(pid: int, timeout: float = 5.0) -> None:
         time.sleep(0.002)
 
 
-def _prune_cgroup_parents(facts: dict) -> None:
-    if facts.get("cgroup_made"):
-        from .cgroup_path import prune
-        prune(facts["cgroup_made"])
-
-
 def _remove_dir_cgroup_only(cgroup) -> None:
     try:
         cgroup.destroy()
@@ -262,7 +272,7 @@ def _remove_dir(cdir: str, cgroup=None) -> None:
             cgroup.destroy()
         except Exception:  # noqa: BLE001 - best effort during cleanup of a failed create
             pass
-    # the state dir is flat (state.json, config.json, init.sock); shutil costs 10 ms to import
+    # the state dir is flat (state.json, config.json, init.*); shutil costs 10 ms to import
     try:
         for name in os.listdir(cdir):
             try:
@@ -403,9 +413,7 @@ def delete(cid: str, root: str = None, force: bool = False, _hooks=None) -> list
         spec = _saved_spec(cdir)
         _hooks = spec.hooks if spec is not None else None
     oci = st.oci_state(s._replace(status="stopped"))
-    facts = st.read_facts(root, cid)
     _remove_dir(cdir, cgroup)
-    _prune_cgroup_parents(facts)
     if _hooks is not None and _hooks.poststop:
         return run_hooks_warning(_hooks.poststop, oci, "poststop")
     return []

@@ -4,6 +4,7 @@ detect(base=None) -> CgroupInfo:
   version   "v2" (unified only), "hybrid" (v1 controllers + a cgroup2 mount), "v1", "none"
   mode      the driver create() will use: "v2", "v1", or "" when nothing is usable
   bases     directories create() puts container cgroups under (v2: one; v1: one per hierarchy)
+  hierarchies  the controllers of each base's hierarchy (v1), () for a cgroup2 base
   reason/fix  when nothing (or not everything) is usable: why, and the exact fix
 """
 from __future__ import annotations
@@ -55,6 +56,7 @@ class CgroupInfo:
     current_v1: tuple          # ((controllers "cpu,cpuacct", path), ...) from /proc/self/cgroup
     writable_base: Optional[str]   # first of bases (contract name), None if nothing usable
     bases: tuple
+    hierarchies: tuple         # per base: its hierarchy's v1 controllers (() on cgroup2)
     controllers: tuple         # controllers usable below the bases
     reason: str
     fix: str
@@ -100,9 +102,12 @@ def _dir_of(mount: Mount, cgpath: str) -> Optional[str]:
     return d if os.path.isdir(d) else None
 
 
-def hierarchy_of(directory: str, mounts: Optional[list] = None) -> tuple:
-    """Controllers of the cgroup hierarchy holding `directory` (() for cgroup2 / unknown)."""
-    directory = os.path.realpath(directory)
+def hierarchy_of(directory: str, mounts: Optional[list] = None, resolved: bool = False
+                 ) -> tuple:
+    """Controllers of the cgroup hierarchy holding `directory` (() for cgroup2 / unknown);
+    resolved: the path has no symbolic link (realpath'd already)."""
+    if not resolved:
+        directory = os.path.realpath(directory)
     best = None
     for m in mounts if mounts is not None else cgroup_mounts():
         mp = m.mountpoint.rstrip("/") or "/"
@@ -168,10 +173,11 @@ def detect(base: Union[str, Sequence[str], None] = None) -> CgroupInfo:
         (p for c, p in own if "memory" in c), v2path)
     root = "/sys/fs/cgroup"
 
-    def info(mode, bases, controllers, reason="", fix=""):
+    def info(mode, bases, controllers, reason="", fix="", hierarchies=None):
         bases = tuple(bases)
         return CgroupInfo(version, mode, root, current, v1own, bases[0] if bases else None,
-                          bases, tuple(controllers), reason, fix)
+                          bases, tuple(hierarchies or ((),) * len(bases)), tuple(controllers),
+                          reason, fix)
 
     if base is not None:
         dirs = base.split(os.pathsep) if isinstance(base, str) else list(base)
@@ -181,11 +187,12 @@ def detect(base: Union[str, Sequence[str], None] = None) -> CgroupInfo:
         if bad or not dirs:
             return info("", (), (), f"cgroup base {bad or dirs} is missing or not writable "
                         f"by uid {uid}.", "create it and chown it to this user, or omit base")
-        kinds = [hierarchy_of(d, mounts) for d in dirs]
+        kinds = [hierarchy_of(d, mounts, resolved=True) for d in dirs]
         if len(dirs) == 1 and not kinds[0]:
             return info("v2", dirs, _controllers_v2(dirs[0]))
         ctl = sorted({c for k in kinds for c in k})
-        return info("v1", [d for d, k in zip(dirs, kinds) if k], ctl)
+        return info("v1", [d for d, k in zip(dirs, kinds) if k], ctl,
+                    hierarchies=[k for k in kinds if k])
 
     if version == "v2":
         b = _v2_base(v2_mounts[0], v2path, uid)
@@ -202,16 +209,17 @@ def detect(base: Union[str, Sequence[str], None] = None) -> CgroupInfo:
         return info("v2", [b], ctl)
 
     if v1_mounts:
-        bases, ctl = [], []
+        bases, ctl, kinds = [], [], []
         for m in v1_mounts:
             path = next((p for c, p in own if set(c) == set(m.controllers)), None)
             d = _dir_of(m, path) if path is not None else None
             if d and (uid == 0 or _owned_writable(d, uid)):
                 if d not in bases:
                     bases.append(d)
+                    kinds.append(m.controllers)
                     ctl += list(m.controllers)
         if bases:
-            return info("v1", bases, sorted(set(ctl)))
+            return info("v1", bases, sorted(set(ctl)), hierarchies=kinds)
         return info("", (), (), f"cgroup {version} host: cgroup v1 controllers can't be "
                     f"delegated to an unprivileged user (uid {uid}), so limits can't be "
                     "enforced.", "run as root, or boot with systemd.unified_cgroup_hierarchy=1 "

@@ -10,8 +10,10 @@
                         /<slice, expanded>/<prefix>-<name>.scope, as an absolute path
 An explicit base (api.create(cgroup_base=...)) stands for both roots.
 
-create(...) -> (Cgroup, made): `made` lists the parent directories this call created,
-innermost last, for prune() once the container's cgroup is gone.
+create(...) -> Cgroup. The parents are made as needed and left in place when the container
+goes, as runc leaves them: they are shared (an engine puts all its containers under one), and
+removing the last user's parent raced the next container's create (which found its base gone)
+while costing every container a mkdir and an rmdir per hierarchy.
 """
 from __future__ import annotations
 
@@ -31,14 +33,6 @@ def _roots(cgroups) -> list:
     if info.mode == "v2":
         return [m.mountpoint for m in mounts if m.fstype == "cgroup2"][:1]
     return []
-
-
-def _dirs(cg) -> list:
-    out = []
-    for _, d in cg.paths:
-        if d not in out:
-            out.append(d)
-    return out
 
 
 def systemd_path(cgroups_path: str) -> str:
@@ -66,7 +60,7 @@ def create(cgroups, cgroups_path: str, cid: str, resources: dict, base, warnings
     if ":" in cgroups_path:
         cgroups_path = systemd_path(cgroups_path)
     if not cgroups_path:
-        return cgroups.create(f"pydocklite-{cid}", resources, base=base or None), []
+        return cgroups.create(f"pydocklite-{cid}", resources, base=base or None)
     parts = [p for p in cgroups_path.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
         raise RuntimeErr(f"linux.cgroupsPath {cgroups_path!r}: use a path without . or .. "
@@ -80,29 +74,11 @@ def create(cgroups, cgroups_path: str, cid: str, resources: dict, base, warnings
             warnings.append(f"linux.cgroupsPath {cgroups_path}: the cgroup mount point is not "
                             f"writable by this user, placed under the delegated cgroup instead")
     if len(parts) == 1:
-        return cgroups.create(parts[0], resources, base=bases), []
-    info = cgroups.detect(bases)
+        return cgroups.create(parts[0], resources, base=bases)
+    info = cgroups.detect(bases)        # once: each level below is derived from it
     if not info.bases:
         raise cgroups.CgroupError(f"no cgroup available for {cgroups_path}: {info.reason} "
                                   f"{info.fix}".strip())
-    bases = list(info.bases)
-    made = []
-    try:
-        for p in parts[:-1]:
-            fresh = [os.path.join(b, p) for b in bases if not os.path.isdir(os.path.join(b, p))]
-            level = cgroups.create(p, None, base=bases)
-            made.extend(d for d in _dirs(level) if d in fresh)
-            bases = _dirs(level)
-        return cgroups.create(parts[-1], resources, base=bases), made
-    except BaseException:
-        prune(made)
-        raise
-
-
-def prune(made) -> None:
-    """Remove the parents create() made, innermost first, if nothing else uses them."""
-    for d in reversed(list(made or ())):
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass
+    for p in parts[:-1]:
+        info = cgroups.below(info, cgroups.create(p, None, info=info))
+    return cgroups.create(parts[-1], resources, info=info)

@@ -261,20 +261,23 @@ def _check_name(name: str) -> None:
 
 
 def create(name: str, resources: Optional[dict] = None,
-           base: Union[str, Sequence[str], None] = None) -> Cgroup:
+           base: Union[str, Sequence[str], None] = None,
+           info: Optional[CgroupInfo] = None) -> Cgroup:
     """Create the cgroup `name` under the usable base (see detect()) or the given base dir(s).
 
     An existing directory of that name is reused. Limits are not written until apply().
+    info: what detect(base) (or below()) answered already, to skip asking again.
     """
     _check_name(name)
-    info = detect(base)
+    if info is None:
+        info = detect(base)
     if not info.bases:
         raise CgroupError(f"no cgroup available for container {name}: {info.reason} "
                           f"Fix: {info.fix}")
     try:
         if info.mode == "v2":
             return _create_v2(name, resources, info.bases[0])
-        return _create_v1(name, resources, info.bases)
+        return _create_v1(name, resources, info.bases, info.hierarchies)
     except OSError as e:
         raise CgroupError(f"cannot create cgroup {name} under {', '.join(info.bases)}: "
                           f"{e}") from None
@@ -344,12 +347,21 @@ def _move_procs_to_leaf(base: str) -> None:
                                       f"(needed to enable controllers): {e.strerror}") from None
 
 
-def _create_v1(name: str, resources: Optional[dict], bases: Sequence[str]) -> Cgroup:
+def below(info: CgroupInfo, cg: Cgroup) -> CgroupInfo:
+    """The detect() answer for making cgroups inside `cg` (a nested linux.cgroupsPath), with
+    the same hierarchies, without reading the system again."""
+    dirs = cg._dirs()
+    if cg.version == "v2":
+        return info._replace(bases=tuple(dirs), hierarchies=((),) * len(dirs),
+                             writable_base=dirs[0])
+    kinds = [tuple(c for c, p in cg.paths if p == d) for d in dirs]
+    return info._replace(bases=tuple(dirs), hierarchies=tuple(kinds), writable_base=dirs[0])
+
+
+def _create_v1(name: str, resources: Optional[dict], bases: Sequence[str],
+               hierarchies: Sequence[tuple]) -> Cgroup:
     paths, missing, have = [], {}, set()
-    from .cgroup_detect import cgroup_mounts
-    mounts = cgroup_mounts()        # once, not once per hierarchy
-    for b in bases:
-        controllers = hierarchy_of(b, mounts)
+    for b, controllers in zip(bases, hierarchies):
         if not set(controllers) & USED_V1:
             continue
         d = os.path.join(b, name)

@@ -103,10 +103,9 @@ _NAME_BUFS = []
 
 
 def _name_buf(name: bytes) -> int:
-    import ctypes                   # loaded already (syscalls)
-    buf = ctypes.create_string_buffer(name[:15])
+    buf = sc.char_array(name[:15] + b"\0")
     _NAME_BUFS.append(buf)          # kept alive: prctl copies it, but be sure
-    return ctypes.addressof(buf)
+    return sc.address_of(buf)
 
 
 def run_child(fn, stdio, conf: Confinement, enter, name: bytes) -> None:

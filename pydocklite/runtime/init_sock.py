@@ -1,7 +1,8 @@
-"""The created container's start signal: its init waits on ROOT/<id>/init.sock until `start`
-connects (init.wait marks an init started through a pipe by `run` instead), or until a byte
-arrives on ROOT/<id>/init.fifo (./pydocklite-runtime's sh prelude: start without Python). Apart from
-process.py so that `start`, which an engine runs once per container, imports only this."""
+"""The created container's start signal: its init waits until a byte arrives on
+ROOT/<id>/init.fifo (also written by ./pydocklite-runtime's sh prelude: start without Python;
+the prelude, which can't unlink it, marks it used with ROOT/<id>/started), or, with poststart
+hooks, until `start` connects to ROOT/<id>/init.sock (init.wait marks an init started through
+a pipe by `run` instead). Apart from process.py so that `start` imports only this."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,9 @@ import os
 INIT_SOCK = "init.sock"
 INIT_WAIT = "init.wait"     # marker while an init started by pipe (run) waits
 INIT_FIFO = "init.fifo"     # start without Python: tools/runtime_prelude.sh writes b"s"
-INIT_PID = "init.pid"       # the init's pid, digits: the prelude checks it is alive
+STARTED = "started"         # the prelude's mark that init.fifo was written
+INIT_PID = "init.pid"       # "PID STARTTIME": the prelude checks the init is (not) alive
+TEARDOWN = "teardown"       # what the prelude's delete removes (api._write_prelude_facts)
 
 
 def unix_path(dirpath: str, name: str, keep: list) -> str:
@@ -22,8 +25,26 @@ def unix_path(dirpath: str, name: str, keep: list) -> str:
     return f"/proc/self/fd/{fd}/{name}"
 
 
+def waiting(cdir: str) -> bool:
+    """Does the init of this container's state dir still wait for `start`?"""
+    j = os.path.join
+    return os.path.exists(j(cdir, INIT_SOCK)) or os.path.exists(j(cdir, INIT_WAIT)) or \
+        (os.path.exists(j(cdir, INIT_FIFO)) and not os.path.exists(j(cdir, STARTED)))
+
+
 def signal_start(cdir: str) -> None:
-    """Tell a created container's init to exec (connect to its init.sock)."""
+    """Tell a created container's init to exec (write its init.fifo, or connect to its
+    init.sock and wait until the process is about to exec). OSError: it waits no more."""
+    fifo = os.path.join(cdir, INIT_FIFO)
+    if os.path.exists(fifo):
+        # non-blocking: the init holds it open for reading; ENXIO when the init is gone
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"s")
+        finally:
+            os.close(fd)
+        os.unlink(fifo)
+        return
     import _socket       # the C module: `socket` costs ~2 ms to import (its enums)
     keep = []
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -35,8 +56,7 @@ def signal_start(cdir: str) -> None:
         s.close()
         for fd in keep:
             os.close(fd)
-    for name in (INIT_SOCK, INIT_FIFO):
-        try:
-            os.unlink(os.path.join(cdir, name))
-        except FileNotFoundError:
-            pass
+    try:
+        os.unlink(os.path.join(cdir, INIT_SOCK))
+    except FileNotFoundError:
+        pass

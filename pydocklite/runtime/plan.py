@@ -12,7 +12,6 @@ Phases, each run by a different process of the executor (process.py):
 """
 from __future__ import annotations
 
-from . import lsm
 from . import syscalls as sc
 from .errors import SpecError
 from .record import Record
@@ -201,7 +200,9 @@ def _plan_mount(m, userns, new_net: bool, new_ipc: bool, warnings: list,
             remount = sc.MS_BIND | sc.MS_REMOUNT | extra
         flags &= sc.MS_BIND | sc.MS_REC
     is_dir = fstype != "bind" or None      # None: bind target kind follows the source
-    data = lsm.mount_data(fstype, data, mount_label)
+    if mount_label:
+        from . import lsm
+        data = lsm.mount_data(fstype, data, mount_label)
     return MountStep(m.destination, fstype, source, flags, data, remount, prop, is_dir, fallback)
 
 
@@ -264,8 +265,10 @@ def make_plan(spec: Spec, default_maps=None, host_lsm=None) -> Plan:
     if spec.process is None:
         raise SpecError("config.json: process is required to run a container")
     lx = spec.linux
-    lsm.check(spec.process.apparmor_profile, spec.process.selinux_label, lx.mount_label,
-              host_lsm or lsm.NONE)
+    if needs_lsm(spec):         # lsm's module is loaded only then (container start path)
+        from . import lsm
+        lsm.check(spec.process.apparmor_profile, spec.process.selinux_label, lx.mount_label,
+                  host_lsm or lsm.NONE)
     warnings = []
     user = namespace(spec, "user")
     userns = None

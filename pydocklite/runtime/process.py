@@ -4,8 +4,9 @@
                                       (newuidmap from P's namespace) and joins the cgroup
                      C: other namespaces, prepare_rootfs hook, unshare pid ──fork──► init I
                      C sends I's pid and exits (I is reparented to P when P is a subreaper)
-  init I: start socket, mounts, pivot_root, container steps, credentials ──"ready"──► P
-          blocks in accept() on ROOT/<id>/init.sock until `start` connects, then execs.
+  init I: mounts, pivot_root, container steps, credentials ──"ready"──► P
+          blocks until `start` writes "s" into ROOT/<id>/init.fifo (or, for a container with
+          poststart hooks, connects to ROOT/<id>/init.sock and waits for its "k"), then execs.
 
 Children talk to P with JSON lines on one pipe: warn / sync / pid / ready / error.
 Nothing a child raises reaches P's code: every child ends in os._exit.
@@ -153,22 +154,21 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
     if not by_pipe:
         os.close(r)
     # everything imported lazily later must be loaded before pivot_root
-    import _socket
-    import select
-    if plan.new_net_ns or plan.proc.terminal:
-        import fcntl  # noqa: F401
-        import struct  # noqa: F401
     ctx = security.preload(plan.proc,
                            os.path.join(os.path.dirname(cfg["cdir"]), ".seccomp-cache"))
     start = None
     proc = plan.proc
     if cfg.get("console_fd") is not None:
         import array  # noqa: F401
+        import fcntl  # noqa: F401
         import socket
+        import struct  # noqa: F401
         import termios  # noqa: F401
-    # both sockets were opened by the parent: the container's root may have no access to
-    # the state dir or to the console socket's directory (a uid map without host root)
-    if not by_pipe:
+    # the fifo and the sockets were opened by the parent: the container's root may have no
+    # access to the state dir or to the console socket's directory (a uid map without host
+    # root)
+    if cfg.get("start_fd") is not None:
+        import _socket
         start = _socket.socket(fileno=cfg["start_fd"])
     console = None
     if cfg.get("console_fd") is not None:
@@ -207,26 +207,21 @@ def _init(plan, cfg: dict, w: int, r: int) -> None:
         if os.read(r, 1) != b"s":
             os._exit(0)             # the parent gave up: never run the process
         os.close(r)
+    elif start is None:
+        fifo = cfg["fifo_fd"]
+        if os.read(fifo, 1) != b"s":     # `start`: init_sock.signal_start or the sh prelude
+            os._exit(0)
+        os.close(fifo)
     else:
-        conn = None
-        fifo = cfg.get("fifo_fd")
-        ready = select.select([start.fileno()] + ([fifo] if fifo is not None else []), [], [])[0]
-        if fifo is not None and fifo in ready:
-            if os.read(fifo, 1) != b"s":     # `start` from ./pydocklite-runtime's sh prelude
-                os._exit(0)
-        else:
-            fd, _ = start._accept()
-            conn = _socket.socket(fileno=fd)
-            conn.recv(1)
-        if fifo is not None:
-            os.close(fifo)
+        fd, _ = start._accept()
+        conn = _socket.socket(fileno=fd)
+        conn.recv(1)
     if state is not None and hooks.start_container:
         _run_hooks_here(hooks.start_container, dict(state, status="created"), "startContainer")
     security.apply_final(proc, final_warn, ctx)
-    if not by_pipe:
-        if conn is not None:
-            conn.send(b"k")
-            conn.close()
+    if start is not None:
+        conn.send(b"k")
+        conn.close()
         start.close()
     close_extra_fds(3 + cfg.get("preserve_fds", 0))
     _exec(proc)
@@ -299,10 +294,11 @@ def launch(plan, *, bundle: str, cdir: str, rootfs: str, stdio=None, console_soc
            start_fifo: bool = False) -> tuple:
     """Fork the container; returns (init pid, warnings, start_fd) once the init waits.
 
-    The init waits on ROOT/<id>/init.sock for `start` (start_fd None), or with
-    start_by_pipe, for a byte b"s" on start_fd (one-shot run: no socket to set up).
-    start_fifo: also on ROOT/<id>/init.fifo, where ./pydocklite-runtime's sh prelude writes
-    b"s" (`start` without starting Python; only for containers without poststart hooks).
+    The init waits for `start` (start_fd None): a byte b"s" in ROOT/<id>/init.fifo with
+    start_fifo (containers without poststart hooks: ./pydocklite-runtime's sh prelude can
+    write it without starting Python), else a connection to ROOT/<id>/init.sock, answered
+    once the process is about to exec (poststart hooks run after that); with start_by_pipe,
+    a byte b"s" on start_fd (one-shot run: nothing to set up).
     hooks/state: the spec's Hooks and the OCI state base, for the createContainer and
     startContainer hooks, which run inside the container's namespaces.
 
@@ -339,28 +335,29 @@ class _FdCloser:
 
 
 def _parent_sockets(cfg: dict, cdir: str, start_by_pipe: bool, console_socket) -> list:
-    """Open the init's start socket (listening on ROOT/<id>/init.sock) and connect to the
-    console socket here, with the caller's access rights; the init inherits the fds."""
+    """Open the init's start fifo (ROOT/<id>/init.fifo) or socket (listening on
+    ROOT/<id>/init.sock) and connect to the console socket here, with the caller's access
+    rights; the init inherits the fds."""
     if start_by_pipe and not console_socket:
         return []
-    import _socket       # the C module: `socket` costs ~2 ms to import (its enums)
     keep = []
     socks = []
     try:
-        if not start_by_pipe:
+        if not start_by_pipe and cfg.get("start_fifo"):
+            # held open read-write (here and by the init) so that it never reports
+            # end-of-file, and a writer's open never blocks while the init lives
+            path = os.path.join(cdir, INIT_FIFO)
+            os.mkfifo(path, 0o600)
+            fifo = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            socks.append(_FdCloser(fifo))
+            cfg["fifo_fd"] = fifo
+        elif not start_by_pipe:
+            import _socket       # the C module: `socket` costs ~2 ms to import (its enums)
             s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             socks.append(s)
             s.bind(_unix_path(cdir, INIT_SOCK, keep))
             s.listen(1)
             cfg["start_fd"] = s.fileno()
-            if cfg.get("start_fifo"):
-                # a second way to say start, for the sh prelude (tools/runtime_prelude.sh):
-                # held open read-write here so it never reports end-of-file
-                path = os.path.join(cdir, INIT_FIFO)
-                os.mkfifo(path, 0o600)
-                fifo = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-                socks.append(_FdCloser(fifo))
-                cfg["fifo_fd"] = fifo
         if console_socket:
             try:
                 c = _setup_console(console_socket, keep)

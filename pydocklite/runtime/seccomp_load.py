@@ -9,10 +9,10 @@ ignored and compiled anew.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import struct
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
@@ -96,15 +96,6 @@ def compiled(profile: dict, cache_dir: str = "") -> Tuple[bytes, int]:
 
 # --- installing ---------------------------------------------------------------------------
 
-class _SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
-                ("k", ctypes.c_uint32)]
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
-
-
 def install(bpf: bytes, flags: int = 0, no_new_privs: Optional[bool] = None) -> None:
     """Install `bpf` as a seccomp filter on the calling thread (TSYNC in flags: all threads).
 
@@ -114,25 +105,33 @@ def install(bpf: bytes, flags: int = 0, no_new_privs: Optional[bool] = None) -> 
     n = len(bpf) // INSN_SIZE
     if n == 0 or len(bpf) % INSN_SIZE:
         raise SeccompError(f"seccomp: program of {len(bpf)} bytes is not a list of instructions")
-    libc = ctypes.CDLL(None, use_errno=True)
+    from . import syscalls as sc
     if no_new_privs is None:
         no_new_privs = not _has_cap_sys_admin()
-    if no_new_privs and libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        e = ctypes.get_errno()
-        raise SeccompError(f"seccomp: prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(e)}")
-    buf = (_SockFilter * n).from_buffer_copy(bpf)
-    prog = _SockFprog(n, ctypes.cast(buf, ctypes.POINTER(_SockFilter)))
+    if no_new_privs:
+        try:
+            sc.prctl(PR_SET_NO_NEW_PRIVS, 1)
+        except OSError as e:
+            raise SeccompError(f"seccomp: prctl(PR_SET_NO_NEW_PRIVS) failed: "
+                               f"{os.strerror(e.errno)}") from None
+    buf = sc.char_array(bpf)
+    # struct sock_fprog {unsigned short len; struct sock_filter *filter}: the pointer is
+    # aligned to its size
+    ptr = struct.calcsize("P")
+    prog = sc.char_array(struct.pack(f"=H{ptr - 2}x", n) +
+                         sc.address_of(buf).to_bytes(ptr, sys.byteorder))
     nr = SYS_SECCOMP.get(native_arch())
     rc = -1
     e = errno.ENOSYS
     if nr is not None:
-        libc.syscall.restype = ctypes.c_long
-        rc = libc.syscall(ctypes.c_long(nr), ctypes.c_long(SECCOMP_SET_MODE_FILTER),
-                          ctypes.c_long(flags), ctypes.byref(prog))
-        e = ctypes.get_errno() if rc != 0 else 0
+        rc = sc.syscall(nr, SECCOMP_SET_MODE_FILTER, flags, prog)
+        e = sc.get_errno() if rc != 0 else 0
     if rc != 0 and e == errno.ENOSYS and flags == 0:
-        rc = libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0)
-        e = ctypes.get_errno() if rc != 0 else 0
+        try:
+            sc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, sc.address_of(prog))
+            rc = e = 0
+        except OSError as err:
+            rc, e = -1, err.errno
     if rc != 0:
         hint = (" (no_new_privs is off and the process lacks CAP_SYS_ADMIN)"
                 if e == errno.EACCES else "")

@@ -2,11 +2,10 @@
 
 ROOT/<id>/state.json holds what was true when it was written: pid, the pid's start time
 (/proc/PID/stat field 22), bundle, rootfs, created, annotations, cgroup, the spec's hooks.
-ROOT/<id>/init.sock (or init.wait, for a one-shot run started through a pipe) exists while
-the init waits for `start`.
-Status: no pid yet -> creating; pid alive with the same start time -> created (init.sock
-present), paused (its cgroup frozen) or running; otherwise stopped. A recycled pid has another start time, so pid reuse
-can't make a dead container look alive.
+init_sock.waiting(ROOT/<id>) tells whether the init waits for `start`.
+Status: no pid yet -> creating; pid alive with the same start time -> created (waiting),
+paused (its cgroup frozen) or running; otherwise stopped. A recycled pid has another start
+time, so pid reuse can't make a dead container look alive.
 """
 from __future__ import annotations
 
@@ -85,8 +84,8 @@ def derive_status(cdir: str, facts: dict) -> str:
         return "creating"
     if proc_start_time(pid) != facts.get("pid_start"):
         return "stopped"
-    if os.path.exists(os.path.join(cdir, "init.sock")) or \
-            os.path.exists(os.path.join(cdir, "init.wait")):
+    from .init_sock import waiting
+    if waiting(cdir):
         return "created"
     if facts.get("cgroup"):
         from .control import is_frozen

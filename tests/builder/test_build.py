@@ -372,7 +372,8 @@ def test_apt_get_install_on_debian(cli, debian_image):
 @pytest.mark.slow
 def test_many_files_cold_cached_and_one_touched(cli, debian_image):
     """bench/build's shape, small: 5,000 files copied, a RUN over them; the cached rebuild
-    must be all CACHED and much faster; touching one file re-runs from the COPY."""
+    must be all CACHED (how much faster it is: bench/build.py); touching one file re-runs
+    from the COPY."""
     ok(cli("pull", "-q", debian_image))
     files = {f"src/d{i // 100}/f{i}.c": f"int f{i}(void) {{ return {i}; }}\n" for i in range(5000)}
     files["Dockerfile"] = (f"FROM {debian_image}\nWORKDIR /build\nCOPY src/ src/\n"
@@ -392,7 +393,6 @@ def test_many_files_cold_cached_and_one_touched(cli, debian_image):
             assert r.stdout.count(" ---> CACHED") == 1 and "Running in" in r.stdout
     print("5000 files: " + ", ".join(f"{k} {v:.2f}s" for k, v in times.items()))
     assert ok(cli("run", "--rm", "many")).stdout == "5000\n5000\n"
-    assert times["cached"] < times["cold"]
 
 
 def test_network_none_and_pull(cli, busybox):
@@ -400,7 +400,8 @@ def test_network_none_and_pull(cli, busybox):
         "Dockerfile": f"FROM {busybox}\nRUN ls /sys/class/net > /nets\n"
                       "RUN --network=host ls /sys/class/net > /hostnets\n",
     })
-    r = ok(build(cli, ctx, "--network", "none", "--pull", "-t", "nets"))
+    r = ok(build(cli, ctx, "--network", "none", "--allow", "network.host", "--pull",
+                 "-t", "nets"))
     assert "Pulling from 127.0.0.1" in r.stdout                 # --pull: asked the registry
     r = sh(cli, "nets", "cat /nets; echo --; cat /hostnets")
     nets, host = r.stdout.split("--\n")

@@ -231,10 +231,15 @@ def test_copy_semantics(tmp_path):
     assert clean_rel("./a/../b/") == "b" and clean_rel("/") == ""
     (tmp_path / "out").symlink_to("/etc")
     (tmp_path / "in").symlink_to("dir")
-    with pytest.raises(ContextError, match="outside the build context"):
+    # links are followed inside the context (as BuildKit): /etc is the context's own etc/
+    with pytest.raises(ContextError, match="file not found in build context"):
         _plan(fs, ["out/passwd"], "/x")
-    with pytest.raises(ContextError, match="outside the build context"):
+    with pytest.raises(ContextError, match="file not found in build context"):
         _plan(fs, ["out"], "/x")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("the context's\n")
+    items = _plan(fs, ["out/passwd"], "/x")
+    assert [i.dest for i in items] == ["x"] and b"".join(items[0].data()) == b"the context's\n"
     assert [i.dest for i in _plan(fs, ["in"], "/i/")] == ["i", "i/b.txt", "i/sub",
                                                           "i/sub/c.txt"]
     links = _plan(fs, ["*"], "/all/")

@@ -82,7 +82,8 @@ def test_v1_limits_enforced_with_a_cgroup_base(cli, busybox, v1_base):
                "while :; do :; done & p=$!; sleep 2; set -- $(cat /proc/$p/stat); kill $p; "
                "echo $(( ${14} + ${15} ))", env=env))
     ticks = int(r.stdout.split()[-1])
-    assert 16 <= ticks <= 70, f"cpu quota 0.2 not enforced: {ticks} ticks in 2 s"
+    # the quota caps the loop (40 ticks); a loaded machine may give it less: no lower bound
+    assert 0 < ticks <= 70, f"cpu quota 0.2 not enforced: {ticks} ticks in 2 s"
     assert _subdirs(v1_base) == []
 
 
@@ -198,5 +199,6 @@ def test_v2_limits_enforced_in_delegated_subtree(cli, registry):
     # FUSE server in the guest either: the vfs driver serves nothing)
     assert forked and forked[-1] == 9 and "can't fork" in r.stdout, r.stdout
     ticks = int(got["@@CPU"][0])
-    assert 16 <= ticks <= 70, f"cpu quota 0.2 not enforced: {ticks} ticks in 2 s"
+    # the quota caps the loop (40 ticks); a loaded machine may give it less: no lower bound
+    assert 0 < ticks <= 70, f"cpu quota 0.2 not enforced: {ticks} ticks in 2 s"
     assert got["@@LEFT"] == ["./init"], r.stdout                # no container cgroup left

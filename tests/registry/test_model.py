@@ -266,14 +266,18 @@ def test_import_does_not_load_requests():
 def test_token_cache_scopes_and_expiry():
     from registry.auth import RegistryAuth
 
-    class FakeResponse:
+    class FakeResponse:        # what a requests response opened with stream=True offers
         status_code = 200
+        headers: dict = {}
 
         def __init__(self, n):
-            self.n = n
+            import io
+            body = io.BytesIO(json.dumps({"token": f"t{n}", "expires_in": 60}).encode())
+            self.raw = type("Raw", (), {"read": lambda _s, n, decode_content=False:
+                                        body.read(n)})()
 
-        def json(self):
-            return {"token": f"t{self.n}", "expires_in": 60}
+        def close(self):
+            pass
 
     calls = []
 

@@ -1,4 +1,4 @@
-"""Pure parts of the runtime: spec validation, the planner, option parsing, secure_join,
+"""Pure parts of the runtime: spec validation, the planner, option parsing,
 derived state. No root, no namespaces."""
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from pydocklite.runtime import plan as pl  # noqa: E402
 from pydocklite.runtime import state as st  # noqa: E402
 from pydocklite.runtime import syscalls as sc  # noqa: E402
 from pydocklite.runtime.errors import SpecError  # noqa: E402
-from pydocklite.runtime.mounts import secure_join  # noqa: E402
 from pydocklite.runtime.record import Record  # noqa: E402
 from pydocklite.runtime.runc_cli import UsageError, _parse  # noqa: E402
 from pydocklite.runtime.runc_verbs import _signal  # noqa: E402
@@ -217,23 +216,7 @@ def test_process_plan_carries_the_process():
     assert p.rlimits[0].type == "RLIMIT_NOFILE" and p.no_new_privileges
 
 
-# ---- secure_join, records, state, cli parsing ---------------------------------------------
-
-def test_secure_join_keeps_symlinks_inside(tmp_path):
-    root = tmp_path / "root"
-    (root / "etc").mkdir(parents=True)
-    os.symlink("/../../../../tmp", root / "abs")
-    os.symlink("../../../..", root / "etc" / "up")
-    os.symlink("loop2", root / "loop1")
-    os.symlink("loop1", root / "loop2")
-    r = str(root)
-    assert secure_join(r, "/abs/x") == f"{r}/tmp/x"
-    assert secure_join(r, "/etc/up/abs/y") == f"{r}/tmp/y"
-    assert secure_join(r, "/missing/../abs/z") == f"{r}/tmp/z"
-    assert secure_join(r, "../../..") == r
-    with pytest.raises(OSError, match="too many levels"):
-        secure_join(r, "/loop1/x")
-
+# ---- records, state, cli parsing (in-root path resolution: tests/security/test_inroot.py) ---------------------------------------------
 
 def test_record_is_frozen_and_compares_by_value():
     class P(Record):

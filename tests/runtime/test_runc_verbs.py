@@ -242,3 +242,77 @@ def test_preserve_fds_and_other_fds_closed(prt):
     assert p.returncode == 0, p.stderr
     lines = p.stdout.split()
     assert lines[0] == "3" and "4" not in lines and lines[-1].startswith("pipe:"), lines
+
+
+def _wait_stopped(prt, cid, timeout=15):
+    deadline = time.monotonic() + timeout
+    while _status(prt, cid) != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _status(prt, cid) == "stopped"
+
+
+def _cgroup_dirs(prt, rel: str) -> list:
+    return [str(h / rel) for h in Path("/sys/fs/cgroup").iterdir() if (h / rel).is_dir()]
+
+
+def test_delete_of_a_stopped_container_without_python(prt):
+    """Engines delete every container once it stopped (containerd: `delete` then `delete
+    --force`; Podman: `delete --force`): the sh prelude does it from create's teardown list
+    -- cgroups, then the state dir -- as api.delete would. Parents stay, as runc's do."""
+    state = prt.top_dir / "state"
+    for cid, verb in (("sd1", ["delete"]), ("sd2", ["delete", "--force"])):
+        b = prt.bundle(["true"])
+        cgroup = json.loads((b / "config.json").read_text())["linux"]["cgroupsPath"]
+        _ok(prt("create", "--bundle", b, cid))
+        assert len(_cgroup_dirs(prt, cgroup.lstrip("/"))) >= 5
+        _ok(prt("start", cid, no_python=True))
+        _wait_stopped(prt, cid)
+        _ok(prt(*verb, cid, no_python=True))
+        assert not (state / cid).exists()
+        assert _cgroup_dirs(prt, cgroup.lstrip("/")) == []
+        assert len(_cgroup_dirs(prt, prt.cgroup_parent)) >= 5
+        r = prt("delete", cid)
+        assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+def test_prelude_leaves_live_processes_and_hooks_to_python(prt):
+    """What the prelude can't do alone goes to Python: a running container (delete refused,
+    or --force kills it), processes left in a stopped container's cgroup (killed), a
+    poststop hook (run)."""
+    state = prt.top_dir / "state"
+    b = prt.bundle(["sleep", "300"])
+    _ok(prt("create", "--bundle", b, "lv1"))
+    _ok(prt("start", "lv1", no_python=True))
+    assert prt("delete", "lv1", no_python=True).returncode != 0
+    r = prt("delete", "lv1")
+    assert r.returncode == 1 and "not stopped" in r.stderr
+    _ok(prt("delete", "--force", "lv1"))
+    assert not (state / "lv1").exists()
+    # no pid namespace: a background process outlives the init, in the container's cgroup
+    b = prt.bundle(["sh", "-c", "sleep 300 & echo $! > /tmp/bg; exit 0"],
+                   lambda c: c["linux"].update(namespaces=[
+                       n for n in c["linux"]["namespaces"] if n["type"] != "pid"]))
+    cgroup = json.loads((b / "config.json").read_text())["linux"]["cgroupsPath"]
+    _ok(prt("create", "--bundle", b, "lv2"))
+    _ok(prt("start", "lv2", no_python=True))
+    _wait_stopped(prt, "lv2")
+    pids = Path("/sys/fs/cgroup/pids", cgroup.lstrip("/"), "cgroup.procs").read_text().split()
+    assert len(pids) == 1, pids
+    assert prt("delete", "lv2", no_python=True).returncode != 0
+    assert (state / "lv2").exists() and _cgroup_dirs(prt, cgroup.lstrip("/"))
+    _ok(prt("delete", "lv2"))
+    assert not Path(f"/proc/{pids[0]}").exists() or \
+        Path(f"/proc/{pids[0]}/stat").read_text().split(") ")[1][0] in "ZX"
+    assert _cgroup_dirs(prt, cgroup.lstrip("/")) == [] and not (state / "lv2").exists()
+    # a poststop hook: Python runs it
+    out = prt.top_dir / "poststop.out"
+    hook = prt.top_dir / "poststop.sh"
+    hook.write_text(f"#!/bin/sh\ncat > {out}\n")
+    hook.chmod(0o755)
+    b = prt.bundle(["true"], lambda c: c.update(hooks={"poststop": [{"path": str(hook)}]}))
+    _ok(prt("create", "--bundle", b, "lv3"))
+    _ok(prt("start", "lv3", no_python=True))
+    _wait_stopped(prt, "lv3")
+    assert prt("delete", "lv3", no_python=True).returncode != 0
+    _ok(prt("delete", "lv3"))
+    assert json.loads(out.read_text())["id"] == "lv3" and not (state / "lv3").exists()

@@ -52,7 +52,7 @@ _EFFECTS = {
     "linux.uidMappings[]": RT + "test_runtime.py::test_uid_mapping_root_inside_subuid_outside",
     "linux.gidMappings[]": RT + "test_runtime.py::test_uid_mapping_root_inside_subuid_outside",
     "linux.devices[]": RT + "test_oci_conformance.py::test_devices_are_made_with_mode_and_owner",
-    "linux.cgroupsPath": RT + "test_oci_conformance.py::test_cgroups_path_nested_and_absolute_then_removed",
+    "linux.cgroupsPath": RT + "test_oci_conformance.py::test_cgroups_path_nested_and_absolute_removed_parents_kept",
     "linux.resources": RT + "test_cgroups.py::test_v1_limits_enforced_for_unprivileged_user",
     "linux.resources.devices[]": RT + "test_oci_conformance.py::test_device_rules_enforced_for_root_containers",
     "linux.seccomp": RT + "test_runtime.py::test_seccomp_default_profile_blocks_unshare",

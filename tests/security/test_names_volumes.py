@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.api.conftest import api  # noqa: F401 (the fixture: the API service)
 from tests.fixtures.cli_runner import ok
 from tests import unpriv
 
@@ -184,3 +185,26 @@ def test_volume_prune_anonymous_by_default_all_with_a(cli, busybox):
     df = ok(cli("system", "df", "--format", "{{.Type}}={{.TotalCount}}/{{.Active}}")).stdout
     assert "Local Volumes=1/1" in df.splitlines()
     assert cli("volume", "prune", "-f", "--filter", "bogus=1").returncode == 125
+
+
+def test_volumes_through_the_api_with_the_docker_cli(api, cli, busybox):
+    """The /volumes endpoints are the same service: Docker's CLI sees the same rules."""
+    r = api.docker("volume", "create", "--label", "team=a", "named")
+    assert r.returncode == 0 and r.stdout == "named\n", r.stderr
+    r = api.docker("volume", "create", "../escape")
+    assert r.returncode != 0 and "invalid characters for a local volume name" in r.stderr
+    ok(cli("create", "--name", "user", "-v", "named:/n", "-v", "/anon", busybox, "true"))
+    r = api.docker("volume", "rm", "named")
+    assert r.returncode != 0 and "volume is in use" in r.stderr, r.stderr
+    info = json.loads(api.docker("volume", "inspect", "named").stdout)[0]
+    assert (info["Name"], info["Driver"], info["Scope"], info["Labels"]) == \
+        ("named", "local", "local", {"team": "a"})
+    ls = api.docker("volume", "ls", "-q", "--filter", "label=team=a").stdout.split()
+    assert ls == ["named"]
+    ok(cli("rm", "user"))                        # without -v: both volumes stay, unused
+    r = api.docker("volume", "prune", "-f")      # anonymous only (API 1.42+)
+    assert r.returncode == 0, r.stderr
+    assert volume_names(cli) == ["named"]
+    r = api.docker("volume", "prune", "-a", "-f")
+    assert r.returncode == 0 and "named" in r.stdout, r.stdout + r.stderr
+    assert volume_names(cli) == []
