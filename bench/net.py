@@ -20,29 +20,28 @@ aardvark-dns, its rootless network namespace with slirp4netns). Measured:
   (wrk, 2 threads, 4 connections, 5 s) and bulk download of a 256 MiB file (curl, best of
   3), run from the network namespace of a second container (nsenter into it, the host's
   wrk and curl: the same client for both tools).
---rounds N repeats the whole measurement and reports each round's numbers (spread).
+--rounds N repeats the whole measurement and reports each round's numbers (spread). The
+timed steps alternate between the tools rep by rep, so a load change (the machine is shared)
+hits both alike.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.pull import prepare_host, write_section  # noqa: E402
-from bench.run import Tool, free_port, wait_http  # noqa: E402
+from bench.pull import write_section  # noqa: E402
+from bench.run import Tool, bench_tools, free_port, wait_http  # noqa: E402
 from tests import unpriv  # noqa: E402
 from tests.fixtures import images  # noqa: E402
-from tests.fixtures.podman import configure_podman  # noqa: E402
 from tests.fixtures.registry_server import start_registry  # noqa: E402
 
 PDL_HELPERS = ("__shim", "__nshost", "nshost-pause", "slirp4netns ", "pasta ")
@@ -116,29 +115,41 @@ def c2c(tool: Tool, nginx: str, busybox: str, net: str) -> dict:
             "c2c bulk download": Q(best / 1e6, "MB/s")}
 
 
-def measure(tool: Tool, busybox: str, nginx: str, reps: int) -> dict:
-    res = {}
-    tool.run("run", "--rm", busybox, "true")                      # warm caches
-    res["run --rm busybox true"] = statistics.median(
-        tool.timed("run", "--rm", busybox, "true") for _ in range(reps))
-    tool.run("run", "-d", "--name", "keeper", "--network", "benchnet", nginx)
-    ready = []
+def measure(tools, busybox: str, nginx: str, reps: int) -> dict:
+    """One round: the timed steps interleaved tool by tool, rep by rep (the machine's load,
+    shared with other jobs, then hits both alike); memory and container-to-container
+    traffic tool after tool."""
+    res = {t.name: {} for t in tools}
+    for t in tools:
+        t.run("run", "--rm", busybox, "true")                      # warm caches
+    times = {t.name: [] for t in tools}
+    for _ in range(reps):
+        for t in tools:
+            times[t.name].append(t.timed("run", "--rm", busybox, "true"))
+    for t in tools:
+        res[t.name]["run --rm busybox true"] = statistics.median(times[t.name])
+        t.run("run", "-d", "--name", "keeper", "--network", "benchnet", nginx)
+    ready = {t.name: [] for t in tools}
     for i in range(max(5, reps // 2)):
-        port = free_port()
-        t0 = time.monotonic()
-        tool.run("run", "-d", "--name", f"web{i}", "--network", "benchnet", "-p", f"{port}:80",
-                 nginx)
-        wait_http(port)
-        ready.append(time.monotonic() - t0)
-        tool.run("rm", "-f", f"web{i}")
-    res["run -d nginx -> first 200 (2nd+ of the image)"] = statistics.median(ready)
-    for i in range(9):
-        tool.run("run", "-d", "--name", f"idle{i}", "--network", "benchnet", nginx)
-    time.sleep(2)
-    res["helper PSS per idle container (10 nginx)"] = \
-        Q(helpers_pss_kb(tool.name == "podman") / 10 / 1024, "MiB")
-    tool.run("rm", "-f", "keeper", *[f"idle{i}" for i in range(9)])
-    res.update(c2c(tool, nginx, busybox, "benchnet"))
+        for t in tools:
+            port = free_port()
+            t0 = time.monotonic()
+            t.run("run", "-d", "--name", f"web{i}", "--network", "benchnet", "-p",
+                  f"{port}:80", nginx)
+            wait_http(port)
+            ready[t.name].append(time.monotonic() - t0)
+            t.run("rm", "-f", f"web{i}")
+    for t in tools:
+        res[t.name]["run -d nginx -> first 200 (2nd+ of the image)"] = \
+            statistics.median(ready[t.name])
+        for i in range(9):
+            t.run("run", "-d", "--name", f"idle{i}", "--network", "benchnet", nginx)
+        time.sleep(2)
+        res[t.name]["helper PSS per idle container (10 nginx)"] = \
+            Q(helpers_pss_kb(t.name == "podman") / 10 / 1024, "MiB")
+        t.run("rm", "-f", "keeper", *[f"idle{i}" for i in range(9)])
+    for t in tools:
+        res[t.name].update(c2c(t, nginx, busybox, "benchnet"))
     return res
 
 
@@ -157,20 +168,7 @@ def main() -> int:
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--zipapp", default=str(REPO / "pydocklite.pyz"))
     args = ap.parse_args()
-    prepare_host()
-    work = Path(tempfile.mkdtemp(prefix="pdl-bench-net-", dir="/var/tmp"))
-    os.chmod(work, 0o755)
-    app = work / "pydocklite.pyz"
-    shutil.copy2(args.zipapp, app)
-    os.chmod(app, 0o755)
-    pdl_home = unpriv.make_user_dir(work / "pdl")
-    pod_home = unpriv.make_user_dir(work / "podman")
-    configure_podman(pod_home)
-    pdl_env = {"SHIV_ROOT": str(unpriv.make_user_dir(work / "shiv")), "PYTHONPATH": "",
-               "PYTHONDONTWRITEBYTECODE": ""}
-    tools = [Tool("pydocklite", [str(app)], pdl_home, pdl_env)]
-    if shutil.which("podman"):
-        tools.append(Tool("podman", ["podman"], pod_home, {}))
+    work, tools = bench_tools(args.zipapp, "pdl-bench-net-")
     cache = images.cache_dir()
     rounds = []
     with start_registry(work / "registry") as srv:
@@ -184,8 +182,7 @@ def main() -> int:
             t.run("pull", "-q", *tls, nginx)
             t.run("network", "create", "benchnet")
         for _ in range(args.rounds):
-            # the tools take turns within a round, so the machine's load hits both alike
-            rounds.append({t.name: measure(t, busybox, nginx, args.reps) for t in tools})
+            rounds.append(measure(tools, busybox, nginx, args.reps))
     subprocess.run(["rm", "-rf", str(work)], check=False)
     first = rounds[0]
     metrics = list(dict.fromkeys(m for t in tools for m in first[t.name]))

@@ -115,17 +115,14 @@ def bulk_mbps(tool: "Tool", name: str, port: int) -> str:
     return f"{best / 1e6:.0f} MB/s"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--no-readme", action="store_true")
-    ap.add_argument("--zipapp", default=str(REPO / "pydocklite.pyz"))
-    args = ap.parse_args()
+def bench_tools(zipapp: str, prefix: str):
+    """(work dir, [Tool]): the host prepared, a copy of the zipapp and homes for pydocklite
+    and (when installed) a rootless Podman confined to its own, both as the test user."""
     prepare_host()
-    work = Path(tempfile.mkdtemp(prefix="pdl-bench-run-", dir="/var/tmp"))
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
     os.chmod(work, 0o755)
     app = work / "pydocklite.pyz"
-    shutil.copy2(args.zipapp, app)
+    shutil.copy2(zipapp, app)
     os.chmod(app, 0o755)
     pdl_home = unpriv.make_user_dir(work / "pdl")
     pod_home = unpriv.make_user_dir(work / "podman")
@@ -136,6 +133,16 @@ def main() -> int:
     tools = [Tool("pydocklite", [str(app)], pdl_home, pdl_env)]
     if shutil.which("podman"):
         tools.append(Tool("podman", ["podman"], pod_home, {}))
+    return work, tools
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--zipapp", default=str(REPO / "pydocklite.pyz"))
+    args = ap.parse_args()
+    work, tools = bench_tools(args.zipapp, "pdl-bench-run-")
     cache = images.cache_dir()
     results = {t.name: {} for t in tools}
     with start_registry(work / "registry") as srv:

@@ -73,6 +73,8 @@ def _append(events_dir: str, line: bytes) -> None:
         lock = os.open(os.path.join(events_dir, "lock"),
                        os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except FileNotFoundError:
+        # the runtime directory too, 0700 (makedirs gives only the last one the mode)
+        os.makedirs(os.path.dirname(events_dir), mode=0o700, exist_ok=True)
         os.makedirs(events_dir, mode=0o700, exist_ok=True)
         lock = os.open(os.path.join(events_dir, "lock"),
                        os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

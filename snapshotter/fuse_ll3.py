@@ -75,6 +75,7 @@ class FuseBufvec(ctypes.Structure):   # struct fuse_bufvec with one buffer
 _BUF_IS_FD, _BUF_FD_SEEK = 1 << 1, 1 << 2            # enum fuse_buf_flags
 _CAP_SPLICE_WRITE, _CAP_SPLICE_MOVE = 1 << 7, 1 << 8  # FUSE_CAP_*
 _CAP_CACHE_SYMLINKS = 1 << 23
+_CAP_NO_OPEN_SUPPORT = 1 << 17
 _CONN_CAPABLE, _CONN_WANT = 5, 6                     # fuse_conn_info: unsigned fields 5 and 6
 
 
@@ -175,6 +176,7 @@ class ReadOnlyServer:
         self.lib, self.tree, self.data, self.ready_fd = lib, tree, data, ready_fd
         self.paths: Dict[int, str] = {ROOT_ID: ""}
         self.no_xattrs = not tree.has_xattrs
+        self.no_open = False
         self.local = threading.local()
         self._keep = []   # CFUNCTYPE objects must outlive the session
 
@@ -215,7 +217,9 @@ class ReadOnlyServer:
             # caches symlink targets (they never change here)
             info = ctypes.cast(conn, ctypes.POINTER(ctypes.c_uint))
             info[_CONN_WANT] |= info[_CONN_CAPABLE] & (_CAP_SPLICE_WRITE | _CAP_SPLICE_MOVE |
-                                                      _CAP_CACHE_SYMLINKS)
+                                                      _CAP_CACHE_SYMLINKS |
+                                                      _CAP_NO_OPEN_SUPPORT)
+            self.no_open = bool(info[_CONN_WANT] & _CAP_NO_OPEN_SUPPORT)
             if self.ready_fd is not None:
                 os.write(self.ready_fd, b"ok\n")
                 os.close(self.ready_fd)
@@ -262,6 +266,10 @@ class ReadOnlyServer:
     def op_open(self, req, ino, fi):
         if fi.contents.flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise OSError(errno.EROFS, "read-only")
+        if self.no_open:
+            # zero-message opens: the kernel opens every later file itself (a shared lower
+            # is opened once per request by a web server; each was a round trip here)
+            raise OSError(errno.ENOSYS, "opens are the kernel's")
         fi.contents.bits |= _KEEP_CACHE
         fi.contents.fh = ino
         self.lib.fuse_reply_open(req, fi)

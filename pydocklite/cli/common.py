@@ -122,3 +122,26 @@ def for_each(names, fn) -> int:
         if out is not None:
             sys.stdout.write(f"{out}\n")
     return status
+
+
+def run_subcommand(settings, argv, group: str, table: dict, help_text: str) -> int:
+    """`pydocklite GROUP SUB ...` (volume, network): the table's verb, or GROUP's help (and
+    exit 125 for an unknown SUB, as docker does)."""
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in table:
+        sys.stdout.write(help_text)
+        if argv and argv[0] not in ("-h", "--help"):
+            sys.stderr.write(f"pydocklite: '{group} {argv[0]}' is not a pydocklite command.\n")
+            return 125
+        return 0
+    return table[argv[0]](settings, argv[1:])
+
+
+def key_values(values, flag: str) -> dict:
+    """Repeated KEY=VALUE flags (--label, --opt) as a dict."""
+    out = {}
+    for text in values:
+        k, _eq, v = text.partition("=")
+        if not k:
+            raise UsageError(f"invalid {flag} '{text}': use KEY=VALUE")
+        out[k] = v
+    return out

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from pydocklite.cli.common import Parser, confirm, for_each, print_table
+from pydocklite.cli.common import (Parser, confirm, for_each, key_values, print_table,
+                                    run_subcommand)
 from pydocklite.errors import UsageError
 
 
 def _service(settings):
     from pydocklite.networks import NetworkService
     return NetworkService(settings)
-
-
-def _pairs(values, flag: str) -> dict:
-    out = {}
-    for text in values:
-        k, eq, v = text.partition("=")
-        if not k:
-            raise UsageError(f"invalid {flag} '{text}': use KEY=VALUE")
-        out[k] = v
-    return out
 
 
 def _one(values, flag: str) -> str:
@@ -52,8 +43,8 @@ def cmd_network_create(settings, argv) -> int:
         raise UsageError(f"IPAM driver {args.ipam_driver!r} is not supported: use default")
     net = _service(settings).create(
         args.name, args.driver, _one(args.subnet, "--subnet"), _one(args.gateway, "--gateway"),
-        _one(args.ip_range, "--ip-range"), args.internal, _pairs(args.label, "--label"),
-        _pairs(args.opt, "--opt"), args.attachable, args.ipv6)
+        _one(args.ip_range, "--ip-range"), args.internal, key_values(args.label, "--label"),
+        key_values(args.opt, "--opt"), args.attachable, args.ipv6)
     sys.stdout.write(net.id + "\n")
     return 0
 
@@ -197,10 +188,4 @@ Run 'pydocklite network COMMAND --help' for more information on a command.
 
 
 def cmd_network(settings, argv) -> int:
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
-        sys.stdout.write(HELP)
-        if argv and argv[0] not in ("-h", "--help"):
-            sys.stderr.write(f"pydocklite: 'network {argv[0]}' is not a pydocklite command.\n")
-            return 125
-        return 0
-    return SUBCOMMANDS[argv[0]](settings, argv[1:])
+    return run_subcommand(settings, argv, "network", SUBCOMMANDS, HELP)

@@ -107,11 +107,12 @@ def options_from_args(args):
     extra = parse_security_opts(args.security_opt)
     if args.signature_policy:
         extra["signature_policy"] = args.signature_policy
-    from pydocklite.containers.healthcheck import parse_duration
-
     def duration(flag: str):
         value = getattr(args, flag.replace("-", "_"))
-        return None if value is None else parse_duration(value, "--" + flag)
+        if value is None:
+            return None
+        from pydocklite.containers.healthcheck import parse_duration
+        return parse_duration(value, "--" + flag)
     if args.no_healthcheck and args.health_cmd:
         raise UsageError("--no-healthcheck conflicts with --health-* options")
     health_test = ("NONE",) if args.no_healthcheck else \
@@ -182,6 +183,8 @@ def _ports(opts, image_config) -> list:
 
 
 def _warn_limits(opts, base=()) -> None:
+    if opts.memory is None and opts.cpus is None and opts.pids_limit is None:
+        return
     from pydocklite.containers.limits import unenforced
     msg = unenforced(opts.memory, opts.cpus, opts.pids_limit, base)
     if msg:

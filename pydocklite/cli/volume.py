@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from pydocklite.cli.common import Parser, confirm, for_each, human_size, print_table
+from pydocklite.cli.common import (Parser, confirm, for_each, human_size, key_values,
+                                    print_table, run_subcommand)
 from pydocklite.errors import UsageError
 
 
 def _service(settings):
     from pydocklite.volumes import VolumeService
     return VolumeService(settings)
-
-
-def _pairs(values, flag: str) -> dict:
-    out = {}
-    for text in values:
-        k, eq, v = text.partition("=")
-        if not k:
-            raise UsageError(f"invalid {flag} '{text}': use KEY=VALUE")
-        out[k] = v
-    return out
 
 
 def cmd_volume_create(settings, argv) -> int:
@@ -35,8 +26,8 @@ def cmd_volume_create(settings, argv) -> int:
     if args.name and args.volume and args.name != args.volume:
         raise UsageError(f"conflicting options: either specify --name or provide a volume "
                          f"name, not both (got {args.name!r} and {args.volume!r})")
-    v = _service(settings).create(args.name or args.volume, _pairs(args.label, "--label"),
-                                  _pairs(args.opt, "--opt"), args.driver)
+    v = _service(settings).create(args.name or args.volume, key_values(args.label, "--label"),
+                                  key_values(args.opt, "--opt"), args.driver)
     sys.stdout.write(v.name + "\n")
     return 0
 
@@ -143,11 +134,4 @@ Run 'pydocklite volume COMMAND --help' for more information on a command.
 
 
 def cmd_volume(settings, argv) -> int:
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
-        sys.stdout.write(HELP)
-        if argv and argv[0] not in ("-h", "--help"):
-            sys.stderr.write(f"pydocklite: 'volume {argv[0]}' is not a pydocklite command.\n")
-            return 125
-        return 0
-    return SUBCOMMANDS[argv[0]](settings, argv[1:])
-
+    return run_subcommand(settings, argv, "volume", SUBCOMMANDS, HELP)

@@ -31,8 +31,13 @@ def create(service, opts: RunOptions, image_record, image_config: dict,
         raise UsageError("conflicting options: --restart and --rm")
     labels = dict(cfg.get("Labels") or {})
     labels.update(dict(opts.labels))
-    from pydocklite.containers import healthcheck
-    health = healthcheck.merge(cfg.get("Healthcheck"), opts)
+    health = None
+    if cfg.get("Healthcheck") or opts.health_test or any(
+            v is not None for v in (opts.health_interval, opts.health_timeout,
+                                    opts.health_start_period, opts.health_start_interval,
+                                    opts.health_retries)):
+        from pydocklite.containers import healthcheck
+        health = healthcheck.merge(cfg.get("Healthcheck"), opts)
     stop_signal = opts.stop_signal or cfg.get("StopSignal") or "SIGTERM"
     from pydocklite.containers.container import signal_number
     signal_number(stop_signal)
@@ -85,7 +90,7 @@ def create(service, opts: RunOptions, image_record, image_config: dict,
             open_stdin=opts.interactive, image=opts.image, labels=tuple(labels.items()),
             stdin_once=opts.interactive and (not opts.detach if opts.stdin_once is None
                                              else opts.stdin_once),
-            healthcheck=healthcheck.shim_config(health),
+            healthcheck=healthcheck.shim_config(health) if health else None,
             # where the runtime puts the container's cgroup (a delegated subtree)
             cgroup_base=":".join(service.settings.cgroup_base)
             if spec["linux"].get("resources") else ""))

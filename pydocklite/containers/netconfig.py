@@ -134,10 +134,15 @@ def refresh(settings, store, state, config) -> object:
             raise ContainerStateError(f"cannot join network of a non running container: "
                                       f"{name}: start it first")
         return config
-    if config.network != "bridge":
+    if config.network not in ("bridge", "private"):
         return config
     from pydocklite.networks import NetworkService
     current = {n.id: n for n in NetworkService(settings).all()}
+    if config.network == "private":
+        # a container created before networks existed had a private network of its own:
+        # it gets Docker's default bridge now
+        bridge = next(n for n in current.values() if n.builtin and n.name == "bridge")
+        return config._replace(network="bridge", endpoints=(EndpointRequest(bridge.config()),))
     endpoints: List[EndpointRequest] = []
     for ep in config.endpoints:
         net = current.get(ep.network.id)

@@ -5,12 +5,16 @@ names, and the image lowers shared by the containers of one image.
 
     netlink.py   rtnetlink over a NETLINK_ROUTE socket: bridges, veths, addresses, routes
     nft.py       the nf_tables rules (masquerade, isolation between networks)
-    dns.py       DNS messages and the name tables (pure)
+    dns.py       DNS messages, the name tables, the forwarder (pure but for a socket)
     ipam.py      addresses: pools, subnets, allocation (pure)
-    server.py    the host process: its control socket, event loop, state file, idle exit
-    launch.py    starting it (the pause process, id maps, outbound helper), adopting a
-                 survivor's namespaces after the host was killed
-    client.py    what shims and services call: ensure it runs, ask it things
+    etcfiles.py  a container's /etc/hosts and resolv.conf (pure)
+    state.py     the host's records, its state file, the paths under the runtime dir
+    pause.py     the pause process (fresh or joining a survivor's namespaces), the
+                 outbound helper's start
+    outbound.py  which outbound tool (slirp4netns, pasta) this host has
+    host.py      the host's operations: boot/adopt, attach/detach, lowers, status
+    serve.py     the host process: its control socket, DNS sockets, event loop, idle exit
+    client.py    what shims and services call: find it, start it, ask it things
     lowers.py    the shared read-only image views (one FUSE server per image)
 
 Nothing here knows a container record: requests carry what they need (frozen values

@@ -165,23 +165,10 @@ def running(runtime_dir) -> bool:
 def _spawn(files: HostFiles) -> None:
     """Fork the host (detached: a grandchild in a session of its own) and wait until it
     serves, or raise NsHostError with its reason."""
-    import sys
+    from pydocklite.detach import fork_detached
     ready_r, ready_w = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.setsid()
-            if os.fork() == 0:
-                code = _host_process(files, ready_w)
-            else:
-                code = 0
-        finally:
-            os._exit(code)
+    fork_detached(lambda: _host_process(files, ready_w))
     os.close(ready_w)
-    os.waitpid(pid, 0)
     import select
     with os.fdopen(ready_r, "rb") as f:
         ready = select.select([f], [], [], START_TIMEOUT)[0]

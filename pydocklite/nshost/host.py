@@ -60,6 +60,13 @@ class Host:
         if lo is not None:
             self.nl.set_up(lo.index, "lo")
         set_sysctl("net.ipv4.ip_forward", "1")
+        # frames bridged within one network skip netfilter (the kernel's default sends them
+        # through the IP hooks: conntrack on every packet between two containers)
+        for name in ("iptables", "ip6tables", "arptables"):
+            try:
+                set_sysctl(f"net.bridge.bridge-nf-call-{name}", "0")
+            except OSError:
+                pass              # no br_netfilter here: nothing to turn off
         if st.outbound == "pasta":
             gw, index = self.nl.default_gateway()
             name = next((ln.name for ln in self.nl.links() if ln.index == index), "")

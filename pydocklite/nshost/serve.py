@@ -29,6 +29,7 @@ from pydocklite.nshost.state import EndpointRequest, HostFiles
 DEFAULT_IDLE = 60.0
 MAX_REQUEST = 1 << 20
 MAX_DNS_TCP = 65535 + 2
+MAX_DNS_CONNS, MAX_DNS_CONNS_PER_ASKER = 256, 16
 
 
 def idle_timeout() -> float:
@@ -109,6 +110,10 @@ class DnsSockets:
         try:
             conn, addr = sock.accept()
         except OSError:
+            return
+        mine = sum(1 for entry in self.tcp.values() if entry[1] == addr[0])
+        if len(self.tcp) >= MAX_DNS_CONNS or mine >= MAX_DNS_CONNS_PER_ASKER:
+            conn.close()          # a container can't take the host's descriptors
             return
         conn.setblocking(False)
         self.tcp[conn] = [b"", addr[0], time.monotonic() + 10]

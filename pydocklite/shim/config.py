@@ -13,9 +13,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Optional, Tuple
 
+    from pydocklite.shim.port_spec import PortMapping
+
 from pydocklite.nshost.state import EndpointRequest
 from pydocklite.runtime.record import record
-from pydocklite.shim.port_spec import PortMapping
 
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
 
@@ -45,7 +46,7 @@ class ShimConfig:
     restart_max: int = 0            # on-failure:N (0 = no limit)
     auto_remove: bool = False       # --rm
     network: str = "bridge"         # bridge (any bridge network) | host | none | container
-    ports: Tuple[PortMapping, ...] = ()
+    ports: Tuple[PortMapping, ...] = ()       # (port_spec imported only when there are some)
     tty: bool = False
     open_stdin: bool = False        # -i: the container's stdin stays open for attaching
     stdin_once: bool = False        # an attached client's EOF closes the container's stdin
@@ -92,7 +93,11 @@ class ShimConfig:
     @classmethod
     def from_json(cls, data: dict) -> "ShimConfig":
         data = {k: v for k, v in data.items() if k in cls._fields}
-        data["ports"] = tuple(PortMapping(**p) for p in data.get("ports") or ())
+        if data.get("ports"):                  # port_spec only when there are ports
+            from pydocklite.shim.port_spec import PortMapping
+            data["ports"] = tuple(PortMapping(**p) for p in data["ports"])
+        else:
+            data["ports"] = ()
         data["labels"] = tuple(tuple(kv) for kv in data.get("labels") or ())
         data["endpoints"] = tuple(EndpointRequest.from_json(e)
                                   for e in data.get("endpoints") or ())

@@ -178,9 +178,18 @@ class Checker:
         return out, timed_out
 
     def _wait(self, pid: int) -> int:
+        """The check's exit status, handed over by the shim's reaper; once the container
+        has exited nobody reaps any more (stop() is running): then reaped here."""
         deadline = time.monotonic() + 10
         with self.cond:
             while self.exits.get(pid, -1) == -1 and time.monotonic() < deadline:
+                if self.stopped.is_set():
+                    try:
+                        return os.waitpid(pid, 0)[1]
+                    except ChildProcessError:
+                        break               # the reaper had it after all
+                    finally:
+                        self.exits.pop(pid, None)
                 self.cond.wait(0.5)
             return self.exits.pop(pid, -1)
 

@@ -72,24 +72,12 @@ def fork_ahead(settings: Settings, exit_fd: Optional[int] = None,
     """Fork a shim now, for a container created later (go()). exit_fd and the attach fds
     (stdin, stdout, stderr of a foreground CLI) are ours: the shim gets copies. preload:
     import what a start needs while waiting."""
+    from pydocklite.detach import fork_detached
     go_r, go_w = os.pipe()
     ready_r, ready_w = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.setsid()
-            if os.fork() == 0:
-                code = _shim_process(settings, go_r, ready_w, exit_fd, attach, preload)
-            else:
-                code = 0
-        finally:
-            os._exit(code)
+    fork_detached(lambda: _shim_process(settings, go_r, ready_w, exit_fd, attach, preload))
     os.close(go_r)
     os.close(ready_w)
-    os.waitpid(pid, 0)
     return PendingShim(go_w, ready_r)
 
 

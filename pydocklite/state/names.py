@@ -46,11 +46,6 @@ def generate_name(retry: int = 0, rng: Optional[random.Random] = None) -> str:
     return name
 
 
-def normalize_name(name: str) -> str:
-    """Strip the API's leading "/" ("/web" -> "web")."""
-    return name[1:] if name.startswith("/") else name
-
-
 def is_valid_name(name: str) -> bool:
     """Docker's rule for user-given names (the leading "/" of the API is stripped first)."""
     from pydocklite.naming import is_valid

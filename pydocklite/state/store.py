@@ -23,7 +23,6 @@ from pydocklite.errors import (ConflictError, ContainerError, ContainerNotFoundE
                                UsageError)
 from pydocklite.layout import ContainerFiles
 from pydocklite.state.container import ContainerState, ZERO_TIME, new_id, now_rfc3339
-from pydocklite.state.names import generate_name, is_valid_name, normalize_name
 
 
 class NameConflictError(ContainerError, ConflictError):
@@ -189,7 +188,9 @@ class ContainerStore:
         tmp = self.root / f".creating-{cid}"
         tmp.mkdir(mode=0o700)
         try:
-            atomic_write_json(tmp / "state.json", state.to_json())
+            # not durable: the record is complete only when the creator's next write (the
+            # container's configuration) is, and that one is
+            atomic_write_json(tmp / "state.json", state.to_json(), durable=False)
             os.rename(tmp, self.files(cid).dir)
         except BaseException:
             _rmtree(tmp)
@@ -235,20 +236,22 @@ class ContainerStore:
                                     f"remove it with `rm -f {cid[:12]}`") from None
         return ContainerState.from_json(data)
 
-    def save(self, state: ContainerState) -> None:
+    def save(self, state: ContainerState, durable: bool = True) -> None:
         """Write state.json atomically (hold `lock(id)` when read-modify-writing)."""
         if not self.files(state.id).dir.is_dir():
             raise ContainerNotFoundError(f"No such container: {state.id}")
-        atomic_write_json(self.state_path(state.id), state.to_json())
+        atomic_write_json(self.state_path(state.id), state.to_json(), durable=durable)
 
     def update(self, cid: str, change: Callable[[ContainerState], ContainerState],
-               then: Optional[Callable[[ContainerState], None]] = None) -> ContainerState:
+               then: Optional[Callable[[ContainerState], None]] = None,
+               durable: bool = True) -> ContainerState:
         """Locked read-modify-write: `change(old)` returns the new state; then(new) runs
         before the lock is let go (a reader taking the lock after seeing the new state
-        knows it has run: the shim's `die` event is in the journal)."""
+        knows it has run: the shim's `die` event is in the journal). durable=False: see
+        atomic.py (for facts that mean nothing after a reboot, such as pids)."""
         with self.lock(cid):
             new = change(self.load(cid))
-            self.save(new)
+            self.save(new, durable=durable)
             if then is not None:
                 then(new)
             return new
@@ -321,6 +324,23 @@ class ContainerStore:
             raise ContainerError(f"container {cid[:12]} was removed but {tmp} could not be fully "
                                  f"deleted: its files belong to subordinate ids, delete it as "
                                  f"root of a user namespace with the same id map")
+
+
+def normalize_name(name: str) -> str:
+    """Strip the API's leading "/" ("/web" -> "web")."""
+    return name[1:] if name.startswith("/") else name
+
+
+def is_valid_name(name: str) -> bool:
+    # state.names (its word lists, dockerd's rule) only where a name is checked or made:
+    # `ps`, `logs` and `inspect` never need it
+    from pydocklite.state.names import is_valid_name as valid
+    return valid(name)
+
+
+def generate_name(retry: int = 0) -> str:
+    from pydocklite.state.names import generate_name as generate
+    return generate(retry)
 
 
 def _is_id(text: str) -> bool:

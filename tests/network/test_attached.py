@@ -417,3 +417,24 @@ def test_rename_is_answered_at_once(cli, busybox):
     assert fetch(cli, busybox, "rn", "http://old/").returncode != 0
     ok(cli("rm", "-f", "new"))
     assert net_leftovers(cli.home) == NOTHING
+
+
+def test_hostile_dns_clients_do_not_take_the_host_down(cli, busybox):
+    """A container that floods the DNS server with junk and holds TCP connections open: the
+    host keeps answering the others."""
+    ok(cli("network", "create", "dnsnet"))
+    ok(cli("run", "-d", "--name", "target", "--network", "dnsnet", busybox, "sleep", "300"))
+    gw = json.loads(ok(cli("network", "inspect", "dnsnet")).stdout)[0]["IPAM"]["Config"][0][
+        "Gateway"]
+    ok(cli("run", "-d", "--name", "flood", "--network", "dnsnet", busybox, "sh", "-c",
+           f"for i in $(seq 60); do (sleep 30 | nc {gw} 53 &) ; done; "
+           f"while :; do head -c 600 /dev/urandom | nc -u -w 1 {gw} 53; done"))
+    time.sleep(2)
+    r = ok(cli("run", "--rm", "--network", "dnsnet", busybox, "nslookup", "target", gw))
+    assert inspect(cli, "target")["NetworkSettings"]["Networks"]["dnsnet"]["IPAddress"] in \
+        r.stdout
+    st = host_state(cli.home)
+    fds = len(list(Path(f"/proc/{st['pid']}/fd").iterdir()))
+    assert fds < 80, f"the host holds {fds} descriptors"
+    ok(cli("rm", "-f", "target", "flood"))
+    assert net_leftovers(cli.home) == NOTHING
