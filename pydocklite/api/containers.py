@@ -346,41 +346,82 @@ def resize(ctx, req, resp, id):
     return None
 
 
-def _engine_call(ctx, name: str, *args):
-    """A container operation another part of the engine provides (pause, update, diff,
-    export); 501 naming it while it is missing here."""
-    fn = getattr(ctx.containers, name, None)
-    if fn is None:
-        raise HttpError(501, f"{name} is not supported by this pydocklite yet")
-    return fn(*args)
-
-
 def pause(ctx, req, resp, id):
-    _engine_call(ctx, "pause", id)
+    ctx.containers.pause(id)
     return None
 
 
 def unpause(ctx, req, resp, id):
-    _engine_call(ctx, "unpause", id)
+    ctx.containers.unpause(id)
     return None
+
+
+# Resources fields of POST /containers/{id}/update that this engine can't apply: a non-zero
+# value comes back in Warnings, as dockerd warns of what its host lacks
+_UPDATE_UNSUPPORTED = ("CpuShares", "CpusetCpus", "CpusetMems", "CpuRealtimePeriod",
+                       "CpuRealtimeRuntime", "BlkioWeight", "KernelMemory",
+                       "MemoryReservation", "MemorySwappiness")
+
+
+def update_options(body: dict):
+    """The engine's UpdateOptions from Docker's update body, and the warnings for the
+    fields it can't apply. 0 (or absent) leaves a limit as it is, as in dockerd."""
+    from pydocklite.containers.update import UpdateOptions
+
+    def num(key, kind=int):
+        value = body.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise HttpError(400, f"invalid {key} {value!r} in the update body: give a number")
+        return kind(value)
+    memory, swap = num("Memory"), num("MemorySwap")
+    nano, quota, period = num("NanoCpus") or num("NanoCPUs"), num("CpuQuota"), num("CpuPeriod")
+    if nano and quota:
+        raise HttpError(400, "conflicting options: NanoCpus and CpuQuota cannot both be set")
+    cpus = nano / 1e9 if nano else (quota / (period or 100000) if quota and quota > 0 else None)
+    pids = num("PidsLimit")
+    policy = body.get("RestartPolicy") or {}
+    if not isinstance(policy, dict):
+        raise HttpError(400, "invalid RestartPolicy in the update body: give an object")
+    restart = None
+    if policy.get("Name"):
+        restart = str(policy["Name"])
+        if policy.get("MaximumRetryCount"):
+            restart += f":{int(policy['MaximumRetryCount'])}"
+    warnings = [f"{key} is not supported by pydocklite: ignored"
+                for key in _UPDATE_UNSUPPORTED if body.get(key)]
+    return UpdateOptions(memory=memory or None, memory_swap=swap or None, cpus=cpus,
+                         pids_limit=pids, restart=restart), warnings
 
 
 def update(ctx, req, resp, id):
     body = req.read_json(default={})
-    _engine_call(ctx, "update", id, body)
-    return {"Warnings": []}
+    want, warnings = update_options(body)
+    if want.empty():
+        _state(ctx, id)                   # 404 for a container that isn't there
+        return {"Warnings": warnings}
+    return {"Warnings": list(ctx.containers.update(id, want)) + warnings}
 
 
 def changes(ctx, req, resp, id):
-    kinds = {"C": 0, "A": 1, "D": 2}
-    out = []
-    for kind, path in _engine_call(ctx, "diff", id):
-        out.append({"Path": path, "Kind": kinds.get(kind, 0)})
-    return out
+    from pydocklite.containers.changes import KINDS
+    return [{"Path": path, "Kind": KINDS.get(kind, 0)}
+            for kind, path in ctx.containers.diff(id)]
 
 
 def export(ctx, req, resp, id):
-    stream = resp.start_stream(200, "application/x-tar")
-    _engine_call(ctx, "export", id, stream)
+    tar = ctx.containers.export(id)
+    try:
+        stream = resp.start_stream(200, "application/x-tar")
+        while True:
+            chunk = tar.read(1 << 20)
+            if not chunk:
+                break
+            stream.write(chunk)
+    except BaseException:
+        tar.abort()                       # the client went away: stop the helper
+        raise
+    tar.close()
     stream.close()
     return None

@@ -221,6 +221,16 @@ class ContainerService:
         from pydocklite.containers.pause import unpause
         return unpause(self.settings, ref)
 
+    def diff(self, ref: str):
+        """[(kind, "/path")] of what the container changed (containers/changes.py)."""
+        from pydocklite.containers.changes import diff
+        return diff(self.settings, ref)
+
+    def export(self, ref: str):
+        """The container's filesystem as a tar stream (containers/changes.py)."""
+        from pydocklite.containers.changes import export
+        return export(self.settings, ref)
+
     def _request_stop(self, cid: str, why: str) -> None:
         """Tell the shim not to apply the restart policy (and, for "rm", not to remove a
         --rm container itself: the rm holding the life lock does)."""

@@ -57,6 +57,18 @@ def test_docker_sdk(api, registry):
         assert stat["mode"] & (1 << 31) == 0
         _, dstat = ct.get_archive("/tmp")
         assert dstat["mode"] & (1 << 31)
+        ct.pause(); ct.reload()
+        assert ct.status == "paused"
+        ct.unpause(); ct.reload()
+        assert ct.status == "running"
+        warnings = ct.update(mem_limit="32m", memswap_limit="64m")["Warnings"]
+        assert not [w for w in warnings if "not supported" in w], warnings
+        ct.reload()
+        assert ct.attrs["HostConfig"]["Memory"] == 32 << 20
+        assert {{"Path": "/tmp/a.txt", "Kind": 1}} in ct.diff()
+        exported = b"".join(ct.export())
+        with tarfile.open(fileobj=io.BytesIO(exported)) as tf:
+            assert tf.extractfile("tmp/a.txt").read() == b"archive-data"
         ct.kill()
         assert ct.wait()["StatusCode"] == 137
         ct.remove()

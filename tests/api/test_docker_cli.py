@@ -219,3 +219,46 @@ def test_attach_to_a_running_container_and_health(api, busybox):
     assert status
     assert "(healthy)" in ok(api.docker("ps", "--format", "{{.Status}}")).stdout
     ok(api.docker("rm", "-f", "hc"))
+
+
+def test_pause_update_diff_export(api, busybox):
+    """The verbs the engine had and the API answered 501 for: pause/unpause, update, diff
+    (GET /changes), export, through the docker CLI as a user runs them."""
+    import tarfile
+    ok(api.docker("run", "-d", "--name", "pz", busybox, "sh", "-c",
+                  "echo made > /made.txt; rm /bin/true; exec sleep 300"))
+    wait_for(lambda: api.docker("exec", "pz", "test", "-f", "/made.txt").returncode == 0,
+             what="the container's first write")
+    ok(api.docker("pause", "pz"))
+    state = json.loads(ok(api.docker("inspect", "pz")).stdout)[0]["State"]
+    assert state["Status"] == "paused" and state["Paused"] is True
+    r = api.docker("pause", "pz")
+    assert r.returncode == 1 and "is already paused" in r.stderr
+    ok(api.docker("unpause", "pz"))
+    assert json.loads(ok(api.docker("inspect", "pz")).stdout)[0]["State"]["Status"] == "running"
+
+    ok(api.docker("update", "--memory", "64m", "--memory-swap", "128m", "--pids-limit", "50",
+                  "--restart", "on-failure:2", "pz"))
+    host = json.loads(ok(api.docker("inspect", "pz")).stdout)[0]["HostConfig"]
+    assert host["Memory"] == 64 << 20 and host["MemorySwap"] == 128 << 20
+    assert host["PidsLimit"] == 50
+    assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+    status, _, body = api.request("POST", "/v1.44/containers/pz/update",
+                                  body={"CpuShares": 512})
+    assert status == 200 and "CpuShares" in json.loads(body)["Warnings"][0]
+    r = api.docker("update", "--memory", "64m", "nothing-here")
+    assert r.returncode == 1 and "No such container" in r.stderr
+
+    lines = ok(api.docker("diff", "pz")).stdout.splitlines()
+    assert "A /made.txt" in lines and "D /bin/true" in lines and "C /bin" in lines
+    assert not any(line.endswith("/etc/hosts") for line in lines)   # a mount point
+
+    out = api.cli.home / "pz.tar"
+    ok(api.docker("export", "-o", str(out), "pz"))
+    with tarfile.open(out) as tf:
+        names = set(tf.getnames())
+        assert "made.txt" in names and "bin/sh" in names and "bin/true" not in names
+        assert tf.extractfile("made.txt").read() == b"made\n"
+    ok(api.docker("rm", "-f", "pz"))
+    r = api.docker("pause", "pz")
+    assert r.returncode == 1 and "No such container" in r.stderr
