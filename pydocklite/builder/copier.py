@@ -173,6 +173,7 @@ def _add_archive(fs, rel: str, base: str, items, add, what: str,
     """The archive's members as items; refused (nothing added) past `max_bytes` of content
     or MAX_ARCHIVE_ENTRIES entries: a decompression bomb stops here, before any layer."""
     total = count = 0
+    files = {}                # name -> the regular member a hard link may name
     try:
         with fs.open_file(rel) as f, tarfile.open(fileobj=f, mode="r:*") as tf:
             for m in tf:
@@ -186,7 +187,10 @@ def _add_archive(fs, rel: str, base: str, items, add, what: str,
                         " (a decompression bomb?): refused; if it is genuine, raise "
                         "PYDOCKLITE_MAX_LAYER_SIZE (0: no limit)")
                 name = posixpath.normpath(m.name).lstrip("/")
-                if name in (".", "") or name.startswith("../") or name == "..":
+                if name.startswith("../") or name == "..":
+                    raise ContextError(f"{what}: cannot unpack {rel}: member {m.name!r} is "
+                                       f"outside of the target: fix the archive")
+                if name in (".", ""):
                     continue
                 target = posixpath.join(base, name) if base else name
                 mode = m.mode & 0o7777
@@ -195,14 +199,22 @@ def _add_archive(fs, rel: str, base: str, items, add, what: str,
                 elif m.issym():
                     add(target, FileEntry(SYMLINK, 0o777, 0, m.mtime, m.linkname, m.uid, m.gid))
                 elif m.isreg() or m.islnk():
-                    src_member = m if m.isreg() else tf.getmember(m.linkname)
+                    src_member = m if m.isreg() else files.get(m.linkname)
+                    if src_member is None:     # as tar(1) writes them: the file comes first
+                        raise ContextError(
+                            f"{what}: cannot unpack {rel}: hard link {m.name} names "
+                            f"{m.linkname!r}, not a file earlier in the archive: fix the "
+                            f"archive")
+                    files[m.name] = src_member
                     add(target, FileEntry(REG, mode, src_member.size, m.mtime, "", m.uid, m.gid),
-                        _member_reader(fs, rel, src_member.name))
+                        _member_reader(fs, rel, src_member))
     except (OSError, tarfile.TarError, EOFError) as e:
         raise ContextError(f"{what}: cannot unpack {rel}: {e}") from None
 
 
-def _member_reader(fs, rel: str, member: str):
+def _member_reader(fs, rel: str, member):
+    """The bytes of `member` (a TarInfo of this archive: its offset, not its name, which a
+    later member may repeat)."""
     def read():
         with fs.open_file(rel) as archive, tarfile.open(fileobj=archive, mode="r:*") as tf:
             f = tf.extractfile(member)

@@ -196,6 +196,54 @@ def test_add_of_an_archive_bomb_is_bounded(cli, busybox):
     ok(build(cli, ctx, "-t", "bomb", env={"PYDOCKLITE_MAX_LAYER_SIZE": "64m"}))
 
 
+def _hostile_tar(extra: str = "") -> bytes:
+    """An absolute name, a device node, a link to a host file, a file name repeated, and
+    with `extra` a name that climbs out or a hard link to a member that isn't there."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        def add(name, data=b"", **kw):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            for k, v in kw.items():
+                setattr(info, k, v)
+            tf.addfile(info, io.BytesIO(data) if data else None)
+        if extra == "climb":
+            add("../../escape.txt", b"climbed\n")
+        add("/abs.txt", b"absolute\n")
+        add("dev-null", type=tarfile.CHRTYPE, devmajor=1, devminor=3)
+        add("hostlink", type=tarfile.SYMTYPE, linkname="/etc/shadow")
+        add("same", b"first\n")
+        add("hard", type=tarfile.LNKTYPE, linkname="same")
+        add("same", b"second, longer\n")
+        if extra == "dangling":
+            add("nolink", type=tarfile.LNKTYPE, linkname="not-in-the-archive")
+    return buf.getvalue()
+
+
+def test_add_of_a_hostile_archive_stays_in_the_layer(cli, busybox):
+    """ADD of an archive someone else made: a member that climbs out fails the build, as in
+    Docker; an absolute name lands under the target; no device node; a link stays a link
+    inside the image; a hard link copies the member it named (not a later one of the same
+    name); a hard link to nothing is a one-line error (main 9f389f6: a KeyError traceback,
+    and a climbing member silently dropped)."""
+    ctx = tree(cli.home / "ctx", {"Dockerfile": f"FROM {busybox}\nADD a.tar.gz /b/\n",
+                                  "a.tar.gz": _hostile_tar("climb")})
+    for extra, message in (("climb", "member '../../escape.txt' is outside of the target"),
+                           ("dangling", "hard link nolink names 'not-in-the-archive'")):
+        (ctx / "a.tar.gz").write_bytes(_hostile_tar(extra))
+        r = build(cli, ctx, "-t", "hostile")
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert message in r.stderr.strip().splitlines()[-1], r.stderr
+        assert cli("image", "inspect", "hostile").returncode != 0
+    (ctx / "a.tar.gz").write_bytes(_hostile_tar())
+    ok(build(cli, ctx, "-t", "hostile"))
+    out = ok(cli("run", "--rm", "hostile", "sh", "-c",
+                 "echo $(ls -A /b); cat /b/abs.txt /b/hard /b/same; readlink /b/hostlink"))
+    lines = out.stdout.splitlines()
+    assert lines == ["abs.txt hard hostlink same", "absolute", "first", "second, longer",
+                     "/etc/shadow"], lines
+
+
 class _Big(http.server.BaseHTTPRequestHandler):
     size = 24 << 20
 
