@@ -9,7 +9,9 @@ servers in one run, images from a local registry:
                --exec-root, --pidfile and socket, --iptables=false --ip-masq=false
                --bridge=none (the host's firewall and the other users' networks stay
                untouched; with no bridge there is no -p, so dockerd's nginx runs with
-               --network host on a free port), stopped by pid
+               --network host on a free port), its socket given to the test user's
+               group (as a Docker host's docker group), stopped by pid
+Every client runs as the test user through the same setpriv wrapper (~1.4 ms of it).
 
     sudo /usr/bin/python3 bench/api.py [--reps 10] [--no-readme] [--peers podman,dockerd]
 
@@ -21,6 +23,7 @@ itself, and for Podman of its service process).
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 import shutil
 import signal
@@ -36,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.pull import prepare_host, write_section  # noqa: E402
-from bench.run import free_port, wait_http  # noqa: E402
+from bench.run import free_port, release_work, wait_http  # noqa: E402
 from tests import unpriv  # noqa: E402
 from tests.fixtures import images  # noqa: E402
 from tests.fixtures.podman import configure_podman  # noqa: E402
@@ -48,20 +51,16 @@ DOCKER = "/usr/local/bin/docker"
 class Peer:
     """One API server and the docker client pointed at it."""
 
-    def __init__(self, name: str, host: str, home: Path, as_root: bool, proc, env=None):
-        self.name, self.host, self.home, self.as_root = name, host, home, as_root
+    def __init__(self, name: str, host: str, home: Path, proc, env=None):
+        self.name, self.host, self.home = name, host, home
         self.proc = proc
         self.env = dict(env or {})
 
     def docker(self, *args, check=True, timeout=300):
         env = {"DOCKER_HOST": self.host, "DOCKER_CONFIG": str(self.home / ".docker"),
                "DOCKER_CLI_HINTS": "false", "HOME": str(self.home), **self.env}
-        if self.as_root:
-            r = subprocess.run([DOCKER, *args], env={**os.environ, **env}, capture_output=True,
-                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        else:
-            r = unpriv.run_as_user([DOCKER, *args], self.home, env=env, timeout=timeout,
-                                   stdin=subprocess.DEVNULL)
+        r = unpriv.run_as_user([DOCKER, *args], self.home, env=env, timeout=timeout,
+                               stdin=subprocess.DEVNULL)
         if check and r.returncode != 0:
             raise SystemExit(f"{self.name}: docker {' '.join(args)} failed: {r.stderr[-1500:]}")
         return r
@@ -125,7 +124,7 @@ def start_pydocklite(work: Path, zipapp: str) -> Peer:
                                              "service", "--time", "0"]),
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_socket(sock, proc, "pydocklite system service")
-    return Peer("pydocklite", f"unix://{sock}", home, False, proc)
+    return Peer("pydocklite", f"unix://{sock}", home, proc)
 
 
 def start_podman(work: Path, registry_host: str) -> Peer:
@@ -143,7 +142,7 @@ def start_podman(work: Path, registry_host: str) -> Peer:
                             cwd=str(home))
     subprocess.run(["chown", unpriv.TEST_USER, str(home / "run")], check=False)
     _wait_socket(sock, proc, "podman system service")
-    return Peer("podman", f"unix://{sock}", home, False, proc)
+    return Peer("podman", f"unix://{sock}", home, proc)
 
 
 def start_dockerd(work: Path, registry_host: str) -> Peer:
@@ -153,12 +152,16 @@ def start_dockerd(work: Path, registry_host: str) -> Peer:
     argv = ["dockerd", f"--data-root={root / 'data'}", f"--exec-root={root / 'exec'}",
             f"--pidfile={root / 'dockerd.pid'}", f"--host=unix://{sock}", "--iptables=false",
             "--ip-masq=false", "--bridge=none", f"--insecure-registry={registry_host}",
-            "--storage-driver=overlay2", "--default-ulimit=nofile=1024:4096"]
+            "--storage-driver=overlay2", "--default-ulimit=nofile=1024:4096",
+            f"--group={grp.getgrgid(unpriv.test_user().pw_gid).gr_name}"]
     log = open(root / "dockerd.log", "w")
     proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
     log.close()
     _wait_socket(sock, proc, "dockerd", timeout=90)
-    return Peer("dockerd", f"unix://{sock}", root, True, proc)
+    # its socket belongs to the test user's group (as to the docker group of a Docker
+    # host): the same client as the same user through the same wrapper as the other peers
+    return Peer("dockerd", f"unix://{sock}", unpriv.make_user_dir(work / "dockerd-client"),
+                proc)
 
 
 def many_ps(peer: Peer, n: int = 50) -> float:
@@ -217,36 +220,6 @@ def measure(peers: list, busybox: str, nginx: str, reps: int) -> dict:
     return results
 
 
-def kill_leftovers(work: Path) -> None:
-    """The test user's processes our peers left (Podman's conmons waiting --exit-delay, its
-    pause process), found by the bench's dirs, killed by pid."""
-    pids = [pid for pid, cmd in unpriv.user_processes() if str(work) in cmd]
-    conf = work / "podman" / ".config" / "containers" / "containers.conf"
-    try:
-        tmp = [line.split('"')[1] for line in conf.read_text().splitlines()
-               if line.startswith("tmp_dir")][0]
-        pids.append(int(Path(tmp, "pause.pid").read_text().strip()))
-        shutil.rmtree(tmp, ignore_errors=True)
-    except (OSError, IndexError, ValueError):
-        pass
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def unmount_below(path: Path) -> None:
-    """What dockerd left mounted under its private dirs (its netns files)."""
-    prefix = str(path) + "/"
-    try:
-        points = [line.split()[4] for line in open("/proc/self/mountinfo")]
-    except OSError:
-        return
-    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
-
-
 def fmt(v) -> str:
     if isinstance(v, int):
         return f"{v / 1024:.1f} MiB"
@@ -290,9 +263,7 @@ def main() -> int:
     finally:
         for p in peers:
             p.stop()
-        kill_leftovers(work)
-        unmount_below(work)
-        subprocess.run(["rm", "-rf", str(work)], check=False)
+        release_work(work)
     names = [p.name for p in peers]
     metrics = list(dict.fromkeys(m for n in names for m in results.get(n, {})))
     header = ["metric"] + names + [f"pydocklite / {n}" for n in names[1:]]

@@ -30,7 +30,6 @@ import argparse
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.pull import write_section  # noqa: E402
-from bench.run import Tool, bench_tools, free_port, wait_http  # noqa: E402
+from bench.run import Tool, bench_tools, free_port, release_work, wait_http  # noqa: E402
 from tests import unpriv  # noqa: E402
 from tests.fixtures import images  # noqa: E402
 from tests.fixtures.registry_server import start_registry  # noqa: E402
@@ -183,7 +182,7 @@ def main() -> int:
             t.run("network", "create", "benchnet")
         for _ in range(args.rounds):
             rounds.append(measure(tools, busybox, nginx, args.reps))
-    subprocess.run(["rm", "-rf", str(work)], check=False)
+    release_work(work)
     first = rounds[0]
     metrics = list(dict.fromkeys(m for t in tools for m in first[t.name]))
     header = ["metric"] + [t.name for t in tools] + (["ratio"] if len(tools) > 1 else [])

@@ -16,6 +16,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -115,6 +116,43 @@ def bulk_mbps(tool: "Tool", name: str, port: int) -> str:
     return f"{best / 1e6:.0f} MB/s"
 
 
+def kill_leftovers(work: Path) -> None:
+    """The test user's processes our peers left (Podman's conmons waiting --exit-delay, its
+    pause process), found by the bench's dirs, killed by pid."""
+    pids = [pid for pid, cmd in unpriv.user_processes() if str(work) in cmd]
+    conf = work / "podman" / ".config" / "containers" / "containers.conf"
+    try:
+        tmp = [line.split('"')[1] for line in conf.read_text().splitlines()
+               if line.startswith("tmp_dir")][0]
+        pids.append(int(Path(tmp, "pause.pid").read_text().strip()))
+        shutil.rmtree(tmp, ignore_errors=True)
+    except (OSError, IndexError, ValueError):
+        pass
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def unmount_below(path: Path) -> None:
+    """What a peer left mounted under the bench's dirs (dockerd's netns files)."""
+    prefix = str(path) + "/"
+    try:
+        points = [line.split()[4] for line in open("/proc/self/mountinfo")]
+    except OSError:
+        return
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+def release_work(work: Path) -> None:
+    """A bench's work dir gone: its peers' leftover processes killed, mounts undone."""
+    kill_leftovers(work)
+    unmount_below(work)
+    release_work(work)
+
+
 def bench_tools(zipapp: str, prefix: str):
     """(work dir, [Tool]): the host prepared, a copy of the zipapp and homes for pydocklite
     and (when installed) a rootless Podman confined to its own, both as the test user."""
@@ -190,7 +228,7 @@ def main() -> int:
             res["ps"] = statistics.median(ps_t)
             res["logs"] = statistics.median(logs_t)
             res["stop nginx"] = statistics.median(stops)
-    subprocess.run(["rm", "-rf", str(work)], check=False)
+    release_work(work)
     metrics = list(dict.fromkeys(m for t in tools for m in results[t.name]))
     header = ["metric"] + [t.name for t in tools] + (["ratio"] if len(tools) > 1 else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -124,6 +124,24 @@ def for_each(names, fn) -> int:
     return status
 
 
+def inspect_each(names, get, fmt) -> int:
+    """`X inspect NAME...`: get(name)'s JSON for each, printed as one list (or through the
+    --format template); errors to stderr as docker's, exit 1 if any failed."""
+    from pydocklite.cli.images import emit_inspect
+    results, status = [], 0
+    for name in names:
+        try:
+            results.append(get(name))
+        except Exception as e:
+            if type(e).__module__.split(".")[0] != "pydocklite":
+                raise
+            sys.stderr.write(f"Error response from daemon: {escape(str(e))}\n")
+            status = 1
+    if results or not fmt:
+        emit_inspect(results, fmt)
+    return status
+
+
 def run_subcommand(settings, argv, group: str, table: dict, help_text: str) -> int:
     """`pydocklite GROUP SUB ...` (volume, network): the table's verb, or GROUP's help (and
     exit 125 for an unknown SUB, as docker does)."""

@@ -83,21 +83,8 @@ def cmd_network_inspect(settings, argv) -> int:
     p.add_argument("-v", "--verbose", action="store_true", help="Verbose output for diagnostics")
     p.add_argument("networks", nargs="+")
     args = p.parse_args(argv)
-    service = _service(settings)
-    results, status = [], 0
-    for name in args.networks:
-        try:
-            results.append(service.inspect_json(name))
-        except Exception as e:
-            if type(e).__module__.split(".")[0] != "pydocklite":
-                raise
-            from pydocklite.termsafe import escape
-            sys.stderr.write(f"Error response from daemon: {escape(str(e))}\n")
-            status = 1
-    from pydocklite.cli.images import emit_inspect
-    if results or not args.format:
-        emit_inspect(results, args.format)
-    return status
+    from pydocklite.cli.common import inspect_each
+    return inspect_each(args.networks, _service(settings).inspect_json, args.format)
 
 
 def cmd_network_rm(settings, argv) -> int:

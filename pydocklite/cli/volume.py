@@ -62,21 +62,10 @@ def cmd_volume_inspect(settings, argv) -> int:
     p.add_argument("-f", "--format", help="Format output using a Go template")
     p.add_argument("volumes", nargs="+")
     args = p.parse_args(argv)
+    from pydocklite.cli.common import inspect_each
     service = _service(settings)
-    results, status = [], 0
-    for name in args.volumes:
-        try:
-            results.append(volume_json(service.inspect(name)))
-        except Exception as e:
-            if type(e).__module__.split(".")[0] != "pydocklite":
-                raise
-            from pydocklite.termsafe import escape
-            sys.stderr.write(f"Error response from daemon: {escape(str(e))}\n")
-            status = 1
-    from pydocklite.cli.images import emit_inspect
-    if results or not args.format:
-        emit_inspect(results, args.format)
-    return status
+    return inspect_each(args.volumes, lambda name: volume_json(service.inspect(name)),
+                        args.format)
 
 
 def cmd_volume_rm(settings, argv) -> int:
