@@ -379,6 +379,11 @@ def update_options(body: dict):
     nano, quota, period = num("NanoCpus") or num("NanoCPUs"), num("CpuQuota"), num("CpuPeriod")
     if nano and quota:
         raise HttpError(400, "conflicting options: NanoCpus and CpuQuota cannot both be set")
+    if (memory or 0) < 0 or (swap or 0) < -1 or (nano or 0) < 0 or (period or 0) < 0:
+        raise HttpError(400, "invalid update: Memory, NanoCpus and CpuPeriod can't be "
+                             "negative (MemorySwap -1: unlimited)")
+    if memory and memory < 6 << 20:
+        raise HttpError(400, "Minimum memory limit allowed is 6MB")
     cpus = nano / 1e9 if nano else (quota / (period or 100000) if quota and quota > 0 else None)
     pids = num("PidsLimit")
     policy = body.get("RestartPolicy") or {}
@@ -386,9 +391,12 @@ def update_options(body: dict):
         raise HttpError(400, "invalid RestartPolicy in the update body: give an object")
     restart = None
     if policy.get("Name"):
-        restart = str(policy["Name"])
-        if policy.get("MaximumRetryCount"):
-            restart += f":{int(policy['MaximumRetryCount'])}"
+        restart, retries = str(policy["Name"]), policy.get("MaximumRetryCount")
+        if retries:
+            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+                raise HttpError(400, f"invalid RestartPolicy.MaximumRetryCount {retries!r}: "
+                                     f"give a whole number")
+            restart += f":{retries}"
     warnings = [f"{key} is not supported by pydocklite: ignored"
                 for key in _UPDATE_UNSUPPORTED if body.get(key)]
     return UpdateOptions(memory=memory or None, memory_swap=swap or None, cpus=cpus,
