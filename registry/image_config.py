@@ -95,6 +95,16 @@ def _keys(v: object, what: str, where: str) -> "Tuple[str, ...]":
     return tuple(sorted(str(k) for k in v))
 
 
+def _int(v: object, what: str, where: str) -> int:
+    """A whole number (a duration in ns, a count); absent or null is 0."""
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or \
+            v in (float("inf"), float("-inf")):
+        raise ImageConfigError(f"{where}: {what} must be a number")
+    return int(v)
+
+
 def _container_config(c: object, where: str) -> ContainerConfig:
     if c is None:
         return ContainerConfig()
@@ -105,10 +115,11 @@ def _container_config(c: object, where: str) -> ContainerConfig:
     if isinstance(hc, dict):
         health = Healthcheck(
             test=_strs(hc.get("Test"), "Healthcheck.Test", where) or (),
-            interval=int(hc.get("Interval") or 0), timeout=int(hc.get("Timeout") or 0),
-            start_period=int(hc.get("StartPeriod") or 0),
-            start_interval=int(hc.get("StartInterval") or 0),
-            retries=int(hc.get("Retries") or 0))
+            interval=_int(hc.get("Interval"), "Healthcheck.Interval", where),
+            timeout=_int(hc.get("Timeout"), "Healthcheck.Timeout", where),
+            start_period=_int(hc.get("StartPeriod"), "Healthcheck.StartPeriod", where),
+            start_interval=_int(hc.get("StartInterval"), "Healthcheck.StartInterval", where),
+            retries=_int(hc.get("Retries"), "Healthcheck.Retries", where))
     labels = c.get("Labels") or {}
     if not isinstance(labels, dict):
         raise ImageConfigError(f"{where}: Labels must be an object")
@@ -155,7 +166,10 @@ def parse_image_config(raw: bytes, digest: str = "", name: str = "image") -> Ima
         except Exception as e:
             raise ImageConfigError(f"{where}: bad diff_id: {e}") from None
     history = []
-    for h in doc.get("history") or []:
+    entries = doc.get("history") or []
+    if not isinstance(entries, list):
+        raise ImageConfigError(f"{where}: history must be a list")
+    for h in entries:
         if isinstance(h, dict):
             history.append(HistoryEntry(
                 str(h.get("created") or ""), str(h.get("created_by") or ""),

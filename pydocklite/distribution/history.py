@@ -26,7 +26,8 @@ def image_history(service, name: str) -> List[HistoryRow]:
             sizes.append(layers.size(d))
         except Exception:  # noqa: BLE001 - a missing layer shows as 0 bytes
             sizes.append(0)
-    entries = [e for e in doc.get("history") or [] if isinstance(e, dict)]
+    history = doc.get("history")
+    entries = [e for e in history if isinstance(e, dict)] if isinstance(history, list) else []
     if not entries:
         entries = [{"created": doc.get("created", "")} for _ in record.diff_ids]
     rows, layer_i = [], 0

@@ -180,6 +180,14 @@ def config_docs(draw):
 
 @FUZZ_JSON
 @given(config_docs())
+@example({"architecture": None, "history": True,       # found by this test in CI: TypeError
+          "rootfs": {"type": "layers", "diff_ids": []}})
+@example({"history": 7, "rootfs": {"type": "layers", "diff_ids": []}})
+@example({"history": {"a": 1}, "rootfs": {"type": "layers", "diff_ids": []}})
+@example({"config": {"Healthcheck": {"Interval": "5s", "Retries": [1]}},
+          "rootfs": {"type": "layers", "diff_ids": []}})
+@example({"config": {"Healthcheck": {"Interval": 1e400, "Timeout": True}},
+          "rootfs": {"type": "layers", "diff_ids": []}})
 def test_image_config_parser_raises_only_manifest_errors(doc):
     raw = json.dumps(doc).encode()
     try:
