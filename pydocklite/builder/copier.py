@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 import posixpath
 import tarfile
 from dataclasses import dataclass
@@ -65,9 +66,11 @@ def _follows(fs, rel: str) -> bool:
 def plan_copy(fs, sources: Sequence[str], dest: str, *, dest_is_dir: Callable[[str], bool],
               owner: Optional[Tuple[int, int]], chmod: Optional[int], extract: bool,
               what: str, now: float,
-              max_bytes: Optional[Callable[[int], Optional[int]]] = None) -> List[CopyItem]:
+              max_bytes: Optional[Callable[[int], Optional[int]]] = None,
+              spool_dir: Optional[str] = None) -> List[CopyItem]:
     """The files COPY/ADD puts in the image. `dest` is absolute (WORKDIR applied).
-    `max_bytes(archive size)`: how much an archive ADD unpacks may hold (None: no limit)."""
+    `max_bytes(archive size)`: how much an archive ADD unpacks may hold (None: no limit);
+    `spool_dir`: where an archive's unpacked bytes wait for the layer (default: $TMPDIR)."""
     matches: List[str] = []
     literal = set()            # sources named without a wildcard: symlinks are followed
     for src in sources:
@@ -113,7 +116,7 @@ def plan_copy(fs, sources: Sequence[str], dest: str, *, dest_is_dir: Callable[[s
         target = posixpath.join(dest_rel, name) if into_dir else dest_rel
         if extract and entry.type == REG and _is_archive(fs, src):
             _add_archive(fs, src, dest_rel, items, add, what,
-                         max_bytes(entry.size) if max_bytes else None)
+                         max_bytes(entry.size) if max_bytes else None, spool_dir)
             continue
         add(target, _default_owner(entry, fs), _data(fs, src))
     return [items[k] for k in sorted(items)]
@@ -169,13 +172,18 @@ class ArchiveTooLargeError(ContextError):
 
 
 def _add_archive(fs, rel: str, base: str, items, add, what: str,
-                 max_bytes: Optional[int]) -> None:
+                 max_bytes: Optional[int], spool_dir: Optional[str] = None) -> None:
     """The archive's members as items; refused (nothing added) past `max_bytes` of content
-    or MAX_ARCHIVE_ENTRIES entries: a decompression bomb stops here, before any layer."""
+    or MAX_ARCHIVE_ENTRIES entries: a decompression bomb stops here, before any layer.
+    The archive is read once, as a stream: the files' bytes go to an unnamed spool file in
+    `spool_dir` (at most `max_bytes` of them) that the items read back by offset; reading a
+    compressed member in place meant decompressing from the start for each one."""
+    import tempfile
     total = count = 0
-    files = {}                # name -> the regular member a hard link may name
+    files = {}                # name -> (offset, size) in the spool, for hard links
+    spool = tempfile.TemporaryFile(dir=spool_dir, prefix="add-archive-")
     try:
-        with fs.open_file(rel) as f, tarfile.open(fileobj=f, mode="r:*") as tf:
+        with fs.open_file(rel) as f, tarfile.open(fileobj=f, mode="r|*") as tf:
             for m in tf:
                 count += 1
                 total += m.size if m.isreg() else 0
@@ -199,30 +207,49 @@ def _add_archive(fs, rel: str, base: str, items, add, what: str,
                 elif m.issym():
                     add(target, FileEntry(SYMLINK, 0o777, 0, m.mtime, m.linkname, m.uid, m.gid))
                 elif m.isreg() or m.islnk():
-                    src_member = m if m.isreg() else files.get(m.linkname)
-                    if src_member is None:     # as tar(1) writes them: the file comes first
+                    if m.isreg():
+                        where = (spool.seek(0, os.SEEK_END), m.size)
+                        _copy_exactly(tf.extractfile(m), spool, m.size)
+                    else:
+                        where = files.get(m.linkname)
+                    if where is None:     # as tar(1) writes them: the file comes first
                         raise ContextError(
                             f"{what}: cannot unpack {rel}: hard link {m.name} names "
                             f"{m.linkname!r}, not a file earlier in the archive: fix the "
                             f"archive")
-                    files[m.name] = src_member
-                    add(target, FileEntry(REG, mode, src_member.size, m.mtime, "", m.uid, m.gid),
-                        _member_reader(fs, rel, src_member))
+                    files[m.name] = where
+                    add(target, FileEntry(REG, mode, where[1], m.mtime, "", m.uid, m.gid),
+                        _spool_reader(spool, *where))
+        spool.flush()
     except (OSError, tarfile.TarError, EOFError) as e:
+        spool.close()
         raise ContextError(f"{what}: cannot unpack {rel}: {e}") from None
+    except BaseException:
+        spool.close()
+        raise
 
 
-def _member_reader(fs, rel: str, member):
-    """The bytes of `member` (a TarInfo of this archive: its offset, not its name, which a
-    later member may repeat)."""
+def _copy_exactly(src, dst, size: int) -> None:
+    left = size
+    while left:
+        b = src.read(min(left, 1 << 20))
+        if not b:
+            raise EOFError("unexpected end of data")
+        dst.write(b)
+        left -= len(b)
+
+
+def _spool_reader(spool, offset: int, size: int):
+    """The bytes [offset, offset + size) of the spool file (pread: readers don't share a
+    file position); the closure keeps the spool open while the plan needs it."""
     def read():
-        with fs.open_file(rel) as archive, tarfile.open(fileobj=archive, mode="r:*") as tf:
-            f = tf.extractfile(member)
-            while f is not None:
-                b = f.read(1 << 20)
-                if not b:
-                    return
-                yield b
+        pos, end = offset, offset + size
+        while pos < end:
+            b = os.pread(spool.fileno(), min(end - pos, 1 << 20), pos)
+            if not b:
+                raise ContextError("ADD: the archive's spool file was cut short")
+            pos += len(b)
+            yield b
     return read
 
 

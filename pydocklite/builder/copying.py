@@ -97,7 +97,8 @@ def plan_for(builder, state, ins, env: Dict[str, str]) -> List[CopyItem]:
             items = plan_copy(fs, local, dest_abs, dest_is_dir=dest_is_dir, owner=owner,
                               chmod=chmod, extract=ins.keyword == "ADD" and not from_image,
                               what=what, now=now,
-                              max_bytes=builder.settings.expansion_limit)
+                              max_bytes=builder.settings.expansion_limit,
+                              spool_dir=str(builder.settings.layout.ensure().ingest_dir))
         for src in inline:
             items.append(_heredoc_item(builder, ins, src, dest_abs, dest_is_dir, owner, chmod,
                                        now, env))
