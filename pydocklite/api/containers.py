@@ -367,6 +367,7 @@ def update_options(body: dict):
     """The engine's UpdateOptions from Docker's update body, and the warnings for the
     fields it can't apply. 0 (or absent) leaves a limit as it is, as in dockerd."""
     from pydocklite.containers.update import UpdateOptions
+    from pydocklite.errors import UsageError
 
     def num(key, kind=int):
         value = body.get(key)
@@ -379,11 +380,8 @@ def update_options(body: dict):
     nano, quota, period = num("NanoCpus") or num("NanoCPUs"), num("CpuQuota"), num("CpuPeriod")
     if nano and quota:
         raise HttpError(400, "conflicting options: NanoCpus and CpuQuota cannot both be set")
-    if (memory or 0) < 0 or (swap or 0) < -1 or (nano or 0) < 0 or (period or 0) < 0:
-        raise HttpError(400, "invalid update: Memory, NanoCpus and CpuPeriod can't be "
-                             "negative (MemorySwap -1: unlimited)")
-    if memory and memory < 6 << 20:
-        raise HttpError(400, "Minimum memory limit allowed is 6MB")
+    if (period or 0) < 0:
+        raise HttpError(400, "invalid update: CpuPeriod can't be negative")
     cpus = nano / 1e9 if nano else (quota / (period or 100000) if quota and quota > 0 else None)
     pids = num("PidsLimit")
     policy = body.get("RestartPolicy") or {}
@@ -399,8 +397,13 @@ def update_options(body: dict):
             restart += f":{retries}"
     warnings = [f"{key} is not supported by pydocklite: ignored"
                 for key in _UPDATE_UNSUPPORTED if body.get(key)]
-    return UpdateOptions(memory=memory or None, memory_swap=swap or None, cpus=cpus,
-                         pids_limit=pids, restart=restart), warnings
+    want = UpdateOptions(memory=memory or None, memory_swap=swap or None, cpus=cpus,
+                         pids_limit=pids, restart=restart)
+    try:
+        want.check()                      # the engine's own rules, as a 400 here
+    except UsageError as e:
+        raise HttpError(400, str(e)) from None
+    return want, warnings
 
 
 def update(ctx, req, resp, id):

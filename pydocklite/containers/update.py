@@ -13,6 +13,9 @@ from pydocklite.errors import ContainerStateError, UsageError
 from pydocklite.runtime.record import record
 
 
+MIN_MEMORY = 6 << 20                      # dockerd's smallest memory limit
+
+
 @record
 class UpdateOptions:
     memory: Optional[int] = None          # bytes
@@ -23,6 +26,14 @@ class UpdateOptions:
 
     def empty(self) -> bool:
         return all(v is None for v in self._asdict().values())
+
+    def check(self) -> None:
+        """Docker's refusals of the values themselves, for the CLI and the API alike."""
+        if (self.memory or 0) < 0 or (self.memory_swap or 0) < -1 or (self.cpus or 0) < 0:
+            raise UsageError("invalid update: a memory limit, swap limit or CPU count can't be "
+                             "negative (a swap limit of -1: unlimited)")
+        if self.memory and self.memory < MIN_MEMORY:
+            raise UsageError("Minimum memory limit allowed is 6MB")
 
 
 def update(service, ref: str, want: UpdateOptions) -> List[str]:
@@ -35,6 +46,7 @@ def update(service, ref: str, want: UpdateOptions) -> List[str]:
     from pydocklite.shim import config as shim_config
     if want.empty():
         raise UsageError("you must provide one or more flags when using this command")
+    want.check()
     policy = _restart_policy(want.restart) if want.restart is not None else None
     with service.store.operation(ref) as state:
         host = dict(state.config.get("HostConfig") or {})

@@ -99,6 +99,8 @@ def test_refusals(cli, busybox):
     assert r.returncode == 1 and "invalid restart policy" in r.stderr
     r = cli("update", "--memory", "64m", "--memory-swap", "32m", cid)
     assert r.returncode == 1 and "memoryswap" in r.stderr
+    r = cli("update", "--memory", "1m", cid)      # the API's rule too (one check, in update)
+    assert r.returncode == 1 and "Minimum memory limit allowed is 6MB" in r.stderr
     r = cli("update", "--pids-limit", "9", "nosuchcontainer")
     assert r.returncode == 1 and "No such container" in r.stderr
     ok(cli("rm", cid))
