@@ -208,7 +208,7 @@ def _add_archive(fs, rel: str, base: str, items, add, what: str,
                     add(target, FileEntry(SYMLINK, 0o777, 0, m.mtime, m.linkname, m.uid, m.gid))
                 elif m.isreg() or m.islnk():
                     if m.isreg():
-                        where = (spool.seek(0, os.SEEK_END), m.size)
+                        where = (spool.tell(), m.size)       # the spool only grows
                         _copy_exactly(tf.extractfile(m), spool, m.size)
                     else:
                         where = files.get(m.linkname)
