@@ -41,6 +41,7 @@ class Host:
         self.upstream: List[str] = []
         self.on_networks_changed = lambda: None     # serve.py: rebind DNS sockets
         self.on_names_changed = lambda: None
+        self.linger = lowers.linger()
 
     # --- start --------------------------------------------------------------------------
     def boot(self) -> None:
@@ -358,7 +359,7 @@ class Host:
         holders = dict(current.holders)
         holders[cid] = holders.get(cid, []) + lowers.watch_list(pids)
         table = dict(self.state.lowers)
-        table[key] = current._replace(holders=holders)
+        table[key] = current._replace(holders=holders, unused_since=0.0)
         self.state = self.state._replace(lowers=table)
         self.save()
         return {"path": current.path, "pid": current.pid, "start_time": current.start_time}
@@ -381,10 +382,14 @@ class Host:
         holders = {k: v for k, v in lw.holders.items() if k != cid}
         self._set_lower(lw, holders)
 
-    def _set_lower(self, lw, holders: dict) -> None:
+    def _set_lower(self, lw, holders: dict, drop: bool = False) -> None:
+        """New holders of a lower; with none it lingers (lowers.LINGER), unless `drop`."""
         table = dict(self.state.lowers)
         if holders:
             table[lw.key] = lw._replace(holders=holders)
+        elif self.linger > 0 and not drop:
+            table[lw.key] = lw._replace(holders={},
+                                        unused_since=lw.unused_since or time.monotonic())
         else:
             lowers.unmount(lw, self.log)
             del table[lw.key]
@@ -392,11 +397,16 @@ class Host:
         self.save()
 
     def sweep(self) -> None:
-        """Drop holds whose processes are all dead, and lowers whose server died."""
+        """Drop holds whose processes are all dead, lowers whose server died, and lowers
+        unused for longer than the linger."""
+        now = time.monotonic()
         for lw in list(self.state.lowers.values()):
             if not alive(lw.pid, lw.start_time):
                 self.log(f"lower {lw.key}: its FUSE server {lw.pid} died")
-                self._set_lower(lw, {})
+                self._set_lower(lw, {}, drop=True)
+                continue
+            if not lw.holders and lw.unused_since and now - lw.unused_since >= self.linger:
+                self._set_lower(lw, {}, drop=True)
                 continue
             live = lowers.live_holders(lw)
             if live != lw.holders:

@@ -5,7 +5,8 @@ request), DNS sockets on each network's gateway (UDP and TCP, port 53), the sock
 forwards other names to the host's resolvers (opened in the host's network namespace
 before entering the pause's), and a netlink socket that reports links going away (a
 container's namespace died: its endpoint is released at once). Once a second it sweeps
-dead holds of shared lowers and reaps its FUSE servers; after PYDOCKLITE_NSHOST_IDLE
+dead holds of shared lowers, releases lowers unused for PYDOCKLITE_LOWER_LINGER seconds
+(default 10) and reaps their FUSE servers; after PYDOCKLITE_NSHOST_IDLE
 seconds (default 60) with no endpoint, lower or client it takes everything down and exits.
 """
 from __future__ import annotations

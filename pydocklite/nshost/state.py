@@ -135,12 +135,14 @@ class Endpoint:
 @record
 class Lower:
     """A shared read-only view of an image's layers: its FUSE server and who holds it
-    (container id -> [pid, start time] pairs whose death releases the hold)."""
+    (container id -> [pid, start time] pairs whose death releases the hold); unused_since:
+    the monotonic time its last hold went (0 while held), the linger's start."""
     key: str
     path: str
     pid: int
     start_time: int
     holders: Dict[str, list] = Factory(dict)
+    unused_since: float = 0.0
 
 
 @record

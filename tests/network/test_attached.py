@@ -298,8 +298,9 @@ def test_thirty_containers_at_once_leave_nothing(cli, busybox):
 
 
 def test_ten_containers_share_one_image_mount(cli, busybox):
+    linger = {"PYDOCKLITE_LOWER_LINGER": "2"}      # the host takes it from its first client
     for i in range(10):
-        ok(cli("run", "-d", "--name", f"s{i}", busybox, "sleep", "300"))
+        ok(cli("run", "-d", "--name", f"s{i}", busybox, "sleep", "300", env=linger))
     st = host_state(cli.home)
     assert len(st["lowers"]) == 1
     [lower] = st["lowers"].values()
@@ -316,7 +317,38 @@ def test_ten_containers_share_one_image_mount(cli, busybox):
     assert len(host_state(cli.home)["lowers"]) == 1        # still held by five
     ok(cli("rm", "-f", "s5", "s6", "s7", "s8", "s9"))
     assert net_leftovers(cli.home) == NOTHING
+    # unused, the lower lingers for the image's next container, then goes
+    assert wait_for(lambda: "pydocklite-lower" not in
+                    Path(f"/proc/{pause}/mountinfo").read_text(), timeout=10)
+    assert wait_for(lambda: host_state(cli.home)["lowers"] == {})   # (saved after the unmount)
+    assert wait_for(lambda: not Path(f"/proc/{lower['pid']}").exists())    # killed, reaped
+
+
+def test_lower_lingers_then_goes(cli, busybox):
+    """The `run --rm` of a loop: the image's lower outlives its last container for
+    PYDOCKLITE_LOWER_LINGER seconds, the next container takes it over (same server, page
+    cache warm), and the linger ended, the server and its mount go."""
+    linger = {"PYDOCKLITE_LOWER_LINGER": "3"}
+    ok(cli("run", "--rm", busybox, "true", env=linger))
+    st = host_state(cli.home)
+    [lower] = st["lowers"].values()
+    assert lower["holders"] == {} and lower["unused_since"] > 0
+    pause = st["pause_pid"]
+    assert Path(f"/proc/{lower['pid']}").exists()
+    assert Path(f"/proc/{pause}/mountinfo").read_text().count("pydocklite-lower") == 1
+    ok(cli("run", "-d", "--name", "again", busybox, "sleep", "300"))
+    [again] = host_state(cli.home)["lowers"].values()
+    assert again["pid"] == lower["pid"] and list(again["holders"]) == \
+        [inspect(cli, "again")["Id"]] and again["unused_since"] == 0
+    time.sleep(4)                      # held: the linger doesn't run under a container
+    assert "root" in ok(cli("exec", "again", "cat", "/etc/passwd")).stdout
+    ok(cli("rm", "-f", "again"))
+    t0 = time.monotonic()
+    assert wait_for(lambda: host_state(cli.home)["lowers"] == {}, timeout=10)
+    assert time.monotonic() - t0 >= 1.5          # it lingered (3 s, swept once a second)
+    assert wait_for(lambda: not Path(f"/proc/{lower['pid']}").exists())    # killed, reaped
     assert "pydocklite-lower" not in Path(f"/proc/{pause}/mountinfo").read_text()
+    assert net_leftovers(cli.home) == NOTHING
 
 
 def test_host_killed_mid_run(cli, busybox):
