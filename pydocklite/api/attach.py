@@ -13,6 +13,7 @@ A client attaching to a container that already runs gets its output as the log g
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from pydocklite.api.http import HttpError
@@ -153,13 +154,23 @@ PENDING_TTL = 120.0          # seconds a shim forked ahead waits before it is le
 class PendingStart:
     """A shim forked at create (launch.fork_ahead): while the client attaches and waits,
     it makes the container's user namespace (id maps written) and loads libfuse3, as `run`
-    has its shim do while it prepares; it holds the container's Stdio and exit pipe."""
+    has its shim do while it prepares; it holds the container's Stdio and exit pipe. The
+    fork itself (a few ms: the service's memory is copied on write) runs in a thread of
+    its own, after the create has answered; the start waits for it (result())."""
 
-    def __init__(self, shim, stdio, exit_r: int):
-        self.shim, self.stdio, self.exit_r = shim, stdio, exit_r
+    def __init__(self):
+        self.shim, self.stdio, self.exit_r = None, None, -1
         self.made = time.monotonic()
+        self.forked = threading.Event()
+
+    def result(self):
+        """This, once forked; None if the fork failed (the start makes a new shim)."""
+        self.forked.wait()
+        return self if self.shim is not None else None
 
     def cancel(self) -> None:
+        if self.result() is None:
+            return
         self.shim.cancel()                  # the waiting shim sees EOF and exits
         for fd in (self.shim.ready_r, self.exit_r):
             try:
@@ -170,9 +181,7 @@ class PendingStart:
 
 
 def fork_ahead(ctx, state) -> None:
-    """At create: fork the container's shim now (see PendingStart)."""
-    from pydocklite.api.streams import Stdio
-    from pydocklite.shim.launch import fork_ahead as fork
+    """At create: fork the container's shim (see PendingStart), in a thread."""
     expired = []
     with ctx.lock:
         now = time.monotonic()
@@ -180,24 +189,38 @@ def fork_ahead(ctx, state) -> None:
             if now - p.made > PENDING_TTL:
                 expired.append(ctx.pending_starts.pop(cid))
         full = len(ctx.pending_starts) >= MAX_PENDING
+        pending = None
+        if not full:
+            pending = ctx.pending_starts[state.id] = PendingStart()
     for p in expired:
         p.cancel()
-    if full:
-        return
-    cfg = state.config.get("Config", {})
-    stdio = Stdio(bool(cfg.get("Tty")), state.config.get("ApiConsoleSize"))
-    exit_r, exit_w = os.pipe()
+    if pending is not None:
+        threading.Thread(target=_fork, args=(ctx, state, pending), daemon=True,
+                         name="fork-ahead").start()
+
+
+def _fork(ctx, state, pending: PendingStart) -> None:
+    from pydocklite.api.streams import Stdio
+    from pydocklite.shim.launch import fork_ahead as fork
     try:
-        shim = fork(ctx.settings, exit_w, stdio.shim_fds, preload=True)
-    except BaseException:
-        os.close(exit_r)
-        stdio.close()
-        raise
+        cfg = state.config.get("Config", {})
+        stdio = Stdio(bool(cfg.get("Tty")), state.config.get("ApiConsoleSize"))
+        exit_r, exit_w = os.pipe()
+        try:
+            shim = fork(ctx.settings, exit_w, stdio.shim_fds, preload=True)
+        except BaseException:
+            os.close(exit_r)
+            stdio.close()
+            raise
+        finally:
+            os.close(exit_w)
+        stdio.shim_has_them()
+        pending.shim, pending.stdio, pending.exit_r = shim, stdio, exit_r
+    except Exception as e:  # noqa: BLE001 - the start forks a shim of its own then
+        if ctx.server is not None:
+            ctx.server.log(f"forking the shim of {state.id[:12]} ahead failed: {e}")
     finally:
-        os.close(exit_w)
-    stdio.shim_has_them()
-    with ctx.lock:
-        ctx.pending_starts[state.id] = PendingStart(shim, stdio, exit_r)
+        pending.forked.set()
 
 
 def cancel_pending(ctx, cid: str) -> None:
@@ -217,6 +240,8 @@ def start_container(ctx, state) -> None:
     session = waiting[0] if waiting else None
     for extra in waiting[1:]:
         extra.fail("another client is attached to this container's start")
+    if pending is not None:
+        pending = pending.result()
     if pending is not None:
         res = ctx.containers.start(state.id, pending=pending.shim)
         stdio, exit_r = pending.stdio, pending.exit_r

@@ -417,8 +417,9 @@ def update(ctx, req, resp, id):
 
 def changes(ctx, req, resp, id):
     from pydocklite.containers.changes import KINDS
-    return [{"Path": path, "Kind": KINDS.get(kind, 0)}
-            for kind, path in ctx.containers.diff(id)]
+    out = [{"Path": path, "Kind": KINDS.get(kind, 0)} for kind, path in ctx.containers.diff(id)]
+    resp.json(out or None)          # dockerd: null, not [], for a container with no changes
+    return None
 
 
 def export(ctx, req, resp, id):

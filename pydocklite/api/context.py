@@ -54,7 +54,8 @@ class ApiContext:
             self.generation[cid] = self.generation.get(cid, 0) + 1
 
         def reader():
-            code = None
+            # the line wakes the waiters at once: the shim still reaps its FUSE servers
+            # and closes its ends before the pipe's EOF
             with os.fdopen(exit_r, "rb") as f:
                 for line in f:
                     try:
@@ -62,13 +63,12 @@ class ApiContext:
                     except ValueError:
                         continue
                     if "exit_code" in msg:
-                        code = int(msg["exit_code"])
+                        with self.changed:
+                            self.exits[cid] = (int(msg["exit_code"]), time.monotonic())
+                            self.changed.notify_all()
             if close_at_exit is not None:
                 os.close(close_at_exit)
-            with self.changed:
-                if code is not None:
-                    self.exits[cid] = (code, time.monotonic())
-                self.changed.notify_all()
+            self.notify()
 
         threading.Thread(target=reader, daemon=True, name=f"exit-{cid[:12]}").start()
 

@@ -107,6 +107,8 @@ class Shim:
                 self._release_op()
                 code = self.wait_container(pid)
                 again = self.restart_wanted(code, restarts)
+                if not again:
+                    self.stdio.end_attach()
                 self.cleanup_container(final=not again)
                 if not again:
                     break

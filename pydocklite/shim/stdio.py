@@ -149,6 +149,19 @@ class StdioRelay:
             client.close()
         self.ended = False                   # a restart relays anew
 
+    def end_attach(self) -> None:
+        """The container is done for good: the attached CLI's output streams end now (an
+        API client's attach answer with them), not when this shim exits after the
+        clean-up. Its stdin stays with the pump reading it."""
+        attach, self.attach = self.attach, None
+        if attach is None:
+            return
+        for fd in dict.fromkeys(attach[1:]):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def add_client(self, client) -> bool:
         """A later attachment gets the output from now on; False once it has ended."""
         with self.lock:

@@ -252,6 +252,11 @@ def test_pause_update_diff_export(api, busybox):
     lines = ok(api.docker("diff", "pz")).stdout.splitlines()
     assert "A /made.txt" in lines and "D /bin/true" in lines and "C /bin" in lines
     assert not any(line.endswith("/etc/hosts") for line in lines)   # a mount point
+    ok(api.docker("create", "--name", "untouched", busybox, "true"))
+    status, _, body = api.request("GET", "/v1.44/containers/untouched/changes")
+    assert status == 200 and json.loads(body) is None            # dockerd's null, not []
+    assert ok(api.docker("diff", "untouched")).stdout == ""
+    ok(api.docker("rm", "untouched"))
 
     out = api.cli.home / "pz.tar"
     ok(api.docker("export", "-o", str(out), "pz"))
