@@ -10,7 +10,7 @@ from pydocklite.api.util import client_closed, filters_arg, unix_time
 
 
 def _state(ctx, ref: str):
-    return ctx.containers.store.get(ref)
+    return ctx.containers.store.get(ref).one_moment()
 
 
 def summary(state) -> dict:
@@ -59,6 +59,7 @@ def list_(ctx, req, resp):
     states = ctx.containers.store.list()
     out = []
     for s in states:
+        s = s.one_moment()
         st = s.status()
         if not (show_all or st.running or st.state == "restarting"
                 or any(f.startswith(("status=", "exited=")) for f in filters)):

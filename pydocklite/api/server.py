@@ -3,6 +3,10 @@
 A thread per connection (not a selector loop): handlers call the engine services, which
 block (a container start, a pull, a `logs -f` that follows a file), and 50 `docker ps` at
 once must not wait behind one of them. Threads are cheap here; MAX_CONNECTIONS bounds them.
+A thread whose connection ended waits a while (IDLE_WORKER_TIME, at most IDLE_WORKERS of
+them) for the next one: handing a socket to a waiting thread is one wake-up, where
+starting a thread is two context switches before the first byte is read (every docker
+command opens a new connection).
 
 Idle: the service exits after `idle` seconds with no request in progress and no open
 stream (attach, exec, logs -f, events, wait); a kept-alive connection doing nothing does
@@ -21,6 +25,8 @@ from pydocklite.api import http
 from pydocklite.api.status import is_ours, message_of, status_of
 
 MAX_CONNECTIONS = 512
+IDLE_WORKERS = 8
+IDLE_WORKER_TIME = 30.0
 API_VERSION = "1.44"
 MIN_API_VERSION = "1.24"
 _VERSIONED = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
@@ -41,6 +47,9 @@ class ApiServer:
         self.lock = threading.Lock()
         self.active = 0                  # requests in progress + open streams
         self.connections = 0
+        import queue
+        self.handoff = queue.SimpleQueue()   # accepted sockets for the idle workers
+        self.idle_workers = 0
         self.last_activity = time.monotonic()
         self.stopping = threading.Event()
         self.log = log or (lambda msg: sys.stderr.write(msg + "\n"))
@@ -95,9 +104,15 @@ class ApiServer:
                             continue
                         self.connections += 1
                         self.last_activity = time.monotonic()
+                        waiting = self.idle_workers > 0
+                        if waiting:
+                            self.idle_workers -= 1
                     conn.setblocking(True)
-                    threading.Thread(target=self._connection, args=(conn,), daemon=True,
-                                     name="api-conn").start()
+                    if waiting:
+                        self.handoff.put(conn)
+                    else:
+                        threading.Thread(target=self._worker, args=(conn,), daemon=True,
+                                         name="api-conn").start()
         finally:
             sel.close()
 
@@ -105,6 +120,26 @@ class ApiServer:
         self.stopping.set()
 
     # --- one connection ---------------------------------------------------------------------
+    def _worker(self, sock: socket.socket) -> None:
+        """Serve connections: this one, then those handed over while it waits idle."""
+        import queue
+        while sock is not None:
+            self._connection(sock)
+            sock = None
+            with self.lock:
+                if self.idle_workers >= IDLE_WORKERS or self.stopping.is_set():
+                    return
+                self.idle_workers += 1
+            try:
+                sock = self.handoff.get(timeout=IDLE_WORKER_TIME)
+            except queue.Empty:
+                with self.lock:
+                    # a socket may have been promised to this worker just now
+                    if self.idle_workers > 0:
+                        self.idle_workers -= 1
+                        return
+                sock = self.handoff.get()
+
     def _connection(self, sock: socket.socket) -> None:
         conn = http.Connection(sock)
         try:

@@ -114,7 +114,25 @@ class ContainerState:
     def short_id(self) -> str:
         return self.id[:12]
 
-    def status(self, alive: Callable[[int, int], bool] = pid_alive) -> Status:
+    def one_moment(self) -> "ContainerState":
+        """This record with its processes' liveness read once, at first need: status(),
+        human_status() and inspect_state() then agree, and /proc is read once per process,
+        not once per call (an API answer, a `ps` line: one moment). Not for a record
+        polled over time."""
+        memo: Dict[tuple, bool] = {}
+
+        def alive(pid: int, start: int) -> bool:
+            key = (pid, start)
+            if key not in memo:
+                memo[key] = pid_alive(pid, start)
+            return memo[key]
+        copy = self._replace()
+        object.__setattr__(copy, "_liveness", alive)
+        return copy
+
+    def status(self, alive: Optional[Callable[[int, int], bool]] = None) -> Status:
+        if alive is None:
+            alive = self.__dict__.get("_liveness", pid_alive)
         shim_alive = alive(self.shim_pid, self.shim_start_time)
         init_alive = alive(self.init_pid, self.init_start_time)
         code = self.exit_code if self.exit_code is not None else 0
@@ -142,7 +160,7 @@ class ContainerState:
         return Status("created", False, 0, code, self.error, shim_alive)
 
     def human_status(self, now: Optional[datetime] = None,
-                     alive: Callable[[int, int], bool] = pid_alive) -> str:
+                     alive: Optional[Callable[[int, int], bool]] = None) -> str:
         """The STATUS column of `docker ps`: "Up 5 minutes", "Exited (0) 2 hours ago"..."""
         st = self.status(alive)
         now = now or datetime.now(timezone.utc)
@@ -166,7 +184,8 @@ class ContainerState:
             return f"Exited ({st.exit_code}) {since(self.finished_at)} ago"
         return {"created": "Created", "removing": "Removal In Progress", "dead": "Dead"}[st.state]
 
-    def inspect_state(self, alive: Callable[[int, int], bool] = pid_alive) -> Dict[str, Any]:
+    def inspect_state(self, alive: Optional[Callable[[int, int], bool]] = None
+                      ) -> Dict[str, Any]:
         """The "State" object of `docker inspect`."""
         st = self.status(alive)
         return {
