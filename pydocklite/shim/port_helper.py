@@ -110,6 +110,35 @@ class NetnsHelper(namedtuple("NetnsHelper", "pid sock")):
 
 def start_netns_helper(pid: int) -> NetnsHelper:
     """Fork a helper that joins the user and network namespaces of `pid` and serves there."""
+    return fork_netns_helper(pid).result()
+
+
+class PendingHelper:
+    """A helper forked, not yet heard from: result() waits for its word (the shim forks it
+    as soon as the container's namespaces exist and does other work meanwhile)."""
+
+    def __init__(self, pid: int, cpid: int, sock: socket.socket, ready_r: int):
+        self.pid, self.cpid, self.sock, self.ready_r = pid, cpid, sock, ready_r
+
+    def result(self) -> NetnsHelper:
+        with os.fdopen(self.ready_r, "rb") as f:
+            msg = f.read()
+        if msg != b"ok":
+            self.sock.close()
+            os.waitpid(self.cpid, 0)
+            raise HelperError(errno.EPERM, f"cannot enter the network namespace of pid "
+                              f"{self.pid}: {msg.decode(errors='replace') or 'helper died'}")
+        return NetnsHelper(self.cpid, self.sock)
+
+    def cancel(self) -> None:
+        try:
+            self.result().close()
+        except HelperError:
+            pass
+
+
+def fork_netns_helper(pid: int) -> PendingHelper:
+    """Fork the helper of start_netns_helper(); its result() comes later."""
     ns_user, ns_net = f"/proc/{pid}/ns/user", f"/proc/{pid}/ns/net"
     try:
         join_user = os.stat(ns_user).st_ino != os.stat("/proc/self/ns/user").st_ino
@@ -142,11 +171,4 @@ def start_netns_helper(pid: int) -> NetnsHelper:
                 os._exit(1)
     child.close()
     os.close(w)
-    with os.fdopen(r, "rb") as f:
-        msg = f.read()
-    if msg != b"ok":
-        parent.close()
-        os.waitpid(cpid, 0)
-        raise HelperError(errno.EPERM, f"cannot enter the network namespace of pid {pid}: "
-                          f"{msg.decode(errors='replace') or 'helper died'}")
-    return NetnsHelper(cpid, parent)
+    return PendingHelper(pid, cpid, parent, r)

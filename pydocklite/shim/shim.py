@@ -64,6 +64,7 @@ class Shim:
         self.op = None               # the life lock, held while restarting the container
         self.checker = None          # health.Checker while a container with a check runs
         self.attach_server = None    # attach.AttachServer: later attachments (attach.py)
+        self.pending_helper = None   # port_helper.PendingHelper forked for start_ports
 
     # --- state helpers ----------------------------------------------------------------
     def update(self, **changes):
@@ -273,6 +274,10 @@ class Shim:
             os.close(pid_r)
         for w in created.warnings:
             log(f"warning: {w}")
+        if self.config.ports and self.config.network != "host":
+            # the port helper's fork (a few ms) overlaps the rest of the start
+            from pydocklite.shim.port_helper import fork_netns_helper
+            self.pending_helper = fork_netns_helper(created.pid)
         self._fuse_out_of_cgroup()
         if tty:
             master = receive_console(console)
@@ -404,7 +409,8 @@ class Shim:
             return
         from pydocklite.shim.ports import PortForwarder
         from pydocklite.shim.port_helper import start_netns_helper
-        helper = start_netns_helper(pid)
+        pending, self.pending_helper = self.pending_helper, None
+        helper = pending.result() if pending is not None else start_netns_helper(pid)
         if self.forwarder is None:
             self.forwarder = PortForwarder(self.config.ports, helper.sock)
             self.forwarder.start()
@@ -496,6 +502,9 @@ class Shim:
         is told first and waited for last, or, the final time, after the CLI has its exit
         code (reap_late())."""
         from pydocklite.shim.teardown import release_runtime
+        pending, self.pending_helper = self.pending_helper, None
+        if pending is not None:          # a start that failed before its ports
+            pending.cancel()
         # the servers' mount namespace holds nothing else: killing them drops their mounts
         killed = []
         for pid in self.fuse_pids:
