@@ -154,9 +154,8 @@ PENDING_TTL = 120.0          # seconds a shim forked ahead waits before it is le
 class PendingStart:
     """A shim forked at create (launch.fork_ahead): while the client attaches and waits,
     it makes the container's user namespace (id maps written) and loads libfuse3, as `run`
-    has its shim do while it prepares; it holds the container's Stdio and exit pipe. The
-    fork itself (a few ms: the service's memory is copied on write) runs in a thread of
-    its own, after the create has answered; the start waits for it (result())."""
+    has its shim do while it prepares; it holds the container's Stdio and exit pipe.
+    result(): the shim, or None when it could not be forked (the start forks one then)."""
 
     def __init__(self):
         self.shim, self.stdio, self.exit_r = None, None, -1
@@ -181,7 +180,10 @@ class PendingStart:
 
 
 def fork_ahead(ctx, state) -> None:
-    """At create: fork the container's shim (see PendingStart), in a thread."""
+    """At create: fork the container's shim (see PendingStart), once (it is the service's
+    child, reaped by a thread: detach.fork_detached). Forked in a thread after the answer
+    instead, it held the interpreter's lock against the client's next requests and the
+    start waited for it longer than the create had."""
     expired = []
     with ctx.lock:
         now = time.monotonic()
@@ -195,19 +197,20 @@ def fork_ahead(ctx, state) -> None:
     for p in expired:
         p.cancel()
     if pending is not None:
-        threading.Thread(target=_fork, args=(ctx, state, pending), daemon=True,
-                         name="fork-ahead").start()
+        _fork(ctx, state, pending)
 
 
 def _fork(ctx, state, pending: PendingStart) -> None:
     from pydocklite.api.streams import Stdio
+    from pydocklite.detach import reap_in_thread
     from pydocklite.shim.launch import fork_ahead as fork
     try:
         cfg = state.config.get("Config", {})
         stdio = Stdio(bool(cfg.get("Tty")), state.config.get("ApiConsoleSize"))
         exit_r, exit_w = os.pipe()
         try:
-            shim = fork(ctx.settings, exit_w, stdio.shim_fds, preload=True)
+            shim = fork(ctx.settings, exit_w, stdio.shim_fds, preload=True,
+                        reaper=reap_in_thread)
         except BaseException:
             os.close(exit_r)
             stdio.close()

@@ -68,14 +68,16 @@ class PendingShim:
 
 
 def fork_ahead(settings: Settings, exit_fd: Optional[int] = None,
-               attach: Optional[List[int]] = None, preload: bool = True) -> PendingShim:
+               attach: Optional[List[int]] = None, preload: bool = True,
+               reaper=None) -> PendingShim:
     """Fork a shim now, for a container created later (go()). exit_fd and the attach fds
     (stdin, stdout, stderr of a foreground CLI) are ours: the shim gets copies. preload:
-    import what a start needs while waiting."""
+    import what a start needs while waiting. reaper: see detach.fork_detached."""
     from pydocklite.detach import fork_detached
     go_r, go_w = os.pipe()
     ready_r, ready_w = os.pipe()
-    fork_detached(lambda: _shim_process(settings, go_r, ready_w, exit_fd, attach, preload))
+    fork_detached(lambda: _shim_process(settings, go_r, ready_w, exit_fd, attach, preload),
+                  reaper=reaper)
     os.close(go_r)
     os.close(ready_w)
     return PendingShim(go_w, ready_r)
