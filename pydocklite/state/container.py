@@ -128,11 +128,21 @@ class ContainerState:
             return memo[key]
         copy = self._replace()
         object.__setattr__(copy, "_liveness", alive)
+        object.__setattr__(copy, "_status", None)
         return copy
 
     def status(self, alive: Optional[Callable[[int, int], bool]] = None) -> Status:
         if alive is None:
-            alive = self.__dict__.get("_liveness", pid_alive)
+            if self.__dict__.get("_status") is not None:
+                return self.__dict__["_status"]
+            if "_liveness" in self.__dict__:
+                st = self._status_with(self.__dict__["_liveness"])
+                object.__setattr__(self, "_status", st)
+                return st
+            alive = pid_alive
+        return self._status_with(alive)
+
+    def _status_with(self, alive: Callable[[int, int], bool]) -> Status:
         shim_alive = alive(self.shim_pid, self.shim_start_time)
         init_alive = alive(self.init_pid, self.init_start_time)
         code = self.exit_code if self.exit_code is not None else 0
