@@ -228,16 +228,23 @@ def cmd_run(settings, argv) -> int:
         pending.cancel()
 
 
+def _init_reaps(pid: int) -> None:
+    """The shim is our child (forked once: detach.fork_detached); we exit soon after it
+    has the container started (or, attached, after it has told the exit), and init, or the
+    user's subreaper, reaps it then."""
+
+
 def fork_shim(settings, attached: bool, interactive: bool, preload: bool = True):
     """A shim forked ahead (launch.fork_ahead) and, when attached, the read end of its exit
     pipe; the shim holds our stdio (stdin only with -i)."""
     from pydocklite.shim.launch import fork_ahead
     if not attached:
-        return fork_ahead(settings, preload=preload), None
+        return fork_ahead(settings, preload=preload, reaper=_init_reaps), None
     exit_r, exit_w = os.pipe()
     stdin_fd = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
     try:
-        pending = fork_ahead(settings, exit_w, [stdin_fd, 1, 2], preload=preload)
+        pending = fork_ahead(settings, exit_w, [stdin_fd, 1, 2], preload=preload,
+                             reaper=_init_reaps)
     finally:
         os.close(exit_w)          # the shim has its copy: EOF here means it is gone
         if stdin_fd != 0:
