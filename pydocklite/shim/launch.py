@@ -1,8 +1,9 @@
 """Starting a shim: forked from the CLI, detached, renamed for `ps`.
 
-A shim is a grandchild of the CLI in a session of its own (the CLI may die at any moment),
-renamed "pydocklite __shim --name NAME ID --root DIR" so that `ps aux | grep NAME` finds
-it. It is forked, not exec'd: a new interpreter would take ~50 ms to start and import what
+A shim runs in a session of its own (the CLI may die at any moment): a child of `run`'s
+CLI or of the API service, forked once (detach.fork_detached with a reaper), else a
+grandchild of the forking process; renamed "pydocklite __shim --name NAME ID --root DIR"
+so that `ps aux | grep NAME` finds it. It is forked, not exec'd: a new interpreter would take ~50 ms to start and import what
 the CLI has already.
 
 `run` forks it ahead (fork_ahead), before the container exists: while the CLI looks the
@@ -93,7 +94,7 @@ def spawn(settings: Settings, cid: str, name: str, exit_fd: Optional[int] = None
 
 def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optional[int],
                   attach: Optional[List[int]], preload: bool) -> int:
-    """The shim's life, in the forked grandchild; never returns to the CLI's code."""
+    """The shim's life, in the forked process; never returns to the caller's code."""
     import fcntl
     devnull = os.open(os.devnull, os.O_RDWR)
     # the CLI's fds we keep, moved above 0-2, which become the shim's own
