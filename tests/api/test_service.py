@@ -12,6 +12,7 @@ import stat
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -264,3 +265,39 @@ def test_service_ctrl_c_does_not_reach_containers(cli, busybox):
         ok(api.docker("rm", "-f", "survivor"))
     finally:
         api.stop()
+
+
+def _children(pid: int) -> list:
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append((int(p), fields[0]))
+    return out
+
+
+def test_shims_reaped_and_idle_threads_bounded(api, busybox):
+    """The shims the service forks are its own children (forked once): each is reaped when
+    it exits, none is left a zombie; the threads that served connections wait for the
+    next ones, no more than IDLE_WORKERS of them."""
+    for _ in range(3):
+        ok(api.docker("run", "--rm", busybox, "true"))
+    ok(api.docker("run", "-d", "--name", "stays", busybox, "sleep", "300"))
+    pid = api.proc.pid
+    # the --rm ones' shims finish their clean-up after the client has its answer
+    wait_for(lambda: len(_children(pid)) == 1, what="the --rm containers' shims reaped")
+    [(shim, state)] = _children(pid)
+    assert state == "S" and "__shim" in Path(f"/proc/{shim}/cmdline").read_text()
+    for _ in range(20):
+        ok(api.docker("ps"))
+    threads = len(os.listdir(f"/proc/{pid}/task"))
+    # the main thread, <= 8 idle connection threads, the running shim's reaper
+    assert threads <= 1 + 8 + 1, threads
+    ok(api.docker("rm", "-f", "stays"))
+    wait_for(lambda: not _children(pid), what="every shim reaped")
+
