@@ -66,6 +66,17 @@ CREATE TABLE IF NOT EXISTS snapshots (
 """
 
 
+_READY = set()      # (st_dev, st_ino) of the metadata databases set up in this process
+
+
+def _ready_key(path: Path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 class Snapshotter:
     def __init__(self, layout, driver: str = "auto") -> None:
         self.layout = layout
@@ -88,16 +99,25 @@ class Snapshotter:
         return self.choice.driver
 
     @contextmanager
-    def _db(self):
+    def _db(self, write: bool = True):
+        """A transaction: IMMEDIATE (the write lock at once) for a change, deferred for a
+        read (readers don't wait for writers in WAL mode). The WAL mode and the table are
+        made once per database file and process (its inode remembered: a store deleted and
+        made anew gets them again)."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         con = sqlite3.connect(str(self.db_path), timeout=30, isolation_level=None)
         try:
             for attempt in range(20):
                 try:
-                    con.execute("PRAGMA journal_mode=WAL")
+                    ready = _ready_key(self.db_path)
+                    if ready is None or ready not in _READY:
+                        con.execute("PRAGMA journal_mode=WAL")
+                        con.executescript(_SCHEMA)
+                        key = _ready_key(self.db_path)
+                        if key is not None:
+                            _READY.add(key)
                     con.execute("PRAGMA synchronous=NORMAL")   # WAL: consistent after a crash
-                    con.executescript(_SCHEMA)
-                    con.execute("BEGIN IMMEDIATE")
+                    con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                     break
                 except sqlite3.OperationalError as e:
                     # SQLITE_PROTOCOL: the WAL index kept changing under us while other
@@ -219,7 +239,7 @@ class Snapshotter:
         """The mounts of snapshot `key`. driver="fuse" gives a FUSE mount of an overlay
         snapshot (same upper-dir format), for mounting it on the host (`pydocklite mount`)
         while no container uses it."""
-        with self._db() as con:
+        with self._db(write=False) as con:
             info = self._get(con, key)
         if info.kind == KIND_COMMITTED:
             raise SnapshotterError(f"snapshot {key!r} is committed: make a view of it to mount it")
@@ -232,11 +252,11 @@ class Snapshotter:
         return self._mounts(info)
 
     def stat(self, key: str) -> SnapshotInfo:
-        with self._db() as con:
+        with self._db(write=False) as con:
             return self._get(con, key)
 
     def walk(self) -> List[SnapshotInfo]:
-        with self._db() as con:
+        with self._db(write=False) as con:
             rows = con.execute("SELECT key, kind, parent, chain, driver, created, dir FROM "
                                "snapshots ORDER BY created").fetchall()
         return [self._info(r) for r in rows]

@@ -76,9 +76,8 @@ class Shim:
     # --- main -------------------------------------------------------------------------
     def run(self) -> int:
         from pydocklite.shim.logs import JsonLogWriter
-        me = os.getpid()
-        self.state = self.update(shim_pid=me, shim_start_time=process_start_time(me) or 0,
-                                 error="", restarting=False)
+        # the record learns this shim's pid with the container's (start_container): one
+        # write less on the start's path; the starter holds the life lock until then
         cfg = self.config
         logw = JsonLogWriter(cfg.log_path, max_size=cfg.log_max_size,
                              max_files=cfg.log_max_files)
@@ -298,7 +297,10 @@ class Shim:
         self._write_network_files(hosted, endpoints)
         api.start(self.cid, root=self.runtime_root)
         log("started")
-        self.state = self.update(init_pid=pid, init_start_time=process_start_time(pid) or 0,
+        me = os.getpid()
+        self.state = self.update(shim_pid=me, shim_start_time=process_start_time(me) or 0,
+                                 error="",
+                                 init_pid=pid, init_start_time=process_start_time(pid) or 0,
                                  started_at=now_rfc3339(), exit_code=None, restarting=False,
                                  finished_at=ZERO_TIME, oom_killed=False, paused=False,
                                  endpoints=self._endpoint_settings(endpoints))
