@@ -14,8 +14,8 @@ if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
 
 def fork_detached(child: Callable[[], int], reaper: Optional[Callable[[int], None]] = None
                   ) -> None:
-    """Run child() in a detached grandchild; its return value is the exit code. Returns in
-    the caller once the intermediate process is reaped.
+    """Run child() in a detached grandchild (a child, with a reaper); its return value is
+    the exit code. Returns in the caller once the intermediate process is reaped.
 
     reaper: child() runs in a child of its own session, forked once (each fork copies the
     caller's page tables: the double fork cost the API service ~7 ms per container here,

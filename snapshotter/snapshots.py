@@ -66,15 +66,14 @@ CREATE TABLE IF NOT EXISTS snapshots (
 """
 
 
-_READY = set()      # (st_dev, st_ino) of the metadata databases set up in this process
-
-
-def _ready_key(path: Path):
+def _set_up(path: Path) -> bool:
+    """Does the database file hold our table (and WAL mode) already? Its first page is
+    written by the first checkpoint after the CREATE: a non-empty file was made by us (an
+    empty one, or none, gets the WAL mode and the table, which are kept in the file)."""
     try:
-        st = os.stat(path)
+        return os.stat(path).st_size > 0
     except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
+        return False
 
 
 class Snapshotter:
@@ -102,20 +101,15 @@ class Snapshotter:
     def _db(self, write: bool = True):
         """A transaction: IMMEDIATE (the write lock at once) for a change, deferred for a
         read (readers don't wait for writers in WAL mode). The WAL mode and the table are
-        made once per database file and process (its inode remembered: a store deleted and
-        made anew gets them again)."""
+        set up while the file is empty (_set_up)."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         con = sqlite3.connect(str(self.db_path), timeout=30, isolation_level=None)
         try:
             for attempt in range(20):
                 try:
-                    ready = _ready_key(self.db_path)
-                    if ready is None or ready not in _READY:
+                    if not _set_up(self.db_path):
                         con.execute("PRAGMA journal_mode=WAL")
                         con.executescript(_SCHEMA)
-                        key = _ready_key(self.db_path)
-                        if key is not None:
-                            _READY.add(key)
                     con.execute("PRAGMA synchronous=NORMAL")   # WAL: consistent after a crash
                     con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                     break
