@@ -98,7 +98,8 @@ def c2c(tool: Tool, nginx: str, busybox: str, net: str) -> dict:
             break
         time.sleep(0.05)
     r = inside(tool, "cli", ["wrk", "-t2", "-c4", "-d5s", "--latency", f"http://{ip}/"])
-    lat = re.search(r"50%\s+(\S+)", r.stdout)
+    # the distribution's line ("     50%  190.00us"), not a "...50%" in the thread stats
+    lat = re.search(r"^\s+50%\s+(\S+)", r.stdout, re.M)
     rps = re.search(r"Requests/sec:\s+(\S+)", r.stdout)
     best = 0.0
     for _ in range(3):
