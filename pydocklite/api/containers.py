@@ -296,10 +296,12 @@ def top(ctx, req, resp, id):
 
 def stats(ctx, req, resp, id):
     from pydocklite.containers.procs import sample_stats
-    state = _state(ctx, id)
+    cid = _state(ctx, id).id
     one_shot = not req.flag("stream", True) or req.flag("one-shot")
 
     def sample():
+        # a fresh record each time (one_moment's liveness is one moment's, not a stream's)
+        state = ctx.containers.store.load(cid)
         now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000000Z"
         if not state.status().running:
             return _stats_json(state, now, None)
@@ -312,7 +314,7 @@ def stats(ctx, req, resp, id):
     try:
         while not client_closed(req.conn.sock):
             stream.json(sample())
-            if not _state(ctx, id).status().running:
+            if not ctx.containers.store.load(cid).status().running:
                 break
         stream.close()
     finally:
