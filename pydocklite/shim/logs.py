@@ -355,6 +355,10 @@ def _next_file(live: Path, f: BinaryIO) -> Optional[BinaryIO]:
             return None
     except FileNotFoundError:
         return None
+    try:
+        live_ino = os.stat(live).st_ino
+    except FileNotFoundError:
+        return None
     files = log_files(live)
     inodes = []
     for name in files:
@@ -364,11 +368,21 @@ def _next_file(live: Path, f: BinaryIO) -> Optional[BinaryIO]:
             inodes.append(-1)
     # the file after ours; if ours was already deleted, the oldest one left
     idx = inodes.index(ino) + 1 if ino in inodes else 0
-    for name in files[idx:]:
+    for name, want in zip(files[idx:], inodes[idx:]):
         try:
-            return open(name, "rb")
+            nxt = open(name, "rb")
         except FileNotFoundError:
             continue
+        try:
+            # a rotation while we looked renames every file: the name may now be another
+            # file, and the next one could be skipped; look again on the next pass then
+            if os.fstat(nxt.fileno()).st_ino != want or os.stat(live).st_ino != live_ino:
+                nxt.close()
+                return None
+        except FileNotFoundError:
+            nxt.close()
+            return None
+        return nxt
     return None
 
 

@@ -244,6 +244,11 @@ def load_private_key(data: bytes, source: str, passphrase: "Callable[[], bytes]"
         if kind == "ENCRYPTED PRIVATE KEY" and "password" in str(e).lower():
             raise KeyFileError(f"{source}: wrong passphrase: give the key's passphrase"
                                ) from None
+        if kind == "ENCRYPTED PRIVATE KEY":
+            # a wrong passphrase decrypts to garbage whose padding happens to check out once
+            # in ~256 tries: the parser then fails, and the two can't be told apart
+            raise KeyFileError(f"{source}: wrong passphrase, or the key file is damaged: give "
+                               "the key's passphrase") from None
         raise KeyFileError(f"{source}: the private key cannot be read ({e}): the file is "
                            "damaged or not a key") from None
     try:
