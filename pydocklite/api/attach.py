@@ -13,7 +13,6 @@ A client attaching to a container that already runs gets its output as the log g
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 from pydocklite.api.http import HttpError
@@ -154,22 +153,13 @@ PENDING_TTL = 120.0          # seconds a shim forked ahead waits before it is le
 class PendingStart:
     """A shim forked at create (launch.fork_ahead): while the client attaches and waits,
     it makes the container's user namespace (id maps written) and loads libfuse3, as `run`
-    has its shim do while it prepares; it holds the container's Stdio and exit pipe.
-    result(): the shim, or None when it could not be forked (the start forks one then)."""
+    has its shim do while it prepares; it holds the container's Stdio and exit pipe."""
 
-    def __init__(self):
-        self.shim, self.stdio, self.exit_r = None, None, -1
+    def __init__(self, shim, stdio, exit_r: int):
+        self.shim, self.stdio, self.exit_r = shim, stdio, exit_r
         self.made = time.monotonic()
-        self.forked = threading.Event()
-
-    def result(self):
-        """This, once forked; None if the fork failed (the start makes a new shim)."""
-        self.forked.wait()
-        return self if self.shim is not None else None
 
     def cancel(self) -> None:
-        if self.result() is None:
-            return
         self.shim.cancel()                  # the waiting shim sees EOF and exits
         for fd in (self.shim.ready_r, self.exit_r):
             try:
@@ -183,7 +173,11 @@ def fork_ahead(ctx, state) -> None:
     """At create: fork the container's shim (see PendingStart), once (it is the service's
     child, reaped by a thread: detach.fork_detached). Forked in a thread after the answer
     instead, it held the interpreter's lock against the client's next requests and the
-    start waited for it longer than the create had."""
+    start waited for it longer than the create had. A failed fork is logged: the start
+    forks a shim of its own then."""
+    from pydocklite.api.streams import Stdio
+    from pydocklite.detach import reap_in_thread
+    from pydocklite.shim.launch import fork_ahead as fork
     expired = []
     with ctx.lock:
         now = time.monotonic()
@@ -191,19 +185,10 @@ def fork_ahead(ctx, state) -> None:
             if now - p.made > PENDING_TTL:
                 expired.append(ctx.pending_starts.pop(cid))
         full = len(ctx.pending_starts) >= MAX_PENDING
-        pending = None
-        if not full:
-            pending = ctx.pending_starts[state.id] = PendingStart()
     for p in expired:
         p.cancel()
-    if pending is not None:
-        _fork(ctx, state, pending)
-
-
-def _fork(ctx, state, pending: PendingStart) -> None:
-    from pydocklite.api.streams import Stdio
-    from pydocklite.detach import reap_in_thread
-    from pydocklite.shim.launch import fork_ahead as fork
+    if full:
+        return
     try:
         cfg = state.config.get("Config", {})
         stdio = Stdio(bool(cfg.get("Tty")), state.config.get("ApiConsoleSize"))
@@ -217,13 +202,13 @@ def _fork(ctx, state, pending: PendingStart) -> None:
             raise
         finally:
             os.close(exit_w)
-        stdio.shim_has_them()
-        pending.shim, pending.stdio, pending.exit_r = shim, stdio, exit_r
     except Exception as e:  # noqa: BLE001 - the start forks a shim of its own then
         if ctx.server is not None:
             ctx.server.log(f"forking the shim of {state.id[:12]} ahead failed: {e}")
-    finally:
-        pending.forked.set()
+        return
+    stdio.shim_has_them()
+    with ctx.lock:
+        ctx.pending_starts[state.id] = PendingStart(shim, stdio, exit_r)
 
 
 def cancel_pending(ctx, cid: str) -> None:
@@ -243,8 +228,6 @@ def start_container(ctx, state) -> None:
     session = waiting[0] if waiting else None
     for extra in waiting[1:]:
         extra.fail("another client is attached to this container's start")
-    if pending is not None:
-        pending = pending.result()
     if pending is not None:
         res = ctx.containers.start(state.id, pending=pending.shim)
         stdio, exit_r = pending.stdio, pending.exit_r
