@@ -1,4 +1,4 @@
-"""Starting a shim: forked from the CLI, detached, renamed for `ps`.
+"""Starting a shim: forked by the zygote (zygote.py) or from the CLI, detached, renamed for `ps`.
 
 A shim runs in a session of its own (the CLI may die at any moment): a child of `run`'s
 CLI or of the API service, forked once (detach.fork_detached with a reaper), else a
@@ -42,6 +42,18 @@ _PRELOAD = (("pydocklite.runtime.api", "pydocklite.runtime.process", "pydocklite
             "snapshotter.fuse_ll3", "_socket", "resource", "termios", "array", "struct",
             "fcntl"))
 
+# what a shim may import later, loaded by the zygote (shim/zygote.py) for its children
+_ZYGOTE_PRELOAD = ("pydocklite.shim.health", "pydocklite.shim.attach", "pydocklite.shim.ports",
+                   "pydocklite.shim.port_helper", "pydocklite.shim.teardown",
+                   "pydocklite.shim.fuse_cgroup", "pydocklite.nshost.client",
+                   "pydocklite.nshost.dns", "pydocklite.nshost.etcfiles",
+                   "pydocklite.nshost.state", "pydocklite.events", "pydocklite.atomic",
+                   "pydocklite.errors", "pydocklite.runtime.spec_fields",
+                   "pydocklite.runtime.state", "pydocklite.runtime.errors",
+                   "pydocklite.userns_exec", "pydocklite.volumes", "snapshotter.snapshots",
+                   "snapshotter.overlay", "snapshotter.errors", "_sha256", "threading",
+                   "selectors", "json", "shutil", "traceback", "socket")
+
 
 class PendingShim:
     """A forked shim waiting for its container: go() starts it, cancel() lets it exit.
@@ -74,11 +86,22 @@ def fork_ahead(settings: Settings, exit_fd: Optional[int] = None,
     """Fork a shim now, for a container created later (go()). exit_fd and the attach fds
     (stdin, stdout, stderr of a foreground CLI) are ours: the shim gets copies. preload:
     import what a start needs while waiting. reaper: see detach.fork_detached."""
-    from pydocklite.detach import fork_detached
+    from pydocklite.shim import zygote
     go_r, go_w = os.pipe()
     ready_r, ready_w = os.pipe()
-    fork_detached(lambda: _shim_process(settings, go_r, ready_w, exit_fd, attach, preload),
-                  reaper=reaper)
+    fds = [go_r, ready_w] + ([exit_fd] if exit_fd is not None else []) + list(attach or [])
+    asked = zygote.ask(settings, fds, exit_fd, len(attach or ()), preload)
+    if asked == "failed":
+        # (a zygote gone mid-request may have kept copies: fresh pipes for our own shim)
+        for fd in (go_r, go_w, ready_r, ready_w):
+            os.close(fd)
+        go_r, go_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+    if asked != "forked":
+        from pydocklite.detach import fork_detached
+        make = asked == "absent" and preload
+        fork_detached(lambda: _shim_process(settings, go_r, ready_w, exit_fd, attach, preload,
+                                            make_zygote=make), reaper=reaper)
     os.close(go_r)
     os.close(ready_w)
     return PendingShim(go_w, ready_r)
@@ -93,8 +116,11 @@ def spawn(settings: Settings, cid: str, name: str, exit_fd: Optional[int] = None
 
 
 def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optional[int],
-                  attach: Optional[List[int]], preload: bool) -> int:
-    """The shim's life, in the forked process; never returns to the caller's code."""
+                  attach: Optional[List[int]], preload: bool, make_zygote: bool = False
+                  ) -> int:
+    """The shim's life, in the forked process (from the caller, or from the zygote:
+    zygote.py); never returns to the caller's code. make_zygote: none runs, fork one
+    while waiting for the container (with what a shim imports, before any thread)."""
     import fcntl
     devnull = os.open(os.devnull, os.O_RDWR)
     # the CLI's fds we keep, moved above 0-2, which become the shim's own
@@ -124,6 +150,10 @@ def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optiona
         _preload(_PRELOAD[1])
         from snapshotter.fuse_ll3 import load_libfuse3
         load_libfuse3()
+    if make_zygote:
+        _preload(_PRELOAD[0] + _PRELOAD[1] + _ZYGOTE_PRELOAD)
+        from pydocklite.shim import zygote
+        zygote.become(settings.runtime_dir)
     line = b""
     while not line.endswith(b"\n"):
         chunk = os.read(go_r, 512)
