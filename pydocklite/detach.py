@@ -40,6 +40,17 @@ def fork_detached(child: Callable[[], int], reaper: Optional[Callable[[int], Non
         os.waitpid(pid, 0)
 
 
+def reap_exited() -> None:
+    """Reap every child that has exited (none waited for)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+
+
 def reap_in_thread(pid: int) -> None:
     """A reaper for fork_detached: a thread waits for the child (blocked in waitpid, it
     holds no lock and costs no CPU)."""

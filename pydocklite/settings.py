@@ -115,6 +115,14 @@ class Settings:
                 Path("/etc/containers/certs.d") / registry_host)
 
 
+def env_seconds(name: str, default: float) -> float:
+    """A duration in seconds from the environment (>= 0; the default when unset or bad)."""
+    try:
+        return max(0.0, float(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
 AUTO_LAYER_FLOOR = 1 << 30
 LIMITS_HINT = ("if the image is genuine, raise PYDOCKLITE_MAX_LAYER_SIZE (e.g. 64g; 0: no limit) "
                "or lower PYDOCKLITE_MIN_FREE_SPACE")

@@ -31,10 +31,8 @@ LINGER = 10.0
 
 def linger() -> float:
     """Seconds an unused lower is kept for the image's next container."""
-    try:
-        return max(0.0, float(os.environ.get("PYDOCKLITE_LOWER_LINGER", LINGER)))
-    except ValueError:
-        return LINGER
+    from pydocklite.settings import env_seconds
+    return env_seconds("PYDOCKLITE_LOWER_LINGER", LINGER)
 
 
 def mount(key: str, path: Path, layer_dirs: Sequence[str], tree_cache: str, log) -> Lower:

@@ -34,10 +34,8 @@ MAX_DNS_CONNS, MAX_DNS_CONNS_PER_ASKER = 256, 16
 
 
 def idle_timeout() -> float:
-    try:
-        return max(0.0, float(os.environ.get("PYDOCKLITE_NSHOST_IDLE", DEFAULT_IDLE)))
-    except ValueError:
-        return DEFAULT_IDLE
+    from pydocklite.settings import env_seconds
+    return env_seconds("PYDOCKLITE_NSHOST_IDLE", DEFAULT_IDLE)
 
 
 class DnsSockets:
@@ -341,13 +339,8 @@ class Server:
         raise HostError(f"unknown request {op!r}")
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if not pid:
-                return
+        from pydocklite.detach import reap_exited
+        reap_exited()
 
     def _check_pause(self) -> None:
         """The pause died (killed by someone): make a new one in our namespaces, so that

@@ -38,10 +38,8 @@ MAX_FDS = 8
 
 
 def idle_time() -> float:
-    try:
-        return max(0.0, float(os.environ.get("PYDOCKLITE_SHIM_ZYGOTE_IDLE", IDLE)))
-    except ValueError:
-        return IDLE
+    from pydocklite.settings import env_seconds
+    return env_seconds("PYDOCKLITE_SHIM_ZYGOTE_IDLE", IDLE)
 
 
 def _stamp() -> str:
@@ -197,15 +195,8 @@ def _zygote(runtime_dir: str, idle: float) -> int:
     set_title(f"pydocklite __shim-zygote --runtime-dir {runtime_dir}", comm="pdl-zygote")
     ctx = context()
 
-    def reap(_n=None, _f=None) -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if not pid:
-                return
-    signal.signal(signal.SIGCHLD, reap)
+    from pydocklite.detach import reap_exited
+    signal.signal(signal.SIGCHLD, lambda _n, _f: reap_exited())
     for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)
     gc.collect()
