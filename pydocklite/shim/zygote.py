@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 
 TYPE_CHECKING = False
@@ -115,7 +114,10 @@ def ask(settings: Settings, fds: List[int], exit_fd: Optional[int], nattach: int
     if not idle_time():
         return "refused"
     sock_path, _ = paths(settings.runtime_dir)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    # _socket, not socket: the CLI has no other use for socket.py (and its selectors)
+    import _socket
+    import array
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
         try:
             s.connect(sock_path)
@@ -125,7 +127,8 @@ def ask(settings: Settings, fds: List[int], exit_fd: Optional[int], nattach: int
         req = {"settings": _settings_out(settings), "env": dict(os.environ),
                "cwd": _cwd(), "umask": _umask(), "ctx": context(),
                "exit": exit_fd is not None, "attach": nattach, "preload": preload}
-        socket.send_fds(s, [json.dumps(req).encode()], fds)
+        s.sendmsg([json.dumps(req).encode()],
+                  [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))])
         reply = s.recv(4096)
     except OSError:
         return "failed"
@@ -168,6 +171,7 @@ def _zygote(runtime_dir: str, idle: float) -> int:
     import fcntl
     import gc
     import signal
+    import socket
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -230,7 +234,8 @@ def _zygote(runtime_dir: str, idle: float) -> int:
     return 0
 
 
-def _serve_one(srv: socket.socket, ctx: str, lock: int) -> None:
+def _serve_one(srv, ctx: str, lock: int) -> None:
+    import socket
     import struct
     conn, _ = srv.accept()
     fds: List[int] = []
