@@ -195,7 +195,7 @@ def fork_ahead(ctx, state) -> None:
         exit_r, exit_w = os.pipe()
         try:
             shim = fork(ctx.settings, exit_w, stdio.shim_fds, preload=True,
-                        reaper=reap_in_thread)
+                        reaper=reap_in_thread, use_zygote=False)
         except BaseException:
             os.close(exit_r)
             stdio.close()

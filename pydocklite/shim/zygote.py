@@ -4,9 +4,9 @@ A shim forked from the CLI that ran it carries the CLI's heap alone once the CLI
 (10-12 MiB PSS per idle container here). Forked from one long-lived process that has
 imported what a shim needs and frozen it (gc.freeze: the children's collector never
 writes to those objects), the shims share those pages with it and with each other (~7 MiB
-per idle container, the zygote included; Android's zygote is the model). The caller's
-time is about the same: a request instead of a fork (the API service's create ~1.6 ms
-shorter, a CLI's run as before).
+per idle container, the zygote included; Android's zygote is the model). A CLI's run
+takes as long as before (a request instead of a fork). The API service forks its shims
+itself (launch.fork_ahead, use_zygote=False): they share its pages already.
 
 - It is made by a shim forked the old way (launch.py) while that shim waits for its
   container: a fork of it, detached, before any thread exists; one per user and code

@@ -281,39 +281,26 @@ def _children(pid: int) -> list:
     return out
 
 
-@pytest.mark.parametrize("zygote", ["on", "off"])
-def test_shims_reaped_and_idle_threads_bounded(cli, busybox, zygote):
-    """The shims the service forks itself (forked once: the first one; every one with the
-    zygote off) are its own children, and the later ones the zygote's (shim/zygote.py):
-    each is reaped by its parent when it exits, none is left a zombie; the threads that
-    served connections wait for the next ones, no more than IDLE_WORKERS of them."""
-    env = {"PYDOCKLITE_SHIM_ZYGOTE_IDLE": "30" if zygote == "on" else "0"}
-    proc, sock = start_service(cli, "--time", "0", env=env)
-    api = Api(cli, proc, sock)
-    try:
-        for _ in range(3):
-            ok(api.docker("run", "--rm", busybox, "true"))
-        ok(api.docker("run", "-d", "--name", "stays", busybox, "sleep", "300"))
-        pid = api.proc.pid
-        zyg = [p for p, cmd in unpriv.user_processes() if "__shim-zygote" in cmd
-               and str(cli.home) in cmd]
-        assert len(zyg) == (1 if zygote == "on" else 0)
-
-        def shims() -> list:
-            return [c for parent in [pid] + zyg for c in _children(parent)]
-        # the --rm ones' shims finish their clean-up after the client has its answer
-        wait_for(lambda: len(shims()) == 1, what="the --rm containers' shims reaped")
-        [(shim, state)] = shims()
-        assert state == "S" and "__shim --name stays" in Path(f"/proc/{shim}/cmdline").read_text()
-        if zygote == "on":
-            assert _children(zyg[0]) == [(shim, "S")]      # not the service's to reap
-        for _ in range(20):
-            ok(api.docker("ps"))
-        threads = len(os.listdir(f"/proc/{pid}/task"))
-        # the main thread, <= 8 idle connection threads, the running shim's reaper
-        assert threads <= 1 + 8 + 1, threads
-        ok(api.docker("rm", "-f", "stays"))
-        wait_for(lambda: not shims(), what="every shim reaped")
-    finally:
-        api.stop()
+def test_shims_reaped_and_idle_threads_bounded(api, busybox):
+    """The shims the service forks are its own children (forked once, not by a shim
+    zygote: the service's shims share its pages already): each is reaped when it exits,
+    none is left a zombie; the threads that served connections wait for the next ones, no
+    more than IDLE_WORKERS of them."""
+    for _ in range(3):
+        ok(api.docker("run", "--rm", busybox, "true"))
+    ok(api.docker("run", "-d", "--name", "stays", busybox, "sleep", "300"))
+    pid = api.proc.pid
+    # the --rm ones' shims finish their clean-up after the client has its answer
+    wait_for(lambda: len(_children(pid)) == 1, what="the --rm containers' shims reaped")
+    [(shim, state)] = _children(pid)
+    assert state == "S" and "__shim" in Path(f"/proc/{shim}/cmdline").read_text()
+    assert not [cmd for _, cmd in unpriv.user_processes()
+                if "__shim-zygote" in cmd and str(api.cli.home) in cmd]
+    for _ in range(20):
+        ok(api.docker("ps"))
+    threads = len(os.listdir(f"/proc/{pid}/task"))
+    # the main thread, <= 8 idle connection threads, the running shim's reaper
+    assert threads <= 1 + 8 + 1, threads
+    ok(api.docker("rm", "-f", "stays"))
+    wait_for(lambda: not _children(pid), what="every shim reaped")
 
