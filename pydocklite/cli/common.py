@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime, timezone
 
@@ -11,10 +12,42 @@ from pydocklite.termsafe import escape, escape_line
 from pydocklite.humanize import human_duration, human_size, time_ago  # noqa: F401 (re-exported)
 
 
+# argparse's messages in English, as docker's, untranslated: its gettext calls looked for
+# message catalogs (importing `locale`, stat()ing files per call) on every parser built
+argparse._ = lambda message: message
+argparse.ngettext = lambda singular, plural, n: singular if n == 1 else plural
+
+_COLUMNS: list = []
+
+
+def _columns() -> int:
+    """The terminal's width, looked up once (shutil.get_terminal_size's rule without
+    importing shutil; argparse asks for it each time it makes a formatter, once per flag)."""
+    if not _COLUMNS:
+        try:
+            cols = int(os.environ.get("COLUMNS", "0"))
+        except ValueError:
+            cols = 0
+        if cols <= 0:
+            try:
+                cols = os.get_terminal_size(sys.__stdout__.fileno()).columns
+            except (AttributeError, ValueError, OSError):
+                cols = 0
+        _COLUMNS.append(cols or 80)
+    return _COLUMNS[0]
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        super().__init__(prog, indent_increment, max_help_position,
+                         _columns() - 2 if width is None else width)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that reports errors the way docker does: one line, exit 125."""
 
     def __init__(self, prog: str, usage: str, description: str = "", **kw):
+        kw.setdefault("formatter_class", _Formatter)
         super().__init__(prog=f"pydocklite {prog}", usage=f"pydocklite {usage}",
                          description=description, **kw)
         self._verb = prog
