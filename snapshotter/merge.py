@@ -20,7 +20,7 @@ from __future__ import annotations
 import marshal
 import os
 import stat
-import threading
+import _thread    # (threading.py: ~0.5 ms more of every CLI run)
 from array import array
 from pathlib import Path
 
@@ -371,7 +371,7 @@ def load_or_build(index_paths: Sequence[Path], cache_path: Optional[Path] = None
     from .layer_index import LayerIndex
     tree = MergedTree([LayerIndex.load(Path(p)) for p in index_paths])
     if cache_path is not None:
-        tmp = Path(f"{cache_path}.tmp-{os.getpid()}-{threading.get_ident()}")
+        tmp = Path(f"{cache_path}.tmp-{os.getpid()}-{_thread.get_ident()}")
         try:
             Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(tree.dumps())
@@ -394,7 +394,7 @@ class LowerData:
     def __init__(self, blob_paths: Sequence[Path]) -> None:
         self._paths = [Path(p) for p in blob_paths]
         self._blobs: List[object] = [None] * len(self._paths)
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     def _blob(self, layer: int):
         blob = self._blobs[layer]

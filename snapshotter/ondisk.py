@@ -10,7 +10,6 @@ import errno
 import fcntl
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -43,6 +42,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def rmtree(path: Path) -> None:
+    import shutil    # not at module level: ~1.5 ms of every CLI run that looks an image up
     shutil.rmtree(path, ignore_errors=True)
     try:  # a plain file
         os.unlink(path)

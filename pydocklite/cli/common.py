@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import sys
-from datetime import datetime, timezone
 
 from pydocklite.errors import UsageError
 from pydocklite.termsafe import escape, escape_line
@@ -67,6 +66,7 @@ def parse_time(text: str) -> float:
         digits = "".join(c for c in tail if c.isdigit())
         zone = tail[len(digits):]
         t = f"{head}.{digits[:6]}{zone}"
+    from datetime import datetime
     try:
         return datetime.fromisoformat(t).timestamp()
     except ValueError:
@@ -74,6 +74,7 @@ def parse_time(text: str) -> float:
 
 
 def rfc3339(ts: float) -> str:
+    from datetime import datetime, timezone
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -1,12 +1,7 @@
 """Docker-style names for unnamed containers: adjective_surname (our own word lists)."""
 from __future__ import annotations
 
-import random
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
-    from typing import Optional
-
+import os
 
 ADJECTIVES = (
     "agile", "amber", "ancient", "ardent", "azure", "bold", "brave", "breezy", "bright",
@@ -37,13 +32,19 @@ SURNAMES = (
 )
 
 
-def generate_name(retry: int = 0, rng: Optional[random.Random] = None) -> str:
-    """A random adjective_surname; after a clash (retry > 0) a digit is appended, as Docker does."""
-    r = rng or random.SystemRandom()
-    name = f"{r.choice(ADJECTIVES)}_{r.choice(SURNAMES)}"
+def generate_name(retry: int = 0, rng=None) -> str:
+    """A random adjective_surname; after a clash (retry > 0) a digit is appended, as Docker
+    does. rng: a random.Random (tests); else the system's (os.urandom: importing `random`
+    cost ~0.4 ms of each run)."""
+    choice = rng.choice if rng is not None else _choice
+    name = f"{choice(ADJECTIVES)}_{choice(SURNAMES)}"
     if retry > 0:
-        name += str(r.randint(0, 9))
+        name += str(choice(range(10)))
     return name
+
+
+def _choice(seq):
+    return seq[int.from_bytes(os.urandom(4), "big") % len(seq)]
 
 
 def is_valid_name(name: str) -> bool:
