@@ -332,14 +332,17 @@ class Snapshotter:
                 gone.append(entry.path)
         return gone
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: str, clear=None) -> None:
         """Delete the snapshot's directory, then forget it (refused while anything from it is
         mounted in this mount namespace). Removing a committed snapshot keeps its layers.
         Files owned by other ids of a user namespace can only be deleted from inside it: call
         this where the snapshot was used (the shim), else a SnapshotterError says so and the
-        snapshot stays recorded."""
+        snapshot stays recorded. clear(dir): called first with the snapshot's directory, in
+        the same transaction (a caller that deletes what it knows is there its own way)."""
         with self._db() as con:
             info = self._get(con, key)
+            if info.path and clear is not None:
+                clear(info.path)
             if info.path:
                 busy = mounted_under(info.path)
                 if busy:
