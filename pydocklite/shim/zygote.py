@@ -157,7 +157,7 @@ def _umask() -> int:
 
 
 # --- the zygote -----------------------------------------------------------------------------
-def become(runtime_dir: str, keep: tuple = ()) -> None:
+def become(runtime_dir: str) -> None:
     """Fork the zygote off this process (a shim waiting for its container, before it has
     a thread) unless the idle time is 0; returns at once in the caller."""
     idle = idle_time()
