@@ -1,17 +1,19 @@
-"""Starting a shim: forked by the zygote (zygote.py) or from the CLI, detached, renamed for `ps`.
+"""Starting a shim: forked by the shim zygote or from the caller, detached, renamed for `ps`.
 
-A shim runs in a session of its own (the CLI may die at any moment): a child of `run`'s
-CLI or of the API service, forked once (detach.fork_detached with a reaper), else a
-grandchild of the forking process; renamed "pydocklite __shim --name NAME ID --root DIR"
-so that `ps aux | grep NAME` finds it. It is forked, not exec'd: a new interpreter would take ~50 ms to start and import what
-the CLI has already.
+A shim runs in a session of its own (the CLI may die at any moment): a child of the
+per-user shim zygote when one runs and serves the caller (zygote.py: the CLI's shims share
+its memory), else a child of `run`'s CLI or of the API service, forked once
+(detach.fork_detached with a reaper), else a grandchild of the forking process; renamed
+"pydocklite __shim --name NAME ID --root DIR" so that `ps aux | grep NAME` finds it. It is
+forked, not exec'd: a new interpreter would take ~50 ms to start and import what the CLI
+has already. The first shim forked from a CLI makes the zygote while it waits.
 
 `run` forks it ahead (fork_ahead), before the container exists: while the CLI looks the
 image up and writes the container's record, the shim imports the runtime and the mount
 code, loads libfuse3 and connects to the namespace host when one runs (it holds the user
 namespace every container joins; the start starts one otherwise) on the other CPU; go(ID,
-NAME) then sets it off. A CLI that fails (or dies) before go() closes the pipe, and the waiting shim just
-exits.
+NAME) then sets it off. A CLI that fails (or dies) before go() closes the pipe, and the
+waiting shim just exits.
 """
 from __future__ import annotations
 
