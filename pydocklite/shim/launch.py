@@ -126,7 +126,7 @@ def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optiona
                   ) -> int:
     """The shim's life, in the forked process (from the caller, or from the zygote:
     zygote.py); never returns to the caller's code. make_zygote: none runs, fork one
-    while waiting for the container (with what a shim imports, before any thread)."""
+    when the container is to start (before any thread)."""
     import fcntl
     devnull = os.open(os.devnull, os.O_RDWR)
     # the CLI's fds we keep, moved above 0-2, which become the shim's own
@@ -156,10 +156,6 @@ def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optiona
         _preload(_PRELOAD[1])
         from snapshotter.fuse_ll3 import load_libfuse3
         load_libfuse3()
-    if make_zygote:
-        _preload(_PRELOAD[0] + _PRELOAD[1] + _ZYGOTE_PRELOAD)
-        from pydocklite.shim import zygote
-        zygote.become(settings.runtime_dir)
     line = b""
     while not line.endswith(b"\n"):
         chunk = os.read(go_r, 512)
@@ -169,6 +165,11 @@ def _shim_process(settings: Settings, go_r: int, ready_fd: int, exit_fd: Optiona
             return 0            # the CLI did not create the container: nothing to do
         line += chunk
     os.close(go_r)
+    if make_zygote:
+        # once the container exists (a run that fails before leaves no zygote behind),
+        # before any thread; the zygote imports the rest itself
+        from pydocklite.shim import zygote
+        zygote.become(settings.runtime_dir)
     cid, _, name = line.decode().strip().partition(" ")
     from pydocklite.layout import ContainerFiles
     logfd = os.open(str(ContainerFiles(settings.layout.containers_dir / cid).shim_log),

@@ -8,8 +8,9 @@ per idle container, the zygote included; Android's zygote is the model). A CLI's
 takes as long as before (a request instead of a fork). The API service forks its shims
 itself (launch.fork_ahead, use_zygote=False): they share its pages already.
 
-- It is made by a shim forked the old way (launch.py) while that shim waits for its
-  container: a fork of it, detached, before any thread exists; one per user and code
+- It is made by a shim forked the old way (launch.py) once its container is to start (a
+  run that fails before leaves none): a fork of it, detached, before any thread exists,
+  that imports the rest of what a shim runs; one per user and code
   version (its socket and lock are named by the code's stamp). It exits after
   PYDOCKLITE_SHIM_ZYGOTE_IDLE seconds (default 30; 0: no zygote) without a request; the
   shims it forked stay (init or the user's subreaper takes them).
@@ -187,6 +188,10 @@ def _zygote(runtime_dir: str, idle: float) -> int:
             return 0                 # the lock file of one exiting: the next caller starts one
     except OSError:
         return 0                     # another zygote runs
+    from pydocklite.shim.launch import _PRELOAD, _ZYGOTE_PRELOAD, _preload
+    _preload(_PRELOAD[0] + _PRELOAD[1] + _ZYGOTE_PRELOAD)     # what a shim runs
+    from snapshotter.fuse_ll3 import load_libfuse3
+    load_libfuse3()
     try:
         os.unlink(sock_path)         # a killed zygote's
     except FileNotFoundError:

@@ -81,6 +81,16 @@ def test_shims_forked_by_one_zygote_with_callers_surroundings(cli, busybox):
     assert ok(cli("ps", "-aq")).stdout == ""
 
 
+def test_a_failed_run_makes_none(cli, busybox):
+    """A run that fails before its container exists starts nothing that lingers."""
+    r = cli("run", "--rm", "--pull", "never", busybox + "-nosuch", "true")
+    assert r.returncode == 125 and "No such image" in r.stderr
+    time.sleep(0.5)
+    assert zygotes(cli.home) == [] and zygote_files(cli.home) == []
+    ok(cli("run", "--rm", busybox, "true"))
+    assert wait_for(lambda: zygotes(cli.home))
+
+
 def test_other_process_context_is_not_served(cli, busybox):
     """What a fork inherits and a request can't carry (here the open-files limit) must be
     the caller's: a caller with another is not served by the zygote."""
