@@ -57,10 +57,18 @@ class Q(float):
         return q
 
 
-def helpers_pss_kb(podman: bool) -> int:
+def helpers_pss_kb(podman: bool, home: Path) -> int:
+    """The helpers' PSS; pydocklite's only those of this bench's home (a shim, namespace
+    host or pause process names its directories; the outbound helper names its pause
+    process): the test user's other homes may have helpers running (a developer's)."""
+    procs = unpriv.user_processes()
+    cmds = dict(procs)
     total = 0
-    for pid, cmd in unpriv.user_processes():
+    for pid, cmd in procs:
         mine = any(k in cmd for k in (POD_HELPERS if podman else PDL_HELPERS))
+        if mine and not podman and str(home) not in cmd:
+            m = re.search(r"/proc/(\d+)/ns/", cmd)       # slirp4netns, pasta: the pause's
+            mine = bool(m) and str(home) in cmds.get(int(m.group(1)), "")
         if podman and not mine:
             # podman's pause process is `podman` re-exec'd as "catatonit -P"-like
             mine = Path(f"/proc/{pid}/comm").exists() and \
@@ -146,7 +154,7 @@ def measure(tools, busybox: str, nginx: str, reps: int) -> dict:
             t.run("run", "-d", "--name", f"idle{i}", "--network", "benchnet", nginx)
         time.sleep(2)
         res[t.name]["helper PSS per idle container (10 nginx)"] = \
-            Q(helpers_pss_kb(t.name == "podman") / 10 / 1024, "MiB")
+            Q(helpers_pss_kb(t.name == "podman", t.home) / 10 / 1024, "MiB")
         t.run("rm", "-f", "keeper", *[f"idle{i}" for i in range(9)])
     for t in tools:
         res[t.name].update(c2c(t, nginx, busybox, "benchnet"))
