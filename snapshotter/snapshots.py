@@ -341,9 +341,9 @@ class Snapshotter:
         the same transaction (a caller that deletes what it knows is there its own way)."""
         with self._db() as con:
             info = self._get(con, key)
-            if info.path and clear is not None:
-                clear(info.path)
             if info.path:
+                if clear is not None:
+                    clear(info.path)
                 busy = mounted_under(info.path)
                 if busy:
                     raise MountError(f"snapshot {key!r} is still mounted at {busy[0]}: unmount "

@@ -96,10 +96,6 @@ def parse_size(text: Union[str, int]) -> int:
     return int(float(num) * base ** power)
 
 
-def _encode(stream: str, data: bytes, ns: int) -> bytes:
-    return _encoder(stream, format_time(ns))(data)
-
-
 def _encoder(stream: str, time_text: str):
     """A function making the log record of one chunk of `stream` at `time_text`: what
     json.dumps({"log": ..., "stream": ..., "time": ...}) would (compact, not ASCII-only),
