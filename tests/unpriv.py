@@ -109,22 +109,26 @@ def python_as_user(args: list, home: Path, **kw) -> subprocess.CompletedProcess:
     return run_as_user([SYSTEM_PYTHON, *args], home, **kw)
 
 
-def user_processes() -> list:
-    """(pid, command line with spaces for its NULs) of each process of the test user now
-    (zombies show an empty command line)."""
-    uid = test_user().pw_uid
+def processes(uid=None) -> list:
+    """(pid, command line with spaces for its NULs) of each process now, of `uid` only when
+    given (zombies show an empty command line)."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
-            if os.stat(f"/proc/{name}").st_uid != uid:
+            if uid is not None and os.stat(f"/proc/{name}").st_uid != uid:
                 continue
             raw = Path(f"/proc/{name}/cmdline").read_bytes()
         except OSError:
             continue
         found.append((int(name), raw.replace(b"\0", b" ").decode(errors="replace")))
     return found
+
+
+def user_processes() -> list:
+    """processes() of the test user."""
+    return processes(test_user().pw_uid)
 
 
 if __name__ == "__main__":  # quick manual check

@@ -4,7 +4,6 @@ through containerd-shim-runc-v2 with ./pydocklite-runtime as the runc binary (`c
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import unpriv
 from tests.engines.conftest import needs_root, short_dir
 from tests.fixtures import engines
 
@@ -68,14 +68,7 @@ def _leftovers(c, cid: str) -> list:
     for hier in Path("/sys/fs/cgroup").iterdir():
         if (hier / c.namespace / cid).exists():
             out.append(str(hier / c.namespace / cid))
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                cmd = Path(f"/proc/{name}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if f"/{c.namespace}/{cid}".encode() in cmd:
-                out.append(cmd.replace(b"\0", b" ").decode(errors="replace"))
+    out += [cmd for _pid, cmd in unpriv.processes() if f"/{c.namespace}/{cid}" in cmd]
     return out
 
 

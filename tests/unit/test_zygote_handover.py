@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import unpriv
+
 REPO = Path(__file__).resolve().parents[2]
 
 PROBE = r"""
@@ -91,16 +93,7 @@ print(json.dumps(out))
 
 
 def zygote_pids(rt: Path) -> list:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                cmd = Path(f"/proc/{name}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"__shim-zygote" in cmd and str(rt).encode() in cmd:
-                found.append(int(name))
-    return found
+    return [pid for pid, cmd in unpriv.processes() if "__shim-zygote" in cmd and str(rt) in cmd]
 
 
 def test_child_gets_the_callers_surroundings(tmp_path):
