@@ -66,9 +66,11 @@ CREATE TABLE IF NOT EXISTS snapshots (
 
 
 def _set_up(path: Path) -> bool:
-    """Does the database file hold our table (and WAL mode) already? Its first page is
-    written by the first checkpoint after the CREATE: a non-empty file was made by us (an
-    empty one, or none, gets the WAL mode and the table, which are kept in the file)."""
+    """Does the database file hold our table (and WAL mode) already? A new file gets the
+    table first, in rollback-journal mode, where the file stays empty until the CREATE
+    commits (and a reader's lock waits for that commit), then the WAL mode: a non-empty
+    file has the table. (The other order raced: switching to WAL writes the file's first
+    page at once, and a process that saw it went on to find no table.)"""
     try:
         return os.stat(path).st_size > 0
     except OSError:
@@ -104,19 +106,24 @@ class Snapshotter:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         con = sqlite3.connect(str(self.db_path), timeout=30, isolation_level=None)
         try:
+            new = not _set_up(self.db_path)
             for attempt in range(20):
                 try:
-                    if not _set_up(self.db_path):
-                        con.execute("PRAGMA journal_mode=WAL")
+                    if new:      # both idempotent: done again after a failed attempt
                         con.executescript(_SCHEMA)
+                        con.execute("PRAGMA journal_mode=WAL")
+                        new = False
                     con.execute("PRAGMA synchronous=NORMAL")   # WAL: consistent after a crash
                     con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                     break
                 except sqlite3.OperationalError as e:
                     # SQLITE_PROTOCOL: the WAL index kept changing under us while other
                     # processes (shims removing containers, a service) opened and closed
-                    # the database; nothing was done yet, so trying again is safe
-                    if "locking protocol" not in str(e) or attempt == 19:
+                    # the database; "locked" while setting up a new file: another process
+                    # switching it to WAL at the same time (sqlite gives up at once rather
+                    # than deadlock). Nothing was done yet, so trying again is safe.
+                    retry = "locking protocol" in str(e) or (new and "locked" in str(e))
+                    if not retry or attempt == 19:
                         raise
                     import time
                     time.sleep(0.005 * (attempt + 1))
