@@ -206,6 +206,9 @@ def _wait_until(ctx, req, cid, first, condition):
         delay = min(delay * 2, 0.05)
 
 
+LOGS_BATCH = 256 << 10
+
+
 def logs(ctx, req, resp, id):
     from pydocklite.api.streams import STDERR, STDOUT, frame
     from pydocklite.shim.logs import read_logs
@@ -225,8 +228,11 @@ def logs(ctx, req, resp, id):
     since = _time_arg(req.arg("since"))
     until = _time_arg(req.arg("until"))
     tty = bool(state.config.get("Config", {}).get("Tty"))
+    # without follow the body is sent as it is read, in sends of up to BATCH bytes (a send
+    # per entry was a third of the request's time), the head with the first
     stream = resp.start_stream(200, "application/vnd.docker.raw-stream" if tty
-                               else "application/vnd.docker.multiplexed-stream")
+                               else "application/vnd.docker.multiplexed-stream",
+                               defer_head=not follow)
     store = ctx.containers.store
     sock = req.conn.sock
 
@@ -240,6 +246,7 @@ def logs(ctx, req, resp, id):
         return not st.running and not (st.shim_alive and st.state == "restarting")
     if follow:
         ctx.server.busy(+1)
+    pending, size = [], 0
     try:
         if os.path.exists(state.log_path):
             for name, data in read_logs(state.log_path, follow=follow, tail=tail_n,
@@ -248,9 +255,16 @@ def logs(ctx, req, resp, id):
                                         stop_when=stopped):
                 if name == "stderr" and not want_err or name == "stdout" and not want_out:
                     continue
-                stream.write(data if tty else frame(STDERR if name == "stderr" else STDOUT,
-                                                    data))
-        stream.close()
+                piece = data if tty else frame(STDERR if name == "stderr" else STDOUT, data)
+                if follow:
+                    stream.write(piece)
+                    continue
+                pending.append(piece)
+                size += len(piece)
+                if size >= LOGS_BATCH:
+                    stream.write(b"".join(pending))
+                    pending, size = [], 0
+        stream.close(b"".join(pending))
     finally:
         if follow:
             ctx.server.busy(-1)

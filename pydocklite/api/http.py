@@ -327,7 +327,10 @@ class Responder:
         self.send(status, (json.dumps({"message": message}) + "\n").encode())
 
     def start_stream(self, status: int = 200, content_type: str = "application/json",
-                     headers: list = ()) -> "ChunkedStream":
+                     headers: list = (), defer_head: bool = False) -> "ChunkedStream":
+        """A chunked response. defer_head: the head goes out with the first write (or the
+        close), in one send: for a body made at once (`logs` without follow), not for a
+        stream whose client waits for the head (`wait`, `events`)."""
         req = self.req
         req.responded = True
         hs = list(self.common) + list(headers) + [("Content-Type", content_type),
@@ -336,6 +339,8 @@ class Responder:
             req.keep_alive = False
         if not req.keep_alive:
             hs.append(("Connection", "close"))
+        if defer_head:
+            return ChunkedStream(req.conn, _head(status, hs))
         req.conn.sendall(_head(status, hs))
         return ChunkedStream(req.conn)
 
@@ -362,20 +367,26 @@ class Responder:
 
 
 class ChunkedStream:
-    """A chunked response body, each write sent at once."""
+    """A chunked response body, each write sent at once (with the response's head when
+    that was deferred: Responder.start_stream)."""
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, head: bytes = b""):
         self.conn = conn
+        self.head = head
         self.closed = False
 
     def write(self, data: bytes) -> None:
         if data:
-            self.conn.sendall(b"%x\r\n%s\r\n" % (len(data), data))
+            head, self.head = self.head, b""
+            self.conn.sendall(b"%s%x\r\n%s\r\n" % (head, len(data), data))
 
     def json(self, value) -> None:
         self.write((json.dumps(value) + "\r\n").encode())
 
-    def close(self) -> None:
+    def close(self, last: bytes = b"") -> None:
+        """The end of the body, after `last` (one send for both)."""
         if not self.closed:
             self.closed = True
-            self.conn.sendall(b"0\r\n\r\n")
+            head, self.head = self.head, b""
+            chunk = b"%x\r\n%s\r\n" % (len(last), last) if last else b""
+            self.conn.sendall(head + chunk + b"0\r\n\r\n")

@@ -267,3 +267,29 @@ def test_pause_update_diff_export(api, busybox):
     ok(api.docker("rm", "-f", "pz"))
     r = api.docker("pause", "pz")
     assert r.returncode == 1 and "No such container" in r.stderr
+
+
+def test_logs_larger_than_one_send(api, busybox):
+    """`docker logs` of more output than one send of the body (api/containers.LOGS_BATCH:
+    the frames are gathered): every line, each on its stream, in order; --tail and
+    --timestamps through the same path."""
+    script = ("i=0; while [ $i -lt 6000 ]; do echo \"out $i $(printf %060d 0)\"; "
+              "echo \"err $i\" >&2; i=$((i+1)); done")
+    ok(api.docker("run", "--name", "chatty", busybox, "sh", "-c", script))
+    r = ok(api.docker("logs", "chatty"))
+    pad = "0" * 60
+    assert r.stdout.splitlines() == [f"out {i} {pad}" for i in range(6000)]
+    assert r.stderr.splitlines() == [f"err {i}" for i in range(6000)]
+    assert len(r.stdout) > 400_000                        # more than LOGS_BATCH
+    # the last 3 entries of the log, whichever streams they came from (the two pipes
+    # interleave as they were read)
+    r = ok(api.docker("logs", "--tail", "3", "chatty"))
+    out, err = r.stdout.splitlines(), r.stderr.splitlines()
+    assert len(out) + len(err) == 3
+    assert out == [f"out {i} {pad}" for i in range(6000 - len(out), 6000)]
+    assert err == [f"err {i}" for i in range(6000 - len(err), 6000)]
+    lines = ok(api.docker("logs", "--timestamps", "chatty")).stdout.splitlines()
+    assert len(lines) == 6000
+    assert all(ln.split(" ", 1)[1] == f"out {i} {pad}" and ln[:4].isdigit()
+               for i, ln in enumerate(lines))
+    ok(api.docker("rm", "chatty"))
