@@ -16,8 +16,11 @@ Every client runs as the test user through the same setpriv wrapper (~1.4 ms of 
     sudo /usr/bin/python3 bench/api.py [--reps 10] [--no-readme] [--peers podman,dockerd]
 
 Measures (medians, and the min-max spread): `docker run --rm busybox true`; `docker run -d`
-nginx to its first HTTP 200; `docker ps`; `docker logs`; `docker exec true`; 50 `docker
-ps` at once (wall time of the batch); the service's idle memory (PSS of the service process
+nginx to its first HTTP 200; `docker ps` and `docker logs` (four calls a round, peer after
+peer); `docker exec true`; 50 `docker ps` at once (wall time of the batch, three batches);
+`ps` and the batches also against bench/floor_server.py ("floor": a server replaying
+pydocklite's recorded replies and doing nothing else, so what it takes is the client's own
+time, which no server can take away); the service's idle memory (PSS of the service process
 itself with pydocklite's shim zygote while it lingers, and for Podman of its service process).
 """
 from __future__ import annotations
@@ -169,6 +172,52 @@ def start_dockerd(work: Path, registry_host: str) -> Peer:
                 proc)
 
 
+def record_reply(sock: str, request: bytes) -> bytes:
+    """One reply of a server, raw (its head and a Content-Length body)."""
+    import socket
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    try:
+        s.sendall(request)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise SystemExit(f"{sock}: no reply to {request!r}")
+            buf += chunk
+        head, _, body = buf.partition(b"\r\n\r\n")
+        length = [int(ln.split(b":", 1)[1]) for ln in head.split(b"\r\n")
+                  if ln.lower().startswith(b"content-length:")]
+        if not length:
+            raise SystemExit(f"{sock}: a reply without Content-Length to {request!r}")
+        while len(body) < length[0]:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise SystemExit(f"{sock}: a short reply to {request!r}")
+            body += chunk
+        return head + b"\r\n\r\n" + body
+    finally:
+        s.close()
+
+
+def start_floor(work: Path, source: Peer) -> Peer:
+    """bench/floor_server.py with `source`'s replies to what `docker ps` asks, recorded now
+    (while its one container runs): the clients' own time, the floor of every server."""
+    root = work / "floor"
+    root.mkdir()
+    sock = source.host[len("unix://"):]
+    for name, request in (("ping", b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n"),
+                          ("containers", b"GET /v1.44/containers/json HTTP/1.1\r\n"
+                                         b"Host: docker\r\n\r\n")):
+        (root / name).write_bytes(record_reply(sock, request))
+    path = root / "docker.sock"
+    proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "floor_server.py"), str(path),
+                             str(root / "ping"), str(root / "containers")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_socket(path, proc, "bench/floor_server.py")
+    return Peer("floor", f"unix://{path}", unpriv.make_user_dir(work / "floor-client"), proc)
+
+
 def many_ps(peer: Peer, n: int = 50) -> float:
     threads = [threading.Thread(target=peer.docker, args=("ps", "-q")) for _ in range(n)]
     t0 = time.monotonic()
@@ -185,7 +234,8 @@ def prepare(peer: Peer, busybox: str, nginx: str) -> None:
     peer.docker("run", "--rm", busybox, "true")            # warm caches
 
 
-def nginx_round(peer: Peer, nginx: str, i: int, res: dict, batch: bool) -> None:
+def start_nginx(peer: Peer, nginx: str, i: int) -> float:
+    """`docker run -d` nginx as web<i>, seconds to its first HTTP 200."""
     port = free_port()
     t0 = time.monotonic()
     if peer.name == "dockerd":
@@ -197,18 +247,18 @@ def nginx_round(peer: Peer, nginx: str, i: int, res: dict, batch: bool) -> None:
     else:
         peer.docker("run", "-d", "--name", f"web{i}", "-p", f"{port}:80", nginx)
     wait_http(port)
-    res.setdefault("run -d nginx -> first 200", []).append(time.monotonic() - t0)
-    res.setdefault("ps", []).append(peer.timed("ps"))
-    res.setdefault("logs", []).append(peer.timed("logs", f"web{i}"))
-    res.setdefault("exec true", []).append(peer.timed("exec", f"web{i}", "true"))
-    if batch:
-        res["50 x docker ps at once (batch)"] = [many_ps(peer)]
-    peer.docker("rm", "-f", f"web{i}")
+    return time.monotonic() - t0
 
 
-def measure(peers: list, busybox: str, nginx: str, reps: int) -> dict:
-    """Round by round, every peer in turn, so that the machine's load (shared with other
-    jobs here) hits them alike."""
+CALLS = 4         # `ps` and `logs` calls per peer and round, peer after peer
+BATCHES = 3       # batches of 50 `ps` per peer, peer after peer
+BATCH = "50 x docker ps at once (median of 3 batches)"
+
+
+def measure(peers: list, busybox: str, nginx: str, reps: int, work: Path) -> dict:
+    """Round by round, every peer in turn, call by call, so that the machine's load (shared
+    with other jobs here) hits them alike. `ps` is also timed against the floor server
+    (bench/floor_server.py: pydocklite's replies recorded in the first round)."""
     results = {p.name: {} for p in peers}
     for p in peers:
         prepare(p, busybox, nginx)
@@ -216,9 +266,33 @@ def measure(peers: list, busybox: str, nginx: str, reps: int) -> dict:
         for p in peers:
             results[p.name].setdefault("run --rm busybox true", []).append(
                 p.timed("run", "--rm", busybox, "true"))
-    for i in range(max(3, reps // 2)):
-        for p in peers:
-            nginx_round(p, nginx, i, results[p.name], batch=(i == 0))
+    floor = None
+    try:
+        for i in range(max(3, reps // 2)):
+            for p in peers:
+                results[p.name].setdefault("run -d nginx -> first 200", []).append(
+                    start_nginx(p, nginx, i))
+            if floor is None:
+                floor = start_floor(work, peers[0])
+                results[floor.name] = {}
+            for _ in range(CALLS):
+                for p in peers + [floor]:
+                    results[p.name].setdefault("ps", []).append(p.timed("ps"))
+            for _ in range(CALLS):
+                for p in peers:
+                    results[p.name].setdefault("logs", []).append(p.timed("logs", f"web{i}"))
+            for p in peers:
+                results[p.name].setdefault("exec true", []).append(
+                    p.timed("exec", f"web{i}", "true"))
+            if i == 0:
+                for _ in range(BATCHES):
+                    for p in peers + [floor]:
+                        results[p.name].setdefault(BATCH, []).append(many_ps(p))
+            for p in peers:
+                p.docker("rm", "-f", f"web{i}")
+    finally:
+        if floor is not None:
+            floor.stop()
     time.sleep(2)
     for p in peers:
         results[p.name]["service idle PSS"] = p.pss_kb()
@@ -264,17 +338,17 @@ def main() -> int:
                 peers.append(start_podman(work, srv.host))
             if "dockerd" in peers_wanted and shutil.which("dockerd"):
                 peers.append(start_dockerd(work, srv.host))
-            results = measure(peers, busybox, nginx, args.reps)
+            results = measure(peers, busybox, nginx, args.reps, work)
     finally:
         for p in peers:
             p.stop()
         release_work(work)
     names = [p.name for p in peers]
     metrics = list(dict.fromkeys(m for n in names for m in results.get(n, {})))
-    header = ["metric"] + names + [f"pydocklite / {n}" for n in names[1:]]
+    header = ["metric"] + names + ["floor"] + [f"pydocklite / {n}" for n in names[1:]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in metrics:
-        cells = [m] + [fmt(results[n].get(m)) for n in names]
+        cells = [m] + [fmt(results.get(n, {}).get(m)) for n in names + ["floor"]]
         base = value(results["pydocklite"].get(m))
         for n in names[1:]:
             other = value(results[n].get(m))
@@ -286,7 +360,9 @@ def main() -> int:
         write_section("api", f"`bench/api.py` (docker CLI 28.2 against each server; medians "
                       f"with min-max; {args.reps} reps of `run --rm`; "
                       f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f} "
-                      f"on {os.cpu_count()} CPUs).\n\n{table}\n")
+                      f"on {os.cpu_count()} CPUs; floor: the same client against "
+                      f"bench/floor_server.py, which replays pydocklite's replies and does "
+                      f"nothing else).\n\n{table}\n")
     return 0
 
 
