@@ -1,7 +1,6 @@
 """Argument parsing and output helpers shared by the verbs (Docker's conventions)."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -11,10 +10,41 @@ from pydocklite.termsafe import escape, escape_line
 from pydocklite.humanize import human_duration, human_size, time_ago  # noqa: F401 (re-exported)
 
 
+def _untranslated(message: str) -> str:
+    return message
+
+
+def _untranslated_n(singular: str, plural: str, n: int) -> str:
+    return singular if n == 1 else plural
+
+
+def _import_argparse():
+    """argparse, imported without gettext when nothing has imported that yet: argparse
+    takes only gettext() and ngettext() from it, replaced below anyway, and importing
+    gettext is ~0.6 ms of every command (its plural-forms parser compiles regexes)."""
+    if "argparse" in sys.modules or "gettext" in sys.modules:
+        import argparse
+        return argparse
+    import types
+    stub = types.ModuleType("gettext")
+    stub.gettext, stub.ngettext = _untranslated, _untranslated_n
+    sys.modules["gettext"] = stub
+    try:
+        import argparse
+    except ImportError:      # an argparse that wants more of gettext
+        del sys.modules["gettext"]
+        import argparse
+    finally:
+        if sys.modules.get("gettext") is stub:
+            del sys.modules["gettext"]    # whoever imports gettext later gets the real one
+    return argparse
+
+
+argparse = _import_argparse()
 # argparse's messages in English, as docker's, untranslated: its gettext calls looked for
 # message catalogs (importing `locale`, stat()ing files per call) on every parser built
-argparse._ = lambda message: message
-argparse.ngettext = lambda singular, plural, n: singular if n == 1 else plural
+argparse._ = _untranslated
+argparse.ngettext = _untranslated_n
 
 _COLUMNS: list = []
 

@@ -4,7 +4,6 @@ Pure: no I/O. The user name -> uid lookup is given the image's /etc/passwd and /
 """
 from __future__ import annotations
 
-import shlex
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
@@ -295,7 +294,3 @@ def lsm_settings(opts) -> tuple:
     mount = ":".join(parts.get("level", _MOUNT_LABEL[k]) if k == "level" else _MOUNT_LABEL[k]
                      for k in _MOUNT_LABEL)
     return profile, proc, mount
-
-
-def shell_split(text: str) -> List[str]:
-    return shlex.split(text)

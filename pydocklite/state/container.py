@@ -11,10 +11,11 @@ below both (it imports nothing of pydocklite but the runtime's record type).
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
+    from datetime import datetime
     from typing import Any, Callable, Dict, Optional
 
 from pydocklite.humanize import human_duration  # noqa: F401 (part of this module's API)
@@ -48,15 +49,16 @@ def pid_alive(pid: int, start_time: int) -> bool:
 
 def now_rfc3339() -> str:
     """Current UTC time the way Docker writes it (RFC 3339, nanoseconds, Z)."""
-    ns = __import__("time").time_ns()
-    sec, frac = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+    sec, frac = divmod(time.time_ns(), 1_000_000_000)
+    # (time's strftime: datetime is ~0.9 ms to import, on every `run`'s path)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
 
 
 def parse_rfc3339(text: str) -> Optional[datetime]:
     """Parse Docker's timestamps (any fraction length, Z or offset); None for empty/zero time."""
     if not text or text.startswith("0001-01-01"):
         return None
+    from datetime import datetime
     t = text.replace("Z", "+00:00")
     if "." in t:
         head, tail = t.split(".", 1)
@@ -173,7 +175,9 @@ class ContainerState:
                      alive: Optional[Callable[[int, int], bool]] = None) -> str:
         """The STATUS column of `docker ps`: "Up 5 minutes", "Exited (0) 2 hours ago"..."""
         st = self.status(alive)
-        now = now or datetime.now(timezone.utc)
+        if now is None:
+            from datetime import datetime, timezone
+            now = datetime.now(timezone.utc)
 
         def since(ts: str) -> str:
             t = parse_rfc3339(ts)
