@@ -121,6 +121,66 @@ def test_too_old_python_gets_a_clear_error(cli, lone_copy):
     assert "needs Python 3.9.2 or newer" in r.stderr
 
 
+HOSTILE = "import sys; sys.stdout.write('HOSTILE {0} imported\\n'); sys.exit(99)\n"
+
+
+@pytest.mark.parametrize("name", ["pydocklite", "pydocklite-runtime"])
+def test_modules_where_the_user_stands_are_not_imported(cli, zipapp, user_home, name):
+    """Started directly (the sh header's fast way), from a directory holding modules named
+    as the standard library's: none of them is imported (python3 -I: the current directory
+    is not on sys.path), for the main zipapp and for the engines' copy."""
+    app = user_home / "bin" / name
+    app.parent.mkdir(exist_ok=True)
+    shutil.copy2(zipapp if name == "pydocklite" else zipapp.parent / "pydocklite-runtime", app)
+    here = user_home / "work"
+    here.mkdir()
+    for mod in ("json", "argparse", "socket", "signal", "struct", "sqlite3", "pathlib"):
+        (here / f"{mod}.py").write_text(HOSTILE.format(mod))
+    if os.geteuid() == 0:
+        from tests.unpriv import test_user
+        u = test_user()
+        for p in (app.parent, app, here, *here.iterdir()):
+            os.chown(p, u.pw_uid, u.pw_gid)
+    environ = cli.environ()
+    environ.pop("PYTHONPATH", None)
+    environ["SHIV_ROOT"] = str(cli.home / ".shiv")
+    # commands that import json (the runtime's `spec` writes a config.json where it stands)
+    args = ["ps"] if name == "pydocklite" else ["spec"]
+    for _ in range(2):         # the first run extracts (the zip's way), the second is fast
+        r = subprocess.run(cli_runner.unpriv.user_cmd([str(app), *args]), env=environ,
+                           cwd=str(here), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "HOSTILE" not in r.stdout + r.stderr
+        if name != "pydocklite":
+            assert json.loads((here / "config.json").read_text())["ociVersion"]
+            (here / "config.json").unlink()
+    assert (cli.home / ".shiv" / f"{name}_{_build_id(zipapp)}" / "site-packages").is_dir()
+
+
+def _build_id(zipapp: Path) -> str:
+    with zipfile.ZipFile(zipapp) as z:
+        return json.loads(z.read("environment.json"))["build_id"]
+
+
+def test_too_old_python_first_on_path_gets_a_clear_error(cli, lone_copy, tmp_path):
+    """`./pydocklite` with an old python3 first on PATH: the message, extracted or not."""
+    old = _interpreter(str(PYENV / "3.8.18/bin/python3"))
+    bindir = tmp_path / "oldbin"
+    bindir.mkdir()
+    (bindir / "python3").symlink_to(old)
+    environ = cli.environ()
+    environ.pop("PYTHONPATH", None)
+    environ["SHIV_ROOT"] = str(cli.home / ".shiv")
+    environ["PATH"] = f"{bindir}:/usr/bin:/bin"
+    for extracted in (False, True):
+        if extracted:       # extracted by a good Python first: the fast way is taken
+            assert _run_lone(cli, SYSTEM, lone_copy, "--version").returncode == 0
+        r = subprocess.run([str(lone_copy), "--version"], env=environ, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 125, r.stdout + r.stderr
+        assert "needs Python 3.9.2 or newer" in r.stderr
+
+
 def test_start_up_is_fast(cli, lone_copy):
     assert _run_lone(cli, SYSTEM, lone_copy, "--version").returncode == 0  # extracts once
     times = []
@@ -146,7 +206,11 @@ def test_one_file_carries_every_cpython_build(zipapp):
     assert not any("zstandard/_cffi" in n for n in names)   # only the C backend is shipped
     for pkg in ("pydocklite", "registry", "snapshotter"):
         assert f"site-packages/{pkg}/__init__.py" in names
-    assert zipapp.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    head = zipapp.read_bytes()[:2048]
+    assert head.startswith(b"#!/bin/sh\n")
+    # the extracted copy started at once, by the python3 first on PATH (as `env python3`)
+    assert b"\np=python3\n" in head or b" p=python3\n" in head
+    assert b"exec $p -I -S -c " in head
     assert zipapp.stat().st_size < 30 * 1024 * 1024
 
 

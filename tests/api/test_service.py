@@ -80,6 +80,10 @@ def test_socket_activation_and_install(cli):
     svc_unit = (units / "pydocklite.service").read_text()
     assert "ListenStream=%t/pydocklite/docker.sock" in sock_unit and "SocketMode=0600" in sock_unit
     assert "system service --time" in svc_unit and "KillMode=process" in svc_unit
+    if cli.session.prefix[0].endswith(".pyz"):
+        # started through the zipapp's sh header, the unit still names the zipapp itself
+        assert f"ExecStart={unpriv.SYSTEM_PYTHON} {cli.session.prefix[0]} system service" \
+            in svc_unit, svc_unit
     assert "systemctl --user enable --now pydocklite.socket" in r.stdout
     path = cli.home / "run" / "activated.sock"
     prog = ("import os, socket, sys\n"
