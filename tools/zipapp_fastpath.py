@@ -13,11 +13,12 @@ refuses Python older than 3.9.2 with a clear message, in syntax every Python 3 p
 
 Before the zip it gets a /bin/sh header (a zip is read from its end: `python3 ZIPAPP` still
 runs __main__.py) that starts Python on the extracted copy at once when there is one:
-`python3 -I -S -c ...`, no site, no runpy, no zip directory read (~8 ms of every command
-here). -I: no PYTHON* variables, no user site, and neither the current directory nor the
-script's on sys.path (a json.py where the user stands is never imported). The main zipapp
-runs the python3 first on PATH, as its `#!/usr/bin/env python3` did; the --copy for engines
-prefers /usr/bin/python3 (an engine's PATH may be bare). A Python older than 3.9.2, an
+`python3 -S -c ...`, no site, no runpy, no zip directory read (~8 ms of every command
+here), the current directory taken off sys.path first (a json.py where the user stands is
+never imported). The main zipapp runs the python3 first on PATH, as its
+`#!/usr/bin/env python3` did, and keeps the user's PYTHON* variables; the --copy for engines
+runs isolated (-I: no PYTHON* variables either) and prefers /usr/bin/python3 (an engine's
+PATH may be bare). A Python older than 3.9.2, an
 absent extraction or a SHIV_* setting go the zip's way.
 """
 from __future__ import annotations
@@ -72,13 +73,17 @@ fi
 s="${SHIV_ROOT:-$HOME/.shiv}/${0##*/}_%(build_id)s/site-packages" %(python)s
 [ -z "$SHIV_ENTRY_POINT$SHIV_INTERPRETER$SHIV_FORCE_EXTRACT$SHIV_COMPILE_PYC$SHIV_COMPILE_WORKERS\\
 $SHIV_EXTEND_PYTHONPATH$SHIV_PRESERVE_LD" ] || s=
-[ -n "$s" ] && [ -d "$s" ] && exec $p -I -S -c 'import sys
+[ -n "$s" ] && [ -d "$s" ] && exec $p %(flags)s -c 'import sys
 if sys.version_info < (3, 9, 2): import os; os.execv(sys.executable, [sys.executable] + sys.argv[2:])
+if sys.path and not sys.path[0]: del sys.path[0]
 sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = sys.argv.pop(1)
 from %(module)s import %(function)s; %(function)s()' "$s" "$0" "$@"
 exec $p "$0" "$@"
 """
-# which python3: the main zipapp's as its former `#!/usr/bin/env python3`; engines' copy
+# which python3, and how: the main zipapp's as its former `#!/usr/bin/env python3` did, with
+# the user's PYTHON* variables (PYTHONPROFILEIMPORTTIME, PYTHONWARNINGS... as before) but the
+# current directory taken off sys.path (`-c` puts it first); the engines' copy isolated (-I:
+# no variables, no current directory) and /usr/bin/python3 first
 PATH_PYTHON = "p=python3"
 ENGINE_PYTHON = "p=/usr/bin/python3\n[ -x $p ] || p=python3"
 
@@ -104,7 +109,8 @@ def rewrite(zipapp: str, entry_point: str, out_path: str = None, prelude: str = 
         name = name[:-len(".tmp")] if name.endswith(".tmp") else name
         header = (SH_HEADER % {"name": name, "module": module, "prelude": prelude,
                                "function": function, "build_id": env["build_id"],
-                               "python": ENGINE_PYTHON if out_path else PATH_PYTHON}).encode()
+                               "python": ENGINE_PYTHON if out_path else PATH_PYTHON,
+                               "flags": "-I -S" if out_path else "-S"}).encode()
         with open(tmp, "wb") as out:
             out.write(header)
             with zipfile.ZipFile(out, "w") as dst:
