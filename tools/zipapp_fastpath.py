@@ -18,8 +18,8 @@ here), the current directory taken off sys.path first (a json.py where the user 
 never imported). The main zipapp runs the python3 first on PATH, as its
 `#!/usr/bin/env python3` did, and keeps the user's PYTHON* variables; the --copy for engines
 runs isolated (-I: no PYTHON* variables either) and prefers /usr/bin/python3 (an engine's
-PATH may be bare). A Python older than 3.9.2, an
-absent extraction or a SHIV_* setting go the zip's way.
+PATH may be bare). A Python older than 3.9.2, an absent extraction or a SHIV_* setting go
+the zip's way.
 """
 from __future__ import annotations
 

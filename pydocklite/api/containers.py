@@ -228,8 +228,8 @@ def logs(ctx, req, resp, id):
     since = _time_arg(req.arg("since"))
     until = _time_arg(req.arg("until"))
     tty = bool(state.config.get("Config", {}).get("Tty"))
-    # without follow the body is sent as it is read, in sends of up to BATCH bytes (a send
-    # per entry was a third of the request's time), the head with the first
+    # without follow the frames are gathered and sent LOGS_BATCH bytes at a time (a send
+    # per entry was a third of the request's time), the head with the first send
     stream = resp.start_stream(200, "application/vnd.docker.raw-stream" if tty
                                else "application/vnd.docker.multiplexed-stream",
                                defer_head=not follow)

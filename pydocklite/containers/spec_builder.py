@@ -4,7 +4,6 @@ Pure: no I/O. The user name -> uid lookup is given the image's /etc/passwd and /
 """
 from __future__ import annotations
 
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:     # annotations only: importing typing costs ~2 ms per start
     from typing import Dict, List, Optional, Tuple
