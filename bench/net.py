@@ -15,11 +15,13 @@ aardvark-dns, its rootless network namespace with slirp4netns). Measured:
   the namespace host, its pause process, slirp4netns, the shared lowers' FUSE servers;
   Podman: conmon, its pause process, the rootless network namespace's slirp4netns,
   aardvark-dns, rootlessport, fuse-overlayfs when used) with 10 idle nginx on benchnet,
-  divided by 10;
+  divided by 10: 2 s after the last start, and again 35 s later (pydocklite's shim zygote
+  has left by then);
 - container to container on benchnet: HTTP latency and requests/s of nginx's index page
-  (wrk, 2 threads, 4 connections, 5 s) and bulk download of a 256 MiB file (curl, best of
-  3), run from the network namespace of a second container (nsenter into it, the host's
-  wrk and curl: the same client for both tools).
+  (wrk, 2 threads, 4 connections, 4 s) and bulk download of a 1 GiB file (curl), run from
+  the network namespace of a second container (nsenter into it, the host's wrk and curl:
+  the same client for both tools); both tools' pairs run at once, the tries alternate
+  between them, C2C_REPS each, medians.
 --rounds N repeats the whole measurement and reports each round's numbers (spread). The
 timed steps alternate between the tools rep by rep, so a load change (the machine is shared)
 hits both alike.
@@ -92,41 +94,77 @@ def inside(tool: Tool, container: str, argv: list, timeout: float = 120):
                                *argv], tool.home, env=tool.env, timeout=timeout)
 
 
-def c2c(tool: Tool, nginx: str, busybox: str, net: str) -> dict:
+BULK_BYTES = 1 << 30          # the bulk file: long enough (~0.3 s here) to be timed steadily
+C2C_REPS = 5
+
+
+def c2c_setup(tool: Tool, nginx: str, busybox: str, net: str) -> str:
+    """A server (nginx with a BULK_BYTES file) and a client (busybox) on `net`; the
+    server's address once it answers."""
     tool.run("run", "-d", "--name", "srv", "--network", net, nginx)
     tool.run("run", "-d", "--name", "cli", "--network", net, busybox, "sleep", "3600")
     ip = tool.run("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
                   "srv").stdout.strip()
-    tool.run("exec", "srv", "sh", "-c", "head -c 268435456 /dev/zero > /var/www/html/big.bin")
+    tool.run("exec", "srv", "sh", "-c", f"head -c {BULK_BYTES} /dev/zero > /var/www/html/big.bin")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         r = inside(tool, "cli", ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                                  f"http://{ip}/"])
         if r.stdout.strip() == "200":
-            break
+            return ip
         time.sleep(0.05)
-    r = inside(tool, "cli", ["wrk", "-t2", "-c4", "-d5s", "--latency", f"http://{ip}/"])
+    raise SystemExit(f"{tool.name}: no HTTP 200 from the server container at {ip}")
+
+
+def c2c_wrk(tool: Tool, ip: str) -> tuple:
+    """(p50 latency in seconds, requests/s) of nginx's index page, wrk 2 threads, 4
+    connections, 4 s, from the client container's network namespace."""
+    r = inside(tool, "cli", ["wrk", "-t2", "-c4", "-d4s", "--latency", f"http://{ip}/"])
     # the distribution's line ("     50%  190.00us"), not a "...50%" in the thread stats
-    lat = re.search(r"^\s+50%\s+(\S+)", r.stdout, re.M)
+    lat = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\b", r.stdout, re.M)
     rps = re.search(r"Requests/sec:\s+(\S+)", r.stdout)
-    best = 0.0
-    for _ in range(3):
-        r = inside(tool, "cli", ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download}",
-                                 f"http://{ip}/big.bin"])
-        try:
-            best = max(best, float(r.stdout.strip()))
-        except ValueError:
-            pass
-    tool.run("rm", "-f", "srv", "cli")
-    return {"c2c HTTP p50 latency (wrk)": lat.group(1) if lat else "?",
-            "c2c HTTP requests/s (wrk)": Q(float(rps.group(1)) if rps else 0.0, "req/s"),
-            "c2c bulk download": Q(best / 1e6, "MB/s")}
+    if not lat or not rps:
+        raise SystemExit(f"{tool.name}: wrk said {r.stdout[-500:]!r} {r.stderr[-500:]!r}")
+    scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0}[lat.group(2)]
+    return float(lat.group(1)) * scale, float(rps.group(1))
+
+
+def c2c_bulk(tool: Tool, ip: str) -> float:
+    """Bytes/s of one download of the bulk file (curl, to /dev/null)."""
+    r = inside(tool, "cli", ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download} "
+                             "%{speed_download}", f"http://{ip}/big.bin"])
+    size, speed = (float(x) for x in r.stdout.split())
+    if size != BULK_BYTES:
+        raise SystemExit(f"{tool.name}: the bulk download got {size:.0f} bytes")
+    return speed
+
+
+def c2c(tools, nginx: str, busybox: str, net: str, res: dict) -> None:
+    """Container to container on `net`, both tools' pairs up at once and the tries
+    interleaved tool by tool (C2C_REPS each), so a load change hits both alike; medians."""
+    ips = {t.name: c2c_setup(t, nginx, busybox, net) for t in tools}
+    lat = {t.name: [] for t in tools}
+    rps = {t.name: [] for t in tools}
+    bulk = {t.name: [] for t in tools}
+    for _ in range(C2C_REPS):
+        for t in tools:
+            p50, n = c2c_wrk(t, ips[t.name])
+            lat[t.name].append(p50)
+            rps[t.name].append(n)
+        for t in tools:
+            bulk[t.name].append(c2c_bulk(t, ips[t.name]))
+    for t in tools:
+        t.run("rm", "-f", "srv", "cli")
+        res[t.name]["c2c HTTP p50 latency (wrk)"] = Q(statistics.median(lat[t.name]) * 1e6,
+                                                        "us")
+        res[t.name]["c2c HTTP requests/s (wrk)"] = Q(statistics.median(rps[t.name]), "req/s")
+        res[t.name]["c2c bulk download (1 GiB)"] = Q(statistics.median(bulk[t.name]) / 1e6,
+                                                      "MB/s")
 
 
 def measure(tools, busybox: str, nginx: str, reps: int) -> dict:
     """One round: the timed steps interleaved tool by tool, rep by rep (the machine's load,
-    shared with other jobs, then hits both alike); memory and container-to-container
-    traffic tool after tool."""
+    shared with other jobs, then hits both alike); memory tool after tool."""
     res = {t.name: {} for t in tools}
     for t in tools:
         t.run("run", "--rm", busybox, "true")                      # warm caches
@@ -152,12 +190,16 @@ def measure(tools, busybox: str, nginx: str, reps: int) -> dict:
             statistics.median(ready[t.name])
         for i in range(9):
             t.run("run", "-d", "--name", f"idle{i}", "--network", "benchnet", nginx)
-        time.sleep(2)
-        res[t.name]["helper PSS per idle container (10 nginx)"] = \
-            Q(helpers_pss_kb(t.name == "podman", t.home) / 10 / 1024, "MiB")
-        t.run("rm", "-f", "keeper", *[f"idle{i}" for i in range(9)])
+    # both tools' ten at once; again once pydocklite's shim zygote has left (it exits after
+    # 30 s without a request: shim/zygote.py)
+    for label, pause in (("", 2), (", 35 s later", 33)):
+        time.sleep(pause)
+        for t in tools:
+            res[t.name][f"helper PSS per idle container (10 nginx{label})"] = \
+                Q(helpers_pss_kb(t.name == "podman", t.home) / 10 / 1024, "MiB")
     for t in tools:
-        res[t.name].update(c2c(t, nginx, busybox, "benchnet"))
+        t.run("rm", "-f", "keeper", *[f"idle{i}" for i in range(9)])
+    c2c(tools, nginx, busybox, "benchnet", res)
     return res
 
 
