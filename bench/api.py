@@ -21,7 +21,8 @@ peer); `docker exec true`; 50 `docker ps` at once (wall time of the batch, three
 `ps` and the batches also against bench/floor_server.py ("floor": a server replaying
 pydocklite's recorded replies and doing nothing else, so what it takes is the client's own
 time, which no server can take away); the service's idle memory (PSS of the service process
-itself with pydocklite's shim zygote while it lingers, and for Podman of its service process).
+itself with pydocklite's shim zygote while it lingers, and for Podman of its service
+process), 2 s after the last request and again 35 s later (the zygote has left by then).
 """
 from __future__ import annotations
 
@@ -293,9 +294,12 @@ def measure(peers: list, busybox: str, nginx: str, reps: int, work: Path) -> dic
     finally:
         if floor is not None:
             floor.stop()
-    time.sleep(2)
-    for p in peers:
-        results[p.name]["service idle PSS"] = p.pss_kb()
+    # 2 s after the last request, and once pydocklite's shim zygote has left (it exits
+    # after 30 s without a request: shim/zygote.py)
+    for label, pause in (("", 2), (", 35 s later", 33)):
+        time.sleep(pause)
+        for p in peers:
+            results[p.name][f"service idle PSS{label}"] = p.pss_kb()
     return results
 
 

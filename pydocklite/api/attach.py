@@ -13,6 +13,7 @@ A client attaching to a container that already runs gets its output as the log g
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from pydocklite.api.http import HttpError
@@ -170,11 +171,12 @@ class PendingStart:
 
 
 def fork_ahead(ctx, state) -> None:
-    """At create: fork the container's shim (see PendingStart), once (it is the service's
-    child, reaped by a thread: detach.fork_detached). Forked in a thread after the answer
-    instead, it held the interpreter's lock against the client's next requests and the
-    start waited for it longer than the create had. A failed fork is logged: the start
-    forks a shim of its own then."""
+    """At create: have the shim zygote fork the container's shim (see PendingStart); when
+    none runs, fork it here, once (the service's child, reaped by a thread:
+    detach.fork_detached), and start a zygote for the next ones (start_zygote). Forked in
+    a thread after the answer instead, it held the interpreter's lock against the client's
+    next requests and the start waited for it longer than the create had. A failed fork
+    is logged: the start forks a shim of its own then."""
     from pydocklite.api.streams import Stdio
     from pydocklite.detach import reap_in_thread
     from pydocklite.shim.launch import fork_ahead as fork
@@ -195,7 +197,7 @@ def fork_ahead(ctx, state) -> None:
         exit_r, exit_w = os.pipe()
         try:
             shim = fork(ctx.settings, exit_w, stdio.shim_fds, preload=True,
-                        reaper=reap_in_thread, use_zygote=False)
+                        reaper=reap_in_thread, zygote_absent=lambda: start_zygote(ctx))
         except BaseException:
             os.close(exit_r)
             stdio.close()
@@ -209,6 +211,24 @@ def fork_ahead(ctx, state) -> None:
     stdio.shim_has_them()
     with ctx.lock:
         ctx.pending_starts[state.id] = PendingStart(shim, stdio, exit_r)
+
+
+ZYGOTE_RETRY = 5.0           # seconds before another zygote is started after one was
+
+
+def start_zygote(ctx) -> None:
+    """Start a fresh shim zygote (shim/zygote.py, start_fresh) in a thread that reaps it,
+    unless one was started in the last ZYGOTE_RETRY seconds (it may be getting ready, or
+    unable to run: the shims are forked here meanwhile). It exits after its idle time
+    without a request, as a CLI's does; the next create starts another."""
+    from pydocklite.shim.zygote import start_fresh
+    with ctx.lock:
+        now = time.monotonic()
+        if now - ctx.zygote_started < ZYGOTE_RETRY:
+            return
+        ctx.zygote_started = now
+    threading.Thread(target=start_fresh, args=(ctx.settings.runtime_dir,), daemon=True,
+                     name="shim-zygote").start()
 
 
 def cancel_pending(ctx, cid: str) -> None:

@@ -26,6 +26,7 @@ class ApiContext:
         self.execs = {}            # exec id -> execs.ExecSession
         self.ttys = {}             # cid -> the AttachSession holding its terminal (resize)
         self.pending_starts = {}   # cid -> attach.PendingStart (a shim forked at create)
+        self.zygote_started = -1e9  # monotonic time a shim zygote was last started
         self._containers = None
         self._images = None
 

@@ -1,8 +1,8 @@
 """Starting a shim: forked by the shim zygote or from the caller, detached, renamed for `ps`.
 
 A shim runs in a session of its own (the CLI may die at any moment): a child of the
-per-user shim zygote when one runs and serves the caller (zygote.py: the CLI's shims share
-its memory), else a child of `run`'s CLI or of the API service, forked once
+per-user shim zygote when one runs and serves the caller (zygote.py: the shims share its
+memory), else a child of `run`'s CLI or of the API service, forked once
 (detach.fork_detached with a reaper), else a grandchild of the forking process; renamed
 "pydocklite __shim --name NAME ID --root DIR" so that `ps aux | grep NAME` finds it. It is
 forked, not exec'd: a new interpreter would take ~50 ms to start and import what the CLI
@@ -84,13 +84,13 @@ class PendingShim:
 
 def fork_ahead(settings: Settings, exit_fd: Optional[int] = None,
                attach: Optional[List[int]] = None, preload: bool = True,
-               reaper=None, use_zygote: bool = True) -> PendingShim:
+               reaper=None, use_zygote: bool = True, zygote_absent=None) -> PendingShim:
     """Fork a shim now, for a container created later (go()). exit_fd and the attach fds
     (stdin, stdout, stderr of a foreground CLI) are ours: the shim gets copies. preload:
     import what a start needs while waiting. reaper: see detach.fork_detached.
-    use_zygote=False: fork it here (the API service: a long-lived process, its shims
-    share its pages already; a zygote forked off it would hold a second copy of its heap
-    as the two diverge, +12 MiB PSS measured)."""
+    use_zygote=False: fork it here. zygote_absent: called when no zygote runs, instead of
+    having the shim forked here make one (the API service starts a fresh one: a fork of
+    the service would carry its heap, zygote.start_fresh)."""
     from pydocklite.shim import zygote
     go_r, go_w = os.pipe()
     ready_r, ready_w = os.pipe()
@@ -105,7 +105,9 @@ def fork_ahead(settings: Settings, exit_fd: Optional[int] = None,
         ready_r, ready_w = os.pipe()
     if asked != "forked":
         from pydocklite.detach import fork_detached
-        make = asked == "absent" and preload
+        make = asked == "absent" and preload and zygote_absent is None
+        if asked == "absent" and zygote_absent is not None:
+            zygote_absent()
         fork_detached(lambda: _shim_process(settings, go_r, ready_w, exit_fd, attach, preload,
                                             make_zygote=make), reaper=reaper)
     os.close(go_r)

@@ -285,28 +285,82 @@ def _children(pid: int) -> list:
     return out
 
 
-def test_shims_reaped_and_idle_threads_bounded(api, busybox):
-    """The shims the service forks are its own children (forked once, not by a shim
-    zygote: the service's shims share its pages already): each is reaped when it exits,
-    none is left a zombie; the threads that served connections wait for the next ones, no
-    more than IDLE_WORKERS of them."""
-    for _ in range(3):
+def _zygotes(home: Path) -> list:
+    return [pid for pid, cmd in unpriv.user_processes()
+            if "__shim-zygote" in cmd and str(home) in cmd]
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _shim_pid(api, name: str) -> int:
+    pid = json.loads(ok(api.cli("inspect", name)).stdout)[0]["ShimPid"]
+    assert pid > 0
+    return pid
+
+
+def test_shims_from_a_fresh_zygote_reaped_and_idle_threads_bounded(api, busybox):
+    """The service's first shim is its own child (forked once, reaped by a thread); the
+    service then starts a shim zygote as a new interpreter (its child, not a fork of it:
+    it doesn't carry the service's heap), which forks the next shims. Every shim is
+    reaped when it exits, none is left a zombie; the threads that served connections wait
+    for the next ones, no more than IDLE_WORKERS of them."""
+    pid = api.proc.pid
+    assert not _zygotes(api.cli.home)
+    # modules named like the stdlib's in the service's working directory: the zygote, a
+    # new interpreter, never imports them
+    marker = api.cli.home / "hostile-module-imported"
+    for mod in ("json", "selectors", "threading", "signal", "fcntl"):
+        (api.cli.home / f"{mod}.py").write_text(
+            f"open({str(marker)!r}, 'w').close()\nraise ImportError('hostile')\n")
+    ok(api.docker("run", "--rm", busybox, "true"))
+    [zyg] = wait_for(lambda: _zygotes(api.cli.home), what="the zygote the service started")
+    assert _ppid(zyg) == pid
+    # a fork of the service would hold at least the service's pages; a new interpreter
+    # with the shim's modules holds about half of them
+    assert _rss_kb(zyg) < _rss_kb(pid), (_rss_kb(zyg), _rss_kb(pid))
+    for _ in range(2):
         ok(api.docker("run", "--rm", busybox, "true"))
     ok(api.docker("run", "-d", "--name", "stays", busybox, "sleep", "300"))
-    pid = api.proc.pid
+    shim = _shim_pid(api, "stays")
+    assert _ppid(shim) == zyg
+    assert "__shim" in Path(f"/proc/{shim}/cmdline").read_text()
     # the --rm ones' shims finish their clean-up after the client has its answer
     # (and the one that stays, busy for a moment after the start's answer, then asleep)
-    wait_for(lambda: [st for _, st in _children(pid)] == ["S"],
-             what="the --rm containers' shims reaped, the other one asleep")
-    [(shim, state)] = _children(pid)
-    assert "__shim" in Path(f"/proc/{shim}/cmdline").read_text()
-    assert not [cmd for _, cmd in unpriv.user_processes()
-                if "__shim-zygote" in cmd and str(api.cli.home) in cmd]
+    wait_for(lambda: _children(pid) == [(zyg, "S")],
+             what="the service's own shim reaped, only the zygote left its child")
+    wait_for(lambda: _children(zyg) == [(shim, "S")],
+             what="the zygote's --rm shims reaped, the other one asleep")
     for _ in range(20):
         ok(api.docker("ps"))
     threads = len(os.listdir(f"/proc/{pid}/task"))
-    # the main thread, <= 8 idle connection threads, the running shim's reaper
+    # the main thread, <= 8 idle connection threads, the zygote's reaper
     assert threads <= 1 + 8 + 1, threads
     ok(api.docker("rm", "-f", "stays"))
-    wait_for(lambda: not _children(pid), what="every shim reaped")
+    wait_for(lambda: not _children(zyg), what="every shim reaped")
+    assert not marker.exists()
+
+
+def test_no_zygote_when_disabled(cli, busybox):
+    """PYDOCKLITE_SHIM_ZYGOTE_IDLE=0: the service forks every shim itself."""
+    proc, sock = start_service(cli, "--time", "0", env={"PYDOCKLITE_SHIM_ZYGOTE_IDLE": "0"})
+    api = Api(cli, proc, sock)
+    try:
+        for _ in range(2):
+            ok(api.docker("run", "--rm", busybox, "true"))
+        ok(api.docker("run", "-d", "--name", "own", busybox, "sleep", "300"))
+        assert _ppid(_shim_pid(api, "own")) == proc.pid
+        assert not _zygotes(cli.home)
+        ok(api.docker("rm", "-f", "own"))
+        wait_for(lambda: not _children(proc.pid), what="every shim reaped")
+    finally:
+        api.stop()
 
