@@ -227,8 +227,13 @@ def start_zygote(ctx) -> None:
         if now - ctx.zygote_started < ZYGOTE_RETRY:
             return
         ctx.zygote_started = now
-    threading.Thread(target=start_fresh, args=(ctx.settings.runtime_dir,), daemon=True,
-                     name="shim-zygote").start()
+
+    def run() -> None:
+        code = start_fresh(ctx.settings.runtime_dir)
+        if code and ctx.server is not None:      # (0: it left idle; None: disabled)
+            ctx.server.log(f"the shim zygote exited with status {code}: the service forks "
+                           "the shims itself meanwhile")
+    threading.Thread(target=run, daemon=True, name="shim-zygote").start()
 
 
 def cancel_pending(ctx, cid: str) -> None:

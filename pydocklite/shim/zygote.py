@@ -159,10 +159,11 @@ def _umask() -> int:
 
 
 # --- the zygote -----------------------------------------------------------------------------
-def start_fresh(runtime_dir) -> bool:
+def start_fresh(runtime_dir) -> Optional[int]:
     """Run a zygote in a new interpreter on this code (`python3 -I -S`, this process's
     sys.path), in a session of its own; wait for it to exit (call this in a thread: it is
-    the zygote's reaper). False when zygotes are disabled or it could not be started.
+    the zygote's reaper) and return its exit status (0: it left idle, or another zygote
+    was running); None when zygotes are disabled or it could not be started.
 
     For the API service, whose heap is three times a CLI's: its shims, forked from it, took
     ~5.6 ms longer to start a container here (the runtime's forks copy the page tables of
@@ -170,7 +171,7 @@ def start_fresh(runtime_dir) -> bool:
     per container; a zygote forked off the service carries the same heap (and gained ~1.9
     ms)."""
     if not idle_time():
-        return False
+        return None
     import subprocess
     path = [p for p in sys.path if p]
     code = ("import sys; sys.path[:] = %r; from pydocklite.shim.zygote import _zygote; "
@@ -180,9 +181,8 @@ def start_fresh(runtime_dir) -> bool:
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd="/", start_new_session=True)
     except OSError:
-        return False
-    proc.wait()
-    return True
+        return None
+    return proc.wait()
 
 
 def become(runtime_dir: str) -> None:
