@@ -106,10 +106,10 @@ def fork_ahead(settings: Settings, exit_fd: Optional[int] = None,
     if asked != "forked":
         from pydocklite.detach import fork_detached
         make = asked == "absent" and preload and zygote_absent is None
-        if asked == "absent" and zygote_absent is not None:
-            zygote_absent()
         fork_detached(lambda: _shim_process(settings, go_r, ready_w, exit_fd, attach, preload,
                                             make_zygote=make), reaper=reaper)
+        if asked == "absent" and zygote_absent is not None:
+            zygote_absent()             # (after the fork: the shim has none of its thread)
     os.close(go_r)
     os.close(ready_w)
     return PendingShim(go_w, ready_r)
