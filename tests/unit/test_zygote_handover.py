@@ -88,6 +88,10 @@ def swallow():
     conn.close()
 threading.Thread(target=swallow, daemon=True).start()
 one("mute", where=mute)
+# no zygote, and a caller that starts its own (the API service): the shim is forked here
+# and makes none, the caller is told
+told = settings._replace(runtime_dir=rt / "run4")
+one("told", where=told, zygote_absent=lambda: out.setdefault("told_called", True))
 print(json.dumps(out))
 """
 
@@ -120,7 +124,8 @@ def test_child_gets_the_callers_surroundings(tmp_path):
         assert first["preload"] is True and first["make"] is False
         assert out["other_context"] == "refused"
         assert out["same_context"] == "forked" and out["no_go"] == ""
-        for tag, make in (("absent", True), ("mute", False)):
+        assert out.get("told_called") is True
+        for tag, make in (("absent", True), ("mute", False), ("told", False)):
             assert out[tag]["go"] == f"c0ffee {tag}\n" and out[tag]["make"] is make
             assert out[tag]["ppid"] not in zyg
         assert os.path.exists(out["sock"]) and os.path.exists(out["lock"])
