@@ -59,18 +59,28 @@ class Q(float):
         return q
 
 
+def _pause_cmd(cmd: str, cmds: dict) -> str:
+    """The command line of the process whose namespaces a slirp4netns or pasta names
+    (/proc/PID/ns/...), else ""."""
+    m = re.search(r"/proc/(\d+)/ns/", cmd)
+    return cmds.get(int(m.group(1)), "") if m else ""
+
+
 def helpers_pss_kb(podman: bool, home: Path) -> int:
     """The helpers' PSS; pydocklite's only those of this bench's home (a shim, namespace
     host or pause process names its directories; the outbound helper names its pause
-    process): the test user's other homes may have helpers running (a developer's)."""
+    process): the test user's other homes may have helpers running (a developer's).
+    Podman's: never a process of pydocklite's (its slirp4netns has Podman's name for the
+    outbound helper, and both tools run as the test user)."""
     procs = unpriv.user_processes()
     cmds = dict(procs)
     total = 0
     for pid, cmd in procs:
         mine = any(k in cmd for k in (POD_HELPERS if podman else PDL_HELPERS))
         if mine and not podman and str(home) not in cmd:
-            m = re.search(r"/proc/(\d+)/ns/", cmd)       # slirp4netns, pasta: the pause's
-            mine = bool(m) and str(home) in cmds.get(int(m.group(1)), "")
+            mine = str(home) in _pause_cmd(cmd, cmds)      # slirp4netns, pasta: the pause's
+        if podman and ("pydocklite" in cmd or "pydocklite" in _pause_cmd(cmd, cmds)):
+            continue
         if podman and not mine:
             # podman's pause process is `podman` re-exec'd as "catatonit -P"-like
             mine = Path(f"/proc/{pid}/comm").exists() and \
