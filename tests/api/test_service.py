@@ -324,6 +324,9 @@ def test_shims_from_a_fresh_zygote_reaped_and_idle_threads_bounded(api, busybox)
     ok(api.docker("run", "--rm", busybox, "true"))
     [zyg] = wait_for(lambda: _zygotes(api.cli.home), what="the zygote the service started")
     assert _ppid(zyg) == pid
+    # up once it listens (a new interpreter importing what a shim runs: ~0.2 s here)
+    wait_for(lambda: list((api.cli.home / "run" / "pydocklite").glob("shim-zygote-*.sock")),
+             what="the zygote's socket")
     # a fork of the service would hold at least the service's pages; a new interpreter
     # with the shim's modules holds about half of them
     assert _rss_kb(zyg) < _rss_kb(pid), (_rss_kb(zyg), _rss_kb(pid))
