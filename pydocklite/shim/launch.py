@@ -84,19 +84,18 @@ class PendingShim:
 
 def fork_ahead(settings: Settings, exit_fd: Optional[int] = None,
                attach: Optional[List[int]] = None, preload: bool = True,
-               reaper=None, use_zygote: bool = True, zygote_absent=None) -> PendingShim:
+               reaper=None, zygote_absent=None) -> PendingShim:
     """Fork a shim now, for a container created later (go()). exit_fd and the attach fds
     (stdin, stdout, stderr of a foreground CLI) are ours: the shim gets copies. preload:
     import what a start needs while waiting. reaper: see detach.fork_detached.
-    use_zygote=False: fork it here. zygote_absent: called when no zygote runs, instead of
-    having the shim forked here make one (the API service starts a fresh one: a fork of
-    the service would carry its heap, zygote.start_fresh)."""
+    zygote_absent: called when no zygote runs, instead of having the shim forked here make
+    one (the API service starts a fresh one: a fork of the service would carry its heap,
+    zygote.start_fresh)."""
     from pydocklite.shim import zygote
     go_r, go_w = os.pipe()
     ready_r, ready_w = os.pipe()
     fds = [go_r, ready_w] + ([exit_fd] if exit_fd is not None else []) + list(attach or [])
-    asked = zygote.ask(settings, fds, exit_fd, len(attach or ()), preload) if use_zygote \
-        else "refused"
+    asked = zygote.ask(settings, fds, exit_fd, len(attach or ()), preload)
     if asked == "failed":
         # (a zygote gone mid-request may have kept copies: fresh pipes for our own shim)
         for fd in (go_r, go_w, ready_r, ready_w):

@@ -170,12 +170,13 @@ def start_fresh(runtime_dir) -> Optional[int]:
     bigger process, and the writes after them copy its pages), and held ~1.3 MiB PSS more
     per container; a zygote forked off the service carries the same heap (and gained ~1.9
     ms). Only absolute entries of sys.path are passed on (the new process runs in /)."""
-    if not idle_time():
+    idle = idle_time()
+    if not idle:
         return None
     import subprocess
     path = [p for p in sys.path if os.path.isabs(p)]
     code = ("import sys; sys.path[:] = %r; from pydocklite.shim.zygote import _zygote; "
-            "sys.exit(_zygote(%r, %r))" % (path, str(runtime_dir), idle_time()))
+            "sys.exit(_zygote(%r, %r))" % (path, str(runtime_dir), idle))
     try:
         proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", code],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

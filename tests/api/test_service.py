@@ -19,6 +19,7 @@ import pytest
 from tests import unpriv
 from tests.api.conftest import DOCKER, Api, read_response, start_service, wait_for
 from tests.fixtures.cli_runner import ok
+from tests.fixtures.shims import ppid, shim_of, zygotes
 
 
 def test_socket_mode_stale_socket_and_idle_exit(cli):
@@ -285,26 +286,11 @@ def _children(pid: int) -> list:
     return out
 
 
-def _zygotes(home: Path) -> list:
-    return [pid for pid, cmd in unpriv.user_processes()
-            if "__shim-zygote" in cmd and str(home) in cmd]
-
-
-def _ppid(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
-
-
 def _rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def _shim_pid(api, name: str) -> int:
-    pid = json.loads(ok(api.cli("inspect", name)).stdout)[0]["ShimPid"]
-    assert pid > 0
-    return pid
 
 
 def test_shims_from_a_fresh_zygote_reaped_and_idle_threads_bounded(api, busybox):
@@ -314,7 +300,7 @@ def test_shims_from_a_fresh_zygote_reaped_and_idle_threads_bounded(api, busybox)
     reaped when it exits, none is left a zombie; the threads that served connections wait
     for the next ones, no more than IDLE_WORKERS of them."""
     pid = api.proc.pid
-    assert not _zygotes(api.cli.home)
+    assert not zygotes(api.cli.home)
     # modules named like the stdlib's in the service's working directory: the zygote, a
     # new interpreter, never imports them
     marker = api.cli.home / "hostile-module-imported"
@@ -322,8 +308,8 @@ def test_shims_from_a_fresh_zygote_reaped_and_idle_threads_bounded(api, busybox)
         (api.cli.home / f"{mod}.py").write_text(
             f"open({str(marker)!r}, 'w').close()\nraise ImportError('hostile')\n")
     ok(api.docker("run", "--rm", busybox, "true"))
-    [zyg] = wait_for(lambda: _zygotes(api.cli.home), what="the zygote the service started")
-    assert _ppid(zyg) == pid
+    [zyg] = wait_for(lambda: zygotes(api.cli.home), what="the zygote the service started")
+    assert ppid(zyg) == pid
     # up once it listens (a new interpreter importing what a shim runs: ~0.2 s here)
     wait_for(lambda: list((api.cli.home / "run" / "pydocklite").glob("shim-zygote-*.sock")),
              what="the zygote's socket")
@@ -333,8 +319,8 @@ def test_shims_from_a_fresh_zygote_reaped_and_idle_threads_bounded(api, busybox)
     for _ in range(2):
         ok(api.docker("run", "--rm", busybox, "true"))
     ok(api.docker("run", "-d", "--name", "stays", busybox, "sleep", "300"))
-    shim = _shim_pid(api, "stays")
-    assert _ppid(shim) == zyg
+    shim = shim_of(api.cli, "stays")
+    assert ppid(shim) == zyg
     assert "__shim" in Path(f"/proc/{shim}/cmdline").read_text()
     # the --rm ones' shims finish their clean-up after the client has its answer
     # (and the one that stays, busy for a moment after the start's answer, then asleep)
@@ -360,8 +346,8 @@ def test_no_zygote_when_disabled(cli, busybox):
         for _ in range(2):
             ok(api.docker("run", "--rm", busybox, "true"))
         ok(api.docker("run", "-d", "--name", "own", busybox, "sleep", "300"))
-        assert _ppid(_shim_pid(api, "own")) == proc.pid
-        assert not _zygotes(cli.home)
+        assert ppid(shim_of(api.cli, "own")) == proc.pid
+        assert not zygotes(cli.home)
         ok(api.docker("rm", "-f", "own"))
         wait_for(lambda: not _children(proc.pid), what="every shim reaped")
     finally:

@@ -4,7 +4,6 @@ caller whose process context differs is not served by it; killed, idle, disabled
 junk, it leaves every container working."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import resource
@@ -14,13 +13,9 @@ import time
 from pathlib import Path
 
 from tests.fixtures.cli_runner import ok
+from tests.fixtures.shims import ppid, shim_of, zygotes
 
 from tests import unpriv
-
-
-def zygotes(home: Path) -> list:
-    return [pid for pid, cmd in unpriv.user_processes()
-            if "__shim-zygote" in cmd and str(home) in cmd]
 
 
 def wait_for(check, timeout: float = 10.0):
@@ -30,16 +25,6 @@ def wait_for(check, timeout: float = 10.0):
         if got or time.monotonic() >= deadline:
             return got
         time.sleep(0.05)
-
-
-def shim_of(cli, name: str) -> int:
-    pid = json.loads(ok(cli("inspect", name)).stdout)[0]["ShimPid"]
-    assert pid > 0
-    return pid
-
-
-def ppid(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
 
 
 def run_d(cli, busybox, name: str, **kw) -> int:
